@@ -1,0 +1,1 @@
+"""Per-clip logic: manifests, decoding, geometry, scene flow, quality metrics, synthetic scenes, reports."""

@@ -1,0 +1,464 @@
+"""Zarr v3 label store with a Parquet index (DESIGN.md "Storage").
+
+Layout of a store directory::
+
+    zarr.json                     root group; attribute "worldreel" = {schema_version, precision}
+    clips/<bb>/<clip_id>/         one Zarr group per committed clip (bb: 2 hex digits of a hash)
+        zarr.json                 clip attributes (LABELS.md "Attributes of one clip")
+        <field>/...               one array per field; one shard file per array, one chunk per frame
+    index/index.parquet           compacted index, one row per clip
+    index/rows/<clip_id>.parquet  index rows not yet compacted (one per commit)
+    .staging/                     clips being written; never read
+
+Commit protocol: a clip is written completely under `.staging/`, validated, then published
+with one `os.rename` into `clips/`; only then is its index row written (temp file +
+`os.replace`). Every shard file belongs to exactly one clip, so each shard has exactly one
+writer and concurrent processes never read-modify-write the same file. A crash leaves at
+most a staging directory (ignored, cleaned up later) or a published clip without an index
+row (found again by `repair_index`). The directory under `clips/` is the truth about what
+is committed; the index is the fast view of it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from zarr.codecs import BloscCodec
+
+from storage.schema import (
+    DERIVED_FIELDS,
+    FIELDS,
+    SCHEMA_VERSION,
+    STORED_FIELDS,
+    LabelValidationError,
+    validate_attrs,
+    validate_clip,
+)
+
+__all__ = ["LabelStore", "ClipLabels", "SchemaVersionError", "ClipNotFoundError", "CommitResult"]
+
+_STATUSES = ("accepted", "rejected")
+_PRECISIONS = {"float16": np.float16, "float32": np.float32}
+
+
+class SchemaVersionError(RuntimeError):
+    """The store or a clip was written with a schema version this reader does not know."""
+
+
+class ClipNotFoundError(KeyError):
+    """No committed clip with that id."""
+
+
+class ClipLabels(dict):
+    """Arrays of one clip named as LABELS.md, plus the clip's attributes in `.attrs`."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        super().__init__(arrays)
+        self.attrs = dict(attrs)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a commit did: `committed` is False when the clip was already there."""
+
+    clip_id: str
+    status: str
+    committed: bool
+    path: Path
+    nbytes: int
+
+
+def default_compressor(dtype: np.dtype) -> BloscCodec:
+    """Blosc-zstd with bit shuffle for masks and byte shuffle otherwise (chosen by `make bench`)."""
+    shuffle = "bitshuffle" if np.dtype(dtype) == np.bool_ else "shuffle"
+    return BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
+
+
+class LabelStore:
+    """A directory holding labelled clips; see the module docstring for the layout."""
+
+    def __init__(self, root: Path, precision: str) -> None:
+        self.root = root
+        self.precision = precision
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | os.PathLike, precision: str = "float16", exist_ok: bool = True) -> "LabelStore":
+        """Create a store (or open it, if it exists and `exist_ok`).
+
+        Args:
+            path: directory of the store.
+            precision: "float16" (contract default for depth, flows, uncertainty, scene flow)
+                or "float32" (for exact synthetic labels).
+        """
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        root = Path(path)
+        if (root / "zarr.json").exists():
+            if not exist_ok:
+                raise FileExistsError(f"label store already exists: {root}")
+            return cls.open(root)
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(f"{root} exists, is not empty and is not a label store")
+        root.mkdir(parents=True, exist_ok=True)
+        meta = {"schema_version": SCHEMA_VERSION, "precision": precision}
+        zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": meta})
+        for sub in ("clips", "index/rows", ".staging", ".locks"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return cls(root, precision)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "LabelStore":
+        """Open an existing store, checking its schema version."""
+        root = Path(path)
+        if not (root / "zarr.json").exists():
+            raise FileNotFoundError(f"no label store at {root} (missing zarr.json)")
+        group = zarr.open_group(zarr.storage.LocalStore(root, read_only=True), mode="r")
+        meta = group.attrs.get("worldreel")
+        if not isinstance(meta, dict):
+            raise SchemaVersionError(f"{root} is a Zarr group but not a WorldReel label store")
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{root} has schema_version {meta.get('schema_version')!r}; this reader knows {SCHEMA_VERSION}"
+            )
+        return cls(root, meta["precision"])
+
+    # ------------------------------------------------------------------ paths
+    def clip_path(self, clip_id: str) -> Path:
+        """Directory of a committed clip (whether or not it exists)."""
+        _check_clip_id(clip_id)
+        bucket = hashlib.sha1(clip_id.encode()).hexdigest()[:2]
+        return self.root / "clips" / bucket / clip_id
+
+    def has_clip(self, clip_id: str) -> bool:
+        """Whether the clip is committed (accepted or rejected). The directory is the truth."""
+        return (self.clip_path(clip_id) / "zarr.json").exists()
+
+    # ------------------------------------------------------------------ writing
+    def commit(
+        self,
+        clip_id: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping[str, Any],
+        replace: bool = False,
+    ) -> CommitResult:
+        """Validate and atomically commit an accepted clip.
+
+        Args:
+            clip_id: stable id of the clip.
+            arrays: every stored field of LABELS.md (`points` is derived on read, not stored).
+            attrs: clip attributes; `source`, `fps`, `stride`, `metric_scale`, `labelers` are
+                required, `qa` is optional. `height`, `width`, `T`, `status`, `schema_version`
+                are set here.
+            replace: replace a clip that is already committed (e.g. a re-labelled rejected clip).
+
+        Raises:
+            LabelValidationError: naming the clip and field; nothing becomes visible.
+        """
+        attrs = _plain(dict(attrs))
+        validate_attrs(clip_id, attrs)
+        dims = validate_clip(clip_id, arrays, attrs["stride"])
+        full_attrs = {
+            **attrs,
+            "clip_id": clip_id,
+            "height": dims.H,
+            "width": dims.W,
+            "T": dims.T,
+            "status": "accepted",
+            "reasons": [],
+            "qa": dict(attrs.get("qa", {})),
+        }
+        return self._publish(clip_id, full_attrs, self._stored_arrays(arrays), replace)
+
+    def commit_rejected(
+        self,
+        clip_id: str,
+        attrs: Mapping[str, Any],
+        reasons: Sequence[str],
+        replace: bool = False,
+    ) -> CommitResult:
+        """Record a rejected clip: attributes and reasons only, no arrays.
+
+        `attrs` needs at least `source`; quality metrics under `qa` are kept for reports.
+        """
+        if not reasons:
+            raise LabelValidationError(clip_id, "reasons", "a rejected clip needs at least one reason")
+        attrs = _plain(dict(attrs))
+        if "source" not in attrs:
+            raise LabelValidationError(clip_id, "source", "missing attribute")
+        full_attrs = {**attrs, "clip_id": clip_id, "status": "rejected", "reasons": [str(r) for r in reasons]}
+        full_attrs.setdefault("qa", {})
+        return self._publish(clip_id, full_attrs, {}, replace)
+
+    def _stored_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Cast to the stored dtypes and zero values outside validity masks (they mean nothing)."""
+        half = _PRECISIONS[self.precision]
+        out = {}
+        for name in STORED_FIELDS:
+            spec = FIELDS[name]
+            value = np.asarray(arrays[name])
+            dtype = {"int": np.int64, "float64": np.float64, "float32": np.float32, "half": half, "bool": np.bool_}[
+                spec.kind
+            ]
+            value = value.astype(dtype, copy=True)
+            if spec.valid is not None:
+                valid = np.asarray(arrays[spec.valid], bool)
+                value[~valid] = 0
+            out[name] = value
+        return out
+
+    def _publish(self, clip_id: str, attrs: dict, arrays: dict[str, np.ndarray], replace: bool) -> CommitResult:
+        final = self.clip_path(clip_id)
+        if final.exists() and not replace:
+            return CommitResult(clip_id, attrs["status"], False, final, 0)
+        staging = self.root / ".staging" / f"{clip_id}.{uuid.uuid4().hex}"
+        try:
+            nbytes = self._write_group(staging, attrs, arrays)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            committed = self._rename_into_place(staging, final, replace)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if committed:
+            self._write_index_row(attrs, nbytes)
+        return CommitResult(clip_id, attrs["status"], committed, final, nbytes)
+
+    def _write_group(self, path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> int:
+        attrs = {**attrs, "schema_version": SCHEMA_VERSION, "committed_at": time.time()}
+        store = zarr.storage.LocalStore(path)
+        group = zarr.open_group(store, mode="w-", attributes=attrs)
+        for name, value in arrays.items():
+            # One chunk per frame (a training read of a few frames touches little), one shard
+            # per array (one file, one writer).
+            chunks = (1,) + value.shape[1:] if value.ndim > 1 else value.shape
+            group.create_array(
+                name,
+                data=value,
+                chunks=chunks,
+                shards=value.shape,
+                compressors=default_compressor(value.dtype),
+            )
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+    def _rename_into_place(self, staging: Path, final: Path, replace: bool) -> bool:
+        if replace and final.exists():
+            trash = self.root / ".staging" / f"{final.name}.old.{uuid.uuid4().hex}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if final.exists():  # another writer committed the same clip first: keep theirs
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ index
+    def _write_index_row(self, attrs: dict, nbytes: int) -> None:
+        table = pa.Table.from_pylist([_index_row(self, attrs, nbytes)])
+        rows = self.root / "index" / "rows"
+        rows.mkdir(parents=True, exist_ok=True)
+        tmp = rows / f".{attrs['clip_id']}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, rows / f"{attrs['clip_id']}.parquet")
+
+    def index(self) -> pa.Table:
+        """The index as a pyarrow Table: one row per committed clip, newest commit wins."""
+        parts = []
+        compacted = self.root / "index" / "index.parquet"
+        if compacted.exists():
+            parts.append(pq.read_table(compacted))
+        parts.extend(pq.read_table(p) for p in self._row_files())
+        if not parts:
+            return pa.Table.from_pylist([], schema=_EMPTY_INDEX_SCHEMA)
+        return _latest_per_clip(pa.concat_tables(parts, promote_options="permissive"))
+
+    def _row_files(self) -> list[Path]:
+        return sorted((self.root / "index" / "rows").glob("*.parquet"))
+
+    def compact_index(self) -> int:
+        """Merge pending index rows into index/index.parquet (under a lock). Returns rows merged."""
+        with self._lock("index"):
+            files = self._row_files()
+            stats = {p: p.stat().st_mtime_ns for p in files}
+            table = self.index()
+            tmp = self.root / "index" / f".index.{uuid.uuid4().hex}.tmp"
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.root / "index" / "index.parquet")
+            for p in files:
+                try:
+                    if p.stat().st_mtime_ns == stats[p]:  # rewritten since we read it: keep for next time
+                        p.unlink()
+                except FileNotFoundError:
+                    pass
+        return len(files)
+
+    def repair_index(self) -> list[str]:
+        """Add index rows for committed clips the index lacks (a crash between publish and index write)."""
+        indexed = set(self.index().column("clip_id").to_pylist())
+        repaired = []
+        for zarr_json in (self.root / "clips").glob("*/*/zarr.json"):
+            clip_id = zarr_json.parent.name
+            if clip_id in indexed:
+                continue
+            attrs = json.loads(zarr_json.read_text())["attributes"]
+            nbytes = sum(f.stat().st_size for f in zarr_json.parent.rglob("*") if f.is_file())
+            self._write_index_row(attrs, nbytes)
+            repaired.append(clip_id)
+        return repaired
+
+    def clean_staging(self, older_than_s: float = 3600.0) -> int:
+        """Remove staging leftovers of crashed writers older than `older_than_s`. Returns how many."""
+        removed = 0
+        for p in (self.root / ".staging").iterdir():
+            if time.time() - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+        return removed
+
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        (self.root / ".locks").mkdir(exist_ok=True)
+        with open(self.root / ".locks" / f"{name}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ reading
+    def clip_ids(self, status: str | None = None) -> list[str]:
+        """Committed clip ids, optionally only `accepted` or `rejected` ones, sorted."""
+        if status is not None and status not in _STATUSES:
+            raise ValueError(f"status must be one of {_STATUSES} or None, got {status!r}")
+        table = self.index()
+        ids = table.column("clip_id").to_pylist()
+        statuses = table.column("status").to_pylist()
+        return sorted(c for c, s in zip(ids, statuses) if status is None or s == status)
+
+    def attrs(self, clip_id: str) -> dict[str, Any]:
+        """Attributes of a committed clip."""
+        return dict(self._open_clip(clip_id).attrs)
+
+    def read(self, clip_id: str, fields: Sequence[str] | None = None) -> ClipLabels:
+        """Arrays of an accepted clip, named as LABELS.md, plus `.attrs`.
+
+        Args:
+            fields: names to read (default: every field, `points` included). `points` is
+                derived from depth, K and c2w on the key frames (zero where depth is invalid).
+        """
+        group = self._open_clip(clip_id)
+        attrs = dict(group.attrs)
+        wanted = list(FIELDS) if fields is None else list(fields)
+        unknown = [f for f in wanted if f not in FIELDS]
+        if unknown:
+            raise KeyError(f"unknown field(s) {unknown}; fields are {list(FIELDS)}")
+        if attrs.get("status") != "accepted":
+            if fields is not None and wanted:
+                raise ValueError(f"clip {clip_id!r} is {attrs.get('status')} ({attrs.get('reasons')}): it has no arrays")
+            return ClipLabels({}, attrs)
+        arrays = {name: group[name][...] for name in wanted if name not in DERIVED_FIELDS}
+        if "points" in wanted:
+            arrays["points"] = _points_from_group(group, int(attrs["stride"]))
+        return ClipLabels(arrays, attrs)
+
+    def _open_clip(self, clip_id: str) -> zarr.Group:
+        path = self.clip_path(clip_id)
+        if not (path / "zarr.json").exists():
+            raise ClipNotFoundError(f"clip {clip_id!r} is not committed in {self.root}")
+        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+        version = group.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(f"clip {clip_id!r} has schema_version {version!r}; reader knows {SCHEMA_VERSION}")
+        return group
+
+
+def _points_from_group(group: zarr.Group, stride: int) -> np.ndarray:
+    """P_k(u) = c2w_k [D_k(u) K_k^-1 (u, v, 1); 1] on key frames, float32, zero where depth is invalid."""
+    depth = group["depth"][::stride].astype(np.float64)
+    valid = group["depth_valid"][::stride]
+    K = group["K"][::stride].astype(np.float64)
+    c2w = group["c2w"][::stride].astype(np.float64)
+    S, H, W = depth.shape
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    uv1 = np.stack([u, v, np.ones_like(u)], axis=-1)
+    rays = np.einsum("sij,hwj->shwi", np.linalg.inv(K), uv1)
+    cam = rays * depth[..., None]
+    world = np.einsum("sij,shwj->shwi", c2w[:, :3, :3], cam) + c2w[:, None, None, :3, 3]
+    world[~valid] = 0
+    return world.astype(np.float32)
+
+
+def _index_row(store: LabelStore, attrs: Mapping[str, Any], nbytes: int) -> dict[str, Any]:
+    source = attrs.get("source", {})
+    row = {
+        "clip_id": attrs["clip_id"],
+        "shard": str(store.clip_path(attrs["clip_id"]).relative_to(store.root)),
+        "status": attrs["status"],
+        "reasons": list(attrs.get("reasons", [])),
+        "dataset": str(source.get("dataset", "")),
+        "uri": str(source.get("uri", "")),
+        "start_sec": float(source.get("start_sec", np.nan)),
+        "end_sec": float(source.get("end_sec", np.nan)),
+        "caption": str(source.get("caption", "")),
+        "metric_scale": bool(attrs.get("metric_scale", False)),
+        "labelers": json.dumps(attrs.get("labelers", {}), sort_keys=True),
+        "nbytes": int(nbytes),
+        "committed_at": float(attrs.get("committed_at", time.time())),
+        "schema_version": SCHEMA_VERSION,
+    }
+    row["fps"] = float(attrs["fps"]) if "fps" in attrs else None
+    for key in ("height", "width", "T", "stride"):
+        row[key] = int(attrs[key]) if key in attrs else None
+    for name, value in attrs.get("qa", {}).items():
+        if isinstance(value, (bool, int, float, np.floating, np.integer)) or value is None:
+            row[f"qa_{name}"] = None if value is None else float(value)
+    return row
+
+
+_EMPTY_INDEX_SCHEMA = pa.schema(
+    [("clip_id", pa.string()), ("shard", pa.string()), ("status", pa.string()), ("reasons", pa.list_(pa.string()))]
+)
+
+
+def _latest_per_clip(table: pa.Table) -> pa.Table:
+    """Keep the newest row of each clip, sorted by clip id."""
+    order = table.sort_by([("clip_id", "ascending"), ("committed_at", "descending")])
+    ids = order.column("clip_id").to_pylist()
+    keep = [i for i, c in enumerate(ids) if i == 0 or ids[i - 1] != c]
+    return order.take(keep)
+
+
+def _check_clip_id(clip_id: str) -> None:
+    if not clip_id or "/" in clip_id or clip_id.startswith(".") or len(clip_id) > 200:
+        raise ValueError(f"invalid clip id {clip_id!r}: must be a non-empty file name not starting with '.'")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of attributes (numpy scalars and arrays to Python values)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
