@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from labelers.geometry import inside_image, pixel_grid, project_points, transform_points
 
-__all__ = ["SceneConfig", "SyntheticClip", "render_clip", "CAMERA_MOTIONS", "GENERATOR_VERSION"]
+__all__ = ["SceneConfig", "SyntheticClip", "render_clip", "scene_caption", "CAMERA_MOTIONS", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = "1"
 CAMERA_MOTIONS = ("dolly", "orbit", "pan", "static")
@@ -137,7 +137,10 @@ def _make_texture(rng: np.random.Generator, min_wavelength: float) -> _Texture:
     wavelengths = np.exp(rng.uniform(np.log(min_wavelength), np.log(min_wavelength * 8), n))
     dirs = rng.normal(size=(n, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    amps = rng.uniform(0.03, 0.12, (n, 3)) * rng.choice([-1, 1], (n, 3))
+    # Mostly luminance detail with a little colour, like real surfaces: survives the 4:2:0
+    # chroma subsampling of ordinary video codecs.
+    luma = rng.uniform(0.04, 0.12, (n, 1)) * rng.choice([-1, 1], (n, 1))
+    amps = luma * rng.uniform(0.8, 1.2, (n, 3))
     return _Texture(rng.uniform(0.25, 0.75, 3), dirs / wavelengths[:, None], rng.uniform(0, 2 * np.pi, n), amps)
 
 
@@ -150,9 +153,35 @@ def _build_scene(cfg: SceneConfig) -> _Scene:
     min_wavelength = 5.0 * 8.0 / f
     faces = [_make_texture(rng, min_wavelength) for _ in range(_NUM_FACES)]
     c2w_world = _camera_trajectory(cfg, rng)
-    objects = [_make_object(rng, min_wavelength, moving=False) for _ in range(cfg.num_static)]
-    objects += [_make_object(rng, min_wavelength, moving=True) for _ in range(cfg.num_moving)]
+    objects: list[_Object] = []
+    for moving in [False] * cfg.num_static + [True] * cfg.num_moving:
+        objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames))
     return _Scene(faces, objects, c2w_world, K)
+
+
+def _bounding_radius(ob: _Object) -> float:
+    return float(ob.size[0] if ob.kind == "sphere" else np.linalg.norm(ob.size))
+
+
+def _place_object(
+    rng: np.random.Generator, min_wavelength: float, moving: bool, others: list[_Object], num_frames: int
+) -> _Object:
+    """A new object whose bounding sphere, at the start and end of the clip, keeps clear of the others.
+
+    Overlapping objects would hide each other (a moving object inside a still one shows no motion).
+    """
+    candidate = _make_object(rng, min_wavelength, moving)
+    for _ in range(200):
+        clear = all(
+            np.linalg.norm(candidate.pose(t)[:3, 3] - other.pose(t)[:3, 3])
+            > _bounding_radius(candidate) + _bounding_radius(other) + 0.05
+            for other in others
+            for t in (0.0, num_frames - 1.0)
+        )
+        if clear:
+            return candidate
+        candidate = _make_object(rng, min_wavelength, moving)
+    return candidate  # a crowded scene: accept an overlap rather than fail
 
 
 def _make_object(rng: np.random.Generator, min_wavelength: float, moving: bool) -> _Object:
@@ -389,10 +418,10 @@ def render_clip(cfg: SceneConfig) -> SyntheticClip:
     }
     labels["c2w"][0] = np.eye(4, dtype=np.float32)  # exact identity, not inv(A) @ A
     object_ids = np.stack([h.obj.reshape(H, W) for h in hits])
-    return SyntheticClip(cfg, np.stack(frames), labels, object_ids, _caption(cfg), {"config": asdict(cfg)})
+    return SyntheticClip(cfg, np.stack(frames), labels, object_ids, scene_caption(cfg), {"config": asdict(cfg)})
 
 
-def _caption(cfg: SceneConfig) -> str:
+def scene_caption(cfg: SceneConfig) -> str:
     shot = {"dolly": "a dolly shot", "orbit": "an orbiting shot", "pan": "a panning shot", "static": "a static shot"}
     movers = f"{cfg.num_moving} moving object{'s' if cfg.num_moving != 1 else ''}"
     return f"{shot[cfg.camera]} of a textured room with {cfg.num_static} still and {movers}"

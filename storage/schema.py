@@ -146,10 +146,12 @@ def validate_clip(clip_id: str, arrays: Mapping[str, np.ndarray], stride: int) -
         hint = " (derived on read)" if set(unknown) & set(DERIVED_FIELDS) else ""
         raise LabelValidationError(clip_id, unknown[0], f"not a stored field of the contract{hint}")
     dims = clip_dims(clip_id, arrays, stride)
-    for name in STORED_FIELDS:
+    for name in STORED_FIELDS:  # shapes and dtypes of all fields first: masks index the values below
         if name not in arrays:
             raise LabelValidationError(clip_id, name, "missing")
-        _check_array(clip_id, FIELDS[name], np.asarray(arrays[name]), dims, arrays)
+        _check_shape_and_dtype(clip_id, FIELDS[name], np.asarray(arrays[name]), dims)
+    for name in STORED_FIELDS:
+        _check_values(clip_id, FIELDS[name], np.asarray(arrays[name]), arrays)
     _check_cameras(clip_id, np.asarray(arrays["K"]), np.asarray(arrays["c2w"]))
     _check_depth(clip_id, np.asarray(arrays["depth"]), np.asarray(arrays["depth_valid"]))
     if np.any(np.diff(np.asarray(arrays["frame_index"])) < 0):
@@ -159,7 +161,7 @@ def validate_clip(clip_id: str, arrays: Mapping[str, np.ndarray], stride: int) -
     return dims
 
 
-def _check_array(clip_id: str, spec: FieldSpec, value: np.ndarray, dims: ClipDims, arrays: Mapping) -> None:
+def _check_shape_and_dtype(clip_id: str, spec: FieldSpec, value: np.ndarray, dims: ClipDims) -> None:
     expected = dims.shape_of(spec)
     if value.shape != expected:
         raise LabelValidationError(clip_id, spec.name, f"expected shape {expected}, got {value.shape}")
@@ -167,16 +169,20 @@ def _check_array(clip_id: str, spec: FieldSpec, value: np.ndarray, dims: ClipDim
         raise LabelValidationError(clip_id, spec.name, f"expected bool, got {value.dtype}")
     if spec.kind == "int" and not np.issubdtype(value.dtype, np.integer):
         raise LabelValidationError(clip_id, spec.name, f"expected an integer dtype, got {value.dtype}")
-    if spec.kind in ("float64", "float32", "half"):
-        if not np.issubdtype(value.dtype, np.floating):
-            raise LabelValidationError(clip_id, spec.name, f"expected a float dtype, got {value.dtype}")
-        checked = _masked_view(value, np.asarray(arrays[spec.valid]) if spec.valid else None)
-        bad = ~np.isfinite(checked)
-        if bad.any():
-            scope = f" where {spec.valid}" if spec.valid else ""
-            raise LabelValidationError(clip_id, spec.name, f"{int(bad.sum())} non-finite values{scope}")
-        if spec.kind == "half" and np.abs(checked).max(initial=0.0) > _FLOAT16_MAX:
-            raise LabelValidationError(clip_id, spec.name, "values exceed the float16 range allowed by the contract")
+    if spec.kind in ("float64", "float32", "half") and not np.issubdtype(value.dtype, np.floating):
+        raise LabelValidationError(clip_id, spec.name, f"expected a float dtype, got {value.dtype}")
+
+
+def _check_values(clip_id: str, spec: FieldSpec, value: np.ndarray, arrays: Mapping) -> None:
+    if spec.kind not in ("float64", "float32", "half"):
+        return
+    checked = _masked_view(value, np.asarray(arrays[spec.valid]) if spec.valid else None)
+    bad = ~np.isfinite(checked)
+    if bad.any():
+        scope = f" where {spec.valid}" if spec.valid else ""
+        raise LabelValidationError(clip_id, spec.name, f"{int(bad.sum())} non-finite values{scope}")
+    if spec.kind == "half" and np.abs(checked).max(initial=0.0) > _FLOAT16_MAX:
+        raise LabelValidationError(clip_id, spec.name, "values exceed the float16 range allowed by the contract")
 
 
 _FLOAT16_MAX = 65000.0

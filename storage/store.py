@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from storage.schema import (
     DERIVED_FIELDS,
@@ -82,29 +82,48 @@ class CommitResult:
     nbytes: int
 
 
-def default_compressor(dtype: np.dtype) -> BloscCodec:
-    """Blosc-zstd with bit shuffle for masks and byte shuffle otherwise (chosen by `make bench`)."""
+CODECS = ("blosc-zstd", "blosc-lz4", "zstd", "none")
+
+
+def compressors_for(codec: str, dtype: np.dtype) -> tuple:
+    """Zarr compressors of a codec name; masks get bit shuffle, other arrays byte shuffle.
+
+    "blosc-zstd" is the default: `make bench` measured it smallest at similar speed.
+    """
     shuffle = "bitshuffle" if np.dtype(dtype) == np.bool_ else "shuffle"
-    return BloscCodec(cname="zstd", clevel=3, shuffle=shuffle)
+    if codec == "blosc-zstd":
+        return (BloscCodec(cname="zstd", clevel=3, shuffle=shuffle),)
+    if codec == "blosc-lz4":
+        return (BloscCodec(cname="lz4", clevel=5, shuffle=shuffle),)
+    if codec == "zstd":
+        return (ZstdCodec(level=3),)
+    if codec == "none":
+        return ()
+    raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
 
 
 class LabelStore:
     """A directory holding labelled clips; see the module docstring for the layout."""
 
-    def __init__(self, root: Path, precision: str) -> None:
+    def __init__(self, root: Path, precision: str, codec: str = "blosc-zstd") -> None:
         self.root = root
         self.precision = precision
+        self.codec = codec
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, path: str | os.PathLike, precision: str = "float16", exist_ok: bool = True) -> "LabelStore":
+    def create(
+        cls, path: str | os.PathLike, precision: str = "float16", exist_ok: bool = True, codec: str = "blosc-zstd"
+    ) -> "LabelStore":
         """Create a store (or open it, if it exists and `exist_ok`).
 
         Args:
             path: directory of the store.
             precision: "float16" (contract default for depth, flows, uncertainty, scene flow)
                 or "float32" (for exact synthetic labels).
+            codec: compression of every array, one of `CODECS`.
         """
+        compressors_for(codec, np.float32)  # fail early on an unknown codec
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         root = Path(path)
@@ -115,11 +134,11 @@ class LabelStore:
         if root.exists() and any(root.iterdir()):
             raise FileExistsError(f"{root} exists, is not empty and is not a label store")
         root.mkdir(parents=True, exist_ok=True)
-        meta = {"schema_version": SCHEMA_VERSION, "precision": precision}
+        meta = {"schema_version": SCHEMA_VERSION, "precision": precision, "codec": codec}
         zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": meta})
         for sub in ("clips", "index/rows", ".staging", ".locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        return cls(root, precision)
+        return cls(root, precision, codec)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelStore":
@@ -135,7 +154,7 @@ class LabelStore:
             raise SchemaVersionError(
                 f"{root} has schema_version {meta.get('schema_version')!r}; this reader knows {SCHEMA_VERSION}"
             )
-        return cls(root, meta["precision"])
+        return cls(root, meta["precision"], meta.get("codec", "blosc-zstd"))
 
     # ------------------------------------------------------------------ paths
     def clip_path(self, clip_id: str) -> Path:
@@ -249,7 +268,7 @@ class LabelStore:
                 data=value,
                 chunks=chunks,
                 shards=value.shape,
-                compressors=default_compressor(value.dtype),
+                compressors=compressors_for(self.codec, value.dtype),
             )
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 

@@ -84,7 +84,7 @@ def test_scene_flow_is_point_difference_on_dynamic_pixels_and_zero_elsewhere(cli
         difference = bilinear_sample(L["points"][n + 1], target) - L["points"][n]
         err = np.linalg.norm(difference - L["scene_flow"][n], axis=-1)[valid]
         motion = np.linalg.norm(L["scene_flow"][n], axis=-1)[valid]
-        assert np.median(err) < 2e-3
+        assert np.median(err) < 5e-3
         assert np.mean(err < 0.05 * motion + 0.01) > 0.97
 
 

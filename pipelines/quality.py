@@ -1,0 +1,166 @@
+"""Per-clip label-quality metrics and gating (DESIGN.md "Quality metrics per clip").
+
+`clip_quality` measures a labelled clip; `gate` compares the metrics with thresholds from
+configuration and returns one reason per failed metric, naming the metric and its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from labelers.geometry import bilinear_sample, pixel_grid, rigid_flow
+
+__all__ = ["QualityThresholds", "clip_quality", "gate", "trajectory_stats"]
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """Accept a clip only if every metric lies inside its bounds (None: no bound).
+
+    Defaults are deliberately loose: they reject broken labels, not merely hard clips.
+    """
+
+    min_fb_consistent_fraction: float | None = 0.5
+    min_depth_valid_fraction: float | None = 0.3
+    min_flow_valid_fraction: float | None = 0.5
+    max_rigid_flow_residual_px: float | None = 2.0
+    max_depth_reprojection_abs_rel: float | None = 0.15
+    max_trajectory_anomalies: float | None = 3
+    max_dynamic_ratio: float | None = 0.6
+    max_flow_uncertainty_p90_px: float | None = 3.0
+    extra: dict = field(default_factory=dict)
+
+    def bounds(self) -> dict[str, tuple[str, float]]:
+        """metric name -> ("min" | "max", value) for every set bound."""
+        out = {}
+        for key, value in asdict(self).items():
+            if key == "extra" or value is None:
+                continue
+            kind, metric = key.split("_", 1)
+            out[metric] = (kind, float(value))
+        for metric, (kind, value) in self.extra.items():
+            out[metric] = (kind, float(value))
+        return out
+
+
+def gate(metrics: Mapping[str, float], thresholds: QualityThresholds) -> list[str]:
+    """Reasons to reject, one per violated bound, e.g. 'qa: fb_consistent_fraction=0.31 < min 0.5'."""
+    reasons = []
+    for metric, (kind, bound) in thresholds.bounds().items():
+        value = metrics.get(metric)
+        if value is None or not np.isfinite(value):
+            reasons.append(f"qa: {metric} is missing or not finite ({value})")
+        elif kind == "min" and value < bound:
+            reasons.append(f"qa: {metric}={value:.4g} < min {bound:.4g}")
+        elif kind == "max" and value > bound:
+            reasons.append(f"qa: {metric}={value:.4g} > max {bound:.4g}")
+    return reasons
+
+
+def trajectory_stats(c2w: np.ndarray, scene_scale: float, anomaly_rel_error: float = 0.03) -> dict[str, float]:
+    """Length, rotation and jerk anomalies of a camera trajectory.
+
+    Anomalies: frames where a constant-acceleration prediction from the three previous camera
+    centres misses the actual centre by more than `anomaly_rel_error` of the path length
+    (the SpatialVID-style check), counted over the clip. The path length is floored at a tenth
+    of `scene_scale` (e.g. the median depth, same unit as c2w) so that the jitter of a
+    tripod shot does not count as jerk.
+    """
+    c2w = np.asarray(c2w, np.float64)
+    centres = c2w[:, :3, 3]
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    length = float(steps.sum())
+    R = c2w[:, :3, :3]
+    relative = np.einsum("tji,tjk->tik", R[:-1], R[1:])
+    cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1, 1)
+    angles_deg = np.degrees(np.arccos(cos))
+    anomalies = 0
+    if len(centres) >= 4 and max(length, scene_scale) > 0:
+        predicted = 3 * centres[2:-1] - 3 * centres[1:-2] + centres[:-3]
+        miss = np.linalg.norm(predicted - centres[3:], axis=1) / max(length, 0.1 * scene_scale)
+        anomalies = int((miss > anomaly_rel_error).sum())
+    return {
+        "trajectory_length": length,
+        "rotation_total_deg": float(angles_deg.sum()),
+        "rotation_max_step_deg": float(angles_deg.max(initial=0.0)),
+        "trajectory_anomalies": float(anomalies),
+    }
+
+
+def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.ndarray | None = None) -> dict[str, float]:
+    """Quality metrics of a labelled clip (LABELS.md arrays).
+
+    Args:
+        labels: stored fields of one clip.
+        stride: key-frame stride.
+        fb_inside: optional (T-1, H, W) bool, pixels whose forward target is inside the image;
+            the forward-backward consistent fraction is measured over them (else over all pixels).
+    """
+    depth = np.asarray(labels["depth"], np.float64)
+    depth_valid = np.asarray(labels["depth_valid"], bool)
+    flow_valid = np.asarray(labels["flow_valid"], bool)
+    dynamic = np.asarray(labels["dynamic_mask"], bool)
+    uncertainty = np.asarray(labels["flow_uncertainty"], np.float64)
+    inside = np.ones_like(flow_valid) if fb_inside is None else fb_inside
+    scene_flow_valid = np.asarray(labels["scene_flow_valid"], bool)
+    metrics = {
+        "fb_consistent_fraction": _fraction(flow_valid & inside, inside),
+        "depth_valid_fraction": float(depth_valid.mean()),
+        "flow_valid_fraction": float(flow_valid.mean()),
+        "key_flow_valid_fraction": float(np.asarray(labels["key_flow_valid"]).mean()),
+        "scene_flow_valid_fraction_of_dynamic": _fraction(scene_flow_valid, dynamic[:-1]),
+        "dynamic_ratio": float(dynamic.mean()),
+        "flow_uncertainty_mean_px": _masked_mean(uncertainty, flow_valid),
+        "flow_uncertainty_p90_px": _masked_percentile(uncertainty, flow_valid, 90),
+    }
+    residual, reprojection = _static_geometry_consistency(labels, stride)
+    metrics["rigid_flow_residual_px"] = residual
+    metrics["depth_reprojection_abs_rel"] = reprojection
+    scene_scale = float(np.median(depth[depth_valid])) if depth_valid.any() else 0.0
+    metrics["median_depth"] = scene_scale
+    metrics.update(trajectory_stats(labels["c2w"], scene_scale))
+    return metrics
+
+
+def _static_geometry_consistency(labels: Mapping[str, np.ndarray], stride: int) -> tuple[float, float]:
+    """Median |flow - rigid flow| on static pixels, and mean depth reprojection abs-rel (TAE-like).
+
+    Both test camera and depth together: for static surfaces, depth reprojected with the cameras
+    must land where the measured flow points, at the depth measured there.
+    """
+    depth = np.asarray(labels["depth"], np.float64)
+    depth_valid = np.asarray(labels["depth_valid"], bool)
+    K, c2w = np.asarray(labels["K"], np.float64), np.asarray(labels["c2w"], np.float64)
+    flow, flow_valid = np.asarray(labels["flow"], np.float64), np.asarray(labels["flow_valid"], bool)
+    static = ~np.repeat(np.asarray(labels["dynamic_mask"], bool), stride, axis=0)[: len(depth)]
+    residuals, rel_errors = [], []
+    height, width = depth.shape[1:]
+    for t in range(len(depth) - 1):
+        use = depth_valid[t] & flow_valid[t] & static[t]
+        if not use.any():
+            continue
+        flow_rigid, z_next = rigid_flow(depth[t], K[t], c2w[t], K[t + 1], c2w[t + 1])
+        residuals.append(np.linalg.norm(flow_rigid - flow[t], axis=-1)[use])
+        target = pixel_grid(height, width) + flow[t]
+        depth_next = bilinear_sample(np.where(depth_valid[t + 1], depth[t + 1], np.nan), target)
+        ok = use & np.isfinite(depth_next) & (depth_next > 0)
+        rel_errors.append(np.abs(z_next[ok] - depth_next[ok]) / depth_next[ok])
+    residual = float(np.median(np.concatenate(residuals))) if residuals else float("nan")
+    reprojection = float(np.mean(np.concatenate(rel_errors))) if rel_errors else float("nan")
+    return residual, reprojection
+
+
+def _fraction(selected: np.ndarray, of: np.ndarray) -> float:
+    total = int(np.count_nonzero(of))
+    return float(np.count_nonzero(selected & of) / total) if total else float("nan")
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    return float(values[mask].mean()) if mask.any() else float("nan")
+
+
+def _masked_percentile(values: np.ndarray, mask: np.ndarray, q: float) -> float:
+    return float(np.percentile(values[mask], q)) if mask.any() else float("nan")

@@ -1,0 +1,73 @@
+"""Quality metrics respond to the defects they are meant to catch; gating names metric and value."""
+
+import numpy as np
+import pytest
+
+from pipelines.quality import QualityThresholds, clip_quality, gate, trajectory_stats
+from pipelines.synthetic import SceneConfig, render_clip
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return render_clip(SceneConfig(seed=4, height=72, width=108, num_frames=9, camera="orbit", num_moving=1))
+
+
+def test_exact_labels_are_consistent_and_accepted(clip):
+    metrics = clip_quality(clip.labels, stride=4)
+    assert metrics["rigid_flow_residual_px"] < 1e-3
+    assert metrics["depth_reprojection_abs_rel"] < 0.02
+    assert metrics["depth_valid_fraction"] == 1.0
+    assert metrics["dynamic_ratio"] == pytest.approx(clip.labels["dynamic_mask"].mean())
+    assert metrics["trajectory_length"] == pytest.approx(
+        np.linalg.norm(np.diff(clip.labels["c2w"][:, :3, 3], axis=0), axis=1).sum(), rel=1e-6
+    )
+    assert gate(metrics, QualityThresholds()) == []
+
+
+def test_wrong_camera_shows_in_rigid_flow_residual(clip):
+    labels = dict(clip.labels)
+    c2w = labels["c2w"].copy()
+    c2w[1:, :3, 3] *= 1.5  # scale of the camera path disagrees with depth
+    labels["c2w"] = c2w
+    metrics = clip_quality(labels, stride=4)
+    assert metrics["rigid_flow_residual_px"] > 0.1
+    assert metrics["depth_reprojection_abs_rel"] > 0.005
+
+
+def test_noisy_depth_shows_in_reprojection_error(clip):
+    labels = dict(clip.labels)
+    rng = np.random.default_rng(0)
+    labels["depth"] = labels["depth"] * rng.uniform(0.8, 1.2, labels["depth"].shape).astype(np.float32)
+    metrics = clip_quality(labels, stride=4)
+    assert metrics["depth_reprojection_abs_rel"] > 0.05
+    reasons = gate(metrics, QualityThresholds(max_depth_reprojection_abs_rel=0.05))
+    assert any(r.startswith("qa: depth_reprojection_abs_rel=") and "> max 0.05" in r for r in reasons)
+
+
+def test_gate_names_metric_and_value():
+    thresholds = QualityThresholds(min_fb_consistent_fraction=0.5, max_dynamic_ratio=None, extra={"foo": ("min", 2)})
+    metrics = {
+        "fb_consistent_fraction": 0.31,
+        "depth_valid_fraction": 0.9,
+        "flow_valid_fraction": 0.9,
+        "rigid_flow_residual_px": 0.2,
+        "depth_reprojection_abs_rel": 0.01,
+        "trajectory_anomalies": 0,
+        "flow_uncertainty_p90_px": 0.5,
+        "foo": 1.0,
+    }
+    reasons = gate(metrics, thresholds)
+    assert reasons == ["qa: fb_consistent_fraction=0.31 < min 0.5", "qa: foo=1 < min 2"]
+    del metrics["depth_valid_fraction"]
+    assert any("depth_valid_fraction is missing" in r for r in gate(metrics, thresholds))
+
+
+def test_trajectory_jerk_is_flagged():
+    T = 20
+    c2w = np.tile(np.eye(4), (T, 1, 1))
+    c2w[:, 2, 3] = np.linspace(0, 1, T)  # smooth dolly
+    smooth = trajectory_stats(c2w, scene_scale=3.0)
+    assert smooth["trajectory_anomalies"] == 0
+    assert smooth["trajectory_length"] == pytest.approx(1.0)
+    c2w[10, 0, 3] = 0.2  # a jump sideways
+    assert trajectory_stats(c2w, scene_scale=3.0)["trajectory_anomalies"] >= 1
