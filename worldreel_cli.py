@@ -46,6 +46,72 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from flows.labeling import LabelRunParams, label_clips_flow
+
+    height, width = args.size
+    params = LabelRunParams(
+        manifest=str(args.manifest),
+        store=str(args.out),
+        format=args.format,
+        video_root=args.video_root,
+        annotation_root=args.annotation_root,
+        flow=args.flow,
+        flow_weights=args.flow_weights,
+        camera=args.camera,
+        depth=args.depth,
+        depth_weights=args.depth_weights,
+        height=height,
+        width=width,
+        fps=None if args.fps == "native" else float(args.fps),
+        frames=args.frames,
+        stride=args.stride,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        gpu_fraction=args.gpu_fraction,
+        device=args.device,
+        redo_failed=args.redo_failed,
+    )
+    summary = label_clips_flow(params)
+    _print_label_summary(summary)
+    return 0
+
+
+def _print_label_summary(summary: dict) -> None:
+    print(
+        f"labelled into {summary['store']}: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+        f"{summary['skipped']} skipped (already committed), {summary['manifest_row_errors']} manifest row errors "
+        f"in {summary['seconds']:.1f} s"
+    )
+    for reason, count in summary["rejected_by_reason"].items():
+        print(f"  rejected {count:4d}  {reason}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import ReportOptions, build_report
+
+    path = build_report(args.store, args.out, ReportOptions(max_gallery_clips=args.gallery))
+    print(f"report written to {path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print("PREFECT_API_URL is not set: start a server first (make server does both), e.g.\n"
+              "  prefect server start --host 127.0.0.1 --port 4200 &\n"
+              "  export PREFECT_API_URL=http://127.0.0.1:4200/api", file=sys.stderr)
+        return 2
+    from flows.deployments import serve_deployments
+
+    defaults = json.loads(args.label_defaults) if args.label_defaults else None
+    serve_deployments(label_cron=args.label_cron, label_defaults=defaults)
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from storage import LabelStore
 
@@ -129,6 +195,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=parse_size, default=(120, 180), help="resolution HxW (default 120x180)")
     demo.add_argument("--frames", type=int, default=25, help="frames per clip (default 25)")
     demo.set_defaults(func=_cmd_demo)
+
+    label = sub.add_parser(
+        "label",
+        help="label the clips of a manifest into a label store",
+        description="Decode, label (flow, camera, depth, dynamic masks, scene flow), quality-gate and commit every "
+        "clip of a manifest. Runs the Prefect labeling flow ephemerally (no server) over a local Ray, or an existing "
+        "cluster with --ray-address. Re-running skips committed clips.",
+    )
+    label.add_argument("--manifest", required=True, type=Path, help="manifest CSV")
+    label.add_argument("--out", required=True, type=Path, help="label store (created if missing)")
+    label.add_argument("--format", choices=("auto", "plain", "spatialvid", "panda70m"), default="auto")
+    label.add_argument("--video-root", help="folder that relative video paths resolve against")
+    label.add_argument("--annotation-root", help="SpatialVID annotation folders, one per clip id")
+    label.add_argument("--flow", choices=("dis", "sea-raft"), default="dis", help="optical-flow backend (default dis)")
+    label.add_argument("--flow-weights", help="local SEA-RAFT checkpoint (.pth or .safetensors)")
+    label.add_argument("--camera", choices=("sfm", "import"), default="sfm", help="camera backend (default sfm)")
+    label.add_argument("--depth", choices=("mvs", "neural", "import"), default="mvs", help="depth backend (default mvs)")
+    label.add_argument("--depth-weights", help="local folder of a transformers depth model")
+    label.add_argument("--size", type=parse_size, default=(480, 720), help="label resolution HxW (default 480x720)")
+    label.add_argument("--fps", default="8", help="label fps, or 'native' for the source rate (default 8)")
+    label.add_argument("--frames", type=int, default=49, help="frames per clip (default 49)")
+    label.add_argument("--stride", type=int, default=4, help="key-frame stride (default 4)")
+    label.add_argument("--limit", type=int, help="label at most this many clips")
+    label.add_argument("--batch-size", type=int, default=4, help="clips per Ray task (default 4)")
+    label.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all)")
+    label.add_argument("--ray-address", help="address of an existing Ray cluster")
+    label.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per neural labeler actor")
+    label.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of neural labelers")
+    label.add_argument("--redo-failed", action="store_true", help="label clips rejected by earlier runs again")
+    label.set_defaults(func=_cmd_label)
+
+    report = sub.add_parser(
+        "report",
+        help="write the label-quality report of a store",
+        description="Write a self-contained HTML report (totals, reasons, metric distributions, clip table, galleries).",
+    )
+    report.add_argument("store", type=Path, help="label store")
+    report.add_argument("--out", required=True, type=Path, help="output folder (index.html, summary.json)")
+    report.add_argument("--gallery", type=int, default=40, help="clips with a picture gallery (default 40)")
+    report.set_defaults(func=_cmd_report)
+
+    serve = sub.add_parser(
+        "serve",
+        help="register the flows as deployments on a Prefect server and serve their runs",
+        description="Register the labeling, report and training flows as deployments (typed parameter forms in the "
+        "Prefect UI) on the server at PREFECT_API_URL, and run what the UI starts. Blocks until interrupted.",
+    )
+    serve.add_argument("--label-cron", help="cron schedule of the labeling deployment, e.g. '0 2 * * *'")
+    serve.add_argument("--label-defaults", help="JSON of default labeling parameters, e.g. '{\"manifest\": ...}'")
+    serve.set_defaults(func=_cmd_serve)
 
     info = sub.add_parser("info", help="summarise a label store", description="Print what a label store holds.")
     info.add_argument("store", type=Path, help="label store path")

@@ -1,0 +1,38 @@
+"""Deployments of the flows for the Prefect UI: `worldreel serve` registers and serves them.
+
+Each deployment exposes its flow's typed parameters (pydantic models) as a form in the UI.
+Runs execute in subprocesses of the serving process (Prefect's `serve`); stopping `serve`
+pauses the deployments' schedules until it runs again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import serve
+
+from flows.labeling import label_clips_flow
+from flows.report import report_flow
+
+__all__ = ["build_deployments", "serve_deployments", "DEPLOYMENT_NAMES"]
+
+DEPLOYMENT_NAMES = {"label": "label-clips/label", "report": "label-report/report"}
+
+
+def build_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> list:
+    """The deployments: labeling (optionally on a cron schedule with default parameters) and report."""
+    label_kwargs: dict[str, Any] = {"name": "label", "tags": ["labeling"],
+                                    "description": "Label the clips of a manifest into a label store"}
+    if label_cron:
+        label_kwargs["cron"] = label_cron
+    if label_defaults:
+        label_kwargs["parameters"] = {"params": label_defaults}
+    return [
+        label_clips_flow.to_deployment(**label_kwargs),
+        report_flow.to_deployment(name="report", tags=["audit"], description="Write a store's label-quality report"),
+    ]
+
+
+def serve_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> None:
+    """Register the deployments on the Prefect API in `PREFECT_API_URL` and serve their runs (blocks)."""
+    serve(*build_deployments(label_cron, label_defaults))

@@ -1,0 +1,434 @@
+"""The per-clip labeling path: manifest row -> decoded frames -> labels -> QA -> commit.
+
+DESIGN.md "Data path of one clip", as plain functions that run in-process, in a Ray worker
+or under a Prefect flow alike:
+
+    decode -> flow (consecutive and key pairs, both directions, forward-backward check)
+           -> camera -> dynamic masks -> depth -> point maps and scene flow -> QA -> commit
+
+`label_and_commit` never raises for a bad clip: every failure becomes a rejected clip in the
+store with a reason naming the stage and the cause, so one bad clip never stops a run and a
+re-run does not retry it unless asked (`redo_failed`). It returns a small `ClipOutcome`
+(never arrays), which is what orchestration collects.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from labelers.depth import flow_pairs_from_pair_flows
+from labelers.dynamic_mask import label_depth_and_masks
+from labelers.flow import FlowEstimator, PairFlows, compute_pair_flows, consecutive_pairs, key_frame_pairs
+from pipelines.clips import ClipRejected, ClipSpec
+from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
+from pipelines.geometry import point_maps, scene_flow
+from pipelines.quality import QualityThresholds, clip_quality, gate
+from storage import LabelStore
+
+__all__ = [
+    "LabelConfig",
+    "ClipOutcome",
+    "Backends",
+    "build_backends",
+    "plan",
+    "label_clip",
+    "label_and_commit",
+    "label_clips",
+    "summarise",
+    "STAGES",
+]
+
+STAGES = ("decode", "flow", "camera", "depth_and_masks", "scene_flow", "qa", "write")
+FLOW_BACKENDS = ("dis", "sea-raft")
+CAMERA_BACKENDS = ("sfm", "import")
+DEPTH_BACKENDS = ("mvs", "neural", "import")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How clips are labelled (serialisable; the same object drives the CLI and the flows).
+
+    Attributes:
+        height, width: label resolution.
+        num_frames: T label frames per clip.
+        stride: key-frame stride (S = (T - 1) / stride + 1 key frames).
+        flow: "dis" (weight-free OpenCV) or "sea-raft" (needs `flow_weights`).
+        camera: "sfm" (weight-free structure from motion) or "import" (outside annotations).
+        depth: "mvs" (weight-free multi-view), "neural" (needs `depth_weights`) or "import".
+        device: torch device of neural backends ("cpu", "cuda").
+        max_flow_uncertainty_px: flow with a larger expected error is invalid.
+        thresholds: quality gates.
+    """
+
+    height: int = 480
+    width: int = 720
+    num_frames: int = 49
+    stride: int = 4
+    flow: str = "dis"
+    flow_weights: str | None = None
+    camera: str = "sfm"
+    depth: str = "mvs"
+    depth_weights: str | None = None
+    device: str = "cpu"
+    max_flow_uncertainty_px: float = 3.0
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 2 or (self.num_frames - 1) % self.stride:
+            raise ValueError(f"num_frames - 1 ({self.num_frames - 1}) must be a positive multiple of stride {self.stride}")
+        for name, value, allowed in (
+            ("flow", self.flow, FLOW_BACKENDS),
+            ("camera", self.camera, CAMERA_BACKENDS),
+            ("depth", self.depth, DEPTH_BACKENDS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} backend must be one of {allowed}, got {value!r}")
+        if self.flow == "sea-raft" and not self.flow_weights:
+            raise ValueError("flow 'sea-raft' needs flow_weights: a local SEA-RAFT checkpoint (.pth or .safetensors)")
+        if self.depth == "neural" and not self.depth_weights:
+            raise ValueError("depth 'neural' needs depth_weights: a local folder of a transformers depth model")
+        if (self.camera == "import") != (self.depth == "import"):
+            raise ValueError("camera and depth must both be 'import' or neither: imported depth and poses share one scale")
+
+    @property
+    def decode(self) -> DecodeConfig:
+        return DecodeConfig(num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one clip (small: crosses process boundaries, feeds summaries)."""
+
+    clip_id: str
+    status: str  # "accepted", "rejected" or "skipped"
+    reasons: list[str] = field(default_factory=list)
+    qa: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Backends:
+    """The labeler objects of one worker (built once, reused for every clip it labels).
+
+    Any object satisfying the family's protocol fits: orchestration swaps in proxies for
+    models that live in a Ray actor.
+    """
+
+    flow: FlowEstimator
+    camera: Any
+    depth: Any
+    masks: Any
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The clip's `labelers` attribute: name, version, parameters per family."""
+        out = {}
+        for family in ("flow", "camera", "depth", "masks"):
+            backend = getattr(self, family)
+            out["mask" if family == "masks" else family] = {
+                "name": backend.name,
+                "version": backend.version,
+                "params": _jsonable(backend.params),
+                "weights_sha256": getattr(backend, "weights_sha256", None),
+            }
+        return out
+
+
+def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
+    """Construct the labelers `cfg` names (neural ones load their local weights here, once).
+
+    Args:
+        skip: families not to build here (orchestration supplies them, e.g. from a GPU actor).
+    """
+    from labelers.sfm import SfmCamera
+    from labelers.depth import MultiViewDepth
+    from labelers.dis_flow import DisFlow
+    from labelers.dynamic_mask import FlowRigidityMasks
+
+    flow = depth = None
+    if "flow" not in skip:
+        if cfg.flow == "sea-raft":
+            from labelers.sea_raft import SeaRaftFlow
+
+            flow = SeaRaftFlow.from_checkpoint(cfg.flow_weights, device=cfg.device)
+        else:
+            flow = DisFlow()
+    if "depth" not in skip:
+        if cfg.depth == "neural":
+            from labelers.neural_depth import NeuralDepth
+
+            depth = NeuralDepth.from_pretrained(cfg.depth_weights, device=cfg.device)
+        else:
+            depth = MultiViewDepth()  # "import" reads depth from annotations; MVS describes nothing then
+    camera = _ImportedLabels("camera") if cfg.camera == "import" else SfmCamera()
+    if cfg.depth == "import":
+        depth = _ImportedLabels("depth")
+    return Backends(flow=flow, camera=camera, depth=depth, masks=FlowRigidityMasks())
+
+
+@dataclass(frozen=True)
+class _ImportedLabels:
+    """Stands for a family whose labels come from outside annotations (described per clip)."""
+
+    family: str
+    name: str = "imported_annotations"
+    version: str = "1"
+    params: dict = field(default_factory=dict)
+
+
+def plan(
+    specs: Sequence[ClipSpec], store: LabelStore, redo_failed: bool = False
+) -> tuple[list[ClipSpec], list[ClipOutcome]]:
+    """Split clips into those to label and those already committed (skipped).
+
+    The clip directories are the truth; rejected clips are labelled again only with `redo_failed`.
+    """
+    status = {row["clip_id"]: row["status"] for row in store.index().select(["clip_id", "status"]).to_pylist()}
+    todo, skipped = [], []
+    for spec in specs:
+        committed = status.get(spec.clip_id) or ("accepted" if store.has_clip(spec.clip_id) else None)
+        if committed is None or (redo_failed and committed == "rejected"):
+            todo.append(spec)
+        else:
+            skipped.append(ClipOutcome(spec.clip_id, "skipped", reasons=[f"already committed ({committed})"]))
+    return todo, skipped
+
+
+@contextmanager
+def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def label_clip(
+    spec: ClipSpec, cfg: LabelConfig, backends: Backends, seconds: dict[str, float] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
+    """Label one clip: the stored arrays of LABELS.md, the clip attributes and the QA rejection reasons.
+
+    Raises:
+        ClipRejected: the clip cannot be labelled (decode, camera or annotation failure).
+    """
+    seconds = {} if seconds is None else seconds
+    T, stride = cfg.num_frames, cfg.stride
+    with _stage(seconds, "decode"):
+        decoded = decode_clip(spec, cfg.decode)
+    frames = decoded.frames
+    with _stage(seconds, "flow"):
+        flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
+        key_flows = compute_pair_flows(backends.flow, frames, key_frame_pairs(T, stride), cfg.max_flow_uncertainty_px)
+    imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
+    with _stage(seconds, "camera"):
+        c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported)
+    pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
+    key_frames = list(range(0, T, stride))
+    with _stage(seconds, "depth_and_masks"):
+        if imported is not None:
+            depth, depth_valid, dynamic_key = _imported_depth_and_masks(imported, backends, pairs, c2w, K, key_frames)
+        else:
+            result = label_depth_and_masks(frames, pairs, c2w, K, key_frames, backends.depth, backends.masks)
+            depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
+    with _stage(seconds, "scene_flow"):
+        key = slice(None, None, stride)
+        points = point_maps(depth[key], depth_valid[key], K[key], c2w[key])
+        flow3d, flow3d_valid = scene_flow(
+            points, depth[key], depth_valid[key], key_flows.flow_fwd_px, key_flows.valid_fwd, dynamic_key
+        )
+    arrays = {
+        "frame_index": decoded.frame_index,
+        "timestamps": decoded.timestamps,
+        "K": K.astype(np.float32),
+        "c2w": c2w.astype(np.float32),
+        "depth": np.where(depth_valid, depth, 0).astype(np.float32),
+        "depth_valid": depth_valid,
+        "flow": flows.flow_fwd_px,
+        "flow_valid": flows.valid_fwd,
+        "flow_uncertainty": flows.uncertainty_fwd_px,
+        "key_flow": key_flows.flow_fwd_px,
+        "key_flow_valid": key_flows.valid_fwd,
+        "dynamic_mask": dynamic_key,
+        "scene_flow": flow3d.astype(np.float32),
+        "scene_flow_valid": flow3d_valid,
+    }
+    arrays["c2w"][0] = np.eye(4, dtype=np.float32)
+    with _stage(seconds, "qa"):
+        inside = ~np.isnan(flows.fb_error_fwd_px)
+        qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa}
+        reasons = gate(qa, cfg.thresholds)
+    labelers = backends.describe()
+    if imported is not None:
+        labelers.update(imported.attrs["labelers"])
+    attrs = {
+        "source": {**spec.source_attrs(), "fps": decoded.source_fps, "size": list(decoded.source_size)},
+        "fps": decoded.fps,
+        "stride": stride,
+        "metric_scale": metric_scale,
+        "labelers": labelers,
+        "qa": qa,
+        "config": cfg.to_dict(),
+    }
+    return arrays, attrs, reasons
+
+
+def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
+    from labelers.importers import AnnotationError, import_spatialvid, import_vipe
+
+    ann = spec.annotations
+    if ann is None:
+        raise ClipRejected(spec.clip_id, "no_annotations", "camera/depth 'import' needs an annotations folder for the clip")
+    common = dict(
+        frame_index=decoded.frame_index,
+        source_size=decoded.source_size,
+        label_size=(cfg.height, cfg.width),
+        source_to_label=decoded.transform.matrix(),
+        frame_offset=ann.frame_offset,
+        parts=("camera", "depth"),
+    )
+    try:
+        if ann.kind == "vipe":
+            return import_vipe(ann.dir, ann.name, **common)
+        return import_spatialvid(ann.dir, name=ann.name, **common)
+    except AnnotationError as e:
+        raise ClipRejected(spec.clip_id, f"annotations_{e.reason}", str(e)) from e
+
+
+def _imported_depth_and_masks(imported, backends: Backends, pairs, c2w, K, key_frames) -> tuple:
+    """Imported depth with dynamic pixels invalid, and key-frame masks from flow rigidity against it."""
+    depth, depth_valid = imported.arrays["depth"], imported.arrays["depth_valid"].copy()
+    frame_masks = backends.masks.frame_masks(pairs, c2w, K, depth, depth_valid)
+    dynamic_key = backends.masks.key_masks(pairs, c2w, K, key_frames, depth, depth_valid)
+    depth_valid &= ~frame_masks
+    depth_valid[key_frames] &= ~dynamic_key
+    return depth, depth_valid, dynamic_key
+
+
+def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported) -> tuple:
+    """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics."""
+    if imported is not None:
+        return imported.arrays["c2w"].astype(np.float64), imported.arrays["K"].astype(np.float64), bool(
+            imported.attrs["metric_scale"]
+        ), {}
+    from labelers.camera import CameraFailure
+
+    try:
+        result = backends.camera.estimate(decoded.frames, decoded.K)
+    except CameraFailure as e:
+        raise ClipRejected(spec.clip_id, f"camera_{e.reason}", e.message) from e
+    if result.motion != "general":
+        # Without translation nothing can be triangulated: depth, points and scene flow would be guesses.
+        raise ClipRejected(
+            spec.clip_id, f"camera_{result.motion}", f"the camera {'does not move' if result.motion == 'static' else 'only rotates'}: no parallax for depth"
+        )
+    qa = {
+        "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
+        "camera_registered_fraction": float(np.mean(result.registered)),
+    }
+    return result.c2w, result.K, bool(result.metric_scale), qa
+
+
+def label_and_commit(spec: ClipSpec, cfg: LabelConfig, store: LabelStore, backends: Backends) -> ClipOutcome:
+    """Label one clip and commit it as accepted or rejected. Never raises for a bad clip."""
+    seconds: dict[str, float] = {}
+    replace = store.has_clip(spec.clip_id)  # only reached for rejected clips under redo_failed
+    try:
+        arrays, attrs, reasons = label_clip(spec, cfg, backends, seconds)
+    except ClipRejected as e:
+        return _commit_rejected(store, spec, cfg, [f"{e.reason}: {e.message}"], {}, seconds, replace, backends)
+    except Exception as e:  # a labeler bug or an unforeseen input: record it, keep the run going
+        detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+        outcome = _commit_rejected(store, spec, cfg, [f"error: {detail}"], {}, seconds, replace, backends)
+        outcome.error = traceback.format_exc(limit=8)
+        return outcome
+    if reasons:
+        return _commit_rejected(store, spec, cfg, reasons, attrs["qa"], seconds, replace, backends)
+    start = time.perf_counter()
+    store.commit(spec.clip_id, arrays, attrs, replace=replace)
+    seconds["write"] = time.perf_counter() - start
+    return ClipOutcome(spec.clip_id, "accepted", qa=attrs["qa"], seconds=seconds)
+
+
+def _commit_rejected(
+    store: LabelStore,
+    spec: ClipSpec,
+    cfg: LabelConfig,
+    reasons: list[str],
+    qa: dict,
+    seconds: dict,
+    replace: bool,
+    backends: Backends,
+) -> ClipOutcome:
+    start = time.perf_counter()
+    attrs = {"source": spec.source_attrs(), "qa": qa, "labelers": backends.describe(), "config": cfg.to_dict()}
+    store.commit_rejected(spec.clip_id, attrs, reasons, replace=replace)
+    seconds["write"] = time.perf_counter() - start
+    return ClipOutcome(spec.clip_id, "rejected", reasons=reasons, qa=qa, seconds=seconds)
+
+
+def label_clips(
+    specs: Iterable[ClipSpec],
+    cfg: LabelConfig,
+    store: LabelStore,
+    backends: Backends | None = None,
+    progress: Callable[[ClipOutcome], None] | None = None,
+) -> list[ClipOutcome]:
+    """Label clips one after the other in this process (what each Ray worker runs on its batch)."""
+    backends = backends or build_backends(cfg)
+    outcomes = []
+    for spec in specs:
+        outcome = label_and_commit(spec, cfg, store, backends)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return outcomes
+
+
+def summarise(outcomes: Sequence[ClipOutcome], row_errors: Sequence[Any] = ()) -> dict[str, Any]:
+    """Counts by status and rejections by reason (the reason code before the first ':')."""
+    by_reason: dict[str, int] = {}
+    for o in outcomes:
+        if o.status == "rejected":
+            for reason in o.reasons:
+                code = reason.split(":", 2)[:2]
+                key = ":".join(code) if code[0] == "qa" else code[0]
+                by_reason[key.strip()] = by_reason.get(key.strip(), 0) + 1
+    stage_seconds: dict[str, list[float]] = {}
+    for o in outcomes:
+        for stage, s in o.seconds.items():
+            stage_seconds.setdefault(stage, []).append(s)
+    return {
+        "accepted": sum(o.status == "accepted" for o in outcomes),
+        "rejected": sum(o.status == "rejected" for o in outcomes),
+        "skipped": sum(o.status == "skipped" for o in outcomes),
+        "manifest_row_errors": len(row_errors),
+        "rejected_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
+        "median_seconds_by_stage": {k: float(np.median(v)) for k, v in stage_seconds.items()},
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
