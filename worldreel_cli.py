@@ -128,20 +128,48 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from flows.labeling import LabelRunParams, label_clips_flow
+    from pipelines.report import build_report
     from pipelines.synthetic_set import scene_configs, write_synthetic_set
     from storage import LabelStore
 
     out = Path(args.out)
     height, width = args.size
     print(f"== 1. synthetic clips with exact ground truth ({args.clips} clips, {height}x{width}, T={args.frames})")
-    store = LabelStore.create(out / "synthetic_labels.zarr", precision="float32")
+    truth = LabelStore.create(out / "synthetic_labels.zarr", precision="float32")
     configs = scene_configs(args.clips, height, width, seed=0, num_frames=args.frames)
     start = time.perf_counter()
-    rows = write_synthetic_set(out / "synthetic", configs, store=store)
-    store.compact_index()
-    print(f"   rendered and committed in {time.perf_counter() - start:.1f} s -> {store.root}")
-    _print_store_summary(store)
+    write_synthetic_set(out / "synthetic", configs, store=truth)
+    truth.compact_index()
+    print(f"   rendered and committed in {time.perf_counter() - start:.1f} s -> {truth.root}")
+    _print_store_summary(truth)
+
+    print("== 2. label the same clips with the weight-free labelers (Prefect flow, local Ray)")
+    params = LabelRunParams(
+        manifest=str(out / "synthetic" / "manifest.csv"), store=str(out / "labels.zarr"),
+        height=height, width=width, frames=args.frames, batch_size=1,
+    )
+    summary = label_clips_flow(params)
+    _print_label_summary(summary)
+
+    print("== 3. pseudo-labels against the exact labels of the same clips")
+    _print_label_quality(LabelStore.open(params.store), truth)
+
+    print("== 4. label-quality report")
+    print(f"   {build_report(params.store, out / 'report')}")
     return 0
+
+
+def _print_label_quality(labels, truth) -> None:
+    from pipelines.label_eval import compare_labels
+
+    header = ("clip", "flow EPE px", "RRE deg", "ATE %path", "depth d<1.25", "depth cover", "sflow <5%", "mask IoU")
+    print("   " + " ".join(f"{h:>12}" for h in header))
+    for clip_id in labels.clip_ids(status="accepted"):
+        m = compare_labels(labels.read(clip_id), truth.read(clip_id))
+        values = (m["flow_epe_px"], m["rre_mean_deg"], m.get("ate_percent_of_path", float("nan")), m["depth_delta125"],
+                  m["depth_coverage_static"], m["scene_flow_within_5pct"], m["dynamic_iou"])
+        print(f"   {clip_id[:12]:>12} " + " ".join(f"{v:12.3f}" for v in values))
 
 
 def _print_store_summary(store) -> None:
