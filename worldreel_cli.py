@@ -112,6 +112,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(argv: list[str]) -> int:
+    from model.train import main as train_main
+
+    return train_main(argv)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from storage import LabelStore
 
@@ -274,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--label-defaults", help="JSON of default labeling parameters, e.g. '{\"manifest\": ...}'")
     serve.set_defaults(func=_cmd_serve)
 
+    sub.add_parser(
+        "train",
+        help="train the augmented DiT / DPT head on label stores (see `worldreel train --help`)",
+        add_help=False,
+    )
+
     info = sub.add_parser("info", help="summarise a label store", description="Print what a label store holds.")
     info.add_argument("store", type=Path, help="label store path")
     info.add_argument("--json", action="store_true", help="also print every index row as JSON")
@@ -282,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the trainer owns its typed command line (model.train)
+        return _cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -1,0 +1,1 @@
+"""WorldReel model side: geometry-motion augmented CogVideoX DiT, temporal DPT head, losses."""

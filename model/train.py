@@ -1,0 +1,478 @@
+"""WorldReel training: stages 1a (DiT), 1b (DPT head on a frozen DiT) and 2 (joint).
+
+    python -m model.train --model tiny --stage 1a --data STORE [--data STORE2 --data-weights 1 3] \
+        --output-dir runs/tiny --steps 100
+
+Stages (paper): 1a fine-tunes the geometry-motion augmented DiT with L_diff; 1b trains the
+temporal DPT head from scratch with L_dpt on a frozen DiT; 2 trains both with
+L_diff + lambda_dpt L_dpt + lambda_reg L_reg. A later stage starts from an earlier one's
+checkpoint with `--init-from`; `--resume` (default) continues a run from the latest
+checkpoint in the output folder with its optimiser, LR schedule, data position and RNGs.
+
+Models: "tiny" builds a random 2-block DiT, tiny VAE and hash text encoder sized to the data
+(CPU tests, smoke runs); "cogvideox-5b-i2v" loads CogVideoX-5B-I2V from the local diffusers
+folder `--pretrained` (transformer/, vae/, scheduler/, text_encoder/, tokenizer/; the T5
+tokenizer needs `sentencepiece`) and needs clips of the size its positional embeddings fix
+(49 x 480 x 720). One process, one device; multi-GPU (FSDP) is not wired here.
+
+`--latent-cache DIR` encodes every clip's RGB and gm videos once (posterior moments,
+`model.latent_cache`) and draws a fresh posterior sample from them every step; the data
+loader then decodes only frame 0 (for the image condition).
+
+The DPT head reads features of the noisy forward pass. Geometry is ill-posed at high noise,
+so by default (`--dpt-weighting alpha_bar`) each sample's DPT and regulariser terms are
+weighted by abar_t (1 at t = 0, 0 at t = 999 under zero-terminal SNR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from model.data import LabelClipDataset, MixtureSampler, collate_samples, targets_from_batch
+from model.dit import GeoMotionDiT, GMAugmentationConfig, default_tap_blocks, tiny_transformer_config
+from model.dpt_head import DPTHeadConfig, TemporalDPTHead
+from model.encoders import HashTextEncoder, T5TextEncoder, VideoLatentEncoder, load_vae, tiny_vae_config
+from model.latent_cache import LatentCache, cache_fingerprint, fill_latent_cache
+from model.losses import (
+    LossWeights,
+    cogvideox_scheduler,
+    diffusion_loss,
+    dpt_losses,
+    load_scheduler,
+    noisy_latents_and_target,
+    sample_timesteps,
+    stage2_regularisers,
+)
+
+__all__ = ["TrainConfig", "Trainer", "main"]
+
+STAGES = ("1a", "1b", "2")
+MODELS = ("tiny", "cogvideox-5b-i2v")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved with every checkpoint."""
+
+    model: Literal["tiny", "cogvideox-5b-i2v"] = "tiny"
+    stage: Literal["1a", "1b", "2"] = "1a"
+    data: list[str] = field(default_factory=list)
+    data_weights: list[float] | None = None
+    output_dir: str = "train_out"
+    pretrained: str | None = None
+    init_from: str | None = None
+    latent_cache: str | None = None
+    resume: bool = True
+    steps: int = 1000
+    batch_size: int = 1
+    num_frames: int | None = None
+    lr: float = 2e-5
+    head_lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    lambda_flow: float = 5.0
+    lambda_dpt: float = 0.1
+    lambda_reg: float = 0.5
+    reprojection_max_gap: int | None = None
+    dpt_weighting: Literal["alpha_bar", "none"] = "alpha_bar"
+    mixed_precision: Literal["bf16", "no"] = "bf16"
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.model != "tiny" and not self.pretrained:
+            raise ValueError(f"model {self.model} needs --pretrained LOCAL_DIFFUSERS_FOLDER")
+        if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1:
+            raise ValueError("steps, batch_size, save_every and log_every must be >= 1")
+        if self.data_weights is not None and len(self.data_weights) != len(self.data):
+            raise ValueError(f"{len(self.data_weights)} data weights for {len(self.data)} stores")
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(
+            lambda_flow=self.lambda_flow,
+            lambda_dpt=self.lambda_dpt,
+            lambda_reg=self.lambda_reg,
+            reprojection_max_gap=self.reprojection_max_gap,
+        )
+
+
+# ============================================================================ models
+@dataclass
+class Models:
+    dit: GeoMotionDiT
+    head: TemporalDPTHead | None
+    vae: VideoLatentEncoder
+    text: torch.nn.Module
+    scheduler: Any
+
+
+def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int) -> Models:
+    if height % 16 or width % 16 or (frames - 1) % 4:
+        raise ValueError(f"tiny model needs H, W multiples of 16 and T = 1 + 4k, got {frames}x{height}x{width}")
+    torch.manual_seed(cfg.seed)
+    tconf = tiny_transformer_config(sample_height=height // 8, sample_width=width // 8, sample_frames=frames)
+    aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(tconf["num_layers"]))
+    dit = GeoMotionDiT.from_config(tconf, aug)
+    from diffusers import AutoencoderKLCogVideoX
+
+    vae = VideoLatentEncoder(AutoencoderKLCogVideoX(**tiny_vae_config(height, width)))
+    text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
+    head = TemporalDPTHead(DPTHeadConfig.tiny(dit.config.num_attention_heads * dit.config.attention_head_dim))
+    return Models(dit, head, vae, text, cogvideox_scheduler())
+
+
+def _full_models(cfg: TrainConfig, dtype: torch.dtype) -> Models:
+    """CogVideoX-5B-I2V from a local folder. Frozen parts in `dtype`; a DiT that trains keeps
+    fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in bf16 weights."""
+    path = Path(cfg.pretrained)
+    dit_dtype = dtype if cfg.stage == "1b" else torch.float32
+    layers = json.loads((path / "transformer" / "config.json").read_text())["num_layers"]
+    aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(layers))
+    dit = GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype)
+    vae = VideoLatentEncoder(load_vae(path, torch_dtype=dtype))
+    text = T5TextEncoder(path, max_length=dit.config.max_text_seq_length, torch_dtype=dtype)
+    head = TemporalDPTHead(DPTHeadConfig(embed_dim=dit.config.num_attention_heads * dit.config.attention_head_dim))
+    return Models(dit, head, vae, text, load_scheduler(path))
+
+
+def _check_clip_size(models: Models, frames: int, height: int, width: int) -> None:
+    """The pretrained DiT's learned positional embeddings fix the clip size (49x480x720 for 5B-I2V)."""
+    config = models.dit.config
+    scale = 2 ** (len(models.vae.vae.config.block_out_channels) - 1)
+    expected = (config.sample_frames, config.sample_height * scale, config.sample_width * scale)
+    if (frames, height, width) != expected:
+        size = "x".join(map(str, expected))
+        raise ValueError(f"the pretrained model trains on {size} clips, the data is {frames}x{height}x{width}")
+
+
+# ============================================================================ checkpoints
+def _checkpoints(output_dir: Path) -> list[Path]:
+    root = output_dir / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if (p / "trainer_state.pt").exists()) if root.exists() else []
+
+
+def _save_weights(ckpt: Path, models: Models) -> None:
+    models.dit.save_pretrained(ckpt / "dit")
+    if models.head is not None:
+        save_file({k: v.contiguous() for k, v in models.head.state_dict().items()}, str(ckpt / "dpt_head.safetensors"))
+        (ckpt / "dpt_head.json").write_text(json.dumps(models.head.config.to_dict(), indent=2))
+
+
+def _load_weights(ckpt: Path, models: Models, dtype: torch.dtype | None) -> None:
+    """Replace the DiT (and the head, if the checkpoint has one) by the checkpoint's weights."""
+    dit = GeoMotionDiT.from_pretrained(ckpt / "dit", torch_dtype=dtype)
+    models.dit.transformer.load_state_dict(dit.transformer.state_dict())
+    head_file = ckpt / "dpt_head.safetensors"
+    if models.head is not None and head_file.exists():
+        models.head.load_state_dict(load_file(str(head_file)))
+
+
+# ============================================================================ trainer
+class Trainer:
+    """One process, one device. `run()` trains `cfg.steps` optimiser steps in total."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        if not cfg.data:
+            raise ValueError("no label store given (--data)")
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.autocast = cfg.mixed_precision == "bf16" and self.device.type == "cuda"
+        self.weights = cfg.loss_weights()
+
+        full_videos = LabelClipDataset(cfg.data, num_frames=cfg.num_frames)
+        self.dataset = (
+            full_videos if not cfg.latent_cache else LabelClipDataset(cfg.data, num_frames=cfg.num_frames, load_videos=False)
+        )
+        self.sampler = MixtureSampler(self.dataset, cfg.data_weights, seed=cfg.seed)
+        first = full_videos[0]
+        T, _, H, W = first["rgb"].shape
+        self.label_size = (H, W)
+        if cfg.model == "tiny":
+            self.models = _tiny_models(cfg, T, H, W)
+        else:
+            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32)
+            _check_clip_size(self.models, T, H, W)
+        if cfg.stage == "1a":
+            self.models.head = None
+        self.models.dit.to(self.device)
+        self.models.vae.to(self.device)
+        self.models.text.to(self.device)
+        if self.models.head is not None:
+            self.models.head.to(self.device)
+        if cfg.init_from:
+            _load_weights(Path(cfg.init_from), self.models, None)
+        self.cache = None
+        if cfg.latent_cache:
+            self.cache = LatentCache(cfg.latent_cache, cache_fingerprint(self.models.vae, T, H, W))
+            fill_latent_cache(full_videos, self.models.vae, self.cache, self.device)
+        self._set_trainable()
+        if cfg.gradient_checkpointing and cfg.stage != "1b":
+            self.models.dit.enable_gradient_checkpointing()
+        self.optimizer = torch.optim.AdamW(self._param_groups(), betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        warmup = max(cfg.warmup_steps, 0)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        self.step = 0
+        self.samples_consumed = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        latest = _checkpoints(self.out)
+        if cfg.resume and latest:
+            self._resume(latest[-1])
+        self.sampler.fast_forward(self.samples_consumed)
+
+    # ----------------------------------------------------------------- setup
+    def _set_trainable(self) -> None:
+        dit_trainable = self.cfg.stage in ("1a", "2")
+        self.models.dit.requires_grad_(dit_trainable)
+        self.models.dit.train(dit_trainable)
+        if self.models.head is not None:
+            self.models.head.requires_grad_(True).train()
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        groups = []
+        if self.cfg.stage in ("1a", "2"):
+            groups.append(
+                {"params": [p for p in self.models.dit.parameters() if p.requires_grad], "lr": self.cfg.lr, "name": "dit"}
+            )
+        if self.models.head is not None:
+            groups.append({"params": list(self.models.head.parameters()), "lr": self.cfg.head_lr, "name": "dpt_head"})
+        return groups
+
+    # ----------------------------------------------------------------- checkpointing
+    def save(self) -> Path:
+        final = self.out / "checkpoints" / f"step_{self.step:08d}"
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _save_weights(tmp, self.models)
+        state = {
+            "step": self.step,
+            "samples_consumed": self.samples_consumed,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "config": asdict(self.cfg),
+        }
+        torch.save(state, tmp / "trainer_state.pt")
+        (tmp / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a checkpoint is visible only once complete
+        for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _resume(self, ckpt: Path) -> None:
+        _load_weights(ckpt, self.models, None)
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if state["config"]["stage"] != self.cfg.stage:
+            raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {self.cfg.stage}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.step = int(state["step"])
+        self.samples_consumed = int(state["samples_consumed"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+
+    # ----------------------------------------------------------------- one step
+    def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Encode, noise, run the DiT (and head), return every loss term and "loss"."""
+        m, cfg, dev, g = self.models, self.cfg, self.device, self.generator
+        rgb = batch["rgb"].to(dev)
+        gm_video = batch["gm"].to(dev)  # (B, 1, 3, H, W) placeholder when latents are cached
+        B = rgb.shape[0]
+        if self.cache is not None:
+            moments = self.cache.load_batch(batch["clip_id"], dev)
+            rgb_lat = m.vae.sample_from_moments(moments["rgb_mean"], moments["rgb_std"], g)
+            gm_lat = m.vae.sample_from_moments(moments["gm_mean"], moments["gm_std"], g)
+        else:
+            rgb_lat = m.vae.sample(rgb, g)
+            gm_lat = m.vae.sample(gm_video, g)
+        image_lat = m.vae.image_condition(rgb[:, 0], rgb_lat.shape[1], generator=g)
+        text = m.text(list(batch["caption"])).to(dev)
+        t = sample_timesteps(m.scheduler, B, dev, g)
+        noise_rgb = torch.randn(rgb_lat.shape, generator=g).to(dev, rgb_lat.dtype)
+        noise_gm = torch.randn(gm_lat.shape, generator=g).to(dev, gm_lat.dtype)
+        noisy_rgb, v_rgb = noisy_latents_and_target(m.scheduler, rgb_lat, noise_rgb, t)
+        noisy_gm, v_gm = noisy_latents_and_target(m.scheduler, gm_lat, noise_gm, t)
+        has_gm = batch["has_gm"].to(dev)
+        # an absent gm video is all zeros; keep the model input a plain noisy latent of it
+        need_hidden = m.head is not None
+        dtype = next(m.dit.parameters()).dtype
+        with (
+            torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast),
+            torch.set_grad_enabled(cfg.stage != "1b" and torch.is_grad_enabled()),
+        ):
+            out = m.dit(
+                noisy_rgb.to(dtype),
+                noisy_gm.to(dtype),
+                text.to(dtype),
+                t,
+                image_latents=image_lat.to(dtype),
+                return_hidden_states=need_hidden,
+            )
+        losses: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=dev)
+        if cfg.stage in ("1a", "2"):
+            losses["diff_rgb"] = diffusion_loss(out.rgb, v_rgb)
+            losses["diff_gm"] = diffusion_loss(out.gm, v_gm, keep=has_gm)
+            total = total + losses["diff_rgb"] + losses["diff_gm"]
+        if m.head is not None:
+            hidden = out.hidden_states if cfg.stage != "1b" else [h.detach() for h in out.hidden_states]
+            frames, grid = rgb_lat.shape[1], (rgb_lat.shape[3] // 2, rgb_lat.shape[4] // 2)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                pred = m.head([h.to(next(m.head.parameters()).dtype) for h in hidden], frames, grid, self.label_size)
+            targets = targets_from_batch(batch, dev)
+            weight = None
+            if cfg.dpt_weighting == "alpha_bar":
+                weight = m.scheduler.alphas_cumprod.to(dev)[t.to(dev)].float()
+            d = dpt_losses(pred, targets, self.weights, sample_weight=weight)
+            losses.update(d)
+            scale = 1.0 if cfg.stage == "1b" else self.weights.lambda_dpt
+            total = total + scale * d["dpt"]
+            if cfg.stage == "2":
+                reg = stage2_regularisers(pred, targets, self.label_size, self.weights)
+                w = 1.0 if weight is None else weight.mean()
+                losses.update(reg)
+                total = total + self.weights.lambda_reg * w * reg["reg"]
+        losses["loss"] = total
+        return losses
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.compute_losses(batch)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"non-finite loss at step {self.step}: { {k: float(v) for k, v in losses.items()} }")
+        losses["loss"].backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}  # the LR this step used
+        self.optimizer.step()
+        self.lr_schedule.step()
+        self.step += 1
+        self.samples_consumed += len(batch["clip_id"])
+        metrics = {k: float(v.detach()) for k, v in losses.items()}
+        metrics["grad_norm"] = float(grad_norm)
+        metrics.update(lrs)
+        return metrics
+
+    def _batches(self):
+        batch_sampler = _Batches(iter(self.sampler), self.cfg.batch_size)
+        loader = DataLoader(
+            self.dataset, batch_sampler=batch_sampler, collate_fn=collate_samples, num_workers=self.cfg.num_workers
+        )
+        return iter(loader)
+
+    def run(self) -> dict[str, float]:
+        """Train until `cfg.steps`; log JSONL metrics; checkpoint every `save_every` and at the end."""
+        metrics: dict[str, float] = {}
+        batches = self._batches()
+        log_path = self.out / "metrics.jsonl"
+        while self.step < self.cfg.steps:
+            start = time.perf_counter()
+            batch = next(batches)
+            metrics = self.train_step(batch)
+            metrics.update(step=self.step, step_time_s=time.perf_counter() - start)
+            if self.device.type == "cuda":
+                metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps({"stage": self.cfg.stage, **metrics}) + "\n")
+            if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
+                self.save()
+        return metrics
+
+
+class _Batches:
+    """Groups an endless index stream into batches (a DataLoader batch_sampler)."""
+
+    def __init__(self, indices, batch_size: int) -> None:
+        self.indices, self.batch_size = indices, batch_size
+
+    def __iter__(self):
+        while True:
+            yield [next(self.indices) for _ in range(self.batch_size)]
+
+
+# ============================================================================ CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="worldreel train", description="Train the WorldReel DiT and DPT head.")
+    defaults = TrainConfig()
+    aliases = {"model": ["--config"], "data": ["--store"], "pretrained": ["--weights"]}
+    for f in dataclasses.fields(TrainConfig):
+        flag = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
+        default = getattr(defaults, f.name)
+        if f.name == "data":
+            p.add_argument(*flag, dest="data", action="append", default=[], metavar="STORE", help="label store path (repeatable)")
+        elif f.name == "data_weights":
+            p.add_argument(*flag, type=float, nargs="+", default=None, help="mixing weight per --data store")
+        elif f.name == "model":
+            p.add_argument(*flag, dest="model", choices=MODELS, default=default, help="model configuration")
+        elif f.name == "stage":
+            p.add_argument(*flag, choices=STAGES, default=default, help="1a DiT, 1b DPT head, 2 joint")
+        elif f.name == "mixed_precision":
+            p.add_argument(*flag, choices=("bf16", "no"), default=default)
+        elif f.name == "dpt_weighting":
+            p.add_argument(*flag, choices=("alpha_bar", "none"), default=default)
+        elif isinstance(default, bool):
+            p.add_argument(*flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name in ("pretrained", "init_from", "latent_cache"):
+            p.add_argument(*flag, dest=f.name, type=str, default=None)
+        elif f.name in ("num_frames", "reprojection_max_gap"):
+            p.add_argument(*flag, type=int, default=None)
+        else:
+            p.add_argument(*flag, type=type(default), default=default)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`worldreel train`: parse arguments, train, print the last metrics. Returns 0 on success."""
+    args = _parser().parse_args(argv)
+    try:
+        cfg = TrainConfig(**vars(args))
+        metrics = Trainer(cfg).run()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}")
+        return 2
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
