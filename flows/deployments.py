@@ -13,14 +13,20 @@ from prefect import serve
 
 from flows.labeling import label_clips_flow
 from flows.report import report_flow
+from flows.training import train_flow, worldreel_pipeline_flow
 
 __all__ = ["build_deployments", "serve_deployments", "DEPLOYMENT_NAMES"]
 
-DEPLOYMENT_NAMES = {"label": "label-clips/label", "report": "label-report/report"}
+DEPLOYMENT_NAMES = {
+    "label": "label-clips/label",
+    "report": "label-report/report",
+    "train": "train-worldreel/train",
+    "pipeline": "worldreel-pipeline/pipeline",
+}
 
 
 def build_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> list:
-    """The deployments: labeling (optionally on a cron schedule with default parameters) and report."""
+    """The deployments: labeling (optionally on a cron schedule with default parameters), report, training, pipeline."""
     label_kwargs: dict[str, Any] = {"name": "label", "tags": ["labeling"],
                                     "description": "Label the clips of a manifest into a label store"}
     if label_cron:
@@ -30,6 +36,10 @@ def build_deployments(label_cron: str | None = None, label_defaults: dict[str, A
     return [
         label_clips_flow.to_deployment(**label_kwargs),
         report_flow.to_deployment(name="report", tags=["audit"], description="Write a store's label-quality report"),
+        train_flow.to_deployment(name="train", tags=["training"], description="Train one stage of the WorldReel model"),
+        worldreel_pipeline_flow.to_deployment(
+            name="pipeline", tags=["labeling", "training"], description="Label, report, then train on the accepted clips"
+        ),
     ]
 
 
