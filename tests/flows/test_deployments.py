@@ -92,9 +92,9 @@ def test_deployments_serve_a_labeling_run_started_through_the_api(server, tmp_pa
         assert names == expected, (tmp_path / "serve.log").read_text()[-3000:]
 
         from prefect.deployments import run_deployment
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        os.environ["PREFECT_API_URL"] = api
-        try:
+        with temporary_settings({PREFECT_API_URL: api}):
             params = {"manifest": str(manifest), "store": str(store), "height": SIZE[0], "width": SIZE[1],
                       "frames": FRAMES, "workers": 2, "batch_size": 1}
             run = run_deployment("label-clips/label", parameters={"params": params}, timeout=600)
@@ -103,8 +103,6 @@ def test_deployments_serve_a_labeling_run_started_through_the_api(server, tmp_pa
                                                                                   "out": str(tmp_path / "report")}},
                                     timeout=300)
             assert report.state.is_completed()
-        finally:
-            os.environ.pop("PREFECT_API_URL")
         rows = {r["clip_id"]: r["status"] for r in LabelStore.open(store).index().to_pylist()}
         assert rows == {**{c: "accepted" for c in good}, **{c: "rejected" for c in bad}}
         assert (tmp_path / "report" / "index.html").exists()
