@@ -26,6 +26,19 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_gate(text: str) -> tuple[str, float | None]:
+    """'min_depth_valid_fraction=0.2' -> ('min_depth_valid_fraction', 0.2); 'none' removes the gate."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"gate must look like NAME=VALUE, got {text!r}")
+    if value.strip().lower() == "none":
+        return name.strip(), None
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"gate value must be a number or 'none', got {value!r}") from None
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pipelines.synthetic_set import scene_configs, write_synthetic_set
     from storage import LabelStore
@@ -47,7 +60,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from flows.labeling import LabelRunParams, label_clips_flow
+    from flows.labeling import LabelRunParams, label_clips_flow, label_config
 
     height, width = args.size
     params = LabelRunParams(
@@ -73,7 +86,9 @@ def _cmd_label(args: argparse.Namespace) -> int:
         gpu_fraction=args.gpu_fraction,
         device=args.device,
         redo_failed=args.redo_failed,
+        gates=dict(args.gate),
     )
+    label_config(params)  # fail fast on inconsistent options, before Prefect and Ray start
     summary = label_clips_flow(params)
     _print_label_summary(summary)
     return 0
@@ -258,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per neural labeler actor")
     label.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of neural labelers")
     label.add_argument("--redo-failed", action="store_true", help="label clips rejected by earlier runs again")
+    label.add_argument(
+        "--gate", type=_parse_gate, action="append", default=[], metavar="NAME=VALUE",
+        help="override a quality gate, e.g. min_depth_valid_fraction=0.2 (VALUE 'none' removes it); repeatable",
+    )
     label.set_defaults(func=_cmd_label)
 
     report = sub.add_parser(

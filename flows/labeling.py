@@ -6,6 +6,7 @@ deployment started from the Prefect UI with the typed form of `LabelRunParams`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Literal
@@ -48,9 +49,18 @@ class LabelRunParams(BaseModel):
     gpu_fraction: float = Field(0.25, gt=0, le=1, description="GPU share of each neural labeler actor")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device of neural labelers")
     redo_failed: bool = Field(False, description="Label clips rejected by an earlier run again")
+    gates: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Quality gates to override, e.g. {\"min_depth_valid_fraction\": 0.2}; null removes a gate",
+    )
 
 
-def label_config(params: LabelRunParams, thresholds: QualityThresholds | None = None) -> LabelConfig:
+def label_config(params: LabelRunParams) -> LabelConfig:
+    """The pipeline configuration of a run (raises ValueError on an unknown gate name)."""
+    known = {f.name for f in dataclasses.fields(QualityThresholds)} - {"extra"}
+    unknown = sorted(set(params.gates) - known)
+    if unknown:
+        raise ValueError(f"unknown quality gate(s) {unknown}; known: {sorted(known)}")
     return LabelConfig(
         height=params.height,
         width=params.width,
@@ -62,7 +72,7 @@ def label_config(params: LabelRunParams, thresholds: QualityThresholds | None = 
         depth=params.depth,
         depth_weights=params.depth_weights,
         device=params.device,
-        thresholds=thresholds or QualityThresholds(),
+        thresholds=dataclasses.replace(QualityThresholds(), **params.gates),
     )
 
 
