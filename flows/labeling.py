@@ -72,6 +72,8 @@ def label_config(params: LabelRunParams) -> LabelConfig:
         depth=params.depth,
         depth_weights=params.depth_weights,
         device=params.device,
+        # SEA-RAFT's uncertainty is an expected error >= 1.6 px: its flow validity is the gate.
+        scene_flow_max_uncertainty_px=None if params.flow == "sea-raft" else 0.5,
         thresholds=dataclasses.replace(QualityThresholds(), **params.gates),
     )
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 
 from labelers.depth import flow_pairs_from_pair_flows
@@ -64,6 +65,10 @@ class LabelConfig:
         depth: "mvs" (weight-free multi-view), "neural" (needs `depth_weights`) or "import".
         device: torch device of neural backends ("cpu", "cuda").
         max_flow_uncertainty_px: flow with a larger expected error is invalid.
+        scene_flow_max_uncertainty_px: key flow with a larger expected error gives no valid scene
+            flow (None: the flow validity alone). 0.5 px suits the DIS backend's forward-backward
+            uncertainty; SEA-RAFT's uncertainty never drops below ~1.6 px, so use None or ~2.5 there.
+        scene_flow_border_px: scene flow is valid only this far inside a moving region.
         thresholds: quality gates.
     """
 
@@ -78,6 +83,8 @@ class LabelConfig:
     depth_weights: str | None = None
     device: str = "cpu"
     max_flow_uncertainty_px: float = 3.0
+    scene_flow_max_uncertainty_px: float | None = 0.5
+    scene_flow_border_px: int = 2
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
 
     def __post_init__(self) -> None:
@@ -90,6 +97,8 @@ class LabelConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} backend must be one of {allowed}, got {value!r}")
+        if self.flow == "sea-raft" and self.scene_flow_max_uncertainty_px is not None and self.scene_flow_max_uncertainty_px < 1.7:
+            raise ValueError("SEA-RAFT uncertainty is never below ~1.6 px: set scene_flow_max_uncertainty_px to None or >= 1.7")
         if self.flow == "sea-raft" and not self.flow_weights:
             raise ValueError("flow 'sea-raft' needs flow_weights: a local SEA-RAFT checkpoint (.pth or .safetensors)")
         if self.depth == "neural" and not self.depth_weights:
@@ -246,9 +255,8 @@ def label_clip(
     with _stage(seconds, "scene_flow"):
         key = slice(None, None, stride)
         points = point_maps(depth[key], depth_valid[key], K[key], c2w[key])
-        flow3d, flow3d_valid = scene_flow(
-            points, depth[key], depth_valid[key], key_flows.flow_fwd_px, key_flows.valid_fwd, dynamic_key
-        )
+        support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
+        flow3d, flow3d_valid = scene_flow(points, depth[key], depth_valid[key], key_flows.flow_fwd_px, support, dynamic_key)
     arrays = {
         "frame_index": decoded.frame_index,
         "timestamps": decoded.timestamps,
@@ -308,13 +316,31 @@ def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
 
 
 def _imported_depth_and_masks(imported, backends: Backends, pairs, c2w, K, key_frames) -> tuple:
-    """Imported depth with dynamic pixels invalid, and key-frame masks from flow rigidity against it."""
-    depth, depth_valid = imported.arrays["depth"], imported.arrays["depth_valid"].copy()
-    frame_masks = backends.masks.frame_masks(pairs, c2w, K, depth, depth_valid)
-    dynamic_key = backends.masks.key_masks(pairs, c2w, K, key_frames, depth, depth_valid)
-    depth_valid &= ~frame_masks
-    depth_valid[key_frames] &= ~dynamic_key
+    """Imported depth (kept on moving objects: scene flow needs it) and key-frame masks from flow rigidity."""
+    depth_valid = imported.arrays["depth_valid"]
+    depth = np.where(depth_valid, imported.arrays["depth"], 0.0)
+    frame_masks = backends.masks.frame_masks(pairs, c2w, K, depth)
+    dynamic_key = backends.masks.key_masks(pairs, c2w, K, key_frames, depth, frame_masks)
     return depth, depth_valid, dynamic_key
+
+
+def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stricter flow validity and dynamic support for scene flow than for the flow labels.
+
+    3D motion amplifies flow errors, and flow is least reliable on thin structures and at
+    motion boundaries: scene flow is only trusted where the key flow's uncertainty is below
+    `scene_flow_max_uncertainty_px` and at least `scene_flow_border_px` pixels inside a moving
+    region (the scene flow values still cover the whole mask, as the contract defines them).
+    """
+    flow_valid = key_flows.valid_fwd
+    if cfg.scene_flow_max_uncertainty_px is not None:
+        flow_valid = flow_valid & (key_flows.uncertainty_fwd_px <= cfg.scene_flow_max_uncertainty_px)
+    if cfg.scene_flow_border_px > 0:
+        size = 2 * cfg.scene_flow_border_px + 1
+        kernel = np.ones((size, size), np.uint8)
+        inner = np.stack([cv2.erode(m.astype(np.uint8), kernel).astype(bool) for m in dynamic_key[:-1]])
+        flow_valid = flow_valid & inner
+    return flow_valid, dynamic_key
 
 
 def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported) -> tuple:

@@ -1,0 +1,110 @@
+"""Depth and dynamic-mask labelers on CPU: milliseconds per frame at 240x360 and 480x720.
+
+Data: a rendered synthetic dolly clip with two moving objects (T = 17 frames, key-frame
+stride 4), its DIS flows on consecutive and key-frame pairs in both directions (computed
+once, not timed), cameras with an arbitrary global scale. Timed, each the median of
+`--repeats` runs in this process:
+
+- mvs_depth:   `MultiViewDepth.estimate` with a given dynamic mask, ms per frame;
+- frame_masks: `FlowRigidityMasks.frame_masks` without depth (step 1), ms per frame;
+- key_masks:   `FlowRigidityMasks.key_masks` with depth (step 3), ms per key frame;
+- chain:       `label_depth_and_masks` (steps 1-4), ms per frame.
+
+Quality of the chain against the ground truth is printed alongside (delta < 1.25 after one
+median scale, static coverage, key-mask IoU), so a speed-up that breaks labels shows.
+
+    .venv/bin/python bench/bench_depth.py [--quick] [--repeats 3] [--sizes 240x360,480x720]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows, median_scale  # noqa: E402
+from labelers.dis_flow import DisFlow  # noqa: E402
+from labelers.dynamic_mask import FlowRigidityMasks, label_depth_and_masks  # noqa: E402
+from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
+from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+
+CAMERA_SCALE = 0.37
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls and the last result."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
+def quality(clip, chain) -> str:
+    truth = clip.labels["depth"]
+    static = clip.object_ids < 6 + clip.config.num_static
+    depth, valid = chain.depth.depth, chain.depth.depth_valid
+    scaled = median_scale(depth, truth, valid) * depth[valid]
+    ratio = np.maximum(scaled / truth[valid], truth[valid] / scaled)
+    mask, gt = chain.dynamic_mask, clip.labels["dynamic_mask"]
+    iou = (mask & gt).sum() / max((mask | gt).sum(), 1)
+    coverage = (valid & static).sum() / static.sum()
+    return f"delta1 {np.mean(ratio < 1.25):.3f}  coverage {coverage:.2f}  mask IoU {iou:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 9 frames at 120x180, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default="240x360,480x720")
+    parser.add_argument("--frames", type=int, default=17)
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    frames, repeats = args.frames, args.repeats
+    if args.quick:
+        sizes, frames, repeats = [(120, 180)], 9, 1
+    stride = 4
+    print(f"depth + mask labelers, CPU: dolly clip, T={frames}, stride {stride}, median of {repeats} runs")
+    print(f"{'size':>8} {'mvs_depth':>10} {'frame_masks':>11} {'key_masks':>10} {'chain':>8}", end="")
+    print("   (ms per frame; key_masks per key frame)")
+    per_size = {}
+    for height, width in sizes:
+        start = time.perf_counter()
+        cfg = SceneConfig(seed=0, height=height, width=width, num_frames=frames, stride=stride, camera="dolly")
+        clip = render_clip(cfg)
+        pairs = consecutive_pairs(frames) + key_frame_pairs(frames, stride)
+        flows = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+        print(f"# {height}x{width}: rendered and DIS flow in {time.perf_counter() - start:.1f} s (not timed)")
+        c2w = clip.labels["c2w"].astype(np.float64)
+        c2w[:, :3, 3] *= CAMERA_SCALE
+        K = clip.labels["K"]
+        keys = list(range(0, frames, stride))
+        moving = clip.object_ids >= 6 + clip.config.num_static
+        masks = FlowRigidityMasks()
+        t_depth, depth = timed(lambda: MultiViewDepth().estimate(clip.frames, flows, c2w, K, moving), repeats)
+        t_frame, frame_masks = timed(lambda: masks.frame_masks(flows, c2w, K), repeats)
+        t_key, _ = timed(lambda: masks.key_masks(flows, c2w, K, keys, depth.depth, frame_masks), repeats)
+        t_chain, chain = timed(
+            lambda: label_depth_and_masks(clip.frames, flows, c2w, K, keys, MultiViewDepth(), masks), repeats
+        )
+        ms = [1e3 * t_depth / frames, 1e3 * t_frame / frames, 1e3 * t_key / len(keys), 1e3 * t_chain / frames]
+        per_size[(height, width)] = ms
+        size = f"{height}x{width}"
+        print(f"{size:>8} {ms[0]:>10.0f} {ms[1]:>11.0f} {ms[2]:>10.0f} {ms[3]:>8.0f}   {quality(clip, chain)}")
+    if len(per_size) > 1:
+        (small, a), (large, b) = list(per_size.items())[0], list(per_size.items())[-1]
+        pixels = (large[0] * large[1]) / (small[0] * small[1])
+        names = ("mvs_depth", "frame_masks", "key_masks", "chain")
+        ratios = "  ".join(f"{name} {y / x:.1f}x" for name, x, y in zip(names, a, b))
+        print(f"# {large[0]}x{large[1]} / {small[0]}x{small[1]} ({pixels:.0f}x pixels): {ratios}")
+
+
+if __name__ == "__main__":
+    main()

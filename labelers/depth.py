@@ -1,0 +1,518 @@
+"""Depth labeler protocol and the weight-free multi-view backend (flow + cameras -> z-depth).
+
+Conventions (LABELS.md): depth is z-depth in the unit of the camera translations (one
+unknown scale per clip), 0 where invalid; `c2w` maps camera to first-frame coordinates;
+flow F_{i->j}(u) = q - u in pixels.
+
+`MultiViewDepth` triangulates, for every pixel of frame i, the flow correspondences with
+several neighbouring frames j and fuses them:
+
+1. Correspondences i -> j come from the given flows, composed along the fewest (at most
+   `max_hops`) given pairs, e.g. 5 -> 4 -> 8 -> 12 from consecutive and key-frame flows,
+   for the `max_views` frames j with 0 < |j - i| <= `max_frame_gap` farthest from i in
+   camera position (parallax, and so precision, grows with the baseline); a composed
+   flow is valid only where every hop is.
+2. Two-view triangulation: with the relative pose (R, t) of j w.r.t. i, a point at inverse
+   depth rho on the ray of u projects to q(rho) = pi(a + rho b), a = K_j R K_i^-1 (u, 1),
+   b = K_j t, a straight line through the vanishing point pi(a) (rho = 0). The measured
+   q is split into its distance to that epipolar line (`epipolar_px`, the motion no static
+   point can have) and its position along it, which gives rho in closed form, together with
+   the sensitivity |dq/drho| (pixels per unit inverse depth) and hence the standard
+   deviation sigma_rho = sigma_px / |dq/drho| for a flow error sigma_px.
+3. Fusion per pixel in inverse depth: the weighted median (weights 1/sigma_rho^2) of the
+   views that pass the epipolar check, then the inverse-variance mean of the views within
+   `inlier_sigmas` standard deviations of it.
+4. A pixel is valid only if it is static (outside the given dynamic mask grown by
+   `dynamic_margin_px`), at least `min_views` views agree and carry at least
+   `min_inlier_weight_fraction` of the weight, the fused inverse depth is positive, its
+   relative standard deviation is at most `max_rel_sigma`, and it is not at a depth
+   discontinuity (flow is smoothed across those, so depth right next to them is biased;
+   see `edge_radius_px`). So dynamic pixels, low parallax (pure rotation, the focus of
+   expansion, far points), views behind a camera, inconsistent views and occlusions
+   (invalid flow) all leave the pixel invalid rather than guessed.
+
+Moving objects whose motion leaves the epipolar line fail step 2's check by themselves;
+motion along it is caught by the dynamic mask (see `labelers.dynamic_mask`, which also
+implements the mask -> depth -> mask order).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from labelers.flow import PairFlows
+from labelers.geometry import inside_image, pixel_grid, relative_pose
+
+__all__ = [
+    "FlowPairs",
+    "DepthResult",
+    "DepthEstimator",
+    "TwoViewTriangulation",
+    "MultiViewDepthConfig",
+    "MultiViewDepth",
+    "flow_pairs_from_pair_flows",
+    "check_depth_inputs",
+    "check_flow_pairs",
+    "compose_flows",
+    "flow_paths",
+    "correspondences_along",
+    "triangulate_flow",
+    "median_scale",
+]
+
+# (i, j) -> (flow_px (H, W, 2) F_{i->j}, valid (H, W) bool)
+FlowPairs = Mapping[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    """Depth of T frames.
+
+    Attributes:
+        depth: (T, H, W) float32 z-depth, 0 where invalid.
+        depth_valid: (T, H, W) bool.
+        rel_sigma: (T, H, W) float32 relative standard deviation of the depth (inf where
+            invalid); neural backends report their alignment residual here.
+    """
+
+    depth: np.ndarray
+    depth_valid: np.ndarray
+    rel_sigma: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.depth.ndim != 3 or self.depth.dtype != np.float32:
+            raise ValueError(f"depth must be (T, H, W) float32, got {self.depth.shape} {self.depth.dtype}")
+        if self.depth_valid.shape != self.depth.shape or self.depth_valid.dtype != bool:
+            raise ValueError(f"depth_valid must be (T, H, W) bool like depth, got {self.depth_valid.shape}")
+        if self.rel_sigma.shape != self.depth.shape:
+            raise ValueError(f"rel_sigma must be {self.depth.shape}, got {self.rel_sigma.shape}")
+
+
+@runtime_checkable
+class DepthEstimator(Protocol):
+    """A depth backend; `name`, `version`, `params` go into the clip's `labelers` attribute.
+
+    `dense` says whether the backend also labels moving pixels (a network) or, assuming a
+    static scene, only static ones (triangulation): depth of the latter must be dropped
+    wherever motion is found later.
+    """
+
+    name: str
+    version: str
+    dense: bool
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def estimate(
+        self,
+        frames: np.ndarray,
+        flows: FlowPairs,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        dynamic_mask: np.ndarray | None = None,
+    ) -> DepthResult:
+        """Depth of every frame.
+
+        Args:
+            frames: (T, H, W, 3) uint8 RGB.
+            flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)), F_{i->j}; any set of pairs.
+            c2w: (T, 4, 4) camera-to-world in first-frame coordinates (any global scale).
+            K: (T, 3, 3) intrinsics in pixels of (H, W).
+            dynamic_mask: optional (T, H, W) bool, True where the pixel of frame t moves.
+        """
+        ...
+
+
+def flow_pairs_from_pair_flows(pair_flows: PairFlows) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """The (i, j) -> (flow_px, valid) mapping of both directions of `labelers.flow.PairFlows`."""
+    out: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for p, (i, j) in enumerate(pair_flows.pairs.tolist()):
+        out[(i, j)] = (pair_flows.flow_fwd_px[p], pair_flows.valid_fwd[p])
+        out[(j, i)] = (pair_flows.flow_bwd_px[p], pair_flows.valid_bwd[p])
+    return out
+
+
+def check_depth_inputs(
+    frames: np.ndarray, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, dynamic_mask: np.ndarray | None
+) -> tuple[int, int, int]:
+    """Validate the `DepthEstimator.estimate` arguments; returns (T, H, W)."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be (T, H, W, 3) uint8, got {getattr(frames, 'shape', type(frames))} "
+            f"{getattr(frames, 'dtype', '')}"
+        )
+    num_frames, height, width = frames.shape[:3]
+    if np.shape(c2w) != (num_frames, 4, 4):
+        raise ValueError(f"c2w must be (T, 4, 4) = ({num_frames}, 4, 4), got {np.shape(c2w)}")
+    if np.shape(K) != (num_frames, 3, 3):
+        raise ValueError(f"K must be (T, 3, 3) = ({num_frames}, 3, 3), got {np.shape(K)}")
+    expected = (num_frames, height, width)
+    if dynamic_mask is not None and (np.shape(dynamic_mask) != expected or dynamic_mask.dtype != bool):
+        raise ValueError(f"dynamic_mask must be (T, H, W) = {expected} bool, got {np.shape(dynamic_mask)}")
+    check_flow_pairs(flows, num_frames, height, width)
+    return num_frames, height, width
+
+
+def check_flow_pairs(flows: FlowPairs, num_frames: int, height: int, width: int) -> None:
+    """Raise unless `flows` maps in-range (i, j), i != j, to ((H, W, 2), (H, W) bool) arrays."""
+    if not isinstance(flows, Mapping) or not flows:
+        raise ValueError("flows must be a non-empty mapping (i, j) -> (flow_px, valid)")
+    for (i, j), (flow_px, valid) in flows.items():
+        if not (0 <= i < num_frames and 0 <= j < num_frames) or i == j:
+            raise ValueError(f"flow pair ({i}, {j}) is not two distinct frames of [0, {num_frames})")
+        if np.shape(flow_px) != (height, width, 2):
+            raise ValueError(f"flow ({i}, {j}) must be (H, W, 2) = ({height}, {width}, 2), got {np.shape(flow_px)}")
+        if np.shape(valid) != (height, width) or np.asarray(valid).dtype != bool:
+            raise ValueError(f"flow validity ({i}, {j}) must be (H, W) bool, got {np.shape(valid)}")
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear sample (H, W[, C]) float32 at (H, W, 2) positions; NaN where not inside the image.
+
+    cv2.remap for speed, with `labelers.geometry.inside_image` deciding what is outside.
+    """
+    map_xy = np.nan_to_num(uv, nan=-1.0).astype(np.float32)
+    out = cv2.remap(np.asarray(image, np.float32), map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR)
+    out[~inside_image(uv, *image.shape[:2])] = np.nan
+    return out
+
+
+def compose_flows(
+    flow_ab_px: np.ndarray, valid_ab: np.ndarray, flow_bc_px: np.ndarray, valid_bc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """F_{a->c}(u) = F_{a->b}(u) + F_{b->c}(u + F_{a->b}(u)).
+
+    Valid where F_{a->b} is valid and every pixel that the bilinear read of F_{b->c} touches is valid.
+
+    Returns:
+        flow_px (H, W, 2) float32, valid (H, W) bool.
+    """
+    uv_b = pixel_grid(*flow_ab_px.shape[:2]) + flow_ab_px
+    stacked = np.concatenate([flow_bc_px, valid_bc[..., None].astype(np.float32)], axis=-1)
+    sampled = _sample(stacked, uv_b)
+    with np.errstate(invalid="ignore"):
+        valid = valid_ab & (sampled[..., 2] > 1.0 - 1e-4)
+    flow = np.where(valid[..., None], flow_ab_px + sampled[..., :2], 0.0).astype(np.float32)
+    return flow, valid
+
+
+def flow_paths(
+    pairs: Iterable[tuple[int, int]], src: int, max_frame_gap: int, max_hops: int
+) -> dict[int, tuple[int, ...]]:
+    """Shortest chains of given flow pairs from `src` to every frame within `max_frame_gap`.
+
+    Breadth-first over the pair graph, so each target is reached with the fewest hops (fewer
+    compositions, less accumulated error).
+
+    Returns:
+        dst -> path (src, ..., dst) of at most `max_hops` hops.
+    """
+    edges: dict[int, list[int]] = {}
+    for i, j in pairs:
+        edges.setdefault(i, []).append(j)
+    paths: dict[int, tuple[int, ...]] = {src: (src,)}
+    queue: deque[int] = deque([src])
+    while queue:
+        node = queue.popleft()
+        if len(paths[node]) > max_hops:
+            continue
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in paths and abs(nxt - src) <= max_frame_gap:
+                paths[nxt] = paths[node] + (nxt,)
+                queue.append(nxt)
+    del paths[src]
+    return paths
+
+
+def correspondences_along(
+    flows: FlowPairs, paths: Mapping[int, tuple[int, ...]]
+) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
+    """Flow along each path (composed hop by hop; shared prefixes are composed once).
+
+    Returns:
+        dst -> (flow_px (H, W, 2) float32, valid (H, W) bool, hops).
+    """
+    composed: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def along(path: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        if path not in composed:
+            flow_px, valid = flows[path[-2:]]
+            if len(path) > 2:
+                flow_px, valid = compose_flows(*along(path[:-1]), flow_px, valid)
+            composed[path] = (np.asarray(flow_px, np.float32), np.asarray(valid, bool))
+        return composed[path]
+
+    return {dst: (*along(path), len(path) - 1) for dst, path in paths.items()}
+
+
+@dataclass(frozen=True)
+class TwoViewTriangulation:
+    """Per-pixel triangulation of one flow field (H, W arrays, float64).
+
+    The static positions of a source pixel in the destination image form the epipolar
+    line q(rho) = pi(a + rho b); its offset from the vanishing point pi(a) (rho = 0) splits
+    into `along_px` (along the line, towards growing rho) and `epipolar_px` (across it).
+
+    Attributes:
+        inv_depth: rho = 1 / z-depth in the source camera (may be <= 0: beyond infinity).
+        sensitivity: |dq/drho|, pixels of image motion per unit of inverse depth.
+        epipolar_px: signed distance of the flow target to the epipolar line.
+        along_px: position of the target along the line, from the vanishing point.
+        offset_px: distance of the target from the vanishing point (NaN where a_z <= 0).
+        line_scale: |h| of the line, so that along(rho) = line_scale rho / (a_z (a_z + rho b_z)).
+        a_z: (H, W) depth factor of the vanishing point.
+        b_z: scalar, depth component of K_dst t.
+        ok: bool, the geometry is defined (line exists, point in front of both cameras).
+    """
+
+    inv_depth: np.ndarray
+    sensitivity: np.ndarray
+    epipolar_px: np.ndarray
+    along_px: np.ndarray
+    offset_px: np.ndarray
+    line_scale: np.ndarray
+    a_z: np.ndarray
+    b_z: float
+    ok: np.ndarray
+
+    def along_at(self, inv_depth: np.ndarray | float) -> np.ndarray:
+        """Position along the line (pixels) of a static point at `inv_depth`; inf where it passes behind dst."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z_ratio = self.a_z + inv_depth * self.b_z
+            along = self.line_scale * inv_depth / (self.a_z * z_ratio)
+        return np.where(z_ratio > 0, along, np.inf)
+
+
+def triangulate_flow(
+    flow_px: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray
+) -> TwoViewTriangulation:
+    """Inverse depth of every source pixel from its flow target (module docstring, step 2).
+
+    Args:
+        flow_px: (H, W, 2) F_{src->dst}.
+        K_src, K_dst: (3, 3) intrinsics.
+        src_to_dst: (4, 4) source-camera to destination-camera transform
+            (`labelers.geometry.relative_pose(c2w_src, c2w_dst)`).
+    """
+    if flow_px.ndim != 3 or flow_px.shape[-1] != 2:
+        raise ValueError(f"flow_px must be (H, W, 2), got {flow_px.shape}")
+    K_src = np.asarray(K_src, np.float64)
+    K_dst = np.asarray(K_dst, np.float64)
+    src_to_dst = np.asarray(src_to_dst, np.float64)
+    height, width = flow_px.shape[:2]
+    grid = pixel_grid(height, width)
+    M = K_dst @ src_to_dst[:3, :3] @ np.linalg.inv(K_src)
+    a = grid @ M[:, :2].T + M[:, 2]  # (H, W, 3) = M (u, v, 1)
+    b = K_dst @ src_to_dst[:3, 3]
+    a_z = a[..., 2]
+    h = b[:2] * a_z[..., None] - a[..., :2] * b[2]  # direction of increasing rho along the line
+    h_norm = np.linalg.norm(h, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direction = h / h_norm[..., None]
+        offset = grid + flow_px - a[..., :2] / a_z[..., None]  # from the vanishing point
+        along = np.einsum("hwc,hwc->hw", offset, direction)
+        epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
+        denom = h_norm - along * a_z * b[2]
+        inv_depth = along * a_z**2 / denom
+        z_ratio = a_z + inv_depth * b[2]  # z_dst * rho: positive iff the point is in front of dst
+        sensitivity = h_norm / z_ratio**2
+        ok = (a_z > 0) & (h_norm > 0) & (denom > 0) & (z_ratio > 0) & np.isfinite(inv_depth) & np.isfinite(epipolar)
+    offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
+    return TwoViewTriangulation(inv_depth, sensitivity, epipolar, along, offset_px, h_norm, a_z, float(b[2]), ok)
+
+
+@dataclass(frozen=True)
+class MultiViewDepthConfig:
+    """Settings of `MultiViewDepth` (serialised into the clip's `labelers` attribute).
+
+    Attributes:
+        max_frame_gap: views come from frames at most this far from the reference frame.
+        max_hops: most flow pairs composed into one correspondence.
+        max_views: views per frame, those with the longest camera baselines first.
+        flow_sigma_px: assumed standard deviation of one flow field's error.
+        flow_sigma_rel: extra flow error per pixel of flow magnitude (large motions are
+            estimated less precisely).
+        epipolar_sigmas: a view whose target lies farther than this many flow sigmas from
+            the epipolar line is not a static observation and is dropped.
+        inlier_sigmas: views within this many sigmas of the weighted median are fused.
+        min_views: fewest agreeing views for a valid pixel.
+        min_inlier_weight_fraction: agreeing views must carry at least this share of the weight.
+        max_rel_sigma: largest relative standard deviation of the fused depth.
+        dynamic_margin_px: the given dynamic mask is grown by this many pixels, since flow
+            next to a moving object is smeared across its boundary.
+        edge_radius_px, edge_rel_jump, edge_sigmas: a pixel is invalid where the fused
+            inverse depth within `edge_radius_px` spans more than a factor 1 + `edge_rel_jump`
+            + `edge_sigmas` * its relative sigma: flow is smoothed across depth
+            discontinuities, so depth right at them is unreliable (radius 0 disables it).
+    """
+
+    max_frame_gap: int = 16
+    max_hops: int = 6
+    max_views: int = 12
+    flow_sigma_px: float = 0.35
+    flow_sigma_rel: float = 0.01
+    epipolar_sigmas: float = 3.0
+    inlier_sigmas: float = 3.0
+    min_views: int = 2
+    min_inlier_weight_fraction: float = 0.6
+    max_rel_sigma: float = 0.16
+    dynamic_margin_px: int = 2
+    edge_radius_px: int = 1
+    edge_rel_jump: float = 0.1
+    edge_sigmas: float = 2.0
+
+    def __post_init__(self) -> None:
+        if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
+            raise ValueError("max_frame_gap, max_hops, max_views and min_views must be >= 1")
+        if min(self.flow_sigma_px, self.epipolar_sigmas, self.inlier_sigmas, self.max_rel_sigma) <= 0 or (
+            self.edge_rel_jump <= 0
+        ):
+            raise ValueError("flow_sigma_px, epipolar_sigmas, inlier_sigmas, max_rel_sigma, edge_rel_jump must be > 0")
+        if self.edge_sigmas < 0:
+            raise ValueError(f"edge_sigmas must be >= 0, got {self.edge_sigmas}")
+        if self.flow_sigma_rel < 0 or self.dynamic_margin_px < 0 or self.edge_radius_px < 0:
+            raise ValueError("flow_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
+        if not 0 < self.min_inlier_weight_fraction <= 1:
+            raise ValueError(f"min_inlier_weight_fraction must be in (0, 1], got {self.min_inlier_weight_fraction}")
+
+
+class MultiViewDepth:
+    """`DepthEstimator` from flow and cameras on static pixels (CPU, no weights); see the module docstring.
+
+    Example:
+        >>> result = MultiViewDepth().estimate(frames, flows, c2w, K, dynamic_mask)
+        >>> result.depth.shape, result.depth_valid.shape  # (T, H, W) each
+    """
+
+    name = "multiview_flow_triangulation"
+    version = "1"
+    dense = False
+
+    def __init__(self, config: MultiViewDepthConfig | None = None) -> None:
+        self.config = config or MultiViewDepthConfig()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def estimate(
+        self,
+        frames: np.ndarray,
+        flows: FlowPairs,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        dynamic_mask: np.ndarray | None = None,
+    ) -> DepthResult:
+        """Depth (T, H, W) of every frame; see `DepthEstimator.estimate` for the arguments."""
+        num_frames, height, width = check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
+        c2w = np.asarray(c2w, np.float64)
+        depth = np.zeros((num_frames, height, width), np.float32)
+        valid = np.zeros((num_frames, height, width), bool)
+        rel_sigma = np.full((num_frames, height, width), np.inf, np.float32)
+        for t in range(num_frames):
+            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], self.config.dynamic_margin_px)
+            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static)
+        return DepthResult(depth, valid, rel_sigma)
+
+    def frame_depth(
+        self, t: int, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, static: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Depth, validity and relative sigma (each (H, W)) of frame t; `static` (H, W) bool restricts it."""
+        cfg = self.config
+        height, width = next(iter(flows.values()))[1].shape
+        paths = flow_paths(flows.keys(), t, cfg.max_frame_gap, cfg.max_hops)
+        # Longest baselines first: parallax, and so precision, grows with them.
+        baseline = {dst: float(np.linalg.norm(c2w[dst][:3, 3] - c2w[t][:3, 3])) for dst in paths}
+        chosen = sorted(paths, key=lambda dst: (-baseline[dst], len(paths[dst]), dst))[: cfg.max_views]
+        views = correspondences_along(flows, {dst: paths[dst] for dst in chosen})
+        if not views:
+            shape = (height, width)
+            return np.zeros(shape, np.float32), np.zeros(shape, bool), np.full(shape, np.inf, np.float32)
+        inv_depth, sigma = [], []
+        for dst, (flow_px, flow_valid, hops) in sorted(views.items()):
+            tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]))
+            sigma_px = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
+            with np.errstate(invalid="ignore"):
+                keep = tri.ok & flow_valid & (np.abs(tri.epipolar_px) <= cfg.epipolar_sigmas * sigma_px)
+            with np.errstate(divide="ignore"):
+                view_sigma = sigma_px / tri.sensitivity
+            inv_depth.append(np.where(keep, tri.inv_depth, np.nan))
+            sigma.append(np.where(keep & np.isfinite(view_sigma), view_sigma, np.nan))
+        fused, valid, rel_sigma = self._fuse(np.stack(inv_depth), np.stack(sigma))
+        if static is not None:
+            valid &= static
+        if cfg.edge_radius_px:
+            # The tolerance grows with the pixel's own uncertainty, so noise alone is no edge.
+            tolerance = cfg.edge_rel_jump + cfg.edge_sigmas * np.where(valid, rel_sigma, 0.0)
+            valid &= _smooth_neighbourhood(fused, valid, cfg.edge_radius_px, tolerance)
+        depth = np.where(valid, 1.0 / np.where(valid, fused, 1.0), 0.0)
+        return depth.astype(np.float32), valid, np.where(valid, rel_sigma, np.inf).astype(np.float32)
+
+    def _fuse(self, inv_depth: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Robust inverse-variance fusion of V views (V, H, W) (module docstring, steps 3-4).
+
+        Returns:
+            fused inverse depth, validity and relative sigma, each (H, W).
+        """
+        cfg = self.config
+        usable = np.isfinite(inv_depth) & np.isfinite(sigma) & (sigma > 0)
+        weight = np.where(usable, 1.0 / np.where(usable, sigma, 1.0) ** 2, 0.0)
+        centre = _weighted_median(np.where(usable, inv_depth, np.inf), weight)
+        with np.errstate(invalid="ignore"):
+            inlier = usable & (np.abs(inv_depth - centre) <= cfg.inlier_sigmas * sigma)
+        w_in = np.where(inlier, weight, 0.0)
+        total_in = w_in.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fused = (np.where(inlier, inv_depth, 0.0) * w_in).sum(axis=0) / total_in
+            rel_sigma = 1.0 / np.sqrt(total_in) / fused
+            valid = (
+                (inlier.sum(axis=0) >= cfg.min_views)
+                & (total_in >= cfg.min_inlier_weight_fraction * weight.sum(axis=0))
+                & (fused > 0)
+                & (rel_sigma <= cfg.max_rel_sigma)
+            )
+        return fused, valid, rel_sigma
+
+
+def _grow(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    if radius_px == 0:
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def _smooth_neighbourhood(inv_depth: np.ndarray, valid: np.ndarray, radius_px: int, rel_jump: np.ndarray) -> np.ndarray:
+    """Where the valid inverse depth within `radius_px` spans at most a factor 1 + rel_jump (H, W)."""
+    kernel = np.ones((2 * radius_px + 1, 2 * radius_px + 1), np.uint8)
+    finite = np.where(valid, inv_depth, 0.0).astype(np.float32)
+    highest = cv2.dilate(np.where(valid, finite, -np.inf).astype(np.float32), kernel)
+    lowest = cv2.erode(np.where(valid, finite, np.inf).astype(np.float32), kernel)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return highest <= (1.0 + rel_jump) * lowest
+
+
+def _weighted_median(values: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Weighted median over axis 0 of (V, H, W); entries with zero weight must hold +inf (NaN if no weight)."""
+    order = np.argsort(values, axis=0)
+    sorted_values = np.take_along_axis(values, order, axis=0)
+    cumulative = np.cumsum(np.take_along_axis(weight, order, axis=0), axis=0)
+    half = 0.5 * cumulative[-1]
+    index = np.minimum((cumulative < half[None]).sum(axis=0), values.shape[0] - 1)
+    median = np.take_along_axis(sorted_values, index[None], axis=0)[0]
+    return np.where(cumulative[-1] > 0, median, np.nan)
+
+
+def median_scale(depth_pred: np.ndarray, depth_ref: np.ndarray, valid: np.ndarray) -> float:
+    """The one factor s making s * depth_pred match depth_ref: the median of ref / pred on `valid` pixels."""
+    if depth_pred.shape != depth_ref.shape or valid.shape != depth_ref.shape:
+        raise ValueError(f"shapes differ: {depth_pred.shape}, {depth_ref.shape}, {valid.shape}")
+    sel = valid & (depth_pred > 0) & (depth_ref > 0)
+    if not sel.any():
+        raise ValueError("no pixel where both depths are valid and positive")
+    return float(np.median(depth_ref[sel] / depth_pred[sel]))

@@ -1,0 +1,453 @@
+"""Dynamic masks from flow rigidity, and the order in which masks and depth are labelled.
+
+LABELS.md: M_k(u) = 1 where the surface point seen at u in key frame k moves in world
+coordinates between key frames k and k + 1; the last key frame gets the mask of its motion
+from key frame S - 2 (here: from its flow back to key frame S - 2).
+
+Residual of one flow field F_{i->j} against a static world (`rigidity_residual`), in pixels:
+
+- where depth D_i is valid: |F - F_rigid(D_i, camera)|, the rigid-flow residual;
+- elsewhere, depth-free: a static point of the pixel's ray lands on the segment of the
+  epipolar line between the positions of the farthest and the nearest plausible static
+  points; the residual is the distance of the flow target from that segment. Across the
+  line this is the epipolar distance; along it, it catches motion that would need a
+  negative depth (behind the camera) or a point nearer or farther than any static one.
+  The plausible inverse depths are [low / m, m * high], with low and high the
+  (100 - p)-th and p-th percentiles (p = `parallax_percentile`, m = `parallax_margin`) of
+  the frame's valid depth when given, else of the inverse depths the flow itself implies
+  on epipolar-consistent pixels. When the camera barely translates (pan, tripod) the
+  segment shrinks to a point and the residual becomes the homography residual
+  |q - K R K^-1 u|, which needs no depth at all.
+
+A pixel is dynamic when its residual exceeds tau = `residual_abs_px` + `residual_rel` * |F|:
+flow errors grow with the displacement, and `residual_abs_px` is a few times the flow
+noise (the forward-backward check in `labelers.flow` admits 0.5 px inconsistency).
+Pixels without valid flow (occluded, leaving the image) have no residual. Source pixels
+that the static depth of the destination frame hides (z-buffer test) get none either:
+their flow cannot be measured, and flow smeared over such disocclusions is the main
+source of false alarms. The raw mask is cleaned up with OpenCV: opening
+(`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
+filling close gaps inside an object, and components smaller than `min_area_fraction` of
+the image are dropped.
+
+Limitation: an object moving along the epipolar lines by an amount a static point of
+plausible depth could also show (e.g. towards a camera that moves forward) is
+indistinguishable from a static one by flow and camera alone: triangulation gives it a
+consistent wrong depth, and an aligned network depth (`labelers.neural_depth`) disagrees
+with that reference there and is marked invalid, so the object stays unmasked. Objects
+caught by step 1 below keep a network's depth, which the rigid-flow residual then uses.
+
+Order (the cycle "depth needs a static mask, masks need depth" is broken by the
+depth-free residual), implemented by `label_depth_and_masks`:
+
+1. frame masks (T, H, W) without depth: frame t against frames t -+ g for g in
+   `view_gaps` (several time scales), through flows composed along the given pairs; a
+   pixel is dynamic when at least `min_dynamic_views` views and `min_dynamic_fraction` of
+   its views with valid flow say so;
+2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid);
+3. key-frame masks (S, H, W) from the key-frame flows, now with the rigid-flow residual
+   where depth is valid; where the key-frame flow is invalid, the frame mask of step 1
+   decides;
+4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
+   is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
+   on moving objects is kept (scene flow needs it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from labelers.depth import (
+    DepthEstimator,
+    DepthResult,
+    FlowPairs,
+    TwoViewTriangulation,
+    check_depth_inputs,
+    check_flow_pairs,
+    correspondences_along,
+    flow_paths,
+    triangulate_flow,
+)
+from labelers.geometry import pixel_grid, relative_pose, rigid_flow
+
+__all__ = [
+    "DynamicMaskConfig",
+    "FlowRigidityMasks",
+    "DepthAndMasks",
+    "rigidity_residual",
+    "residual_threshold",
+    "clean_mask",
+    "label_depth_and_masks",
+]
+
+
+@dataclass(frozen=True)
+class DynamicMaskConfig:
+    """Settings of `FlowRigidityMasks` (serialised into the clip's `labelers` attribute).
+
+    Attributes:
+        residual_abs_px, residual_rel: a pixel is dynamic when its residual exceeds
+            residual_abs_px + residual_rel * |flow|.
+        parallax_percentile, parallax_margin: plausible static inverse depths of the
+            depth-free residual (module docstring).
+        view_gaps: frame masks compare frame t with frames t - g and t + g for each gap g
+            (several scales: fast motion breaks the flow over long gaps, slow motion
+            only shows over them).
+        max_hops: most given flow pairs composed into one view.
+        min_dynamic_views, min_dynamic_fraction: a pixel of a frame mask is dynamic when at
+            least this many of its views, and this share of its views with valid flow, find
+            it moving.
+        open_radius_px, close_radius_px: morphological opening and closing radii.
+        fill_holes: fill background regions entirely enclosed by a dynamic region.
+        min_area_fraction: dynamic components smaller than this share of the image are dropped.
+        occlusion_rel_tol: a source point more than this fraction behind the static surface
+            of the destination frame counts as hidden there (z-buffer test).
+        min_depth_fraction: the plausible static depths come from the depth map only when
+            it is valid on at least this share of the frame, else from the flow.
+    """
+
+    residual_abs_px: float = 1.0
+    residual_rel: float = 0.05
+    parallax_percentile: float = 90.0
+    parallax_margin: float = 1.5
+    view_gaps: tuple[int, ...] = (1, 2, 4, 8)
+    max_hops: int = 6
+    min_dynamic_views: int = 2
+    min_dynamic_fraction: float = 0.25
+    open_radius_px: int = 1
+    close_radius_px: int = 2
+    fill_holes: bool = True
+    min_area_fraction: float = 0.001
+    occlusion_rel_tol: float = 0.05
+    min_depth_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.residual_abs_px <= 0 or self.residual_rel < 0:
+            raise ValueError("need residual_abs_px > 0 and residual_rel >= 0")
+        if not 0 < self.parallax_percentile <= 100 or self.parallax_margin < 1:
+            raise ValueError("need 0 < parallax_percentile <= 100 and parallax_margin >= 1")
+        if not self.view_gaps or min(self.view_gaps) < 1 or self.max_hops < 1:
+            raise ValueError(f"need positive view_gaps and max_hops >= 1, got {self.view_gaps}, {self.max_hops}")
+        if self.min_dynamic_views < 1 or not 0 <= self.min_dynamic_fraction <= 1:
+            raise ValueError("need min_dynamic_views >= 1 and min_dynamic_fraction in [0, 1]")
+        if self.open_radius_px < 0 or self.close_radius_px < 0 or not 0 <= self.min_area_fraction < 1:
+            raise ValueError("radii must be >= 0 and min_area_fraction in [0, 1)")
+        if self.occlusion_rel_tol < 0 or not 0 <= self.min_depth_fraction <= 1:
+            raise ValueError("need occlusion_rel_tol >= 0 and min_depth_fraction in [0, 1]")
+
+
+def residual_threshold(flow_px: np.ndarray, abs_px: float, rel: float) -> np.ndarray:
+    """tau (H, W) = abs_px + rel * |flow|, in pixels."""
+    return abs_px + rel * np.linalg.norm(flow_px, axis=-1)
+
+
+def rigidity_residual(
+    flow_px: np.ndarray,
+    flow_valid: np.ndarray,
+    K_src: np.ndarray,
+    c2w_src: np.ndarray,
+    K_dst: np.ndarray,
+    c2w_dst: np.ndarray,
+    depth_src: np.ndarray | None = None,
+    depth_dst: np.ndarray | None = None,
+    config: DynamicMaskConfig | None = None,
+) -> np.ndarray:
+    """How far (pixels) each flow target lies from where a static point could be (module docstring).
+
+    Args:
+        flow_px: (H, W, 2) F_{src->dst}; flow_valid: (H, W) bool.
+        K_src, K_dst: (3, 3); c2w_src, c2w_dst: (4, 4) in one world frame and scale.
+        depth_src: optional (H, W) z-depth of the source frame in the scale of c2w, 0 where
+            invalid (as the `depth` label).
+        depth_dst: optional (H, W) z-depth of the static surfaces of dst (0 elsewhere):
+            source pixels that they hide in dst (z-buffer test) get no residual, since their
+            flow cannot be measured. Moving surfaces must be left out: a moving object
+            would "hide" its own rigidly projected pixels.
+        config: thresholds (`DynamicMaskConfig` defaults if None).
+
+    Returns:
+        (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.
+    """
+    cfg = config or DynamicMaskConfig()
+    for name, depth in (("depth_src", depth_src), ("depth_dst", depth_dst)):
+        if depth is not None and depth.shape != flow_px.shape[:2]:
+            raise ValueError(f"{name} must be {flow_px.shape[:2]}, got {depth.shape}")
+    if flow_valid.shape != flow_px.shape[:2]:
+        raise ValueError(f"flow_valid must be {flow_px.shape[:2]}, got {flow_valid.shape}")
+    tri = triangulate_flow(flow_px, K_src, K_dst, relative_pose(c2w_src, c2w_dst))
+    known = flow_valid & np.isfinite(tri.offset_px)
+    src_valid = depth_src > 0 if depth_src is not None else np.zeros(known.shape, bool)
+    if src_valid.mean() >= cfg.min_depth_fraction:
+        static_inv_depth = 1.0 / depth_src[src_valid]
+    else:
+        # Negative values stay in: without real parallax they are half of the noise, and
+        # dropping them would let moving pixels set the upper percentile.
+        with np.errstate(invalid="ignore"):
+            candidates = known & tri.ok & (np.abs(tri.epipolar_px) <= cfg.residual_abs_px)
+        static_inv_depth = tri.inv_depth[candidates]
+    residual = np.where(tri.line_scale > 0, _segment_residual(tri, static_inv_depth, cfg), tri.offset_px)
+    if src_valid.any():
+        rigid, z_dst = rigid_flow(np.where(src_valid, depth_src, 1.0), K_src, c2w_src, K_dst, c2w_dst)
+        with np.errstate(invalid="ignore"):
+            use_depth = src_valid & np.isfinite(rigid).all(axis=-1) & (z_dst > 0)
+        residual = np.where(use_depth, np.linalg.norm(flow_px - np.nan_to_num(rigid), axis=-1), residual)
+        if depth_dst is not None:
+            known &= ~(use_depth & _hidden(np.nan_to_num(rigid), z_dst, depth_dst, cfg.occlusion_rel_tol))
+    return np.where(known, residual, np.nan)
+
+
+def _segment_residual(tri: TwoViewTriangulation, static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
+    """Distance of the flow target from the static segment of its epipolar line (module docstring)."""
+    along_near, along_far = np.inf, -np.inf
+    if static_inv_depth.size:
+        low, high = np.percentile(static_inv_depth, [100.0 - cfg.parallax_percentile, cfg.parallax_percentile])
+        margin = cfg.parallax_margin
+        along_near = tri.along_at(high * margin if high > 0 else high / margin)
+        along_far = tri.along_at(low / margin if low > 0 else low * margin)
+    with np.errstate(invalid="ignore"):
+        outside = np.maximum(along_far - tri.along_px, 0.0) + np.maximum(tri.along_px - along_near, 0.0)
+        return np.hypot(tri.epipolar_px, outside)
+
+
+def _hidden(rigid_px: np.ndarray, z_dst: np.ndarray, depth_dst: np.ndarray, rel_tol: float) -> np.ndarray:
+    """Source points behind the nearest valid dst surface around their rigid target (z-buffer test)."""
+    height, width = z_dst.shape
+    nearest = cv2.erode(np.where(depth_dst > 0, depth_dst, np.inf).astype(np.float32), np.ones((3, 3), np.uint8))
+    target = np.rint(pixel_grid(height, width) + rigid_px).astype(np.int64)
+    inside = (target[..., 0] >= 0) & (target[..., 0] < width) & (target[..., 1] >= 0) & (target[..., 1] < height)
+    occluder = np.full((height, width), np.inf)
+    occluder[inside] = nearest[target[..., 1][inside], target[..., 0][inside]]
+    with np.errstate(invalid="ignore"):
+        return z_dst > (1.0 + rel_tol) * occluder
+
+
+def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
+    """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
+    mask = dynamic.astype(np.uint8)
+    if config.open_radius_px:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(config.open_radius_px))
+    if config.close_radius_px:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(config.close_radius_px))
+    if config.fill_holes:
+        mask = _fill_holes(mask)
+    if config.min_area_fraction:
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] < config.min_area_fraction * mask.size
+        small[0] = True  # background label
+        mask = (~small[labels]).astype(np.uint8)
+    return mask.astype(bool)
+
+
+def _disk(radius_px: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Set background components that do not touch the image border."""
+    count, labels = cv2.connectedComponents((mask == 0).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    hole = np.ones(count, bool)
+    hole[border] = False
+    hole[0] = False  # label 0 is the mask itself
+    return (mask.astype(bool) | hole[labels]).astype(np.uint8)
+
+
+class FlowRigidityMasks:
+    """Dynamic masks from the flow residual against a static world (CPU, no weights).
+
+    Example:
+        >>> masks = FlowRigidityMasks()
+        >>> frame_masks = masks.frame_masks(flows, c2w, K)                 # (T, H, W), no depth
+        >>> dynamic_mask = masks.key_masks(flows, c2w, K, key_frames, depth)  # (S, H, W)
+    """
+
+    name = "flow_rigidity"
+    version = "1"
+
+    def __init__(self, config: DynamicMaskConfig | None = None) -> None:
+        self.config = config or DynamicMaskConfig()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def pair_score(
+        self,
+        flow_px: np.ndarray,
+        flow_valid: np.ndarray,
+        src: int,
+        dst: int,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        depth: np.ndarray | None = None,
+        static_mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Residual (H, W) of F_{src->dst} over its threshold tau: > 1 dynamic, NaN unknown.
+
+        Args:
+            depth: optional (T, H, W) depth of all frames, 0 where invalid.
+            static_mask: optional (T, H, W) bool, pixels believed static; enables the
+                z-buffer test against the static surfaces of dst.
+        """
+        cfg = self.config
+        residual = rigidity_residual(
+            flow_px,
+            flow_valid,
+            K[src],
+            c2w[src],
+            K[dst],
+            c2w[dst],
+            None if depth is None else depth[src],
+            None if depth is None or static_mask is None else np.where(static_mask[dst], depth[dst], 0.0),
+            cfg,
+        )
+        return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
+
+    def frame_masks(
+        self, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
+
+        Args:
+            flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)).
+            c2w: (T, 4, 4); K: (T, 3, 3).
+            depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
+        """
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        cfg = self.config
+        c2w = np.asarray(c2w, np.float64)
+        masks = np.zeros((num_frames, height, width), bool)
+        for t in range(num_frames):
+            paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
+            wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
+            views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
+            dynamic_votes = np.zeros((height, width))
+            known_votes = np.zeros((height, width))
+            for dst, (flow_px, flow_valid, _) in views.items():
+                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth)
+                known = np.isfinite(score)
+                known_votes += known
+                dynamic_votes += known & (np.nan_to_num(score) > 1.0)
+            raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
+            masks[t] = clean_mask(raw, cfg)
+        return masks
+
+    def key_masks(
+        self,
+        flows: FlowPairs,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        key_frames: Sequence[int],
+        depth: np.ndarray | None = None,
+        frame_masks: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """M_k (S, H, W) bool for the key frames (module docstring, step 3).
+
+        Uses F_{k->k+1} of consecutive key frames (and F_{S-1 -> S-2} for the last), given
+        directly in `flows` or composed from given pairs.
+
+        Args:
+            key_frames: increasing frame indices of the S >= 2 key frames.
+            depth: optional (T, H, W) depth of all frames in the scale of c2w, 0 where invalid.
+            frame_masks: optional (T, H, W) bool from `frame_masks`: they decide the pixels
+                whose key-pair flow is invalid, and their static pixels enable the z-buffer test.
+        """
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        if frame_masks is not None and np.shape(frame_masks) != (num_frames, height, width):
+            expected = (num_frames, height, width)
+            raise ValueError(f"frame_masks must be (T, H, W) = {expected}, got {np.shape(frame_masks)}")
+        keys = [int(k) for k in key_frames]
+        if len(keys) < 2 or any(b <= a for a, b in zip(keys[:-1], keys[1:])) or keys[0] < 0 or keys[-1] >= num_frames:
+            raise ValueError(f"key_frames must be >= 2 increasing indices in [0, {num_frames}), got {keys}")
+        c2w = np.asarray(c2w, np.float64)
+        pairs = list(zip(keys[:-1], keys[1:])) + [(keys[-1], keys[-2])]
+        masks = np.zeros((len(keys), height, width), bool)
+        for n, (src, dst) in enumerate(pairs):
+            flow_px, flow_valid = self._flow(flows, src, dst)
+            static = None if frame_masks is None else ~frame_masks
+            score = self.pair_score(flow_px, flow_valid, src, dst, c2w, K, depth, static)
+            dynamic = np.nan_to_num(score) > 1.0
+            if frame_masks is not None:
+                dynamic |= np.isnan(score) & frame_masks[src]
+            masks[n] = clean_mask(dynamic, self.config)
+        return masks
+
+    def _flow(self, flows: FlowPairs, src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+        if (src, dst) in flows:
+            flow_px, valid = flows[(src, dst)]
+            return np.asarray(flow_px, np.float32), np.asarray(valid, bool)
+        path = flow_paths(flows.keys(), src, abs(dst - src), self.config.max_hops).get(dst)
+        if path is None:
+            hops = self.config.max_hops
+            raise ValueError(f"no flow from frame {src} to {dst}, and no chain of given pairs within {hops} hops")
+        flow_px, valid, _ = correspondences_along(flows, {dst: path})[dst]
+        return flow_px, valid
+
+
+def _check_mask_inputs(
+    flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None
+) -> tuple[int, int, int]:
+    num_frames = np.shape(c2w)[0] if np.ndim(c2w) == 3 else -1
+    if np.shape(c2w) != (num_frames, 4, 4) or np.shape(K) != (num_frames, 3, 3):
+        raise ValueError(f"c2w must be (T, 4, 4) and K (T, 3, 3), got {np.shape(c2w)} and {np.shape(K)}")
+    if not isinstance(flows, Mapping) or not flows:
+        raise ValueError("flows must be a non-empty mapping (i, j) -> (flow_px, valid)")
+    height, width = np.shape(next(iter(flows.values()))[1])
+    check_flow_pairs(flows, num_frames, height, width)
+    if depth is not None and np.shape(depth) != (num_frames, height, width):
+        raise ValueError(f"depth must be (T, H, W) = {(num_frames, height, width)}, got {np.shape(depth)}")
+    return num_frames, height, width
+
+
+@dataclass(frozen=True)
+class DepthAndMasks:
+    """Outcome of `label_depth_and_masks`.
+
+    Attributes:
+        depth: `DepthResult` (T, H, W); from a backend with `dense = False`, invalid on every
+            pixel of a key frame found dynamic.
+        frame_masks: (T, H, W) bool depth-free masks of step 1.
+        dynamic_mask: (S, H, W) bool M_k of the key frames (the `dynamic_mask` label).
+    """
+
+    depth: DepthResult
+    frame_masks: np.ndarray
+    dynamic_mask: np.ndarray
+
+
+def label_depth_and_masks(
+    frames: np.ndarray,
+    flows: FlowPairs,
+    c2w: np.ndarray,
+    K: np.ndarray,
+    key_frames: Sequence[int],
+    depth_estimator: DepthEstimator,
+    masks: FlowRigidityMasks | None = None,
+) -> DepthAndMasks:
+    """Masks without depth, then depth, then key-frame masks with depth (module docstring, steps 1-4).
+
+    Args:
+        frames: (T, H, W, 3) uint8; flows: (i, j) -> (flow_px, valid); c2w: (T, 4, 4); K: (T, 3, 3).
+        key_frames: the S key-frame indices.
+        depth_estimator: any `DepthEstimator` (e.g. `labelers.depth.MultiViewDepth`).
+        masks: the mask labeler (default settings if None).
+    """
+    check_depth_inputs(frames, flows, c2w, K, None)
+    masks = masks or FlowRigidityMasks()
+    frame_masks = masks.frame_masks(flows, c2w, K)
+    depth = depth_estimator.estimate(frames, flows, c2w, K, frame_masks)
+    dynamic = masks.key_masks(flows, c2w, K, key_frames, depth.depth, frame_masks)
+    if depth_estimator.dense:
+        return DepthAndMasks(depth, frame_masks, dynamic)
+    depth_valid = depth.depth_valid.copy()
+    depth_valid[list(key_frames)] &= ~dynamic
+    refined = DepthResult(
+        np.where(depth_valid, depth.depth, 0.0).astype(np.float32),
+        depth_valid,
+        np.where(depth_valid, depth.rel_sigma, np.inf).astype(np.float32),
+    )
+    return DepthAndMasks(refined, frame_masks, dynamic)

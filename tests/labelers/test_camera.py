@@ -1,0 +1,229 @@
+"""Camera labeler: protocol, evaluation functions and the weight-free SfM backend on synthetic clips.
+
+Targets on synthetic ground truth (the issue's): mean relative rotation error between
+consecutive frames < 0.1 deg and Sim(3)-aligned camera-centre RMSE < 1 % of the path length,
+with and without given intrinsics.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from labelers.camera import (
+    CameraEstimator,
+    CameraFailure,
+    CameraResult,
+    ate_sim3,
+    check_camera_inputs,
+    relative_rotation_errors_deg,
+    trajectory_errors,
+    umeyama_sim3,
+)
+from labelers.sfm import SfmCamera, SfmConfig
+from pipelines.synthetic import SceneConfig, render_clip
+
+RRE_TARGET_DEG = 0.1
+ATE_TARGET_PERCENT = 1.0
+
+
+def _clip(camera: str):
+    return render_clip(SceneConfig(seed=0, height=120, width=180, num_frames=17, stride=4, camera=camera, num_moving=1))
+
+
+@pytest.fixture(scope="module")
+def estimator() -> SfmCamera:
+    return SfmCamera()
+
+
+@pytest.fixture(scope="module")
+def dolly():
+    return _clip("dolly")
+
+
+@pytest.fixture(scope="module")
+def orbit():
+    return _clip("orbit")
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def _trajectory(num_frames: int = 10) -> np.ndarray:
+    c2w = np.tile(np.eye(4), (num_frames, 1, 1))
+    for t in range(num_frames):
+        c2w[t, :3, :3] = _rotation([0.2, 1.0, 0.1], 0.05 * t)
+        c2w[t, :3, 3] = [0.1 * t, 0.02 * t**2, 0.3 * np.sin(t)]
+    return c2w
+
+
+def _check_frame_conventions(result: CameraResult, num_frames: int) -> None:
+    assert result.c2w.shape == (num_frames, 4, 4) and result.c2w.dtype == np.float64
+    assert result.K.shape == (num_frames, 3, 3)
+    np.testing.assert_array_equal(result.c2w[0], np.eye(4))
+    R = result.c2w[:, :3, :3]
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.tile(np.eye(3), (num_frames, 1, 1)), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(result.c2w[:, 3], np.tile([0.0, 0.0, 0.0, 1.0], (num_frames, 1)))
+    assert result.metric_scale is False
+    json.dumps(result.diagnostics)
+    json.dumps(result.reproj_px)
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(20, 3))
+    R = _rotation([1.0, -2.0, 0.5], 0.7)
+    dst = 2.5 * src @ R.T + np.array([1.0, -3.0, 0.2])
+    s, R_est, t_est = umeyama_sim3(src, dst)
+    assert s == pytest.approx(2.5)
+    np.testing.assert_allclose(R_est, R, atol=1e-12)
+    np.testing.assert_allclose(t_est, [1.0, -3.0, 0.2], atol=1e-12)
+
+
+def test_ate_is_zero_for_a_similar_trajectory_and_measures_noise():
+    gt = _trajectory()
+    est = gt.copy()
+    est[:, :3, 3] = 0.1 * gt[:, :3, 3] @ _rotation([0, 0, 1], 1.0).T + 5.0  # another world frame and scale
+    ate = ate_sim3(est, gt)
+    assert ate["rmse"] < 1e-12 and ate["scale"] == pytest.approx(10.0)
+    path = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum()
+    assert ate["path_length"] == pytest.approx(path)
+    noisy = gt.copy()
+    noisy[::2, 0, 3] += 0.01  # alternate centres shifted by 1 cm: the alignment cannot absorb it
+    assert 0.3 < ate_sim3(noisy, gt)["rmse"] / 0.005 <= 1.0
+    with pytest.raises(ValueError, match="do not move"):
+        ate_sim3(gt, np.tile(np.eye(4), (10, 1, 1)))
+
+
+def test_relative_rotation_error_sees_a_rotation_between_frames_not_a_global_one():
+    gt = _trajectory()
+    rotated = gt.copy()
+    rotated[:, :3, :3] = _rotation([1, 1, 0], 0.3) @ gt[:, :3, :3]  # same relative poses
+    np.testing.assert_allclose(relative_rotation_errors_deg(rotated, gt), 0.0, atol=1e-6)
+    perturbed = gt.copy()
+    perturbed[5, :3, :3] = gt[5, :3, :3] @ _rotation([0, 1, 0], np.radians(0.5))
+    errors = relative_rotation_errors_deg(perturbed, gt)
+    np.testing.assert_allclose(errors[[4, 5]], 0.5, atol=1e-6)  # pairs (4, 5) and (5, 6)
+    np.testing.assert_allclose(np.delete(errors, [4, 5]), 0.0, atol=1e-6)
+    stats = trajectory_errors(perturbed, gt)
+    assert stats["rre_max_deg"] == pytest.approx(0.5) and stats["ate_rmse"] < 1e-12
+
+
+def test_camera_failure_carries_its_reason_across_processes():
+    failure = pickle.loads(pickle.dumps(CameraFailure("too_little_texture", "3 corners")))
+    assert failure.reason == "too_little_texture" and failure.message == "3 corners"
+    with pytest.raises(ValueError, match="reason must be one of"):
+        CameraFailure("bad reason", "")
+
+
+def test_inputs_are_checked():
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        check_camera_inputs(frames.astype(np.float32), None)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        check_camera_inputs(frames[:1], None)
+    with pytest.raises(ValueError, match=r"\(T, 3, 3\)"):
+        check_camera_inputs(frames, np.eye(3)[None].repeat(2, 0))
+    with pytest.raises(ValueError, match="positive focal"):
+        check_camera_inputs(frames, np.diag([-1.0, 1.0, 1.0]))
+    assert check_camera_inputs(frames, np.eye(3)).shape == (3, 3, 3)
+    with pytest.raises(ValueError, match="prior_fov_x_deg"):
+        SfmConfig(prior_fov_x_deg=200)
+
+
+# --------------------------------------------------------------------------- SfM backend
+def test_sfm_is_a_camera_estimator_with_serialisable_params(estimator):
+    assert isinstance(estimator, CameraEstimator)
+    assert json.loads(json.dumps(estimator.params))["prior_fov_x_deg"] == SfmConfig().prior_fov_x_deg
+
+
+@pytest.mark.parametrize("camera", ["dolly", "orbit"])
+@pytest.mark.parametrize("given_K", [True, False], ids=["K", "noK"])
+def test_sfm_meets_the_targets_on_moving_cameras(camera, given_K, estimator, request):
+    clip = request.getfixturevalue(camera)
+    result = estimator.estimate(clip.frames, clip.labels["K"] if given_K else None)
+    num_frames = len(clip.frames)
+    _check_frame_conventions(result, num_frames)
+    assert result.motion == "general" and result.registered.all()
+    errors = trajectory_errors(result.c2w, clip.labels["c2w"])
+    assert errors["rre_mean_deg"] < RRE_TARGET_DEG, errors
+    assert errors["ate_percent_of_path"] < ATE_TARGET_PERCENT, errors
+    assert result.reproj_px["median"] < 0.2
+    # Scale convention: the median z-depth of the points seen in frame 0 is 1, so the
+    # ground-truth unit per estimate unit is close to the scene's median depth in frame 0.
+    scale = ate_sim3(result.c2w, clip.labels["c2w"])["scale"]
+    assert 0.75 < scale / np.median(clip.labels["depth"][0]) < 1.33
+    true_focal = clip.labels["K"][0, 0, 0]
+    if given_K:
+        assert result.intrinsics_source == "given"
+        np.testing.assert_allclose(result.K, np.broadcast_to(clip.labels["K"], result.K.shape), rtol=1e-6)
+    else:
+        assert result.intrinsics_source == "estimated"
+        assert result.K[0, 0, 0] == pytest.approx(true_focal, rel=0.08)
+        np.testing.assert_allclose(result.K[:, :2, 2], np.tile([89.5, 59.5], (num_frames, 1)))
+        assert result.diagnostics["focal_rel_std"] <= SfmConfig().max_focal_rel_std
+
+
+def test_focal_is_rejected_when_the_motion_does_not_determine_it(estimator, dolly):
+    # Five frames of a dolly: translation with 0.6 deg of rotation. The focal length trades
+    # against depth, so without intrinsics the clip is rejected; with them it is labelled.
+    frames = dolly.frames[:5]
+    with pytest.raises(CameraFailure, match="focal length") as info:
+        estimator.estimate(frames, None)
+    assert info.value.reason == "intrinsics_unobservable"
+    result = estimator.estimate(frames, dolly.labels["K"][0])
+    assert result.motion == "general"
+    assert trajectory_errors(result.c2w, dolly.labels["c2w"][:5])["rre_mean_deg"] < RRE_TARGET_DEG
+
+
+def test_sfm_is_deterministic(estimator, orbit):
+    first = estimator.estimate(orbit.frames[:9], orbit.labels["K"][0])
+    second = estimator.estimate(orbit.frames[:9], orbit.labels["K"][0])
+    np.testing.assert_array_equal(first.c2w, second.c2w)
+
+
+def test_static_camera_is_reported_as_static(estimator):
+    clip = _clip("static")
+    result = estimator.estimate(clip.frames, None)
+    _check_frame_conventions(result, len(clip.frames))
+    assert result.motion == "static" and result.diagnostics["nearly_static"]
+    np.testing.assert_array_equal(result.c2w, np.tile(np.eye(4), (len(clip.frames), 1, 1)))
+    assert result.intrinsics_source == "prior" and "static" in result.scale_note
+    assert result.reproj_px["median"] < 0.1
+
+
+def test_pure_rotation_gives_rotations_and_no_translation(estimator):
+    clip = _clip("pan")
+    result = estimator.estimate(clip.frames, None)
+    _check_frame_conventions(result, len(clip.frames))
+    assert result.motion == "rotation" and result.diagnostics["pure_rotation"]
+    np.testing.assert_array_equal(result.c2w[:, :3, 3], 0.0)
+    assert relative_rotation_errors_deg(result.c2w, clip.labels["c2w"]).mean() < RRE_TARGET_DEG
+    assert result.K[0, 0, 0] == pytest.approx(clip.labels["K"][0, 0, 0], rel=0.02)
+
+
+def test_untextured_clip_is_rejected_with_its_reason(estimator):
+    frames = np.full((9, 120, 180, 3), 128, np.uint8)
+    with pytest.raises(CameraFailure, match="trackable corners") as info:
+        estimator.estimate(frames, None)
+    assert info.value.reason == "too_little_texture"
+    noise = np.random.default_rng(0).normal(128, 2, frames.shape).clip(0, 255).astype(np.uint8)
+    with pytest.raises(CameraFailure) as info:  # sensor noise on a blank wall is not texture
+        estimator.estimate(noise, None)
+    assert info.value.reason == "too_little_texture"
+
+
+def test_lost_tracks_reject_the_clip(estimator, orbit):
+    frames = orbit.frames[:9].copy()
+    frames[5:] = np.random.default_rng(1).integers(0, 256, frames[5:].shape, dtype=np.uint8)  # a cut to noise
+    with pytest.raises(CameraFailure) as info:
+        estimator.estimate(frames, orbit.labels["K"][0])
+    assert info.value.reason == "too_few_tracks"

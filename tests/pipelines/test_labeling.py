@@ -1,0 +1,97 @@
+"""The per-clip labeling path, in-process (no Prefect, no Ray), against synthetic ground truth."""
+
+import numpy as np
+import pytest
+from synthetic_manifest import write_manifest
+
+from labelers.dis_flow import DisFlow
+from labelers.flow import compute_pair_flows, key_frame_pairs
+from pipelines.geometry import point_maps, scene_flow
+from pipelines.label_eval import compare_labels
+from pipelines.labeling import LabelConfig, _scene_flow_support, label_clips, plan
+from pipelines.manifests import read_manifest
+from pipelines.synthetic import SceneConfig, render_clip
+from pipelines.synthetic_set import write_synthetic_set
+from storage import LabelStore
+
+
+def test_scene_flow_from_true_depth_and_cameras_with_weight_free_flow():
+    """Issue target: >= 95 % of valid scene-flow pixels within 5 % of the true motion (or 1 cm)."""
+    clip = render_clip(SceneConfig(seed=5, height=240, width=360, num_frames=9, camera="orbit", num_moving=2))
+    L = clip.labels
+    key_flows = compute_pair_flows(DisFlow(), clip.frames, key_frame_pairs(9, 4))
+    points = point_maps(L["depth"][::4], L["depth_valid"][::4], L["K"][::4], L["c2w"][::4])
+    support, dynamic = _scene_flow_support(key_flows, L["dynamic_mask"], LabelConfig(height=240, width=360, num_frames=9))
+    flow3d, valid = scene_flow(points, L["depth"][::4], L["depth_valid"][::4], key_flows.flow_fwd_px, support, dynamic)
+    assert valid.sum() > 0.5 * L["scene_flow_valid"].sum()
+    motion = np.linalg.norm(L["scene_flow"], axis=-1)[valid]
+    err = np.linalg.norm(flow3d - L["scene_flow"], axis=-1)[valid]
+    assert np.median(err / motion) < 0.05
+    assert np.mean(err < np.maximum(0.05 * motion, 0.01)) >= 0.95
+    assert np.isfinite(flow3d).all() and (flow3d[~valid] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def labelled_dolly(tmp_path_factory):
+    root = tmp_path_factory.mktemp("labeling")
+    truth = LabelStore.create(root / "truth.zarr", precision="float32")
+    cfg = SceneConfig(seed=0, height=120, width=180, num_frames=17, camera="dolly", camera_speed=1.5, num_moving=1)
+    rows = write_synthetic_set(root / "synth", [cfg], store=truth)
+    store = LabelStore.create(root / "labels.zarr")
+    specs = read_manifest(root / "synth" / "manifest.csv").specs
+    outcomes = label_clips(specs, LabelConfig(height=120, width=180, num_frames=17), store)
+    return store, truth, rows[0].clip_id, outcomes[0]
+
+
+def test_weight_free_labels_meet_the_targets_on_a_dolly_clip(labelled_dolly):
+    store, truth, clip_id, outcome = labelled_dolly
+    assert outcome.status == "accepted", outcome.reasons
+    assert set(outcome.seconds) >= {"decode", "flow", "camera", "depth_and_masks", "scene_flow", "qa", "write"}
+    m = compare_labels(store.read(clip_id), truth.read(clip_id))
+    assert m["flow_epe_px"] < 0.15
+    assert m["rre_mean_deg"] < 0.1
+    assert m["ate_percent_of_path"] < 1.0
+    assert m["depth_delta125"] > 0.95 and m["depth_coverage_static"] > 0.7
+    assert m["dynamic_iou"] > 0.6
+
+
+def test_attributes_record_labelers_qa_and_source(labelled_dolly):
+    store, _, clip_id, _ = labelled_dolly
+    attrs = store.attrs(clip_id)
+    assert attrs["metric_scale"] is False and attrs["fps"] == 8.0
+    assert {"flow", "camera", "depth", "mask"} <= set(attrs["labelers"])
+    assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
+    for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
+                   "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px"):
+        assert np.isfinite(attrs["qa"][metric]), metric
+    assert attrs["qa"]["rigid_flow_residual_px"] < 0.5
+    index_row = store.index().to_pylist()[0]
+    assert index_row["qa_rigid_flow_residual_px"] == pytest.approx(attrs["qa"]["rigid_flow_residual_px"])
+
+
+def test_manifest_of_good_and_bad_clips_in_process(tmp_path):
+    manifest, good, bad = write_manifest(tmp_path / "data", num_good=1)
+    result = read_manifest(manifest)
+    assert len(result.errors) == 1 and "row 6" in str(result.errors[0])  # the malformed row, named
+    store = LabelStore.create(tmp_path / "labels.zarr")
+    cfg = LabelConfig(height=96, width=144, num_frames=9)
+    outcomes = {o.clip_id: o for o in label_clips(result.specs, cfg, store)}
+    for clip_id in good:
+        assert outcomes[clip_id].status == "accepted", outcomes[clip_id].reasons
+    for clip_id, code in bad.items():
+        assert outcomes[clip_id].status == "rejected"
+        assert outcomes[clip_id].reasons[0].startswith(code)
+    todo, skipped = plan(result.specs, store)
+    assert todo == [] and len(skipped) == len(result.specs)
+    todo, _ = plan(result.specs, store, redo_failed=True)
+    assert sorted(s.clip_id for s in todo) == sorted(bad)
+
+
+def test_static_and_rotating_cameras_are_rejected_with_the_reason(tmp_path):
+    configs = [SceneConfig(seed=1, height=96, width=144, num_frames=9, camera=c) for c in ("static", "pan")]
+    write_synthetic_set(tmp_path / "synth", configs)
+    store = LabelStore.create(tmp_path / "labels.zarr")
+    outcomes = label_clips(read_manifest(tmp_path / "synth" / "manifest.csv").specs,
+                           LabelConfig(height=96, width=144, num_frames=9), store)
+    reasons = sorted(o.reasons[0].split(":")[0] for o in outcomes)
+    assert reasons == ["camera_rotation", "camera_static"]
