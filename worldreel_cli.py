@@ -190,7 +190,9 @@ def _print_label_quality(labels, truth) -> None:
         m = compare_labels(labels.read(clip_id), truth.read(clip_id))
         values = (m["flow_epe_px"], m["rre_mean_deg"], m.get("ate_percent_of_path", float("nan")), m["depth_delta125"],
                   m["depth_coverage_static"], m["scene_flow_within_5pct"], m["dynamic_iou"])
-        print(f"   {clip_id[:12]:>12} " + " ".join(f"{v:12.3f}" for v in values))
+        print(f"   {clip_id[:12]:>12} " + " ".join(f"{v:12.3f}" if v == v else f"{'-':>12}" for v in values))
+    print("   (scene flow needs depth on moving objects: the weight-free multi-view depth leaves them invalid;"
+          " use --depth neural or imported depth for scene-flow labels)")
 
 
 def _print_store_summary(store) -> None:
@@ -241,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     demo.add_argument("--clips", type=int, default=4, help="number of synthetic clips (default 4)")
-    demo.add_argument("--size", type=parse_size, default=(120, 180), help="resolution HxW (default 120x180)")
+    demo.add_argument("--size", type=parse_size, default=(128, 192), help="resolution HxW (default 128x192)")
     demo.add_argument("--frames", type=int, default=25, help="frames per clip (default 25)")
     demo.set_defaults(func=_cmd_demo)
 
@@ -313,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # Offline by design: no telemetry calls to fail and slow down the ephemeral Prefect server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # the trainer owns its typed command line (model.train)
         return _cmd_train(argv[1:])
