@@ -178,7 +178,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     print("== 4. label-quality report")
     print(f"   {build_report(params.store, out / 'report')}")
-    return 0
+
+    print(f"== 5. train the tiny model, stages 1a -> 1b -> 2 ({args.train_steps} steps each), on both stores")
+    checkpoint = _demo_training(out, [str(truth.root), params.store], args.train_steps)
+    print("== 6. sample a video and its 4D scene from the last checkpoint")
+    return _demo_sample(out, checkpoint, truth)
+
+
+def _demo_training(out: Path, stores: list[str], steps: int) -> str:
+    from flows.training import TrainRunParams, train_flow
+
+    init_from = None
+    for stage in ("1a", "1b", "2"):
+        params = TrainRunParams(stage=stage, stores=stores, output_dir=str(out / f"train_{stage}"), steps=steps,
+                                save_every=steps, init_from=init_from, device="cpu", lr=1e-3, head_lr=1e-3)
+        result = train_flow(params)
+        metrics = {k: round(v, 4) for k, v in result["metrics"].items() if isinstance(v, float)}
+        print(f"   stage {stage}: {metrics}")
+        init_from = result["checkpoints"][-1]
+    return init_from
+
+
+def _demo_sample(out: Path, checkpoint: str, truth) -> int:
+    import cv2
+
+    from model.export import sample_main
+
+    clip_id = truth.clip_ids(status="accepted")[0]
+    attrs = truth.attrs(clip_id)
+    first = _first_frame(attrs["source"]["uri"])
+    image = out / "sample_input.png"
+    cv2.imwrite(str(image), cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
+    return sample_main(["--checkpoint", checkpoint, "--image", str(image), "--prompt", attrs["source"]["caption"],
+                        "--out", str(out / "sample"), "--steps", "10", "--device", "cpu"])
+
+
+def _first_frame(video: str):
+    import decord
+
+    return decord.VideoReader(video, num_threads=1)[0].asnumpy()
 
 
 def _print_label_quality(labels, truth) -> None:
@@ -245,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clips", type=int, default=4, help="number of synthetic clips (default 4)")
     demo.add_argument("--size", type=parse_size, default=(128, 192), help="resolution HxW (default 128x192)")
     demo.add_argument("--frames", type=int, default=25, help="frames per clip (default 25)")
+    demo.add_argument("--train-steps", type=int, default=3, help="training steps per stage (default 3)")
     demo.set_defaults(func=_cmd_demo)
 
     label = sub.add_parser(
@@ -306,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the augmented DiT / DPT head on label stores (see `worldreel train --help`)",
         add_help=False,
     )
+    sub.add_parser(
+        "sample",
+        help="text + image -> RGB video and 4D outputs (PLY, cameras JSON, npz) from a checkpoint",
+        add_help=False,
+    )
+    sub.add_parser(
+        "evaluate",
+        help="4D geometry metrics of a checkpoint's predictions against label-store clips",
+        add_help=False,
+    )
 
     info = sub.add_parser("info", help="summarise a label store", description="Print what a label store holds.")
     info.add_argument("store", type=Path, help="label store path")
@@ -321,8 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:  # the trainer owns its typed command line (model.train)
+    if argv[:1] == ["train"]:  # the model commands own their typed command lines (model/)
         return _cmd_train(argv[1:])
+    if argv[:1] == ["sample"]:
+        from model.export import sample_main
+
+        return sample_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from model.evaluate import evaluate_main
+
+        return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

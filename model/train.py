@@ -13,7 +13,12 @@ Models: "tiny" builds a random 2-block DiT, tiny VAE and hash text encoder sized
 (CPU tests, smoke runs); "cogvideox-5b-i2v" loads CogVideoX-5B-I2V from the local diffusers
 folder `--pretrained` (transformer/, vae/, scheduler/, text_encoder/, tokenizer/; the T5
 tokenizer needs `sentencepiece`) and needs clips of the size its positional embeddings fix
-(49 x 480 x 720). One process, one device; multi-GPU (FSDP) is not wired here.
+(49 x 480 x 720).
+
+Multi-GPU: `--gpus N` (N > 1) re-launches the command under `torch.distributed.run
+--standalone --nproc-per-node N`; each process trains on its own GPU (or CPU with gloo)
+under DistributedDataParallel with its share of the data stream (`model.distributed`).
+`--batch-size` is per process; rank 0 alone writes logs and checkpoints.
 
 `--latent-cache DIR` encodes every clip's RGB and gm videos once (posterior moments,
 `model.latent_cache`) and draws a fresh posterior sample from them every step; the data
@@ -32,6 +37,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +50,18 @@ from torch.utils.data import DataLoader
 
 from model.data import LabelClipDataset, MixtureSampler, collate_samples, targets_from_batch
 from model.dit import GeoMotionDiT, GMAugmentationConfig, default_tap_blocks, tiny_transformer_config
+from model.distributed import (
+    DistContext,
+    all_gather_objects,
+    barrier,
+    cleanup,
+    init_distributed,
+    launched_world_size,
+    mean_over_ranks,
+    relaunch_with_torchrun,
+    shard_stream,
+    wrap_ddp,
+)
 from model.dpt_head import DPTHeadConfig, TemporalDPTHead
 from model.encoders import HashTextEncoder, T5TextEncoder, VideoLatentEncoder, load_vae, tiny_vae_config
 from model.latent_cache import LatentCache, cache_fingerprint, fill_latent_cache
@@ -100,6 +118,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     num_workers: int = 0
     device: str = "auto"
+    gpus: int = 1  # processes on this node; > 1 re-launches `main` under torchrun
+
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -108,8 +128,8 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.model != "tiny" and not self.pretrained:
             raise ValueError(f"model {self.model} needs --pretrained LOCAL_DIFFUSERS_FOLDER")
-        if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1:
-            raise ValueError("steps, batch_size, save_every and log_every must be >= 1")
+        if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1 or self.gpus < 1:
+            raise ValueError("steps, batch_size, save_every, log_every and gpus must be >= 1")
         if self.data_weights is not None and len(self.data_weights) != len(self.data):
             raise ValueError(f"{len(self.data_weights)} data weights for {len(self.data)} stores")
 
@@ -195,7 +215,8 @@ def _load_weights(ckpt: Path, models: Models, dtype: torch.dtype | None) -> None
 
 # ============================================================================ trainer
 class Trainer:
-    """One process, one device. `run()` trains `cfg.steps` optimiser steps in total."""
+    """One process and device, or one rank of a torchrun job (DDP). `run()` trains `cfg.steps`
+    optimiser steps in total."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         if not cfg.data:
@@ -204,6 +225,9 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.dist: DistContext = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.autocast = cfg.mixed_precision == "bf16" and self.device.type == "cuda"
         self.weights = cfg.loss_weights()
 
@@ -232,7 +256,9 @@ class Trainer:
         self.cache = None
         if cfg.latent_cache:
             self.cache = LatentCache(cfg.latent_cache, cache_fingerprint(self.models.vae, T, H, W))
-            fill_latent_cache(full_videos, self.models.vae, self.cache, self.device)
+            if self.dist.is_main:  # one writer; the others wait for the complete cache
+                fill_latent_cache(full_videos, self.models.vae, self.cache, self.device)
+            barrier(self.dist)
         self._set_trainable()
         if cfg.gradient_checkpointing and cfg.stage != "1b":
             self.models.dit.enable_gradient_checkpointing()
@@ -243,11 +269,12 @@ class Trainer:
         )
         self.step = 0
         self.samples_consumed = 0
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.dist.rank)  # own noise per rank
         latest = _checkpoints(self.out)
         if cfg.resume and latest:
             self._resume(latest[-1])
         self.sampler.fast_forward(self.samples_consumed)
+        self._dit, self._head = self._parallel_modules()
 
     # ----------------------------------------------------------------- setup
     def _set_trainable(self) -> None:
@@ -256,6 +283,18 @@ class Trainer:
         self.models.dit.train(dit_trainable)
         if self.models.head is not None:
             self.models.head.requires_grad_(True).train()
+
+    def _parallel_modules(self) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+        """The modules forward passes go through: DDP wrappers of the trained ones when distributed."""
+        dit, head = self.models.dit, self.models.head
+        if not self.dist.enabled:
+            return dit, head
+        if self.cfg.stage != "1b":
+            dit = wrap_ddp(dit, self.device)
+        if head is not None:
+            # a task head gets no gradient on a rank whose batch lacks that label
+            head = wrap_ddp(head, self.device, find_unused_parameters=True)
+        return dit, head
 
     def _param_groups(self) -> list[dict[str, Any]]:
         groups = []
@@ -268,8 +307,26 @@ class Trainer:
         return groups
 
     # ----------------------------------------------------------------- checkpointing
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        }
+
     def save(self) -> Path:
+        """Write a checkpoint (every rank calls this; rank 0 writes, with every rank's RNG state)."""
         final = self.out / "checkpoints" / f"step_{self.step:08d}"
+        rngs = all_gather_objects(self._rng_state(), self.dist)
+        barrier(self.dist)
+        if self.dist.is_main:
+            self._write_checkpoint(final, rngs)
+        barrier(self.dist)  # nobody reads or prunes checkpoints while rank 0 writes
+        return final
+
+    def _write_checkpoint(self, final: Path, rngs: list[dict[str, Any]]) -> None:
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -279,11 +336,8 @@ class Trainer:
             "samples_consumed": self.samples_consumed,
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            **rngs[0],
+            "rank_rngs": rngs,
             "config": asdict(self.cfg),
         }
         torch.save(state, tmp / "trainer_state.pt")
@@ -292,7 +346,6 @@ class Trainer:
         os.replace(tmp, final)  # a checkpoint is visible only once complete
         for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def _resume(self, ckpt: Path) -> None:
         _load_weights(ckpt, self.models, None)
@@ -303,12 +356,15 @@ class Trainer:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.step = int(state["step"])
         self.samples_consumed = int(state["samples_consumed"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+        rngs = state.get("rank_rngs", [state])
+        # same world size: each rank continues its own streams; otherwise they restart from rank 0's
+        rng = rngs[self.dist.rank] if len(rngs) == self.dist.world_size else rngs[0]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch_rng"])
+        if rng["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda_rng"])
+        np.random.set_state(rng["numpy_rng"])
+        random.setstate(rng["python_rng"])
 
     # ----------------------------------------------------------------- one step
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -339,7 +395,7 @@ class Trainer:
             torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast),
             torch.set_grad_enabled(cfg.stage != "1b" and torch.is_grad_enabled()),
         ):
-            out = m.dit(
+            out = self._dit(
                 noisy_rgb.to(dtype),
                 noisy_gm.to(dtype),
                 text.to(dtype),
@@ -357,7 +413,7 @@ class Trainer:
             hidden = out.hidden_states if cfg.stage != "1b" else [h.detach() for h in out.hidden_states]
             frames, grid = rgb_lat.shape[1], (rgb_lat.shape[3] // 2, rgb_lat.shape[4] // 2)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-                pred = m.head([h.to(next(m.head.parameters()).dtype) for h in hidden], frames, grid, self.label_size)
+                pred = self._head([h.to(next(m.head.parameters()).dtype) for h in hidden], frames, grid, self.label_size)
             targets = targets_from_batch(batch, dev)
             weight = None
             if cfg.dpt_weighting == "alpha_bar":
@@ -386,21 +442,22 @@ class Trainer:
         self.optimizer.step()
         self.lr_schedule.step()
         self.step += 1
-        self.samples_consumed += len(batch["clip_id"])
+        self.samples_consumed += len(batch["clip_id"]) * self.dist.world_size  # draws of the global stream
         metrics = {k: float(v.detach()) for k, v in losses.items()}
         metrics["grad_norm"] = float(grad_norm)
         metrics.update(lrs)
         return metrics
 
     def _batches(self):
-        batch_sampler = _Batches(iter(self.sampler), self.cfg.batch_size)
+        batch_sampler = _Batches(shard_stream(iter(self.sampler), self.dist), self.cfg.batch_size)
         loader = DataLoader(
             self.dataset, batch_sampler=batch_sampler, collate_fn=collate_samples, num_workers=self.cfg.num_workers
         )
         return iter(loader)
 
     def run(self) -> dict[str, float]:
-        """Train until `cfg.steps`; log JSONL metrics; checkpoint every `save_every` and at the end."""
+        """Train until `cfg.steps`; log JSONL metrics (averaged over ranks); checkpoint every `save_every`
+        and at the end."""
         metrics: dict[str, float] = {}
         batches = self._batches()
         log_path = self.out / "metrics.jsonl"
@@ -408,10 +465,12 @@ class Trainer:
             start = time.perf_counter()
             batch = next(batches)
             metrics = self.train_step(batch)
-            metrics.update(step=self.step, step_time_s=time.perf_counter() - start)
+            metrics.update(step_time_s=time.perf_counter() - start)
             if self.device.type == "cuda":
                 metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+            metrics = mean_over_ranks(metrics, self.dist, self.device)
+            metrics["step"] = self.step
+            if self.dist.is_main and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps({"stage": self.cfg.stage, **metrics}) + "\n")
             if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
@@ -462,15 +521,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`worldreel train`: parse arguments, train, print the last metrics. Returns 0 on success."""
+    """`worldreel train`: parse arguments, train, print the last metrics. Returns 0 on success.
+
+    With `--gpus N` > 1 outside a torchrun job, runs itself under torchrun with N processes
+    and returns the launcher's exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.gpus > 1 and launched_world_size() == 1:
+        visible = torch.cuda.device_count()
+        if args.device != "cpu" and visible and visible < args.gpus:
+            print(f"error: --gpus {args.gpus} but only {visible} CUDA devices are visible")
+            return 2
+        return relaunch_with_torchrun(args.gpus, "model.train", argv)
     try:
         cfg = TrainConfig(**vars(args))
-        metrics = Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        metrics = trainer.run()
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}")
         return 2
-    print(json.dumps(metrics))
+    finally:
+        cleanup()
+    if trainer.dist.is_main:
+        print(json.dumps(metrics))
     return 0
 
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from labelers.camera import ate_sim3, relative_rotation_errors_deg, umeyama_sim3
 from labelers.geometry import bilinear_sample, inside_image, pixel_grid
 
-__all__ = ["point_maps", "scene_flow"]
+# Trajectory alignment lives with the camera labeler; re-exported here because `model` may
+# import `pipelines` geometry but not `labelers` (DESIGN.md dependency table).
+__all__ = ["point_maps", "scene_flow", "ate_sim3", "relative_rotation_errors_deg", "umeyama_sim3"]
 
 
 def point_maps(depth: np.ndarray, depth_valid: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
