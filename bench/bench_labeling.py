@@ -59,10 +59,16 @@ def through_flow(manifest: Path, store_path: Path, height: int, width: int, fram
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="120x180, 17 frames, 2 clips")
+    parser.add_argument("--sizes", default="240x360,480x720", help="per-stage sizes HxW, comma-separated")
+    parser.add_argument("--flow-sizes", default="240x360", help="sizes also run through the flow on 1 and 2 workers")
+    parser.add_argument("--frames", type=int, default=49)
+    parser.add_argument("--clips", type=int, default=2)
     args = parser.parse_args()
-    sizes = [(120, 180)] if args.quick else [(240, 360), (480, 720)]
-    frames = 17 if args.quick else 49
-    n = 2 if args.quick else 4
+    parse = lambda text: [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]  # noqa: E731
+    sizes, flow_sizes = parse(args.sizes), parse(args.flow_sizes)
+    frames, n = args.frames, args.clips
+    if args.quick:
+        sizes, flow_sizes, frames, n = [(120, 180)], [(120, 180)], 17, 2
     tmp = Path(tempfile.mkdtemp(prefix="bench_labeling_"))
     for height, width in sizes:
         manifest = synth(tmp / f"synth_{height}", n, height, width, frames)
@@ -75,6 +81,8 @@ def main() -> None:
         total = sum(medians.values())
         for stage, value in medians.items():
             print(f"{stage:>16} {value:14.2f} {100 * value / max(total, 1e-9):5.1f}%")
+        if (height, width) not in flow_sizes:
+            continue
         per_clip = wall / n
         flow_wall = {w: through_flow(manifest, tmp / f"flow_{height}_{w}.zarr", height, width, frames, w) for w in (1, 2)}
         rate = {w: 60 * n / s for w, s in flow_wall.items()}
