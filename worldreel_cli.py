@@ -87,6 +87,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
         device=args.device,
         redo_failed=args.redo_failed,
         gates=dict(args.gate),
+        report_dir=args.report_dir,
+        write_report=not args.no_report,
     )
     label_config(params)  # fail fast on inconsistent options, before Prefect and Ray start
     summary = label_clips_flow(params)
@@ -100,6 +102,8 @@ def _print_label_summary(summary: dict) -> None:
         f"{summary['skipped']} skipped (already committed), {summary['manifest_row_errors']} manifest row errors "
         f"in {summary['seconds']:.1f} s"
     )
+    if "report" in summary:
+        print(f"quality report: {summary['report']}")
     for reason, count in summary["rejected_by_reason"].items():
         print(f"  rejected {count:4d}  {reason}")
 
@@ -150,7 +154,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.labeling import LabelRunParams, label_clips_flow
-    from pipelines.report import build_report
     from pipelines.synthetic_set import scene_configs, write_synthetic_set
     from storage import LabelStore
 
@@ -168,7 +171,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("== 2. label the same clips with the weight-free labelers (Prefect flow, local Ray)")
     params = LabelRunParams(
         manifest=str(out / "synthetic" / "manifest.csv"), store=str(out / "labels.zarr"),
-        height=height, width=width, frames=args.frames, batch_size=1,
+        height=height, width=width, frames=args.frames, batch_size=1, report_dir=str(out / "report"),
     )
     summary = label_clips_flow(params)
     _print_label_summary(summary)
@@ -176,8 +179,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("== 3. pseudo-labels against the exact labels of the same clips")
     _print_label_quality(LabelStore.open(params.store), truth)
 
-    print("== 4. label-quality report")
-    print(f"   {build_report(params.store, out / 'report')}")
+    print(f"== 4. label-quality report (written by the flow): {summary['report']}")
 
     print(f"== 5. train the tiny model, stages 1a -> 1b -> 2 ({args.train_steps} steps each), on both stores")
     checkpoint = _demo_training(out, [str(truth.root), params.store], args.train_steps)
@@ -314,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per neural labeler actor")
     label.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of neural labelers")
     label.add_argument("--redo-failed", action="store_true", help="label clips rejected by earlier runs again")
+    label.add_argument("--report-dir", help="quality report folder (default: <store>_report next to the store)")
+    label.add_argument("--no-report", action="store_true", help="do not write the quality report at the end")
     label.add_argument(
         "--gate", type=_parse_gate, action="append", default=[], metavar="NAME=VALUE",
         help="override a quality gate, e.g. min_depth_valid_fraction=0.2 (VALUE 'none' removes it); repeatable",

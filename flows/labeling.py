@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from pydantic import BaseModel, Field
 
 from flows.ray_fanout import init_ray, run_on_ray
+from flows.report import ReportParams, report_flow
 from pipelines.labeling import ClipOutcome, LabelConfig, plan, summarise
 from pipelines.manifests import read_manifest
 from pipelines.quality import QualityThresholds
@@ -49,6 +50,10 @@ class LabelRunParams(BaseModel):
     gpu_fraction: float = Field(0.25, gt=0, le=1, description="GPU share of each neural labeler actor")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device of neural labelers")
     redo_failed: bool = Field(False, description="Label clips rejected by an earlier run again")
+    report_dir: str | None = Field(
+        None, description="Where to write the quality report at the end (default: <store>_report next to the store)"
+    )
+    write_report: bool = Field(True, description="Write and publish the label-quality report at the end")
     gates: dict[str, float | None] = Field(
         default_factory=dict,
         description="Quality gates to override, e.g. {\"min_depth_valid_fraction\": 0.2}; null removes a gate",
@@ -121,6 +126,9 @@ def label_clips_flow(params: LabelRunParams) -> dict:
     summary = summarise(outcomes, manifest.errors)
     summary["store"] = str(Path(params.store).resolve())
     summary["seconds"] = time.perf_counter() - start
+    if params.write_report:
+        report_dir = params.report_dir or str(Path(params.store).resolve().parent / f"{Path(params.store).name}_report")
+        summary["report"] = report_flow(ReportParams(store=params.store, out=report_dir))
     _publish_summary(summary, outcomes, manifest.errors)
     return summary
 
@@ -133,7 +141,7 @@ def _publish_summary(summary: dict, outcomes: list[ClipOutcome], row_errors: lis
         f"# Labeling run: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['skipped']} skipped",
         "",
         f"Store: `{summary['store']}`  ",
-        f"Report: `worldreel report {summary['store']} --out REPORT_DIR`",
+        f"Report: [{summary.get('report', 'not written')}]({Path(summary['report']).as_uri() if 'report' in summary else ''})",
         "",
         "| clip | status | reasons |",
         "| --- | --- | --- |",

@@ -21,7 +21,6 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from flows.labeling import LabelRunParams, label_clips_flow
-from flows.report import ReportParams, report_flow
 
 __all__ = ["TrainRunParams", "train_command", "train_flow", "worldreel_pipeline_flow"]
 
@@ -107,8 +106,8 @@ def train_flow(params: TrainRunParams) -> dict:
 @flow(name="worldreel-pipeline", log_prints=True)
 def worldreel_pipeline_flow(label: LabelRunParams, train: TrainRunParams, report_dir: str) -> dict:
     """The DAG end to end: label a manifest, publish the quality report, train on the accepted clips."""
-    summary = label_clips_flow(label)
-    report = report_flow(ReportParams(store=label.store, out=report_dir))
+    summary = label_clips_flow(label.model_copy(update={"report_dir": report_dir, "write_report": True}))
+    report = summary["report"]
     stores = train.stores if label.store in train.stores else [*train.stores, label.store]
     weights = train.store_weights + [1.0] if train.store_weights and label.store not in train.stores else train.store_weights
     trained = train_flow(train.model_copy(update={"stores": stores, "store_weights": weights}))

@@ -47,7 +47,7 @@ def test_rerun_labels_nothing_and_redo_failed_retries_rejected(labelled, capsys)
     capsys.readouterr()
     assert main(["label", "--manifest", str(manifest), "--out", str(store_path), *LABEL_ARGS]) == 0
     out = capsys.readouterr().out
-    assert "0 accepted, 0 rejected, 5 skipped" in out
+    assert "0 accepted, 0 rejected, 5 skipped" in out and "quality report:" in out
     after = {r["clip_id"]: r["committed_at"] for r in LabelStore.open(store_path).index().to_pylist()}
     assert after == before
     assert main(["label", "--manifest", str(manifest), "--out", str(store_path), *LABEL_ARGS, "--redo-failed"]) == 0
