@@ -48,7 +48,8 @@ robust estimators and the bundle adjuster, the parts that must be well kept; eve
 runs in one process on one core by default (`num_threads`), as a Ray worker wants.
 
 Scale (one per clip, `metric_scale = False`): after expressing everything in first-frame
-coordinates, the median z-depth of the reconstructed points seen in frame 0 is 1.
+coordinates, the median z-depth of the reconstructed points seen in frame 0 is 1 (of all
+reconstructed points, in frame 0's camera, when frame 0 sees fewer than 10).
 Pixel convention: LABELS.md puts pixel centres at integer coordinates, COLMAP at +0.5; the
 conversion happens at the pycolmap boundary only (`_COLMAP_OFFSET`).
 Limits: pinhole cameras only (lens distortion is not modelled; a distorted pure rotation
@@ -1198,10 +1199,15 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
     """Global BA over registered frames and inlier observations (pycolmap / Ceres, Cauchy loss).
 
     Frame poses, points and (with `refine_focal`) the shared focal are updated in place.
-    The gauge is fixed on two frames (first pose and the scale). Returns the final sum of
-    squared reprojection errors of the inlier observations.
+    The gauge is fixed on the initial pair (COLMAP's TWO_CAMS_FROM_WORLD takes the two lowest
+    image ids: the first pose and one translation coordinate of the second), whose wide
+    baseline pins the scale; two neighbouring frames of a video would leave it near-singular.
+    Returns the final sum of squared reprojection errors of the inlier observations.
     """
     frames = np.nonzero(model.registered)[0]
+    anchors = list(model.notes["init_pair"])
+    order = anchors + [int(t) for t in frames if t not in anchors]
+    image_id = {t: n + 1 for n, t in enumerate(order)}
     rec = pycolmap.Reconstruction()
     if model.shared_focal:
         K = model.K[0].copy()
@@ -1219,8 +1225,8 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
     else:
         camera_of = {}
         for t in frames:
-            rec.add_camera_with_trivial_rig(_camera(model.K[t], model.width, model.height, int(t) + 1))
-            camera_of[int(t)] = int(t) + 1
+            rec.add_camera_with_trivial_rig(_camera(model.K[t], model.width, model.height, image_id[int(t)]))
+            camera_of[int(t)] = image_id[int(t)]
     point_ids = np.nonzero(model.triangulated & model.inlier[frames].any(0))[0]
     index_in_image: dict[int, np.ndarray] = {}
     for t in frames:
@@ -1228,14 +1234,14 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
         index_in_image[int(t)] = np.full(model.obs.shape[1], -1)
         index_in_image[int(t)][ids] = np.arange(len(ids))
         image = pycolmap.Image(
-            name=str(t), keypoints=model.obs[t, ids], camera_id=camera_of[int(t)], image_id=int(t) + 1
+            name=str(t), keypoints=model.obs[t, ids], camera_id=camera_of[int(t)], image_id=image_id[int(t)]
         )
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(np.concatenate([model.R[t], model.t[t, :, None]], 1)))
     point3d_of = {}
     for n in point_ids:
         track = pycolmap.Track()
         for t in frames[model.inlier[frames, n]]:
-            track.add_element(int(t) + 1, int(index_in_image[int(t)][n]))
+            track.add_element(image_id[int(t)], int(index_in_image[int(t)][n]))
         point3d_of[int(n)] = rec.add_point3D(model.points[n], track)
     options = pycolmap.BundleAdjustmentOptions(
         refine_focal_length=refine_focal and fixed_focal is None,
@@ -1250,7 +1256,7 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
     options.ceres.solver_options.function_tolerance = 1e-9
     config = pycolmap.BundleAdjustmentConfig()
     for t in frames:
-        config.add_image(int(t) + 1)
+        config.add_image(image_id[int(t)])
     if not model.shared_focal or not refine_focal or fixed_focal is not None:
         for cam_id in set(camera_of.values()):
             config.set_constant_cam_intrinsics(cam_id)
@@ -1259,7 +1265,7 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
     model.notes["ba_summary"] = summary.brief_report()
     model.num_ba += 1
     for t in frames:
-        pose = np.asarray(rec.image(int(t) + 1).cam_from_world().matrix())
+        pose = np.asarray(rec.image(image_id[int(t)]).cam_from_world().matrix())
         model.R[t], model.t[t] = pose[:, :3], pose[:, 3]
     for n, pid in point3d_of.items():
         model.points[n] = rec.point3D(pid).xyz
@@ -1300,6 +1306,7 @@ def _copy_model(model: _Model) -> _Model:
         shared_focal=model.shared_focal,
         inlier_px=model.inlier_px,
         tried=model.tried.copy(),
+        notes={"init_pair": model.notes["init_pair"]},
     )
 
 
