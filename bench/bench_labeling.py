@@ -32,7 +32,7 @@ from storage import LabelStore  # noqa: E402
 
 def synth(root: Path, n: int, height: int, width: int, frames: int) -> Path:
     configs = [SceneConfig(seed=i, height=height, width=width, num_frames=frames, camera=("dolly", "orbit")[i % 2],
-                           camera_speed=2.0, num_moving=1) for i in range(n)]
+                           num_moving=1) for i in range(n)]
     write_synthetic_set(root, configs)
     return root / "manifest.csv"
 

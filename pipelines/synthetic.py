@@ -153,6 +153,13 @@ def _build_scene(cfg: SceneConfig) -> _Scene:
     min_wavelength = 5.0 * 8.0 / f
     faces = [_make_texture(rng, min_wavelength) for _ in range(_NUM_FACES)]
     c2w_world = _camera_trajectory(cfg, rng)
+    outside = np.abs(c2w_world[:, :3, 3]) > _ROOM_HALF - 0.3
+    if outside.any():
+        frame = int(np.argmax(outside.any(axis=1)))
+        raise ValueError(
+            f"the {cfg.camera} camera leaves the room at frame {frame} (camera_speed {cfg.camera_speed}, "
+            f"{cfg.num_frames} frames): lower camera_speed or num_frames"
+        )
     objects: list[_Object] = []
     for moving in [False] * cfg.num_static + [True] * cfg.num_moving:
         objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames))

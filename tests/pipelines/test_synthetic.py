@@ -118,3 +118,8 @@ def test_same_seed_same_clip_and_different_seed_different_clip():
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ValueError):
         SceneConfig(**kwargs)
+
+
+def test_camera_leaving_the_room_is_refused():
+    with pytest.raises(ValueError, match="leaves the room"):
+        render_clip(SceneConfig(height=8, width=8, num_frames=49, camera="orbit", camera_speed=3.0))
