@@ -86,6 +86,9 @@ def _neural_families(cfg: LabelConfig) -> list[str]:
 def _label_batch(
     specs: list[ClipSpec], cfg: LabelConfig, store_path: str, actor: Any | None, redo_failed: bool
 ) -> list[ClipOutcome]:
+    import cv2
+
+    cv2.setNumThreads(1)  # one CPU per task, as requested from Ray: OpenCV's own pool would oversubscribe
     store = LabelStore.open(store_path)
     # A retried batch (its worker died) skips what the lost attempt already committed.
     todo, skipped = plan(specs, store, redo_failed)
