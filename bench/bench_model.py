@@ -12,8 +12,14 @@
    Reported: median step time and peak memory. Anchor: ~8 s/step for 5B-I2V SFT on an H100
    (CogVideo SAT; reference/training_anchors.md). `--full-config tiny` runs the same code
    path at tiny size (also on CPU) to check it.
+3. Data loader (`bench_loader`): samples/s of `LabelClipDataset` + the trainer's DataLoader
+   (decode RGB from the source video, read labels, build the gm video; or, with a latent
+   cache, frame 0 and labels only) against the tiny training step on a ready batch, in the
+   same process, as "loader is N x faster than the step", for num_workers 0 and 2; then
+   (not with --quick) the same loader at 49 x 480 x 720 against the 5B-I2V step anchor.
 
-    .venv/bin/python bench/bench_model.py [--steps 8] [--threads 1] [--skip-cpu] [--full-steps 3]
+    .venv/bin/python bench/bench_model.py [--quick] [--steps 8] [--threads 1] [--skip-cpu] [--skip-loader]
+        [--loader-samples 24] [--loader-workers 0 2] [--full-steps 3]
 """
 
 from __future__ import annotations
@@ -42,21 +48,27 @@ from model.losses import (
 WARMUP_STEPS = 2
 
 
-def bench_cpu_tiny(steps: int, height: int, width: int, frames: int) -> dict:
-    from model.train import TrainConfig, Trainer
+def _write_store(root: Path, clips: int, height: int, width: int, frames: int) -> str:
     from pipelines.synthetic_set import scene_configs, write_synthetic_set
     from storage import LabelStore
+
+    store = LabelStore.create(root / "store", precision="float32")
+    write_synthetic_set(root / "set", scene_configs(clips, height, width, seed=0, num_frames=frames), store)
+    return str(root / "store")
+
+
+def bench_cpu_tiny(steps: int, height: int, width: int, frames: int) -> dict:
+    from model.train import TrainConfig, Trainer
 
     results, cpu_results = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        store = LabelStore.create(root / "store", precision="float32")
-        write_synthetic_set(root / "set", scene_configs(2, height, width, seed=0, num_frames=frames), store)
+        store = _write_store(root, 2, height, width, frames)
         for stage in ("1a", "1b", "2"):
             cfg = TrainConfig(
                 model="tiny",
                 stage=stage,
-                data=[str(root / "store")],
+                data=[store],
                 output_dir=str(root / f"run_{stage}"),
                 steps=steps,
                 save_every=10**9,
@@ -87,6 +99,147 @@ def bench_cpu_tiny(steps: int, height: int, width: int, frames: int) -> dict:
         "ratio_1b_over_1a": results["1b"] / results["1a"],
         "cpu_ratio_2_over_1a": cpu_results["2"] / cpu_results["1a"],
     }
+
+
+def _loader_samples_per_s(trainer, samples: int) -> float:
+    """Steady-state samples/s of the trainer's own data loader (`Trainer._batches`), nothing else."""
+    batches = trainer._batches()
+    next(batches)  # starts the workers and pays one-off set-up
+    start = time.perf_counter()
+    for _ in range(samples):
+        next(batches)
+    elapsed = time.perf_counter() - start
+    del batches  # shuts the workers down
+    return samples * trainer.cfg.batch_size / elapsed
+
+
+def bench_loader(
+    steps: int, samples: int, workers: list[int], height: int, width: int, frames: int, clips: int = 4, stage: str = "1a"
+) -> list[dict]:
+    """Data pipeline throughput against the training step, in one process, for both data paths.
+
+    Loader: `LabelClipDataset` + the trainer's DataLoader (`num_workers` as given): online, it
+    decodes the clip's RGB frames from the source video, reads the labels and builds the gm
+    video; with a latent cache it decodes frame 0 only and reads the labels. Step: the median
+    `train_step` on a ready batch (VAE encoding, DiT, losses, AdamW; no loading) of the same
+    path, stage `stage` (1a, the cheapest step, is the strictest comparison). The ratio
+    "loader x" = step seconds per sample * loader samples/s: above 1 the loader keeps up with
+    the step even without overlap (num_workers 0 loads in line with the steps).
+    """
+    from model.train import TrainConfig, Trainer
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        store = _write_store(root, clips, height, width, frames)
+        for path in ("videos", "latent cache"):
+            step_s = None
+            for n_workers in workers:
+                cfg = TrainConfig(
+                    model="tiny",
+                    stage=stage,
+                    data=[store],
+                    output_dir=str(root / "run"),
+                    latent_cache=str(root / "cache") if path == "latent cache" else None,
+                    steps=10**9,
+                    device="cpu",
+                    resume=False,
+                    num_workers=n_workers,
+                )
+                trainer = Trainer(cfg)
+                if step_s is None:  # the step does not depend on the loader's workers
+                    batch = next(trainer._batches())
+                    times = []
+                    for _ in range(steps):
+                        start = time.perf_counter()
+                        trainer.train_step(batch)
+                        times.append(time.perf_counter() - start)
+                    step_s = statistics.median(times[WARMUP_STEPS:] if len(times) > WARMUP_STEPS else times)
+                loader = _loader_samples_per_s(trainer, samples)
+                rows.append(
+                    {
+                        "path": path,
+                        "num_workers": n_workers,
+                        "loader_samples_per_s": loader,
+                        f"step_{stage}_s_per_sample": step_s / cfg.batch_size,
+                        "loader_x_faster_than_step": loader * step_s / cfg.batch_size,
+                    }
+                )
+    return rows
+
+
+def bench_loader_full_size(samples: int, workers: list[int], frames: int = 49, height: int = 480, width: int = 720) -> list[dict]:
+    """The trainer's dataset, sampler and collation (batch 1) at the production clip size,
+    against the full model's step.
+
+    The tiny step is no yardstick at this size; the comparison is the 5B-I2V anchor of
+    ~8 s per step at batch 1 on an H100 (CogVideo SAT), or 4 s per sample, the derived
+    target (reference/training_anchors.md), per GPU, each GPU with its own loader.
+    """
+    from torch.utils.data import DataLoader
+
+    from model.data import LabelClipDataset, MixtureSampler, collate_samples
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = _write_store(Path(tmp), 1, height, width, frames)  # rendering one costs ~45 s
+        for path, load_videos in (("videos", True), ("latent cache", False)):
+            dataset = LabelClipDataset([store], load_videos=load_videos)
+            for n_workers in workers:
+                loader = DataLoader(
+                    dataset,
+                    batch_size=1,
+                    sampler=MixtureSampler(dataset, seed=0),
+                    collate_fn=collate_samples,
+                    num_workers=n_workers,
+                )
+                batches = iter(loader)
+                next(batches)
+                start = time.perf_counter()
+                for _ in range(samples):
+                    next(batches)
+                sps = samples / (time.perf_counter() - start)
+                del batches
+                rows.append(
+                    {
+                        "path": path,
+                        "num_workers": n_workers,
+                        "loader_samples_per_s": sps,
+                        "loader_x_faster_than_8s_step": sps * 8.0,
+                        "loader_x_faster_than_4s_target": sps * 4.0,
+                    }
+                )
+    return rows
+
+
+def _loader_table(rows: list[dict], clip: str, stage: str) -> str:
+    lines = [
+        f"data loader vs tiny training step (clip {clip}, stage {stage} step on a ready batch, "
+        f"{torch.get_num_threads()} torch thread(s))",
+        "| path | workers | loader samples/s | step s/sample | loader is N x faster than the step |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        step = r[f"step_{stage}_s_per_sample"]
+        lines.append(
+            f"| {r['path']} | {r['num_workers']} | {r['loader_samples_per_s']:.1f} | {step:.3f} "
+            f"| {r['loader_x_faster_than_step']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _full_size_loader_table(rows: list[dict], clip: str) -> str:
+    lines = [
+        f"data loader at {clip} vs the 5B-I2V step per GPU ({torch.get_num_threads()} torch thread(s) per process)",
+        "| path | workers | loader samples/s | x faster than 8 s/step (H100 anchor) | x faster than 4 s/sample (target) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['path']} | {r['num_workers']} | {r['loader_samples_per_s']:.2f} | {r['loader_x_faster_than_8s_step']:.1f} "
+            f"| {r['loader_x_faster_than_4s_target']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def _synthetic_targets(B: int, S: int, H: int, W: int, device: torch.device) -> DPTTargets:
@@ -209,18 +362,34 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument("--loader-samples", type=int, default=24, help="samples timed per loader configuration")
+    parser.add_argument("--full-loader-samples", type=int, default=4, help="samples per configuration at 49x480x720")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to time")
     parser.add_argument("--full-steps", type=int, default=3)
     parser.add_argument("--full-config", choices=("5b", "tiny"), default="5b")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 steps, 6 loader samples, no 49x480x720 loader")
     parser.add_argument("--out", type=str, default=None, help="also write the results as JSON here")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: steady numbers; spinning threads swamp a busy 2-core box)"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.loader_samples, args.full_steps = 4, 6, 1
     torch.set_num_threads(args.threads)
+    clip = f"{args.frames}x{args.height}x{args.width}"
     report = {}
     if not args.skip_cpu:
         report["cpu_tiny"] = bench_cpu_tiny(args.steps, args.height, args.width, args.frames)
         print(json.dumps(report["cpu_tiny"], indent=2), flush=True)
+    if not args.skip_loader:
+        rows = bench_loader(args.steps, args.loader_samples, args.loader_workers, args.height, args.width, args.frames)
+        report["loader"] = {"clip": clip, "threads": torch.get_num_threads(), "rows": rows}
+        print(_loader_table(rows, clip, "1a"), flush=True)
+        if not args.quick:
+            full_rows = bench_loader_full_size(args.full_loader_samples, args.loader_workers)
+            report["loader_full_size"] = {"clip": "49x480x720", "rows": full_rows}
+            print(_full_size_loader_table(full_rows, "49x480x720"), flush=True)
     if torch.cuda.is_available():
         report["full"] = bench_full(args.full_config, args.full_steps, torch.device("cuda"))
     elif args.full_config == "tiny":

@@ -41,6 +41,10 @@ __all__ = [
 FramesLoader = Callable[[str, Mapping[str, Any], np.ndarray, tuple[int, int]], np.ndarray]
 _FLAGS = ("metric_scale", "has_gm", "has_depth", "has_points", "has_camera", "has_mask", "has_scene_flow")
 _TARGET_FIELDS = ("depth", "depth_valid", "points", "c2w", "K", "dynamic_mask", "scene_flow", "scene_flow_valid")
+# what a sample reads from the store: every other field (key flow, uncertainty, timestamps) costs
+# a read per array and is never used; the flow only builds the gm video
+_READ_FIELDS = ("frame_index", *_TARGET_FIELDS)
+_GM_FIELDS = ("flow", "flow_valid")
 
 
 def source_frames(clip_id: str, attrs: Mapping[str, Any], frame_index: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -97,7 +101,8 @@ class LabelClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
-        labels = self.stores[entry.store].read(entry.clip_id)
+        fields = _READ_FIELDS + _GM_FIELDS if self.load_videos else _READ_FIELDS
+        labels = self.stores[entry.store].read(entry.clip_id, fields)
         attrs = labels.attrs
         stride = int(attrs["stride"])
         T = labels["depth"].shape[0] if self.num_frames is None else self.num_frames
@@ -111,17 +116,16 @@ class LabelClipDataset(Dataset):
 
         depth = arr("depth", T).float()
         depth_valid = arr("depth_valid", T).bool()
-        flow, flow_valid = arr("flow", T - 1).float(), arr("flow_valid", T - 1).bool()
 
         n_rgb = T if self.load_videos else 1
         frames = self.frames_loader(entry.clip_id, attrs, np.asarray(labels["frame_index"][:n_rgb]), (H, W))
         if frames.shape != (n_rgb, H, W, 3):
             raise ValueError(f"frames loader gave {frames.shape}, expected {(n_rgb, H, W, 3)}")
-        rgb = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        rgb = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
         has_gm = bool(depth_valid.any())
         if has_gm and self.load_videos:
-            gm, norm = encode_gm_video(depth, depth_valid, flow, flow_valid)
+            gm, norm = encode_gm_video(depth, depth_valid, arr("flow", T - 1).float(), arr("flow_valid", T - 1).bool())
             gm_norm = torch.tensor([norm.depth_min, norm.depth_max, norm.flow_max])
         else:
             gm, gm_norm = torch.zeros(n_rgb, 3, H, W), torch.zeros(3)

@@ -20,6 +20,10 @@ Multi-GPU: `--gpus N` (N > 1) re-launches the command under `torch.distributed.r
 under DistributedDataParallel with its share of the data stream (`model.distributed`).
 `--batch-size` is per process; rank 0 alone writes logs and checkpoints.
 
+Logging: every `--log-every` steps rank 0 appends all metrics to `OUTPUT_DIR/metrics.jsonl`
+and prints one compact `key=value` line (step, stage, loss, the stage's main terms, grad
+norm, learning rates, step time) to stdout, flushed, for whoever streams the process's output.
+
 `--latent-cache DIR` encodes every clip's RGB and gm videos once (posterior moments,
 `model.latent_cache`) and draws a fresh posterior sample from them every step; the data
 loader then decodes only frame 0 (for the image condition).
@@ -39,6 +43,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -367,8 +372,12 @@ class Trainer:
         random.setstate(rng["python_rng"])
 
     # ----------------------------------------------------------------- one step
-    def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Encode, noise, run the DiT (and head), return every loss term and "loss"."""
+    def compute_losses(self, batch: dict[str, Any], timesteps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Encode, noise, run the DiT (and head), return every loss term and "loss".
+
+        Args:
+            timesteps: optional (B,) diffusion timesteps to use instead of uniform draws (evaluation).
+        """
         m, cfg, dev, g = self.models, self.cfg, self.device, self.generator
         rgb = batch["rgb"].to(dev)
         gm_video = batch["gm"].to(dev)  # (B, 1, 3, H, W) placeholder when latents are cached
@@ -382,7 +391,9 @@ class Trainer:
             gm_lat = m.vae.sample(gm_video, g)
         image_lat = m.vae.image_condition(rgb[:, 0], rgb_lat.shape[1], generator=g)
         text = m.text(list(batch["caption"])).to(dev)
-        t = sample_timesteps(m.scheduler, B, dev, g)
+        t = sample_timesteps(m.scheduler, B, dev, g) if timesteps is None else timesteps.to(dev)
+        if t.shape != (B,):
+            raise ValueError(f"timesteps must be ({B},), got {tuple(t.shape)}")
         noise_rgb = torch.randn(rgb_lat.shape, generator=g).to(dev, rgb_lat.dtype)
         noise_gm = torch.randn(gm_lat.shape, generator=g).to(dev, gm_lat.dtype)
         noisy_rgb, v_rgb = noisy_latents_and_target(m.scheduler, rgb_lat, noise_rgb, t)
@@ -448,6 +459,37 @@ class Trainer:
         metrics.update(lrs)
         return metrics
 
+    @torch.no_grad()
+    def evaluate_losses(
+        self, batch: dict[str, Any], seeds: Sequence[int] = tuple(range(8)), timesteps: Sequence[int] | None = None
+    ) -> dict[str, float]:
+        """Every loss term of `compute_losses`, averaged over fixed random draws, without training.
+
+        Each seed fixes all of a step's randomness (posterior samples, image-condition noise and
+        dropout, diffusion noise and, unless `timesteps` is given, the timesteps), so the same
+        batch and seeds give the same draws before and after training: a paired comparison, free
+        of the per-step noise of the logged losses. With `timesteps`, every seed is evaluated at
+        each of them (the whole batch at one timestep). The training generator is left
+        untouched, so evaluating never changes what training does next.
+        """
+        if not seeds:
+            raise ValueError("need at least one seed")
+        B = len(batch["clip_id"])
+        fixed = [None] if timesteps is None else [torch.full((B,), int(t), dtype=torch.long) for t in timesteps]
+        if not fixed:
+            raise ValueError("timesteps must not be empty (None draws them)")
+        training_generator = self.generator
+        totals: dict[str, float] = {}
+        try:
+            for seed in seeds:
+                for t in fixed:
+                    self.generator = torch.Generator().manual_seed(int(seed))
+                    for name, value in self.compute_losses(batch, t).items():
+                        totals[name] = totals.get(name, 0.0) + float(value)
+        finally:
+            self.generator = training_generator
+        return {name: total / (len(seeds) * len(fixed)) for name, total in totals.items()}
+
     def _batches(self):
         batch_sampler = _Batches(shard_stream(iter(self.sampler), self.dist), self.cfg.batch_size)
         loader = DataLoader(
@@ -456,8 +498,8 @@ class Trainer:
         return iter(loader)
 
     def run(self) -> dict[str, float]:
-        """Train until `cfg.steps`; log JSONL metrics (averaged over ranks); checkpoint every `save_every`
-        and at the end."""
+        """Train until `cfg.steps`; log metrics (averaged over ranks) every `log_every` steps to
+        `metrics.jsonl` and as one line to stdout (rank 0); checkpoint every `save_every` and at the end."""
         metrics: dict[str, float] = {}
         batches = self._batches()
         log_path = self.out / "metrics.jsonl"
@@ -473,9 +515,31 @@ class Trainer:
             if self.dist.is_main and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps({"stage": self.cfg.stage, **metrics}) + "\n")
+                # flushed: a flow streaming this process's piped stdout shows each step as it ends
+                print(_console_line(metrics, self.cfg.stage, self.cfg.steps), flush=True)
             if self.step % self.cfg.save_every == 0 or self.step == self.cfg.steps:
                 self.save()
         return metrics
+
+
+# the terms a console line shows per stage (the JSONL log keeps them all)
+_CONSOLE_TERMS = {
+    "1a": ("diff_rgb", "diff_gm"),
+    "1b": ("depth", "points", "camera", "mask", "flow"),
+    "2": ("diff_rgb", "diff_gm", "dpt", "reg"),
+}
+
+
+def _console_line(metrics: dict[str, float], stage: str, total_steps: int) -> str:
+    """One compact `key=value` line of a logged step, e.g.
+    `step=3/100 stage=1a loss=2.407 diff_rgb=1.392 diff_gm=1.015 grad_norm=0.9419 lr_dit=1.00e-03 step_s=0.126`."""
+    fields = [f"step={metrics['step']}/{total_steps}", f"stage={stage}", f"loss={metrics['loss']:.4g}"]
+    fields += [f"{name}={metrics[name]:.4g}" for name in (*_CONSOLE_TERMS[stage], "grad_norm") if name in metrics]
+    fields += [f"{name}={value:.2e}" for name, value in metrics.items() if name.startswith("lr_")]
+    fields.append(f"step_s={metrics['step_time_s']:.3f}")
+    if "peak_mem_gib" in metrics:
+        fields.append(f"peak_mem_gib={metrics['peak_mem_gib']:.1f}")
+    return " ".join(fields)
 
 
 class _Batches:

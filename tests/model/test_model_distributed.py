@@ -88,6 +88,8 @@ def test_two_process_ddp_run(tmp_path):
     # rank 0 alone logs (one line per step, losses averaged over ranks) and checkpoints
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
+    console = [x for x in result.stdout.splitlines() if x.startswith("step=")]
+    assert [x.split()[0] for x in console] == ["step=1/2", "step=2/2"]  # rank 0 only
     assert all(torch.isfinite(torch.tensor([x[k] for k in ("loss", "diff_rgb", "dpt", "reg")])).all() for x in lines)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000001", "step_00000002"]
     state = torch.load(out / "checkpoints" / "step_00000002" / "trainer_state.pt", weights_only=False)

@@ -155,3 +155,39 @@ def test_pretrained_folder_path_runs_on_cpu(store, tmp_path):
     assert metrics["step"] == 1 and all(v == v for v in metrics.values())
     with pytest.raises(ValueError, match="trains on 9x32x64 clips"):
         Trainer(_cfg(store, tmp_path / "bad", model="cogvideox-5b-i2v", pretrained=str(folder), num_frames=5))
+
+
+def test_main_prints_one_console_line_per_logged_step(store, tmp_path, capsys):
+    out = tmp_path / "console"
+    argv = ["--data", store, "--output-dir", str(out), "--steps", "3", "--log-every", "2", "--device", "cpu"]
+    assert main([*argv, "--stage", "1a", "--warmup-steps", "2", "--lr", "1e-3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and json.loads(lines[-1])["step"] == 3  # steps 2 and 3 (the last), then the summary
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for line, record in zip(lines[:2], logged, strict=True):
+        fields = dict(token.split("=") for token in line.split())
+        assert fields["step"] == f"{record['step']}/3" and fields["stage"] == "1a"
+        assert fields.keys() == {"step", "stage", "loss", "diff_rgb", "diff_gm", "grad_norm", "lr_dit", "step_s"}
+        for key in ("loss", "diff_rgb", "diff_gm", "grad_norm", "lr_dit"):
+            assert float(fields[key]) == pytest.approx(record[key], rel=1e-3), key
+        assert float(fields["step_s"]) == pytest.approx(record["step_time_s"], abs=1e-3)
+    assert float(dict(t.split("=") for t in lines[1].split())["lr_dit"]) == pytest.approx(1e-3)
+
+    assert main([*argv, "--output-dir", str(tmp_path / "console_2"), "--stage", "2", "--steps", "1"]) == 0
+    fields = dict(token.split("=") for token in capsys.readouterr().out.splitlines()[0].split())
+    assert {"diff_rgb", "diff_gm", "dpt", "reg", "lr_dit", "lr_dpt_head"} <= fields.keys()
+    assert "depth" not in fields  # the JSONL log has every term, the console only the main ones
+
+
+def test_evaluate_losses_is_paired_and_leaves_training_rng_alone(store, tmp_path):
+    trainer = Trainer(_cfg(store, tmp_path / "eval", steps=1))
+    batch = next(trainer._batches())
+    state = trainer.generator.get_state()
+    a = trainer.evaluate_losses(batch, seeds=[0, 1], timesteps=[10, 990])
+    assert torch.equal(trainer.generator.get_state(), state)
+    assert a == trainer.evaluate_losses(batch, seeds=[0, 1], timesteps=[10, 990])
+    per_draw = [trainer.evaluate_losses(batch, seeds=[s], timesteps=[t]) for s in (0, 1) for t in (10, 990)]
+    assert a["loss"] == pytest.approx(sum(d["loss"] for d in per_draw) / 4)
+    assert per_draw[0]["diff_rgb"] != per_draw[1]["diff_rgb"]  # the timestep is honoured
+    with pytest.raises(ValueError, match="timesteps must be"):
+        trainer.compute_losses(batch, torch.zeros(2, dtype=torch.long))
