@@ -414,9 +414,9 @@ def _points_from_group(group: zarr.Group, stride: int) -> np.ndarray:
     S, H, W = depth.shape
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
     uv1 = np.stack([u, v, np.ones_like(u)], axis=-1)
-    rays = np.einsum("sij,hwj->shwi", np.linalg.inv(K), uv1)
+    rays = uv1[None] @ np.swapaxes(np.linalg.inv(K), 1, 2)[:, None]  # matmul: ~3x faster than einsum here
     cam = rays * depth[..., None]
-    world = np.einsum("sij,shwj->shwi", c2w[:, :3, :3], cam) + c2w[:, None, None, :3, 3]
+    world = cam @ np.swapaxes(c2w[:, :3, :3], 1, 2)[:, None] + c2w[:, None, None, :3, 3]
     world[~valid] = 0
     return world.astype(np.float32)
 
