@@ -111,7 +111,9 @@ def test_kill_9_of_the_flow_process_then_rerun_finishes_only_what_is_missing(tmp
     summary = re.search(r"(\d+) accepted, (\d+) rejected, (\d+) skipped", out)
     assert summary, out[-3000:]
     accepted, rejected, skipped = map(int, summary.groups())
-    assert skipped == len(committed) and accepted + rejected + skipped == len(good)  # only what was missing
+    # Only what was missing is labelled. A Ray worker orphaned by the kill may still publish the clip
+    # it was writing before it dies, so the re-run can find more committed clips than counted above.
+    assert skipped >= len(committed) and accepted + rejected + skipped == len(good)
     _assert_each_clip_once(store, good)
 
 
