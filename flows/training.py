@@ -41,6 +41,10 @@ class TrainRunParams(BaseModel):
     head_lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the DPT head")
     save_every: int = Field(500, ge=1, description="Checkpoint every this many steps")
     gpus: int = Field(1, ge=1, le=64, description="GPUs on this node (torchrun when > 1)")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Data parallelism with several GPUs: ddp replicates the model, fsdp shards weights, "
+        "gradients and optimizer state (needed for the full cogvideox-5b-i2v fine-tune on 80 GB GPUs)"
+    )
     num_workers: int = Field(0, ge=0, le=64, description="Data-loader processes (2+ on GPU runs, so loading overlaps steps)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
 
@@ -50,7 +54,7 @@ def train_command(params: TrainRunParams) -> list[str]:
     command = [sys.executable, "-m", "worldreel_cli", "train", "--config", params.config, "--stage", params.stage,
                "--output-dir", params.output_dir, "--steps", str(params.steps), "--batch-size", str(params.batch_size),
                "--lr", str(params.lr), "--head-lr", str(params.head_lr), "--save-every", str(params.save_every),
-               "--device", params.device, "--num-workers", str(params.num_workers)]
+               "--device", params.device, "--num-workers", str(params.num_workers), "--strategy", params.strategy]
     for store in params.stores:
         command += ["--store", store]
     if params.store_weights:

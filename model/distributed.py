@@ -5,6 +5,12 @@
 `LOCAL_RANK` in its environment and joins the process group (NCCL on CUDA, one GPU per
 process; gloo on CPU). On one process every helper here is a no-op.
 
+Strategies: "ddp" replicates the trained modules (DistributedDataParallel, gradients
+all-reduced); "fsdp" shards them with FSDP2 (`fully_shard`): parameters, gradients and AdamW
+moments live as dim-0 shards (DTensors) on every rank, each transformer block is one
+all-gather / reduce-scatter group and the root module holds the rest. Both average gradients
+over ranks, so a step equals one step on the global batch.
+
 Data: the mixture sampler is one endless seeded stream shared by all ranks; draw i goes to
 rank i % world_size (DistributedSampler's interleaving), so a step consumes
 batch_size * world_size draws of the global stream and a resume fast-forwards it exactly.
@@ -16,22 +22,32 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 __all__ = [
+    "STRATEGIES",
     "DistContext",
     "all_gather_objects",
     "barrier",
     "cleanup",
+    "clip_grad_norm",
+    "device_mesh",
+    "fsdp_mixed_precision",
+    "full_model_state",
+    "full_optimizer_state",
+    "is_sharded",
+    "load_full_optimizer_state",
     "init_distributed",
     "launched_world_size",
     "mean_over_ranks",
     "relaunch_with_torchrun",
+    "shard_fsdp",
     "shard_stream",
     "torchrun_command",
     "wrap_ddp",
@@ -120,6 +136,110 @@ def wrap_ddp(module: torch.nn.Module, device: torch.device, find_unused_paramete
 
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def fsdp_mixed_precision(device: torch.device, mixed_precision: str):
+    """FSDP2 precision policy: bf16 all-gathered parameters and compute with fp32 gradient
+    reduce-scatter (fp32 sharded master weights and optimizer) on CUDA under "bf16"; fp32
+    throughout otherwise (CPU: bf16 matmuls there are slow and the tests compare in fp32)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if device.type == "cuda" and mixed_precision == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def device_mesh(device: torch.device, ctx: DistContext):
+    """The 1-D mesh of all ranks that FSDP shards over (one per job: the DTensors of modules
+    sharded on one mesh mix in one gradient norm)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device.type, (ctx.world_size,))
+
+
+def shard_fsdp(
+    module: nn.Module, groups: Sequence[nn.Module], mesh: Any, mp_policy: Any, reduce_unused_params: bool = False
+) -> nn.Module:
+    """FSDP2 in place: each of `groups` (e.g. the transformer blocks) becomes its own shard
+    group, `module` (the root, called by the training step) takes the remaining parameters.
+
+    Frozen parameters may sit in any group: they are sharded and all-gathered for forward but
+    get no gradient. `reduce_unused_params` reduce-scatters zero gradients for trainable
+    parameters a rank did not use (DDP's find_unused_parameters): without it, ranks whose
+    batches use different parameters issue mismatched collectives.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for group in groups:
+        fully_shard(group, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(module, mesh=mesh, mp_policy=mp_policy)
+    if reduce_unused_params:
+        module.set_reduce_scatter_unused_params(True)
+    return module
+
+
+def is_sharded(module: nn.Module | None) -> bool:
+    """Whether `module` was sharded with FSDP2 (`shard_fsdp`)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """`clip_grad_norm_` that also takes FSDP's sharded (DTensor) gradients; returns the total
+    norm as a plain tensor, the same on every rank.
+
+    The norm of DTensor gradients comes out of `get_total_norm` already reduced over ranks (a
+    replicated DTensor), so every rank scales its shards by the global factor; `full_tensor`
+    makes it a plain tensor for the clip and the logs."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(params)
+    total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
+
+
+def _full_options(**kwargs: bool):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def full_model_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded state dict of an FSDP module, on CPU, on rank 0 ({} on the others).
+
+    Collective: every rank calls it. Tensors are gathered one at a time and moved to CPU, so
+    the GPU never holds more than one full parameter beyond its shards."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(module, options=_full_options(cpu_offload=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state dict with full (unsharded) tensors, keyed by parameter names of
+    `model` (which holds every optimised parameter), on CPU, on rank 0 ({} elsewhere). Collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+
+
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], ctx: DistContext
+) -> None:
+    """Load a name-keyed full optimizer state (`full_optimizer_state`'s format) into a sharded
+    optimizer. Only rank 0's `state` is read; its tensors are broadcast one at a time and each
+    rank keeps its shards, so no other rank ever holds the full state. Collective."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(
+        model, optimizer, state if ctx.is_main else {}, options=_full_options(broadcast_from_rank0=True)
+    )
 
 
 def torchrun_command(nproc: int, module: str, argv: list[str]) -> list[str]:

@@ -16,9 +16,24 @@ tokenizer needs `sentencepiece`) and needs clips of the size its positional embe
 (49 x 480 x 720).
 
 Multi-GPU: `--gpus N` (N > 1) re-launches the command under `torch.distributed.run
---standalone --nproc-per-node N`; each process trains on its own GPU (or CPU with gloo)
-under DistributedDataParallel with its share of the data stream (`model.distributed`).
-`--batch-size` is per process; rank 0 alone writes logs and checkpoints.
+--standalone --nproc-per-node N`; each process trains on its own GPU (or CPU with gloo) with
+its share of the data stream (`model.distributed`). `--batch-size` is per process; rank 0
+alone writes logs and checkpoints. `--strategy ddp` (default) replicates the trained modules
+(DistributedDataParallel); `--strategy fsdp` shards them with FSDP2: every DiT transformer
+block is one shard group, the DiT root and the DPT head one each, so weights, gradients and
+AdamW moments take 1/N of the memory per GPU (the 5B full fine-tune needs it: ~90 GB per
+rank replicated). Under FSDP on CUDA with `--mixed-precision bf16`, blocks compute with bf16
+copies of fp32 sharded weights and reduce gradients in fp32. Stage 1b's frozen DiT stays a
+replica under both strategies (it has no gradients or optimizer state to shard).
+
+Checkpoints (`OUTPUT_DIR/checkpoints/step_N/`) have one format for every strategy and world
+size: `dit/` (diffusers `save_pretrained` of the widened transformer + gm_augmentation.json),
+`dpt_head.safetensors` + `dpt_head.json`, and `trainer_state.pt` with step, data position,
+LR schedule, every rank's RNG states and the AdamW state with full (unsharded) tensors keyed
+by parameter name ("dit.transformer.<name>", "head.<name>"). Under FSDP the shards are
+gathered to rank 0's CPU to write them; on resume rank 0 reads the optimizer state and
+broadcasts it, each rank keeping its shards. So a run may resume under another strategy or
+number of GPUs (exactly, only with the same number of processes and strategy).
 
 Logging: every `--log-every` steps rank 0 appends all metrics to `OUTPUT_DIR/metrics.jsonl`
 and prints one compact `key=value` line (step, stage, loss, the stage's main terms, grad
@@ -43,6 +58,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,14 +72,23 @@ from torch.utils.data import DataLoader
 from model.data import LabelClipDataset, MixtureSampler, collate_samples, targets_from_batch
 from model.dit import GeoMotionDiT, GMAugmentationConfig, default_tap_blocks, tiny_transformer_config
 from model.distributed import (
+    STRATEGIES,
     DistContext,
     all_gather_objects,
     barrier,
     cleanup,
+    clip_grad_norm,
+    device_mesh,
+    fsdp_mixed_precision,
+    full_model_state,
+    full_optimizer_state,
     init_distributed,
+    is_sharded,
     launched_world_size,
+    load_full_optimizer_state,
     mean_over_ranks,
     relaunch_with_torchrun,
+    shard_fsdp,
     shard_stream,
     wrap_ddp,
 )
@@ -124,7 +149,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     gpus: int = 1  # processes on this node; > 1 re-launches `main` under torchrun
-
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallelism when gpus > 1: replicated or sharded
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -135,6 +160,8 @@ class TrainConfig:
             raise ValueError(f"model {self.model} needs --pretrained LOCAL_DIFFUSERS_FOLDER")
         if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1 or self.gpus < 1:
             raise ValueError("steps, batch_size, save_every, log_every and gpus must be >= 1")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.data_weights is not None and len(self.data_weights) != len(self.data):
             raise ValueError(f"{len(self.data_weights)} data weights for {len(self.data)} stores")
 
@@ -202,11 +229,25 @@ def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / "trainer_state.pt").exists()) if root.exists() else []
 
 
-def _save_weights(ckpt: Path, models: Models) -> None:
-    models.dit.save_pretrained(ckpt / "dit")
-    if models.head is not None:
-        save_file({k: v.contiguous() for k, v in models.head.state_dict().items()}, str(ckpt / "dpt_head.safetensors"))
-        (ckpt / "dpt_head.json").write_text(json.dumps(models.head.config.to_dict(), indent=2))
+def _save_weights(
+    ckpt: Path, dit: GeoMotionDiT, head_config: DPTHeadConfig | None, head_state: dict[str, torch.Tensor] | None
+) -> None:
+    dit.save_pretrained(ckpt / "dit")
+    if head_state is not None:
+        save_file({k: v.contiguous() for k, v in head_state.items()}, str(ckpt / "dpt_head.safetensors"))
+        (ckpt / "dpt_head.json").write_text(json.dumps(head_config.to_dict(), indent=2))
+
+
+def _dit_from_state(dit: GeoMotionDiT, state: dict[str, torch.Tensor]) -> GeoMotionDiT:
+    """A DiT like `dit` holding `state` (the gathered weights of a sharded one), so it saves with
+    diffusers' own `save_pretrained`. Built on the meta device: no second copy is allocated."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    with torch.device("meta"):
+        transformer = CogVideoXTransformer3DModel.from_config(dit.config)
+    copy = GeoMotionDiT(transformer, dit.aug)
+    copy.load_state_dict(state, assign=True)
+    return copy
 
 
 def _load_weights(ckpt: Path, models: Models, dtype: torch.dtype | None) -> None:
@@ -267,19 +308,25 @@ class Trainer:
         self._set_trainable()
         if cfg.gradient_checkpointing and cfg.stage != "1b":
             self.models.dit.enable_gradient_checkpointing()
+        self.step = 0
+        self.samples_consumed = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.dist.rank)  # own noise per rank
+        latest = _checkpoints(self.out)
+        resume_state = self._load_checkpoint(latest[-1]) if cfg.resume and latest else None
+        # weights load into the whole modules; FSDP then swaps parameters for shards, so the
+        # optimiser is built on what wrapping leaves
+        self._dit, self._head = self._parallel_modules()
+        self._optimised = torch.nn.ModuleDict({"dit": self.models.dit})  # names of the optimiser's state
+        if self.models.head is not None:
+            self._optimised["head"] = self.models.head
         self.optimizer = torch.optim.AdamW(self._param_groups(), betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
         warmup = max(cfg.warmup_steps, 0)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        self.step = 0
-        self.samples_consumed = 0
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.dist.rank)  # own noise per rank
-        latest = _checkpoints(self.out)
-        if cfg.resume and latest:
-            self._resume(latest[-1])
+        if resume_state is not None:
+            self._restore(resume_state)
         self.sampler.fast_forward(self.samples_consumed)
-        self._dit, self._head = self._parallel_modules()
 
     # ----------------------------------------------------------------- setup
     def _set_trainable(self) -> None:
@@ -290,9 +337,23 @@ class Trainer:
             self.models.head.requires_grad_(True).train()
 
     def _parallel_modules(self) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-        """The modules forward passes go through: DDP wrappers of the trained ones when distributed."""
+        """The modules forward passes go through: DDP wrappers of the trained ones, or the same
+        modules sharded in place by FSDP, when distributed."""
         dit, head = self.models.dit, self.models.head
         if not self.dist.enabled:
+            return dit, head
+        if self.cfg.strategy == "fsdp":
+            # the DiT and the head return channel slices (views); FSDP2 warns on every such output
+            # because an in-place op on one would skip its backward hook, and nothing here does one
+            warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+            mesh = device_mesh(self.device, self.dist)
+            policy = fsdp_mixed_precision(self.device, self.cfg.mixed_precision)
+            if self.cfg.stage != "1b":
+                shard_fsdp(dit, list(dit.transformer.transformer_blocks), mesh, policy)
+            if head is not None:
+                # one group: the head is ~1% of the 5B model's parameters, and its high-resolution
+                # trunk runs once per frame chunk, which would repeat a trunk group's collectives
+                shard_fsdp(head, [], mesh, policy, reduce_unused_params=True)
             return dit, head
         if self.cfg.stage != "1b":
             dit = wrap_ddp(dit, self.device)
@@ -321,25 +382,54 @@ class Trainer:
             "python_rng": random.getstate(),
         }
 
+    def _optimizer_names(self) -> list[str]:
+        """Names ("dit.…", "head.…") of the optimised parameters, in torch's state-dict numbering."""
+        names = {id(p): name for name, p in self._optimised.named_parameters()}
+        return [names[id(p)] for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimiser state with full tensors keyed by parameter name (rank 0; collective under FSDP)."""
+        if any(is_sharded(m) for m in self._optimised.values()):
+            return full_optimizer_state(self._optimised, self.optimizer)
+        return _state_by_name(self.optimizer.state_dict(), self._optimizer_names())
+
+    def _full_weights(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
+        """(gathered DiT state or None when the DiT is not sharded, head state or None without a
+        head); complete on rank 0. Collective under FSDP."""
+        dit_state = full_model_state(self.models.dit) if is_sharded(self.models.dit) else None
+        head = self.models.head
+        head_state = None if head is None else full_model_state(head) if is_sharded(head) else head.state_dict()
+        return dit_state, head_state
+
     def save(self) -> Path:
         """Write a checkpoint (every rank calls this; rank 0 writes, with every rank's RNG state)."""
         final = self.out / "checkpoints" / f"step_{self.step:08d}"
         rngs = all_gather_objects(self._rng_state(), self.dist)
+        dit_state, head_state = self._full_weights()
+        optimizer = self._optimizer_state()
         barrier(self.dist)
         if self.dist.is_main:
-            self._write_checkpoint(final, rngs)
+            dit = self.models.dit if dit_state is None else _dit_from_state(self.models.dit, dit_state)
+            self._write_checkpoint(final, rngs, dit, head_state, optimizer)
         barrier(self.dist)  # nobody reads or prunes checkpoints while rank 0 writes
         return final
 
-    def _write_checkpoint(self, final: Path, rngs: list[dict[str, Any]]) -> None:
+    def _write_checkpoint(
+        self,
+        final: Path,
+        rngs: list[dict[str, Any]],
+        dit: GeoMotionDiT,
+        head_state: dict[str, torch.Tensor] | None,
+        optimizer: dict[str, Any],
+    ) -> None:
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _save_weights(tmp, self.models)
+        _save_weights(tmp, dit, self.models.head.config if self.models.head is not None else None, head_state)
         state = {
             "step": self.step,
             "samples_consumed": self.samples_consumed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "lr_schedule": self.lr_schedule.state_dict(),
             **rngs[0],
             "rank_rngs": rngs,
@@ -352,12 +442,21 @@ class Trainer:
         for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def _resume(self, ckpt: Path) -> None:
-        _load_weights(ckpt, self.models, None)
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+    def _load_checkpoint(self, ckpt: Path) -> dict[str, Any]:
+        """Load a checkpoint's weights into the (not yet wrapped) modules; return its trainer state."""
+        # memory-mapped: under FSDP only rank 0 reads the optimizer tensors (and broadcasts them)
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
         if state["config"]["stage"] != self.cfg.stage:
             raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {self.cfg.stage}")
-        self.optimizer.load_state_dict(state["optimizer"])
+        _load_weights(ckpt, self.models, None)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Optimiser, LR schedule, step, data position and RNGs from a loaded trainer state."""
+        if any(is_sharded(m) for m in self._optimised.values()):
+            load_full_optimizer_state(self._optimised, self.optimizer, state["optimizer"], self.dist)
+        else:
+            self.optimizer.load_state_dict(_state_by_index(state["optimizer"], self._optimizer_names()))
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.step = int(state["step"])
         self.samples_consumed = int(state["samples_consumed"])
@@ -448,7 +547,7 @@ class Trainer:
             raise FloatingPointError(f"non-finite loss at step {self.step}: { {k: float(v) for k, v in losses.items()} }")
         losses["loss"].backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        grad_norm = clip_grad_norm(params, self.cfg.grad_clip)
         lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}  # the LR this step used
         self.optimizer.step()
         self.lr_schedule.step()
@@ -542,6 +641,24 @@ def _console_line(metrics: dict[str, float], stage: str, total_steps: int) -> st
     return " ".join(fields)
 
 
+def _state_by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """torch's optimizer state dict (parameters numbered 0.. over the param groups) keyed by `names`
+    instead: the format `torch.distributed.checkpoint`'s full optimizer state dict uses."""
+    return {
+        "state": {names[i]: value for i, value in state["state"].items()},
+        "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]],
+    }
+
+
+def _state_by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Inverse of `_state_by_name` for this optimizer's parameter `names`."""
+    index = {name: i for i, name in enumerate(names)}
+    return {
+        "state": {index[name]: value for name, value in state["state"].items()},
+        "param_groups": [{**group, "params": [index[n] for n in group["params"]]} for group in state["param_groups"]],
+    }
+
+
 class _Batches:
     """Groups an endless index stream into batches (a DataLoader batch_sampler)."""
 
@@ -573,6 +690,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(*flag, choices=("bf16", "no"), default=default)
         elif f.name == "dpt_weighting":
             p.add_argument(*flag, choices=("alpha_bar", "none"), default=default)
+        elif f.name == "strategy":
+            p.add_argument(*flag, choices=STRATEGIES, default=default, help="with --gpus > 1: ddp replicas, fsdp shards")
         elif isinstance(default, bool):
             p.add_argument(*flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name in ("pretrained", "init_from", "latent_cache"):

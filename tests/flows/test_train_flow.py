@@ -3,6 +3,7 @@ the top-level flow chains labeling, report and training."""
 
 import json
 
+from prefect.utilities.callables import parameter_schema
 from synthetic_manifest import write_manifest
 
 from flows.labeling import LabelRunParams
@@ -32,8 +33,13 @@ def test_train_flow_publishes_checkpoints_and_resumes(tmp_path):
 
 def test_train_command_names_every_store_and_option():
     params = TrainRunParams(stores=["a.zarr", "b.zarr"], store_weights=[1, 3], output_dir="out", stage="2",
-                            weights="/models/cogvideox", config="cogvideox-5b-i2v", init_from="ck")
+                            weights="/models/cogvideox", config="cogvideox-5b-i2v", init_from="ck", gpus=8,
+                            strategy="fsdp")
     command = train_command(params)
+    assert command[command.index("--strategy") + 1] == "fsdp" and command[command.index("--gpus") + 1] == "8"
+    assert train_command(params.model_copy(update={"strategy": "ddp"}))[command.index("--strategy") + 1] == "ddp"
+    schema = parameter_schema(train_flow.fn).model_dump()["definitions"]["TrainRunParams"]  # the UI's form
+    assert schema["properties"]["strategy"]["enum"] == ["ddp", "fsdp"] and schema["properties"]["strategy"]["default"] == "ddp"
     assert command[command.index("--stage") + 1] == "2"
     assert [command[i + 1] for i, c in enumerate(command) if c == "--store"] == ["a.zarr", "b.zarr"]
     assert command[command.index("--data-weights") + 1 : command.index("--data-weights") + 3] == ["1.0", "3.0"]
