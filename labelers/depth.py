@@ -78,11 +78,17 @@ class DepthResult:
         depth_valid: (T, H, W) bool.
         rel_sigma: (T, H, W) float32 relative standard deviation of the depth (inf where
             invalid); neural backends report their alignment residual here.
+        prior_depth: optional (T, H, W) float32 z-depth of a dense prior (a network aligned to
+            the cameras) wherever it is defined, 0 elsewhere. Unlike `depth` it keeps pixels
+            withheld for contradicting the multi-view geometry: on a surface that moves along
+            its epipolar lines the triangulation is consistently wrong and the prior is the
+            only evidence of the motion (`labelers.dynamic_mask`). None without a prior.
     """
 
     depth: np.ndarray
     depth_valid: np.ndarray
     rel_sigma: np.ndarray
+    prior_depth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.depth.ndim != 3 or self.depth.dtype != np.float32:
@@ -91,6 +97,10 @@ class DepthResult:
             raise ValueError(f"depth_valid must be (T, H, W) bool like depth, got {self.depth_valid.shape}")
         if self.rel_sigma.shape != self.depth.shape:
             raise ValueError(f"rel_sigma must be {self.depth.shape}, got {self.rel_sigma.shape}")
+        if self.prior_depth is not None and (
+            self.prior_depth.shape != self.depth.shape or self.prior_depth.dtype != np.float32
+        ):
+            raise ValueError(f"prior_depth must be (T, H, W) float32 like depth, got {self.prior_depth.shape}")
 
 
 @runtime_checkable

@@ -6,7 +6,10 @@ from key frame S - 2 (here: from its flow back to key frame S - 2).
 
 Residual of one flow field F_{i->j} against a static world (`rigidity_residual`), in pixels:
 
-- where depth D_i is valid: |F - F_rigid(D_i, camera)|, the rigid-flow residual;
+- where depth D_i is valid: the distance of the flow target from the segment of the
+  epipolar line covered by D_i within a factor 1 + n * sigma (sigma = `DepthResult.rel_sigma`,
+  n = `depth_sigmas`); for sigma = 0 this is |F - F_rigid(D_i, camera)|, the rigid-flow
+  residual, and without translation (no segment) it is always that;
 - elsewhere, depth-free: a static point of the pixel's ray lands on the segment of the
   epipolar line between the positions of the farthest and the nearest plausible static
   points; the residual is the distance of the flow target from that segment. Across the
@@ -17,7 +20,19 @@ Residual of one flow field F_{i->j} against a static world (`rigidity_residual`)
   the frame's valid depth when given, else of the inverse depths the flow itself implies
   on epipolar-consistent pixels. When the camera barely translates (pan, tripod) the
   segment shrinks to a point and the residual becomes the homography residual
-  |q - K R K^-1 u|, which needs no depth at all.
+  |q - K R K^-1 u|, which needs no depth at all;
+- elsewhere, with a dense depth prior (`DepthResult.prior_depth`, a network aligned to the
+  cameras): the same segment residual, with the plausible inverse depths narrowed to
+  [rho / m, m * rho] around the prior's rho, m = 1 + `prior_rel_tol`. `label_depth_and_masks`
+  takes that tolerance from the data: `depth_sigmas` times the median `rel_sigma` of the valid
+  depth (for `labelers.neural_depth` the network's disagreement with the multi-view geometry
+  on static pixels, i.e. its measured error), at least `min_prior_rel_tol`. This is what catches
+  a surface moving along its epipolar lines (e.g. parallel to a camera that translates
+  sideways): its flow is consistent with a static point at a wrong depth in every view, so
+  triangulation and the depth-free residual accept it, but a network that sees the object
+  where it is disagrees by more than the margin. Pixels within a pixel of a jump in the
+  prior's depth are left to the depth-free residual (flow is smeared across
+  occlusion boundaries).
 
 A pixel is dynamic when its residual exceeds tau = `residual_abs_px` + `residual_rel` * |F|:
 flow errors grow with the displacement, and `residual_abs_px` is a few times the flow
@@ -31,11 +46,12 @@ filling close gaps inside an object, and components smaller than `min_area_fract
 the image are dropped.
 
 Limitation: an object moving along the epipolar lines by an amount a static point of
-plausible depth could also show (e.g. towards a camera that moves forward) is
+plausible depth could also show (e.g. sideways, beside a camera that moves sideways) is
 indistinguishable from a static one by flow and camera alone: triangulation gives it a
-consistent wrong depth, and an aligned network depth (`labelers.neural_depth`) disagrees
-with that reference there and is marked invalid, so the object stays unmasked. Objects
-caught by step 1 below keep a network's depth, which the rigid-flow residual then uses.
+consistent wrong depth. The weight-free chain leaves such objects unmasked (measured in
+`bench/bench_masks.py`); a depth prior finds them (previous paragraph). The prior's own
+errors bound its use: a static surface where the aligned network is off by more than the
+margin, in a view with parallax, is a false alarm.
 
 Order (the cycle "depth needs a static mask, masks need depth" is broken by the
 depth-free residual), implemented by `label_depth_and_masks`:
@@ -50,7 +66,8 @@ depth-free residual), implemented by `label_depth_and_masks`:
    decides;
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
-   on moving objects is kept (scene flow needs it).
+   on moving objects is kept (scene flow needs it), and key-frame pixels found moving
+   through the prior get the prior's depth, with `rel_sigma` = `prior_rel_tol`.
 """
 
 from __future__ import annotations
@@ -108,6 +125,10 @@ class DynamicMaskConfig:
             of the destination frame counts as hidden there (z-buffer test).
         min_depth_fraction: the plausible static depths come from the depth map only when
             it is valid on at least this share of the frame, else from the flow.
+        min_prior_rel_tol: least relative tolerance of a depth prior (module docstring).
+        depth_sigmas: where depth is known, static points lie within a factor
+            1 + depth_sigmas * rel_sigma of it (`DepthResult.rel_sigma`): a network's aligned
+            depth is off by several percent, which the exact rigid flow would read as motion.
     """
 
     residual_abs_px: float = 1.0
@@ -124,6 +145,8 @@ class DynamicMaskConfig:
     min_area_fraction: float = 0.001
     occlusion_rel_tol: float = 0.05
     min_depth_fraction: float = 0.01
+    min_prior_rel_tol: float = 0.05
+    depth_sigmas: float = 2.0
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -138,6 +161,9 @@ class DynamicMaskConfig:
             raise ValueError("radii must be >= 0 and min_area_fraction in [0, 1)")
         if self.occlusion_rel_tol < 0 or not 0 <= self.min_depth_fraction <= 1:
             raise ValueError("need occlusion_rel_tol >= 0 and min_depth_fraction in [0, 1]")
+        if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
+            raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
+                             f"{self.depth_sigmas}")
 
 
 def residual_threshold(flow_px: np.ndarray, abs_px: float, rel: float) -> np.ndarray:
@@ -155,6 +181,9 @@ def rigidity_residual(
     depth_src: np.ndarray | None = None,
     depth_dst: np.ndarray | None = None,
     config: DynamicMaskConfig | None = None,
+    prior_depth_src: np.ndarray | None = None,
+    depth_rel_tol_src: np.ndarray | None = None,
+    prior_rel_tol: float = 0.15,
 ) -> np.ndarray:
     """How far (pixels) each flow target lies from where a static point could be (module docstring).
 
@@ -168,12 +197,17 @@ def rigidity_residual(
             flow cannot be measured. Moving surfaces must be left out: a moving object
             would "hide" its own rigidly projected pixels.
         config: thresholds (`DynamicMaskConfig` defaults if None).
+        prior_depth_src: optional (H, W) z-depth of a dense prior, 0 where undefined; used
+            where `depth_src` is invalid (module docstring).
+        depth_rel_tol_src: optional (H, W) relative tolerance of `depth_src` (static points lie
+            within a factor 1 + tol of it); exact rigid flow if None.
+        prior_rel_tol: relative tolerance of the prior.
 
     Returns:
         (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.
     """
     cfg = config or DynamicMaskConfig()
-    for name, depth in (("depth_src", depth_src), ("depth_dst", depth_dst)):
+    for name, depth in (("depth_src", depth_src), ("depth_dst", depth_dst), ("prior_depth_src", prior_depth_src)):
         if depth is not None and depth.shape != flow_px.shape[:2]:
             raise ValueError(f"{name} must be {flow_px.shape[:2]}, got {depth.shape}")
     if flow_valid.shape != flow_px.shape[:2]:
@@ -189,25 +223,58 @@ def rigidity_residual(
         with np.errstate(invalid="ignore"):
             candidates = known & tri.ok & (np.abs(tri.epipolar_px) <= cfg.residual_abs_px)
         static_inv_depth = tri.inv_depth[candidates]
-    residual = np.where(tri.line_scale > 0, _segment_residual(tri, static_inv_depth, cfg), tri.offset_px)
+    far, near = _plausible_inv_depths(static_inv_depth, cfg)
+    residual = np.where(tri.line_scale > 0, _segment_residual(tri, far, near), tri.offset_px)
+    if prior_depth_src is not None:
+        has_prior = (prior_depth_src > 0) & ~src_valid & (tri.line_scale > 0) & ~_near_depth_edge(prior_depth_src, cfg)
+        prior_inv = 1.0 / np.where(has_prior, prior_depth_src, 1.0)
+        margin = 1.0 + prior_rel_tol
+        residual = np.where(has_prior, _segment_residual(tri, prior_inv / margin, prior_inv * margin), residual)
     if src_valid.any():
         rigid, z_dst = rigid_flow(np.where(src_valid, depth_src, 1.0), K_src, c2w_src, K_dst, c2w_dst)
         with np.errstate(invalid="ignore"):
             use_depth = src_valid & np.isfinite(rigid).all(axis=-1) & (z_dst > 0)
-        residual = np.where(use_depth, np.linalg.norm(flow_px - np.nan_to_num(rigid), axis=-1), residual)
+        rigid_residual = np.linalg.norm(flow_px - np.nan_to_num(rigid), axis=-1)
+        if depth_rel_tol_src is not None:
+            inv = 1.0 / np.where(src_valid, depth_src, 1.0)
+            widen = 1.0 + np.where(src_valid & np.isfinite(depth_rel_tol_src), depth_rel_tol_src, 0.0)
+            tolerant = _segment_residual(tri, inv / widen, inv * widen)
+            rigid_residual = np.where((tri.line_scale > 0) & np.isfinite(tolerant), tolerant, rigid_residual)
+        residual = np.where(use_depth, rigid_residual, residual)
         if depth_dst is not None:
             known &= ~(use_depth & _hidden(np.nan_to_num(rigid), z_dst, depth_dst, cfg.occlusion_rel_tol))
     return np.where(known, residual, np.nan)
 
 
-def _segment_residual(tri: TwoViewTriangulation, static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
-    """Distance of the flow target from the static segment of its epipolar line (module docstring)."""
-    along_near, along_far = np.inf, -np.inf
-    if static_inv_depth.size:
-        low, high = np.percentile(static_inv_depth, [100.0 - cfg.parallax_percentile, cfg.parallax_percentile])
-        margin = cfg.parallax_margin
-        along_near = tri.along_at(high * margin if high > 0 else high / margin)
-        along_far = tri.along_at(low / margin if low > 0 else low * margin)
+def _near_depth_edge(depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
+    """(H, W) bool: within a pixel of a jump of more than 4 * `occlusion_rel_tol` in depth
+    (flow is smeared across such occlusion boundaries)."""
+    kernel = np.ones((3, 3), np.uint8)
+    defined = np.where(depth > 0, depth, np.nan).astype(np.float32)
+    highest = cv2.dilate(np.nan_to_num(defined, nan=0.0), kernel)
+    lowest = cv2.erode(np.nan_to_num(defined, nan=np.inf), kernel)
+    with np.errstate(invalid="ignore", over="ignore"):
+        edge = ~(highest <= (1.0 + 4 * cfg.occlusion_rel_tol) * lowest)
+    return cv2.dilate(edge.astype(np.uint8), _disk(1)).astype(bool)
+
+
+def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) -> tuple[float, float]:
+    """Farthest and nearest plausible static inverse depth of a frame (module docstring);
+    (-inf, inf), no bound, without samples."""
+    if not static_inv_depth.size:
+        return -np.inf, np.inf
+    low, high = np.percentile(static_inv_depth, [100.0 - cfg.parallax_percentile, cfg.parallax_percentile])
+    margin = cfg.parallax_margin
+    return (low / margin if low > 0 else low * margin), (high * margin if high > 0 else high / margin)
+
+
+def _segment_residual(
+    tri: TwoViewTriangulation, far_inv_depth: np.ndarray | float, near_inv_depth: np.ndarray | float
+) -> np.ndarray:
+    """Distance of the flow target from the segment of its epipolar line between the static
+    points at the two inverse depths (scalars or (H, W)); only the epipolar distance when unbounded."""
+    along_near = tri.along_at(near_inv_depth) if np.all(np.isfinite(near_inv_depth)) else np.inf
+    along_far = tri.along_at(far_inv_depth) if np.all(np.isfinite(far_inv_depth)) else -np.inf
     with np.errstate(invalid="ignore"):
         outside = np.maximum(along_far - tri.along_px, 0.0) + np.maximum(tri.along_px - along_near, 0.0)
         return np.hypot(tri.epipolar_px, outside)
@@ -285,6 +352,9 @@ class FlowRigidityMasks:
         K: np.ndarray,
         depth: np.ndarray | None = None,
         static_mask: np.ndarray | None = None,
+        prior_depth: np.ndarray | None = None,
+        depth_rel_tol: np.ndarray | None = None,
+        prior_rel_tol: float = 0.15,
     ) -> np.ndarray:
         """Residual (H, W) of F_{src->dst} over its threshold tau: > 1 dynamic, NaN unknown.
 
@@ -292,6 +362,9 @@ class FlowRigidityMasks:
             depth: optional (T, H, W) depth of all frames, 0 where invalid.
             static_mask: optional (T, H, W) bool, pixels believed static; enables the
                 z-buffer test against the static surfaces of dst.
+            prior_depth: optional (T, H, W) dense depth prior, 0 where undefined.
+            depth_rel_tol: optional (T, H, W) relative tolerance of `depth`.
+            prior_rel_tol: relative tolerance of `prior_depth`.
         """
         cfg = self.config
         residual = rigidity_residual(
@@ -304,11 +377,19 @@ class FlowRigidityMasks:
             None if depth is None else depth[src],
             None if depth is None or static_mask is None else np.where(static_mask[dst], depth[dst], 0.0),
             cfg,
+            None if prior_depth is None else prior_depth[src],
+            None if depth_rel_tol is None else depth_rel_tol[src],
+            prior_rel_tol,
         )
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
     def frame_masks(
-        self, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
+        self,
+        flows: FlowPairs,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        depth: np.ndarray | None = None,
+        prior_depth: np.ndarray | None = None,
     ) -> np.ndarray:
         """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
 
@@ -316,25 +397,40 @@ class FlowRigidityMasks:
             flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)).
             c2w: (T, 4, 4); K: (T, 3, 3).
             depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
+            prior_depth: optional (T, H, W) dense depth prior, 0 where undefined.
         """
-        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        num_frames = _check_mask_inputs(flows, c2w, K, depth)[0]
+        return np.stack([self.frame_mask(t, flows, c2w, K, depth, prior_depth) for t in range(num_frames)])
+
+    def frame_mask(
+        self,
+        t: int,
+        flows: FlowPairs,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        depth: np.ndarray | None = None,
+        prior_depth: np.ndarray | None = None,
+        depth_rel_tol: np.ndarray | None = None,
+        prior_rel_tol: float = 0.15,
+    ) -> np.ndarray:
+        """Dynamic mask (H, W) bool of frame t from its views at `view_gaps` (see `frame_masks`)."""
         cfg = self.config
+        height, width = next(iter(flows.values()))[1].shape
         c2w = np.asarray(c2w, np.float64)
-        masks = np.zeros((num_frames, height, width), bool)
-        for t in range(num_frames):
-            paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
-            wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
-            views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
-            dynamic_votes = np.zeros((height, width))
-            known_votes = np.zeros((height, width))
-            for dst, (flow_px, flow_valid, _) in views.items():
-                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth)
-                known = np.isfinite(score)
-                known_votes += known
-                dynamic_votes += known & (np.nan_to_num(score) > 1.0)
-            raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
-            masks[t] = clean_mask(raw, cfg)
-        return masks
+        paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
+        wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
+        views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
+        dynamic_votes = np.zeros((height, width))
+        known_votes = np.zeros((height, width))
+        for dst, (flow_px, flow_valid, _) in views.items():
+            score = self.pair_score(
+                flow_px, flow_valid, t, dst, c2w, K, depth, None, prior_depth, depth_rel_tol, prior_rel_tol
+            )
+            known = np.isfinite(score)
+            known_votes += known
+            dynamic_votes += known & (np.nan_to_num(score) > 1.0)
+        raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
+        return clean_mask(raw, cfg)
 
     def key_masks(
         self,
@@ -344,6 +440,9 @@ class FlowRigidityMasks:
         key_frames: Sequence[int],
         depth: np.ndarray | None = None,
         frame_masks: np.ndarray | None = None,
+        prior_depth: np.ndarray | None = None,
+        depth_rel_tol: np.ndarray | None = None,
+        prior_rel_tol: float = 0.15,
     ) -> np.ndarray:
         """M_k (S, H, W) bool for the key frames (module docstring, step 3).
 
@@ -355,8 +454,15 @@ class FlowRigidityMasks:
             depth: optional (T, H, W) depth of all frames in the scale of c2w, 0 where invalid.
             frame_masks: optional (T, H, W) bool from `frame_masks`: they decide the pixels
                 whose key-pair flow is invalid, and their static pixels enable the z-buffer test.
+            prior_depth: optional (T, H, W) dense depth prior (`DepthResult.prior_depth`), used
+                where `depth` is invalid.
+            depth_rel_tol: optional (T, H, W) relative tolerance of `depth` (exact if None).
+            prior_rel_tol: relative tolerance of `prior_depth`.
         """
         num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        if prior_depth is not None and np.shape(prior_depth) != (num_frames, height, width):
+            expected = (num_frames, height, width)
+            raise ValueError(f"prior_depth must be (T, H, W) = {expected}, got {np.shape(prior_depth)}")
         if frame_masks is not None and np.shape(frame_masks) != (num_frames, height, width):
             expected = (num_frames, height, width)
             raise ValueError(f"frame_masks must be (T, H, W) = {expected}, got {np.shape(frame_masks)}")
@@ -369,7 +475,9 @@ class FlowRigidityMasks:
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
             static = None if frame_masks is None else ~frame_masks
-            score = self.pair_score(flow_px, flow_valid, src, dst, c2w, K, depth, static)
+            score = self.pair_score(
+                flow_px, flow_valid, src, dst, c2w, K, depth, static, prior_depth, depth_rel_tol, prior_rel_tol
+            )
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
@@ -440,14 +548,39 @@ def label_depth_and_masks(
     masks = masks or FlowRigidityMasks()
     frame_masks = masks.frame_masks(flows, c2w, K)
     depth = depth_estimator.estimate(frames, flows, c2w, K, frame_masks)
-    dynamic = masks.key_masks(flows, c2w, K, key_frames, depth.depth, frame_masks)
+    cfg = masks.config
+    depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
+    measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
+    prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
+    dynamic = masks.key_masks(
+        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol
+    )
+    keys = list(key_frames)
     if depth_estimator.dense:
-        return DepthAndMasks(depth, frame_masks, dynamic)
+        if depth.prior_depth is None:
+            return DepthAndMasks(depth, frame_masks, dynamic)
+        return DepthAndMasks(_with_prior_on_moving(depth, keys, dynamic, prior_rel_tol), frame_masks, dynamic)
     depth_valid = depth.depth_valid.copy()
-    depth_valid[list(key_frames)] &= ~dynamic
+    depth_valid[keys] &= ~dynamic
     refined = DepthResult(
         np.where(depth_valid, depth.depth, 0.0).astype(np.float32),
         depth_valid,
         np.where(depth_valid, depth.rel_sigma, np.inf).astype(np.float32),
+        depth.prior_depth,
     )
     return DepthAndMasks(refined, frame_masks, dynamic)
+
+
+def _with_prior_on_moving(
+    depth: DepthResult, key_frames: list[int], dynamic: np.ndarray, prior_rel_tol: float
+) -> DepthResult:
+    """Key-frame pixels found moving, without depth but with a prior, take the prior's depth (step 4)."""
+    prior = depth.prior_depth
+    adopt = np.zeros(depth.depth_valid.shape, bool)
+    adopt[key_frames] = dynamic & ~depth.depth_valid[key_frames] & (prior[key_frames] > 0)
+    return DepthResult(
+        np.where(adopt, prior, depth.depth).astype(np.float32),
+        depth.depth_valid | adopt,
+        np.where(adopt, np.float32(prior_rel_tol), depth.rel_sigma).astype(np.float32),
+        prior,
+    )

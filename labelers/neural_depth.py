@@ -24,6 +24,10 @@ The aligned inverse depth becomes z-depth 1 / (a p + b), valid only where
   `max_rel_residual` (the network disagrees with the geometry there).
 Pixels far from any reference (e.g. moving objects) keep the network's aligned depth: that is
 what this backend adds over the multi-view one. `rel_sigma` reports the local residual.
+`prior_depth` holds the aligned depth wherever it is defined on a frame whose fit passed,
+including the pixels withheld for disagreeing with the reference: a surface moving along its
+epipolar lines is triangulated consistently but wrongly, and only this prior shows its motion
+(`labelers.dynamic_mask`).
 """
 
 from __future__ import annotations
@@ -318,8 +322,9 @@ class NeuralDepth:
         depth = np.zeros(prediction.shape, np.float32)
         valid = np.zeros(prediction.shape, bool)
         rel_sigma = np.full(prediction.shape, np.inf, np.float32)
+        prior = np.zeros(prediction.shape, np.float32)
         if not fitted.any():
-            return DepthResult(depth, valid, rel_sigma)
+            return DepthResult(depth, valid, rel_sigma, prior)
         floor = cfg.min_inv_depth_fraction * np.median(ref_inv[reference.depth_valid])
         window = max(3, int(round(cfg.residual_window_fraction * width)) | 1)
         for t in np.flatnonzero(fitted):
@@ -328,13 +333,15 @@ class NeuralDepth:
             if has_ref.sum() >= cfg.min_reference_pixels and np.median(rel[has_ref]) > cfg.max_frame_rel_residual:
                 continue
             local = _local_mean(rel, has_ref, window)
-            frame_valid = (aligned[t] > floor) & ~(has_ref & (rel > cfg.max_rel_residual))
+            defined = aligned[t] > floor
+            prior[t] = np.where(defined, 1.0 / np.where(defined, aligned[t], 1.0), 0.0)
+            frame_valid = defined & ~(has_ref & (rel > cfg.max_rel_residual))
             frame_valid &= ~(np.isfinite(local) & (local > cfg.max_rel_residual))
             valid[t] = frame_valid
             depth[t] = np.where(frame_valid, 1.0 / np.where(frame_valid, aligned[t], 1.0), 0.0)
             spread = float(np.median(rel[has_ref])) if has_ref.any() else np.inf
             rel_sigma[t] = np.where(frame_valid, np.where(np.isfinite(local), local, spread), np.inf)
-        return DepthResult(depth, valid, rel_sigma)
+        return DepthResult(depth, valid, rel_sigma, prior)
 
 
 def _local_mean(values: np.ndarray, where: np.ndarray, window: int) -> np.ndarray:
