@@ -86,6 +86,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
         gpu_fraction=args.gpu_fraction,
         device=args.device,
         redo_failed=args.redo_failed,
+        store_rounding=args.store_rounding,
         gates=dict(args.gate),
         report_dir=args.report_dir,
         write_report=not args.no_report,
@@ -316,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per neural labeler actor")
     label.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of neural labelers")
     label.add_argument("--redo-failed", action="store_true", help="label clips rejected by earlier runs again")
+    label.add_argument(
+        "--store-rounding", choices=("none", "compact"), default="none",
+        help="mantissa rounding of a new store: compact keeps 7 bits of flows and scene flow, 4 of flow uncertainty",
+    )
     label.add_argument("--report-dir", help="quality report folder (default: <store>_report next to the store)")
     label.add_argument("--no-report", action="store_true", help="do not write the quality report at the end")
     label.add_argument(

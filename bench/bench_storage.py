@@ -1,7 +1,10 @@
 """Label-store benchmark: bytes per clip and write/read MB/s per codec and resolution.
 
-Data: a rendered synthetic clip (exact labels) and the same labels with labeler-like noise
-(pseudo-labels: flow noise, depth noise, ragged validity), T = 49 frames by default. MB/s
+Data: a rendered synthetic clip (exact labels), the same labels with labeler-like noise
+(pseudo-labels: flow noise, depth noise, ragged validity), and the exact labels with the
+flows, their validity and uncertainty from the DIS labeler (`dis`: real labeler noise, which
+is smooth, unlike the white noise of `pseudo`), T = 49 frames by default. float16
+blosc-zstd is also measured with the store's `compact` mantissa rounding. MB/s
 counts the raw (uncompressed, stored-dtype) bytes of the arrays. Each number is the median
 of `--repeats` commits / reads, in this process.
 
@@ -26,6 +29,20 @@ from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 from pipelines.synthetic_set import synthetic_attrs  # noqa: E402
 from storage import STORED_FIELDS, LabelStore  # noqa: E402
 from storage.store import CODECS  # noqa: E402
+from labelers.dis_flow import DisFlow  # noqa: E402
+from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
+
+
+def dis_labels(arrays: dict, frames: np.ndarray, stride: int) -> dict:
+    """Exact labels with the flow fields of the weight-free DIS labeler."""
+    out = dict(arrays)
+    T = len(frames)
+    flows = compute_pair_flows(DisFlow(), frames, consecutive_pairs(T) + key_frame_pairs(T, stride))
+    out["flow"], out["flow_valid"] = flows.flow_fwd_px[: T - 1], flows.valid_fwd[: T - 1]
+    out["flow_uncertainty"] = flows.uncertainty_fwd_px[: T - 1]
+    out["key_flow"], out["key_flow_valid"] = flows.flow_fwd_px[T - 1 :], flows.valid_fwd[T - 1 :]
+    out["scene_flow_valid"] = out["scene_flow_valid"] & out["key_flow_valid"]
+    return out
 
 
 def pseudo_label(arrays: dict, seed: int = 0) -> dict:
@@ -43,10 +60,10 @@ def pseudo_label(arrays: dict, seed: int = 0) -> dict:
     return out
 
 
-def measure(arrays: dict, attrs: dict, codec: str, precision: str, repeats: int) -> dict:
+def measure(arrays: dict, attrs: dict, codec: str, precision: str, repeats: int, rounding: str = "none") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_storage_"))
     try:
-        store = LabelStore.create(tmp / "s.zarr", precision=precision, codec=codec)
+        store = LabelStore.create(tmp / "s.zarr", precision=precision, codec=codec, rounding=rounding)
         write_s, read_s, nbytes = [], [], 0
         for r in range(repeats):
             t0 = time.perf_counter()
@@ -75,23 +92,28 @@ def main() -> None:
     frames = 17 if args.quick else 49
     repeats = 2 if args.quick else args.repeats
     print(f"label store benchmark: T={frames}, median of {repeats} commits/reads per cell")
-    print(f"{'size':>8} {'labels':>7} {'precision':>9} {'codec':>10} {'MB/clip':>8} {'ratio':>6} {'write MB/s':>10} {'read MB/s':>9}")
+    print(f"{'size':>8} {'labels':>7} {'precision':>9} {'codec':>10} {'rounding':>8} {'MB/clip':>8} {'ratio':>6} "
+          f"{'write MB/s':>10} {'read MB/s':>9}")
     for height, width in ((240, 360), (480, 720)):
         t0 = time.perf_counter()
         clip = render_clip(SceneConfig(seed=1, height=height, width=width, num_frames=frames, camera="orbit"))
         print(f"# rendered {height}x{width} clip in {time.perf_counter() - t0:.1f} s")
         exact = {k: clip.labels[k] for k in STORED_FIELDS}
         attrs = synthetic_attrs(clip, "bench://clip")
-        for kind, arrays in (("exact", exact), ("pseudo", pseudo_label(exact))):
+        kinds = [("exact", exact), ("pseudo", pseudo_label(exact)), ("dis", dis_labels(exact, clip.frames, 4))]
+        for kind, arrays in kinds:
             for precision in ("float16", "float32"):
                 for codec in CODECS:
                     if precision == "float32" and codec not in ("blosc-zstd", "none"):
                         continue
-                    m = measure(arrays, attrs, codec, precision, repeats)
-                    print(
-                        f"{height}x{width:<4} {kind:>7} {precision:>9} {codec:>10} {m['bytes'] / 1e6:8.2f} "
-                        f"{m['ratio']:6.2f} {m['write_mb_s']:10.0f} {m['read_mb_s']:9.0f}"
-                    )
+                    roundings = ("none", "compact") if (precision, codec) == ("float16", "blosc-zstd") else ("none",)
+                    for rounding in roundings:
+                        m = measure(arrays, attrs, codec, precision, repeats, rounding)
+                        print(
+                            f"{height}x{width:<4} {kind:>7} {precision:>9} {codec:>10} {rounding:>8} "
+                            f"{m['bytes'] / 1e6:8.2f} {m['ratio']:6.2f} {m['write_mb_s']:10.0f} {m['read_mb_s']:9.0f}",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ class LabelRunParams(BaseModel):
     gpu_fraction: float = Field(0.25, gt=0, le=1, description="GPU share of each neural labeler actor")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device of neural labelers")
     redo_failed: bool = Field(False, description="Label clips rejected by an earlier run again")
+    store_rounding: Literal["none", "compact"] = Field(
+        "none",
+        description="Mantissa rounding of a new store: 'compact' keeps 7 bits of flows and scene flow, 4 of flow "
+        "uncertainty (about a third smaller; an existing store keeps its setting)",
+    )
     report_dir: str | None = Field(
         None, description="Where to write the quality report at the end (default: <store>_report next to the store)"
     )
@@ -95,7 +100,7 @@ def label_clips_flow(params: LabelRunParams) -> dict:
     for error in manifest.errors:
         logger.warning("manifest row rejected: %s", error)
     specs = manifest.specs[: params.limit] if params.limit else manifest.specs
-    store = LabelStore.create(params.store)
+    store = LabelStore.create(params.store, rounding=params.store_rounding)
     repaired = store.repair_index()
     if repaired:
         logger.info("index repaired: %d committed clips had no index row", len(repaired))

@@ -2,7 +2,8 @@
 
 Layout of a store directory::
 
-    zarr.json                     root group; attribute "worldreel" = {schema_version, precision}
+    zarr.json                     root group; attribute "worldreel" = {schema_version, precision, codec,
+                                  rounding, mantissa_bits}
     clips/<bb>/<clip_id>/         one Zarr group per committed clip (bb: 2 hex digits of a hash)
         zarr.json                 clip attributes (LABELS.md "Attributes of one clip")
         <field>/...               one array per field; one shard file per array, one chunk per frame
@@ -17,6 +18,15 @@ writer and concurrent processes never read-modify-write the same file. A crash l
 most a staging directory (ignored, cleaned up later) or a published clip without an index
 row (found again by `repair_index`). The directory under `clips/` is the truth about what
 is committed; the index is the fast view of it.
+
+Rounding (`rounding="compact"`): before compression, the float fields in `ROUNDINGS[name]`
+keep only that many mantissa bits (round to nearest), so their low bits are zeros that the
+compressor removes. The stored values stay ordinary float16/float32 that every reader
+understands; the relative error is at most 2^-(bits + 1). "compact" keeps 7 bits of flow,
+key flow and scene flow (at most 0.4 % of the value, 0.016 px on a 4 px flow, far below any
+flow's accuracy) and 4 bits of flow uncertainty (3 %, an error estimate), and leaves depth
+alone (point maps are derived from it). Measured on DIS pseudo-labels at 240x360
+(`bench/bench_storage.py --rounding`): see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,10 +59,14 @@ from storage.schema import (
     validate_clip,
 )
 
-__all__ = ["LabelStore", "ClipLabels", "SchemaVersionError", "ClipNotFoundError", "CommitResult"]
+__all__ = ["LabelStore", "ClipLabels", "SchemaVersionError", "ClipNotFoundError", "CommitResult", "ROUNDINGS", "round_mantissa"]
 
 _STATUSES = ("accepted", "rejected")
 _PRECISIONS = {"float16": np.float16, "float32": np.float32}
+ROUNDINGS: dict[str, dict[str, int]] = {
+    "none": {},
+    "compact": {"flow": 7, "key_flow": 7, "scene_flow": 7, "flow_uncertainty": 4},
+}
 
 
 class SchemaVersionError(RuntimeError):
@@ -85,6 +99,32 @@ class CommitResult:
 CODECS = ("blosc-zstd", "blosc-lz4", "zstd", "none")
 
 
+_MANTISSA = {np.dtype(np.float16): (10, np.uint16), np.dtype(np.float32): (23, np.uint32)}
+
+
+def round_mantissa(values: np.ndarray, keep_bits: int) -> np.ndarray:
+    """`values` (float16 or float32) rounded to nearest with `keep_bits` mantissa bits.
+
+    Works on the bit pattern: adding half of the dropped part carries into the exponent when
+    needed, so the result is the nearest representable value. A value that would round up to
+    infinity is truncated instead. NaN and infinities stay as they are. The relative error is
+    at most 2^-(keep_bits + 1) on normal numbers; subnormals (below 6.1e-5 in float16) keep
+    fewer significant bits, an absolute error under 2^-(14 + keep_bits + 1).
+    """
+    width, uint = _MANTISSA[values.dtype]
+    if not 0 <= keep_bits <= width:
+        raise ValueError(f"keep_bits must be in [0, {width}] for {values.dtype}, got {keep_bits}")
+    drop = width - keep_bits
+    if drop == 0:
+        return values
+    bits = np.ascontiguousarray(values).view(uint)
+    mask = uint(~((1 << drop) - 1) & np.iinfo(uint).max)
+    rounded = ((bits + uint(1 << (drop - 1))) & mask).view(values.dtype)
+    truncated = (bits & mask).view(values.dtype)
+    finite = np.isfinite(values)
+    return np.where(finite & np.isfinite(rounded), rounded, np.where(finite, truncated, values))
+
+
 def compressors_for(codec: str, dtype: np.dtype) -> tuple:
     """Zarr compressors of a codec name; masks get bit shuffle, other arrays byte shuffle.
 
@@ -105,15 +145,21 @@ def compressors_for(codec: str, dtype: np.dtype) -> tuple:
 class LabelStore:
     """A directory holding labelled clips; see the module docstring for the layout."""
 
-    def __init__(self, root: Path, precision: str, codec: str = "blosc-zstd") -> None:
+    def __init__(self, root: Path, precision: str, codec: str = "blosc-zstd", rounding: str = "none") -> None:
         self.root = root
         self.precision = precision
         self.codec = codec
+        self.rounding = rounding
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(
-        cls, path: str | os.PathLike, precision: str = "float16", exist_ok: bool = True, codec: str = "blosc-zstd"
+        cls,
+        path: str | os.PathLike,
+        precision: str = "float16",
+        exist_ok: bool = True,
+        codec: str = "blosc-zstd",
+        rounding: str = "none",
     ) -> "LabelStore":
         """Create a store (or open it, if it exists and `exist_ok`).
 
@@ -122,8 +168,13 @@ class LabelStore:
             precision: "float16" (contract default for depth, flows, uncertainty, scene flow)
                 or "float32" (for exact synthetic labels).
             codec: compression of every array, one of `CODECS`.
+            rounding: mantissa rounding before compression, a key of `ROUNDINGS` (module docstring).
+
+        An existing store keeps the settings it was created with.
         """
         compressors_for(codec, np.float32)  # fail early on an unknown codec
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {sorted(ROUNDINGS)}, got {rounding!r}")
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         root = Path(path)
@@ -134,11 +185,17 @@ class LabelStore:
         if root.exists() and any(root.iterdir()):
             raise FileExistsError(f"{root} exists, is not empty and is not a label store")
         root.mkdir(parents=True, exist_ok=True)
-        meta = {"schema_version": SCHEMA_VERSION, "precision": precision, "codec": codec}
+        meta = {
+            "schema_version": SCHEMA_VERSION,
+            "precision": precision,
+            "codec": codec,
+            "rounding": rounding,
+            "mantissa_bits": ROUNDINGS[rounding],
+        }
         zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": meta})
         for sub in ("clips", "index/rows", ".staging", ".locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        return cls(root, precision, codec)
+        return cls(root, precision, codec, rounding)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelStore":
@@ -154,7 +211,10 @@ class LabelStore:
             raise SchemaVersionError(
                 f"{root} has schema_version {meta.get('schema_version')!r}; this reader knows {SCHEMA_VERSION}"
             )
-        return cls(root, meta["precision"], meta.get("codec", "blosc-zstd"))
+        rounding = meta.get("rounding", "none")
+        if rounding not in ROUNDINGS:
+            raise SchemaVersionError(f"{root} uses rounding {rounding!r}; this reader knows {sorted(ROUNDINGS)}")
+        return cls(root, meta["precision"], meta.get("codec", "blosc-zstd"), rounding)
 
     # ------------------------------------------------------------------ paths
     def clip_path(self, clip_id: str) -> Path:
@@ -234,6 +294,8 @@ class LabelStore:
                 spec.kind
             ]
             value = value.astype(dtype, copy=True)
+            if name in ROUNDINGS[self.rounding]:
+                value = round_mantissa(value, ROUNDINGS[self.rounding][name])
             if spec.valid is not None:
                 valid = np.asarray(arrays[spec.valid], bool)
                 value[~valid] = 0

@@ -22,13 +22,14 @@ def labelled(tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
     manifest, good, bad = write_manifest(root / "data", num_good=2)
     store = root / "labels.zarr"
-    assert main(["label", "--manifest", str(manifest), "--out", str(store), *LABEL_ARGS]) == 0
+    assert main(["label", "--manifest", str(manifest), "--out", str(store), *LABEL_ARGS, "--store-rounding", "compact"]) == 0
     return manifest, store, good, bad
 
 
 def test_good_clips_committed_and_bad_clips_rejected_with_reasons(labelled):
     _, store_path, good, bad = labelled
     store = LabelStore.open(store_path)
+    assert store.rounding == "compact"  # re-runs below name no rounding: the store keeps its own
     rows = {r["clip_id"]: r for r in store.index().to_pylist()}
     assert set(rows) == set(good) | set(bad)  # the malformed row has no clip: reported, not stored
     for clip_id in good:
@@ -53,6 +54,7 @@ def test_rerun_labels_nothing_and_redo_failed_retries_rejected(labelled, capsys)
     assert main(["label", "--manifest", str(manifest), "--out", str(store_path), *LABEL_ARGS, "--redo-failed"]) == 0
     out = capsys.readouterr().out
     assert f"0 accepted, {len(bad)} rejected, {len(good)} skipped" in out
+    assert LabelStore.open(store_path).rounding == "compact"
     redone = {r["clip_id"]: r["committed_at"] for r in LabelStore.open(store_path).index().to_pylist()}
     assert all(redone[c] > before[c] for c in bad) and all(redone[c] == before[c] for c in good)
 

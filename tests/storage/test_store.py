@@ -244,3 +244,48 @@ def test_two_concurrent_writers_lose_nothing(tmp_path):
     store = LabelStore.open(store_path)
     store.compact_index()
     assert store.index().num_rows == 24
+
+
+@pytest.mark.parametrize("dtype, width", [(np.float16, 10), (np.float32, 23)])
+def test_round_mantissa_error_bound_and_special_values(dtype, width):
+    from storage.store import round_mantissa
+
+    values = np.random.default_rng(0).normal(0, 20, 100_000).astype(dtype)
+    values = values[np.abs(values) > 1e-3]  # normal numbers: the relative bound holds
+    for keep in (4, 7, width):
+        rounded = round_mantissa(values, keep)
+        assert rounded.dtype == dtype
+        rel = np.abs(rounded.astype(np.float64) - values) / np.abs(values.astype(np.float64))
+        assert rel.max() <= 2.0 ** -(keep + 1) * (1 + 1e-6)
+        # round to nearest, not truncation: the errors have no sign bias
+        assert abs(np.mean(np.sign(rounded.astype(np.float64) - values)[rel > 0])) < 0.05 or keep == width
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(dtype).max], dtype)
+    out = round_mantissa(special, 4)
+    assert out[0] == 0 and np.isnan(out[2]) and out[3] == np.inf and out[4] == -np.inf
+    assert np.isfinite(out[5]) and out[5] <= np.finfo(dtype).max  # never rounded up to infinity
+    with pytest.raises(ValueError, match="keep_bits"):
+        round_mantissa(values, width + 1)
+
+
+def test_compact_rounding_store_is_smaller_and_within_its_bound(tmp_path):
+    arrays, attrs = random_clip(T=17, H=48, W=64, seed=5)
+    # Smooth flow as a labeler gives it (random noise would not compress either way).
+    yy, xx = np.mgrid[0:48, 0:64]
+    arrays["flow"] = np.stack([0.05 * xx + 0.3 * np.sin(yy / 7.0), 0.02 * yy - 1.5], -1)[None].repeat(16, 0)
+    arrays["flow"] = (arrays["flow"] * np.linspace(1, 3, 16)[:, None, None, None]).astype(np.float32)
+    plain = LabelStore.create(tmp_path / "plain.zarr")
+    compact = LabelStore.create(tmp_path / "compact.zarr", rounding="compact")
+    size_plain = plain.commit("c", arrays, attrs).nbytes
+    size_compact = compact.commit("c", arrays, attrs).nbytes
+    assert size_compact < 0.95 * size_plain
+    reopened = LabelStore.open(tmp_path / "compact.zarr")
+    assert reopened.rounding == "compact"
+    a, b = plain.read("c"), reopened.read("c")
+    np.testing.assert_array_equal(a["depth"], b["depth"])  # depth is never rounded
+    np.testing.assert_array_equal(a["points"], b["points"])
+    for name, bits in (("flow", 7), ("key_flow", 7), ("flow_uncertainty", 4), ("scene_flow", 7)):
+        exact, rounded = a[name].astype(np.float64), b[name].astype(np.float64)
+        # relative bound on normal numbers; float16 subnormals (< 6e-5) lose relatively more
+        assert np.all(np.abs(rounded - exact) <= 2.0 ** -(bits + 1) * np.abs(exact) + 1e-5), name
+    with pytest.raises(ValueError, match="rounding"):
+        LabelStore.create(tmp_path / "bad.zarr", rounding="lossy")
