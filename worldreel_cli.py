@@ -51,7 +51,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, clip_id: str) -> None:
         print(f"[{done}/{total}] {clip_id}  ({time.perf_counter() - start:.1f} s)", flush=True)
 
-    rows = write_synthetic_set(args.out, configs, store=store, progress=progress)
+    rows = write_synthetic_set(args.out, configs, store=store, progress=progress, with_intrinsics=not args.no_intrinsics)
     print(f"wrote {len(rows)} clips and {Path(args.out) / 'manifest.csv'}")
     if store is not None:
         store.compact_index()
@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=float, default=8.0, help="frame rate (default 8)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the first clip (default 0)")
     synth.add_argument("--store", type=Path, help="label store to commit the ground truth into")
+    synth.add_argument(
+        "--no-intrinsics", action="store_true",
+        help="leave fx,fy,cx,cy out of the manifest, so labeling must estimate the focal length",
+    )
     synth.add_argument(
         "--precision", choices=("float16", "float32"), default="float32", help="float precision of a new store"
     )

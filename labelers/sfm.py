@@ -28,17 +28,37 @@
    a forward-moving camera has local minima that depend on the initial pair, so the model is
    grown from the `num_init_pairs` best pairs and the more accurate one is kept (`_better`).
    Unknown intrinsics: one focal length for all frames, principal point at the image
-   centre, refined in every global BA from a `prior_fov_x_deg` start. Its relative standard
-   deviation comes from the BA cost with the focal fixed at f (1 +- 5 %) and poses and points
-   re-optimised, with the noise level of the residuals; above `max_focal_rel_std` the motion
-   does not determine the focal and the clip is rejected (`intrinsics_unobservable`). The
-   figure assumes independent track errors: on the synthetic clips the actual focal errors
-   were up to 4 times larger (a dolly determines the focal only through its small rotation).
+   centre, refined in every global BA from a `prior_fov_x_deg` start. Whether it is trusted
+   (`FocalUncertainty`): BA with the focal fixed at f (1 +- 5 %), poses and points
+   re-optimised, gives the focal's signal s, the RMS displacement of the n observations that
+   a 5 % focal error leaves. It is small, since a translating camera determines the focal only
+   through its rotation: 0.0015 px for 17 frames of the synthetic 120x180 dolly (2 deg of
+   rotation), 0.004 px for a 13 deg orbit, 0.012 px for 49 frames of a 240x360 dolly. Random
+   track errors (sigma from the residual) give a relative standard deviation of
+   log(1.05) sigma / (sqrt(n) s), but track errors are correlated, along a track (what the
+   tracker leaves of drift and scale bias) and across a region (tracks of a moving object or
+   of occlusion junctions that pass the outlier test and pull the focal): on the synthetic
+   sweep (bench/bench_camera_sweep.py) the actual focal errors were up to 6 times that figure
+   for the dollies (21 % off) and 28 times for an orbit whose moving object kept its tracks
+   (8 % off). So the spread comes from a jackknife over image regions (BA without the tracks
+   of one of `focal_jackknife_grid`^2 regions at a time; at least the random-error spread),
+   and a systematic error of `focal_bias_px` (b) along the signal, which no resampling sees,
+   adds log(1.05) b / s in quadrature (b = 0.001 px: the jackknife alone left errors up to
+   2.7 times its figure). Above `max_focal_rel_std` the clip is rejected
+   (`intrinsics_unobservable`). The jackknife (9 BAs: 0.5 to 2 s at 120x180, 1 to 4 s at
+   240x360) runs only where the cheaper random-plus-systematic figure passes. Measured on the
+   sweep (dolly and orbit, 120x180 and 240x360, T = 17, 25, 49, 8 scenes each, 96 clips): 59
+   accepted, with focal errors of at most 2.8 % and at most 1.6 times the reported standard
+   deviation (random errors only and a gate at 0.05 accepted all 96, 10 of them more than
+   5 % off). Rejected: every 120x180 dolly with T <= 25 and 5 of 8 with T = 49, 7 of 8
+   240x360 dollies with T = 17, 6 of 16 orbits with T = 17 and 3 of 16 with T = 25. The RRE
+   and ATE targets hold on all 96, with the wrong focals too.
 4. Pure rotation: relative rotations of frame pairs aligning the viewing directions of their
    tracks (orthogonal Procrustes), the focal (when not given) minimising the transfer error
-   of the rotation-only homographies K R K^-1 (rejected when too uncertain, since rotation
-   angles scale with it), then rotation averaging (Gauss-Newton on SO(3)); translations are
-   zero.
+   of the rotation-only homographies K R K^-1, then rotation averaging (Gauss-Newton on
+   SO(3)); translations are zero. An estimated focal is trusted as in step 3, from the
+   transfer-error profile and a jackknife over image regions (a pure pan of 17 frames at
+   120x180 leaves a signal of 0.05 px: errors under 0.5 %); rotation angles scale with it.
 
 Why not pycolmap's own incremental mapper: it starts from descriptor matches in a database
 and tunes its thresholds for unordered photo collections (large initial triangulation
@@ -59,6 +79,7 @@ may be classed as general motion), one focal per clip when estimated (no zoom).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -68,7 +89,16 @@ import pycolmap
 
 from labelers.camera import CameraFailure, CameraResult, check_camera_inputs
 
-__all__ = ["SfmConfig", "SfmCamera", "Tracks", "PairGeometry", "MotionAnalysis", "track_klt", "analyse_motion"]
+__all__ = [
+    "SfmConfig",
+    "SfmCamera",
+    "Tracks",
+    "FocalUncertainty",
+    "PairGeometry",
+    "MotionAnalysis",
+    "track_klt",
+    "analyse_motion",
+]
 
 _COLMAP_OFFSET = 0.5  # COLMAP pixel (0.5, 0.5) is the centre of the top-left pixel
 
@@ -104,6 +134,10 @@ class SfmConfig:
             a static camera without given intrinsics reports, flagged `prior`).
         min_fov_x_deg, max_fov_x_deg: an estimated focal outside this field-of-view range
             rejects the clip (a BA that drifts along the focal-depth ambiguity ends far out).
+        focal_bias_px: systematic track error (RMS, pixels) that does not average out over
+            tracks, in the uncertainty of an estimated focal (module docstring, step 3).
+        focal_jackknife_grid: the jackknife of an estimated focal leaves out the tracks of
+            one of grid x grid image regions at a time.
         max_focal_rel_std: an estimated focal less certain than this rejects the clip.
         num_threads: Ceres threads in bundle adjustment.
         seed: RANSAC seed (results are deterministic).
@@ -135,7 +169,9 @@ class SfmConfig:
     prior_fov_x_deg: float = 60.0
     min_fov_x_deg: float = 20.0
     max_fov_x_deg: float = 120.0
-    max_focal_rel_std: float = 0.05
+    focal_bias_px: float = 0.001
+    focal_jackknife_grid: int = 3
+    max_focal_rel_std: float = 0.02
     num_threads: int = 1
     seed: int = 0
 
@@ -149,6 +185,8 @@ class SfmConfig:
                 "need 0 < min_fov_x_deg <= prior_fov_x_deg <= max_fov_x_deg < 180, got "
                 f"{self.min_fov_x_deg}, {self.prior_fov_x_deg}, {self.max_fov_x_deg}"
             )
+        if self.focal_bias_px < 0 or self.max_focal_rel_std <= 0 or self.focal_jackknife_grid < 2:
+            raise ValueError("need focal_bias_px >= 0, max_focal_rel_std > 0 and focal_jackknife_grid >= 2")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")
 
@@ -411,6 +449,78 @@ def _detect_corners(
     return corners[strong].astype(np.float64)
 
 
+# --------------------------------------------------------------------------- focal uncertainty
+_FOCAL_STEP = 0.05  # relative focal change of the cost profile
+
+
+@dataclass(frozen=True)
+class FocalUncertainty:
+    """How well the tracks determine an estimated focal length (module docstring, step 3).
+
+    Attributes:
+        signal_px: RMS displacement of the observations that a 5 % focal change causes when
+            every other unknown is re-optimised (what the focal leaves in the data).
+        random_px: RMS track error along that displacement from independent errors,
+            sigma / sqrt(n) over n observations.
+        bias_px: systematic track error along it (`SfmConfig.focal_bias_px`).
+        jackknife_rel_std: relative standard deviation of the focal from the spatial
+            jackknife, NaN when not computed.
+    """
+
+    signal_px: float
+    random_px: float
+    bias_px: float
+    jackknife_rel_std: float = float("nan")
+
+    @property
+    def rel_std(self) -> float:
+        """Relative standard deviation of the focal: the spread (the jackknife's, at least that
+        of independent errors) and the systematic error, added in quadrature."""
+        if not self.signal_px > 0:
+            return float("inf")
+        scale = np.log1p(_FOCAL_STEP) / self.signal_px  # relative focal change per pixel of signal
+        spread = max(scale * self.random_px, np.nan_to_num(self.jackknife_rel_std, nan=0.0))
+        return float(np.hypot(spread, scale * self.bias_px))
+
+    def diagnostics(self) -> dict[str, float | None]:
+        return {
+            "focal_rel_std": self.rel_std,
+            "focal_signal_px": self.signal_px,
+            "focal_jackknife_rel_std": None if np.isnan(self.jackknife_rel_std) else self.jackknife_rel_std,
+        }
+
+
+def _focal_uncertainty(
+    cost0: float, cost_up: float, cost_down: float, num_obs: int, dof: int, bias_px: float
+) -> FocalUncertainty:
+    """Focal uncertainty from a least-squares cost (sum of squared 2D errors of `num_obs`
+    observations) at f and at f (1 + _FOCAL_STEP)^(+-1), other unknowns re-optimised.
+
+    Quadratic model in log f: an offset of log(1 + _FOCAL_STEP) raises the cost by num_obs s^2,
+    s the signal. Independent track errors of variance sigma^2 per coordinate (from the
+    residual and `dof`) move the estimate like an error of sigma / sqrt(num_obs) along the
+    signal would.
+    """
+    sigma = np.sqrt(max(cost0 / max(dof, 1), 1e-24))
+    signal = float(np.sqrt(max(0.5 * (cost_up + cost_down) - cost0, 0.0) / max(num_obs, 1)))
+    return FocalUncertainty(signal, float(sigma / np.sqrt(max(num_obs, 1))), bias_px)
+
+
+def _image_regions(xy: np.ndarray, width: int, height: int, grid: int) -> np.ndarray:
+    """(M,) index of the grid x grid image region holding each position (M, 2)."""
+    col = np.clip((xy[:, 0] / width * grid).astype(int), 0, grid - 1)
+    row = np.clip((xy[:, 1] / height * grid).astype(int), 0, grid - 1)
+    return row * grid + col
+
+
+def _jackknife_rel_std(log_focals: np.ndarray) -> float:
+    """Delete-one-group jackknife standard deviation of log f from the G leave-one-out fits."""
+    num = len(log_focals)
+    if num < 2:
+        return float("inf")
+    return float(np.sqrt((num - 1) / num * np.sum((log_focals - log_focals.mean()) ** 2)))
+
+
 # --------------------------------------------------------------------------- motion analysis
 @dataclass(frozen=True)
 class PairGeometry:
@@ -448,7 +558,8 @@ class MotionAnalysis:
         motion: one of `labelers.camera.MOTIONS`.
         pairs: the pair fits.
         K: (T, 3, 3) intrinsics of the rotation-only model (given, or its fitted focal).
-        focal_rel_std: relative standard deviation of that fitted focal (0 when given).
+        focal_uncertainty: how well the rotation-only model determines that fitted focal
+            (None when given).
         rotation_px: (P,) per pair, median transfer residual of the rotation-only homography
             K R K^-1: what no camera rotation explains, i.e. the evidence of translation.
     """
@@ -456,7 +567,7 @@ class MotionAnalysis:
     motion: str
     pairs: list[PairGeometry]
     K: np.ndarray
-    focal_rel_std: float
+    focal_uncertainty: FocalUncertainty | None
     rotation_px: np.ndarray
 
     def translating(self, cfg: SfmConfig) -> np.ndarray:
@@ -508,12 +619,12 @@ def analyse_motion(tracks: Tracks, cfg: SfmConfig, K: np.ndarray | None, height:
             pairs.append(pair)
         elif j == i + 1:
             raise CameraFailure("too_few_tracks", f"no homography fits the tracks of frames {i} and {j}")
-    focal_rel_std = 0.0
+    uncertainty = None
     if K is None:
-        focal, focal_rel_std = _rotation_focal(tracks, pairs, height, width)
+        focal, uncertainty = _rotation_focal(tracks, pairs, height, width, cfg.focal_bias_px)
         K = np.tile(_centred_K(focal, height, width), (num_frames, 1, 1))
     rotation_px = np.array([np.median(_rotation_transfer_errors(tracks, p, K)) for p in pairs])
-    analysis = MotionAnalysis("general", pairs, K, focal_rel_std, rotation_px)
+    analysis = MotionAnalysis("general", pairs, K, uncertainty, rotation_px)
     if max(p.motion_px for p in pairs) < cfg.static_motion_px:
         return replace(analysis, motion="static")
     if not analysis.translating(cfg).any():
@@ -587,7 +698,7 @@ class SfmCamera:
         if analysis.motion == "static":
             result = _static_result(tracks, K_given, height, width, cfg, diagnostics)
         elif analysis.motion == "rotation":
-            result = _rotation_result(tracks, analysis, K_given is not None, cfg, diagnostics)
+            result = _rotation_result(tracks, analysis, K_given is not None, height, width, cfg, diagnostics)
         else:
             result = _general_result(tracks, analysis, K_given, height, width, cfg, diagnostics)
         seconds["solve"] = time.perf_counter() - start
@@ -623,13 +734,15 @@ def _error_stats(errors: np.ndarray) -> dict[str, float]:
     }
 
 
-def _focal_rel_std(cost0: float, cost_up: float, cost_down: float, dof: int, step: float) -> float:
-    """Relative standard deviation of a focal length from a least-squares cost at f and at
-    f (1 + step)^(+-1), other unknowns re-optimised (quadratic model in log f, noise variance
-    from the residual)."""
-    sigma2 = max(cost0 / max(dof, 1), 1e-12)
-    delta_chi2 = 0.5 * (cost_up + cost_down - 2 * cost0) / sigma2
-    return float(np.log1p(step) / np.sqrt(delta_chi2)) if delta_chi2 > 0 else float("inf")
+def _focal_problem(focal_px: float, fov_x: float, focal: FocalUncertainty, cfg: SfmConfig) -> str:
+    """Why an estimated focal is not trusted (the message of an intrinsics_unobservable failure)."""
+    jackknife = "not computed" if np.isnan(focal.jackknife_rel_std) else f"{focal.jackknife_rel_std:.3f}"
+    return (
+        f"the tracks do not determine the focal length: {focal_px:.1f} px (horizontal field of view {fov_x:.0f} deg) "
+        f"with a relative standard deviation of {focal.rel_std:.3f} (a 5 % change moves the tracks by "
+        f"{focal.signal_px:.4f} px RMS; region jackknife {jackknife}); limits: std <= {cfg.max_focal_rel_std}, field "
+        f"of view in [{cfg.min_fov_x_deg}, {cfg.max_fov_x_deg}] deg; give intrinsics for this clip"
+    )
 
 
 # --------------------------------------------------------------------------- static
@@ -662,7 +775,7 @@ def _static_result(
 
 # --------------------------------------------------------------------------- pure rotation
 def _rotation_result(
-    tracks: Tracks, analysis: MotionAnalysis, K_given: bool, cfg: SfmConfig, diagnostics: dict
+    tracks: Tracks, analysis: MotionAnalysis, K_given: bool, height: int, width: int, cfg: SfmConfig, diagnostics: dict
 ) -> CameraResult:
     """Rotations from the pairs' tracks (module docstring, step 4); translations are zero."""
     num_frames = tracks.xy.shape[0]
@@ -670,15 +783,20 @@ def _rotation_result(
     max_rotation = max(_rotation_angle_deg(_pair_rotation(tracks, p, K)) for p in analysis.pairs)
     diagnostics.update({"max_rotation_deg": max_rotation, "focal_px": float(K[0, 0, 0])})
     if not K_given:
-        diagnostics["focal_rel_std"] = analysis.focal_rel_std
+        focal = analysis.focal_uncertainty
         fov_x = np.degrees(2 * np.arctan((K[0, 0, 2] + 0.5) / K[0, 0, 0]))
-        if not analysis.focal_rel_std <= cfg.max_focal_rel_std or not cfg.min_fov_x_deg <= fov_x <= cfg.max_fov_x_deg:
+        fov_ok = cfg.min_fov_x_deg <= fov_x <= cfg.max_fov_x_deg
+        if fov_ok and focal.rel_std <= cfg.max_focal_rel_std:  # worth the jackknife
+            jackknife = _rotation_focal_jackknife(
+                tracks, analysis.pairs, height, width, float(K[0, 0, 0]), cfg.focal_jackknife_grid
+            )
+            focal = replace(focal, jackknife_rel_std=jackknife)
+        diagnostics.update(focal.diagnostics())
+        if not fov_ok or not focal.rel_std <= cfg.max_focal_rel_std:
             raise CameraFailure(
                 "intrinsics_unobservable",
-                f"the camera only rotates, by up to {max_rotation:.1f} deg between frames: too little to estimate "
-                f"the focal length ({K[0, 0, 0]:.1f} px, horizontal field of view {fov_x:.0f} deg, relative std "
-                f"{analysis.focal_rel_std:.3f}; limits: std <= {cfg.max_focal_rel_std}, field of view in "
-                f"[{cfg.min_fov_x_deg}, {cfg.max_fov_x_deg}]); give intrinsics",
+                f"the camera only rotates (by up to {max_rotation:.1f} deg between frames) and "
+                + _focal_problem(float(K[0, 0, 0]), fov_x, focal, cfg),
             )
     relative = {(p.i, p.j): (_pair_rotation(tracks, p, K), int(p.H_inliers.sum())) for p in analysis.pairs}
     R = _average_rotations(relative, num_frames)
@@ -742,36 +860,68 @@ def _rotation_transfer_errors(
     return np.linalg.norm(pred - tracks.xy[pair.j, pair.common], axis=1)
 
 
-def _rotation_focal(tracks: Tracks, pairs: list[PairGeometry], height: int, width: int) -> tuple[float, float]:
-    """Shared focal minimising the squared transfer errors of the rotation-only homographies
-    (homography inliers; each pair's rotation re-fitted for every focal), and its relative
-    standard deviation."""
-    counts = np.array([int(p.H_inliers.sum()) for p in pairs])
-    pair_of = np.repeat(np.arange(len(pairs)), counts)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # the pairs' rows are contiguous
-    src = np.concatenate([tracks.xy[p.i, p.common[p.H_inliers]] for p in pairs])
-    dst = np.concatenate([tracks.xy[p.j, p.common[p.H_inliers]] for p in pairs])
+class _RotationFocalCost:
+    """Squared transfer errors of the rotation-only homographies K Q K^-1 of the pairs'
+    homography inliers, as a function of the shared focal (each pair's rotation Q re-fitted
+    for every focal); row weights (0 or 1) leave tracks out."""
 
-    def cost(focal: float) -> float:
-        K = _centred_K(focal, height, width)
-        b_src, b_dst = _bearings(src, K), _bearings(dst, K)
-        cross = np.add.reduceat(b_dst[:, :, None] * b_src[:, None, :], starts, axis=0)
+    def __init__(self, tracks: Tracks, pairs: list[PairGeometry], height: int, width: int) -> None:
+        counts = np.array([int(p.H_inliers.sum()) for p in pairs])
+        self.pair_of = np.repeat(np.arange(len(pairs)), counts)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])  # the pairs' rows are contiguous
+        self.src = np.concatenate([tracks.xy[p.i, p.common[p.H_inliers]] for p in pairs])
+        self.dst = np.concatenate([tracks.xy[p.j, p.common[p.H_inliers]] for p in pairs])
+        self.num_pairs, self.height, self.width = len(pairs), height, width
+
+    def __call__(self, focal: float, weights: np.ndarray | None = None) -> float:
+        w = np.ones(len(self.src)) if weights is None else weights
+        K = _centred_K(focal, self.height, self.width)
+        b_src, b_dst = _bearings(self.src, K), _bearings(self.dst, K)
+        cross = np.add.reduceat(w[:, None, None] * b_dst[:, :, None] * b_src[:, None, :], self.starts, axis=0)
         H = K @ _kabsch(cross) @ np.linalg.inv(K)
-        pred = np.einsum("nij,nj->ni", H[pair_of], np.concatenate([src, np.ones((len(src), 1))], 1))
-        return float(((pred[:, :2] / pred[:, 2:] - dst) ** 2).sum())
+        pred = np.einsum("nij,nj->ni", H[self.pair_of], np.concatenate([self.src, np.ones((len(self.src), 1))], 1))
+        return float((w * ((pred[:, :2] / pred[:, 2:] - self.dst) ** 2).sum(1)).sum())
 
-    grid = max(height, width) * np.exp(np.linspace(np.log(0.2), np.log(5.0), 33))
-    best = grid[int(np.argmin([cost(f) for f in grid]))]
-    lo, hi = np.log(best) - 0.1, np.log(best) + 0.1
-    for _ in range(20):  # golden-section search on log f
+
+def _golden_log_search(
+    cost: Callable[[float], float], focal: float, half_width: float = 0.1, iterations: int = 20
+) -> float:
+    """Minimiser of cost(f) by golden-section search on log f in [log focal +- half_width]."""
+    lo, hi = np.log(focal) - half_width, np.log(focal) + half_width
+    for _ in range(iterations):
         a, b = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
         if cost(np.exp(a)) < cost(np.exp(b)):
             hi = b
         else:
             lo = a
-    focal = float(np.exp(0.5 * (lo + hi)))
-    dof = 2 * len(src) - 3 * len(pairs) - 1
-    return focal, _focal_rel_std(cost(focal), cost(focal * 1.05), cost(focal / 1.05), dof, 0.05)
+    return float(np.exp(0.5 * (lo + hi)))
+
+
+def _rotation_focal(
+    tracks: Tracks, pairs: list[PairGeometry], height: int, width: int, bias_px: float
+) -> tuple[float, FocalUncertainty]:
+    """Shared focal minimising `_RotationFocalCost`, and its uncertainty from the cost profile
+    (systematic track error `bias_px`; no jackknife, see `_rotation_focal_jackknife`)."""
+    cost = _RotationFocalCost(tracks, pairs, height, width)
+    grid = max(height, width) * np.exp(np.linspace(np.log(0.2), np.log(5.0), 33))
+    focal = _golden_log_search(cost, grid[int(np.argmin([cost(f) for f in grid]))])
+    dof = 2 * len(cost.src) - 3 * cost.num_pairs - 1
+    costs = cost(focal), cost(focal * (1 + _FOCAL_STEP)), cost(focal / (1 + _FOCAL_STEP))
+    return focal, _focal_uncertainty(*costs, len(cost.src), dof, bias_px)
+
+
+def _rotation_focal_jackknife(
+    tracks: Tracks, pairs: list[PairGeometry], height: int, width: int, focal: float, grid: int
+) -> float:
+    """Jackknife relative standard deviation of the rotation-only focal, leaving out the tracks
+    of one of grid x grid image regions at a time."""
+    cost = _RotationFocalCost(tracks, pairs, height, width)
+    regions = _image_regions(0.5 * (cost.src + cost.dst), width, height, grid)
+    log_focals = []
+    for region in np.unique(regions):
+        weights = (regions != region).astype(np.float64)
+        log_focals.append(np.log(_golden_log_search(lambda f, w=weights: cost(f, w), focal)))
+    return _jackknife_rel_std(np.array(log_focals))
 
 
 def _average_rotations(relative: dict[tuple[int, int], tuple[np.ndarray, int]], num_frames: int) -> np.ndarray:
@@ -872,7 +1022,6 @@ def _general_result(
         K = np.array(K_given, np.float64)
     K[:, :2, 2] += _COLMAP_OFFSET
     model = _reconstruct(obs, K, (height, width), analysis, estimate_focal, cfg)
-    focal_rel_std = _bundle_focal_rel_std(model, cfg) if estimate_focal else 0.0
     fov_x = np.degrees(2 * np.arctan(width / (2 * model.K[0, 0, 0])))
     if estimate_focal and not cfg.min_fov_x_deg <= fov_x <= cfg.max_fov_x_deg:
         raise CameraFailure(
@@ -881,12 +1030,9 @@ def _general_result(
             f"{fov_x:.0f} deg, outside [{cfg.min_fov_x_deg}, {cfg.max_fov_x_deg}]): the motion does not "
             "determine it; give intrinsics",
         )
-    if not focal_rel_std <= cfg.max_focal_rel_std:
-        raise CameraFailure(
-            "intrinsics_unobservable",
-            f"the motion does not determine the focal length: estimated {model.K[0, 0, 0]:.1f} px with a relative "
-            f"standard deviation of {focal_rel_std:.3f} > {cfg.max_focal_rel_std}; give intrinsics for this clip",
-        )
+    focal = _bundle_focal_uncertainty(model, cfg) if estimate_focal else None
+    if focal is not None and not focal.rel_std <= cfg.max_focal_rel_std:
+        raise CameraFailure("intrinsics_unobservable", _focal_problem(float(model.K[0, 0, 0]), fov_x, focal, cfg))
     errors = _reprojection_errors(model)
     stats = _error_stats(errors[model.inlier])
     if not stats["median"] <= cfg.max_median_reproj_px:
@@ -906,7 +1052,7 @@ def _general_result(
             "median_tri_angle_deg": float(np.median(_triangulation_angles(model, np.nonzero(model.triangulated)[0]))),
             "inlier_threshold_px": model.inlier_px,
             "focal_px": float(K_out[0, 0, 0]),
-            "focal_rel_std": focal_rel_std,
+            **(focal.diagnostics() if focal is not None else {"focal_rel_std": 0.0}),
             "num_bundle_adjustments": model.num_ba,
             "scene_scale": scene_scale,
             **model.notes,
@@ -1275,21 +1421,43 @@ def _bundle_adjust(model: _Model, refine_focal: bool, cfg: SfmConfig, fixed_foca
     return float(np.sum(np.where(model.inlier, errors, 0.0) ** 2))
 
 
-def _bundle_focal_rel_std(model: _Model, cfg: SfmConfig, step: float = 0.05) -> float:
-    """Relative standard deviation of the estimated focal: BA cost with the focal fixed at
-    f (1 +- step), poses and points re-optimised, on the same observations."""
+def _bundle_focal_uncertainty(model: _Model, cfg: SfmConfig) -> FocalUncertainty:
+    """Uncertainty of the estimated focal (module docstring, step 3): BA cost with the focal
+    fixed at f (1 +- 5 %), poses and points re-optimised, on the same observations; then, unless
+    that already rejects the focal, the jackknife over image regions."""
     # The model is at the optimum of the Cauchy-robustified cost; with every inlier residual far
     # below the loss scale (1 px) that is the least-squares optimum too.
     errors = _reprojection_errors(model)
     cost0 = float(np.sum(np.where(model.inlier, errors, 0.0) ** 2))
     focal = float(model.K[0, 0, 0])
     costs = []
-    for factor in (1 + step, 1 / (1 + step)):
+    for factor in (1 + _FOCAL_STEP, 1 / (1 + _FOCAL_STEP)):
         trial = _copy_model(model)
         costs.append(_bundle_adjust(trial, True, cfg, fixed_focal=focal * factor))
     num_obs = int(model.inlier.sum())
     dof = max(2 * num_obs - 6 * int(model.registered.sum()) - 3 * int(model.triangulated.sum()), 1)
-    return _focal_rel_std(cost0, costs[0], costs[1], dof, step)
+    uncertainty = _focal_uncertainty(cost0, costs[0], costs[1], num_obs, dof, cfg.focal_bias_px)
+    if not uncertainty.rel_std <= cfg.max_focal_rel_std:
+        return uncertainty
+    return replace(uncertainty, jackknife_rel_std=_bundle_focal_jackknife(model, cfg))
+
+
+def _bundle_focal_jackknife(model: _Model, cfg: SfmConfig) -> float:
+    """Jackknife relative standard deviation of the focal: BA (focal free) without the points
+    of one of grid x grid image regions (by their mean inlier position) at a time."""
+    used = np.nonzero(model.triangulated & model.inlier.any(0))[0]
+    with np.errstate(invalid="ignore"):
+        mean_xy = np.nanmean(np.where(model.inlier[:, used, None], model.obs[:, used], np.nan), axis=0)
+    regions = _image_regions(mean_xy - _COLMAP_OFFSET, model.width, model.height, cfg.focal_jackknife_grid)
+    log_focals = []
+    for region in np.unique(regions):
+        trial = _copy_model(model)
+        left_out = used[regions == region]
+        trial.inlier[:, left_out] = False
+        trial.points[left_out] = np.nan
+        _bundle_adjust(trial, True, cfg)
+        log_focals.append(np.log(trial.K[0, 0, 0]))
+    return _jackknife_rel_std(np.array(log_focals))
 
 
 def _copy_model(model: _Model) -> _Model:

@@ -22,7 +22,15 @@ from scipy.spatial.transform import Rotation
 
 from labelers.geometry import inside_image, pixel_grid, project_points, transform_points
 
-__all__ = ["SceneConfig", "SyntheticClip", "render_clip", "scene_caption", "CAMERA_MOTIONS", "GENERATOR_VERSION"]
+__all__ = [
+    "SceneConfig",
+    "SyntheticClip",
+    "render_clip",
+    "scene_caption",
+    "scene_intrinsics",
+    "CAMERA_MOTIONS",
+    "GENERATOR_VERSION",
+]
 
 GENERATOR_VERSION = "1"
 CAMERA_MOTIONS = ("dolly", "orbit", "pan", "static")
@@ -144,13 +152,19 @@ def _make_texture(rng: np.random.Generator, min_wavelength: float) -> _Texture:
     return _Texture(rng.uniform(0.25, 0.75, 3), dirs / wavelengths[:, None], rng.uniform(0, 2 * np.pi, n), amps)
 
 
+def scene_intrinsics(cfg: SceneConfig) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of the clip's camera in pixels (LABELS.md: pixel centres at integers)."""
+    f = float((cfg.width / 2) / np.tan(np.radians(cfg.fov_x_deg) / 2))
+    return f, f, (cfg.width - 1) / 2, (cfg.height - 1) / 2
+
+
 def _build_scene(cfg: SceneConfig) -> _Scene:
     rng = np.random.default_rng(cfg.seed)
-    f = (cfg.width / 2) / np.tan(np.radians(cfg.fov_x_deg) / 2)
-    K = np.array([[f, 0, (cfg.width - 1) / 2], [0, f, (cfg.height - 1) / 2], [0, 0, 1.0]])
+    fx, fy, cx, cy = scene_intrinsics(cfg)
+    K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
     # Texture detail stays above ~5 pixels per period even on the far wall (~8 m), whatever
     # the resolution, so the supersampled image does not alias.
-    min_wavelength = 5.0 * 8.0 / f
+    min_wavelength = 5.0 * 8.0 / fx
     faces = [_make_texture(rng, min_wavelength) for _ in range(_NUM_FACES)]
     c2w_world = _camera_trajectory(cfg, rng)
     outside = np.abs(c2w_world[:, :3, 3]) > _ROOM_HALF - 0.3

@@ -14,13 +14,21 @@ from typing import Callable
 import numpy as np
 
 from pipelines.clips import make_clip_id
-from pipelines.synthetic import CAMERA_MOTIONS, GENERATOR_VERSION, SceneConfig, SyntheticClip, render_clip, scene_caption
+from pipelines.synthetic import (
+    CAMERA_MOTIONS,
+    GENERATOR_VERSION,
+    SceneConfig,
+    SyntheticClip,
+    render_clip,
+    scene_caption,
+    scene_intrinsics,
+)
 from pipelines.video_io import write_video
 from storage import LabelStore
 
 __all__ = ["SyntheticSetRow", "scene_configs", "write_synthetic_set", "synthetic_attrs", "MANIFEST_COLUMNS"]
 
-MANIFEST_COLUMNS = ("clip_id", "video_path", "start_sec", "end_sec", "caption")
+MANIFEST_COLUMNS = ("clip_id", "video_path", "start_sec", "end_sec", "caption", "fx", "fy", "cx", "cy")
 _STORED = (
     "frame_index timestamps K c2w depth depth_valid flow flow_valid flow_uncertainty key_flow key_flow_valid "
     "dynamic_mask scene_flow scene_flow_valid"
@@ -36,6 +44,12 @@ class SyntheticSetRow:
     start_sec: float
     end_sec: float
     caption: str
+    intrinsics: tuple[float, float, float, float] | None = None  # (fx, fy, cx, cy), pixels of the video
+
+    def cells(self) -> list:
+        """The row's manifest cells, in `MANIFEST_COLUMNS` order (empty intrinsics: none given)."""
+        intrinsics = [f"{v:.6f}" for v in self.intrinsics] if self.intrinsics else ["", "", "", ""]
+        return [self.clip_id, self.video_path, f"{self.start_sec:.3f}", f"{self.end_sec:.3f}", self.caption, *intrinsics]
 
 
 def scene_configs(num_clips: int, height: int, width: int, seed: int, num_frames: int = 49, fps: float = 8.0) -> list[SceneConfig]:
@@ -93,10 +107,14 @@ def write_synthetic_set(
     configs: list[SceneConfig],
     store: LabelStore | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    with_intrinsics: bool = True,
 ) -> list[SyntheticSetRow]:
     """Render clips, write `out_dir/videos/*.mp4` and `out_dir/manifest.csv`, commit labels to `store`.
 
     Re-running skips videos and clips that already exist (the same config gives the same clip).
+    With `with_intrinsics` the manifest gives each clip's true intrinsics, as a calibrated data
+    set would; without, labeling must estimate the focal length (and rejects clips whose
+    motion does not determine it).
     """
     out_dir = Path(out_dir)
     rows = []
@@ -115,7 +133,8 @@ def write_synthetic_set(
                 arrays = {name: clip.labels[name] for name in _STORED}
                 store.commit(clip_id, arrays, synthetic_attrs(clip, uri))
         caption = clip.caption if clip is not None else scene_caption(cfg)
-        rows.append(SyntheticSetRow(clip_id, relative, 0.0, end_sec, caption))
+        intrinsics = scene_intrinsics(cfg) if with_intrinsics else None
+        rows.append(SyntheticSetRow(clip_id, relative, 0.0, end_sec, caption, intrinsics))
         if progress is not None:
             progress(n + 1, len(configs), clip_id)
     _write_manifest(out_dir / "manifest.csv", rows)
@@ -132,5 +151,5 @@ def _write_manifest(path: Path, rows: list[SyntheticSetRow]) -> None:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_COLUMNS)
         for row in rows:
-            writer.writerow([row.clip_id, row.video_path, f"{row.start_sec:.3f}", f"{row.end_sec:.3f}", row.caption])
+            writer.writerow(row.cells())
     tmp.replace(path)

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from pipelines.synthetic import SceneConfig
-from pipelines.synthetic_set import write_synthetic_set
+from pipelines.synthetic_set import MANIFEST_COLUMNS, write_synthetic_set
 
 SIZE = (96, 144)
 FRAMES = 9
@@ -26,19 +26,20 @@ def write_manifest(root: Path, num_good: int = 2, with_bad: bool = True) -> tupl
     rows = write_synthetic_set(root, good_configs(num_good))
     good = [r.clip_id for r in rows]
     bad = {}
-    table = [[r.clip_id, r.video_path, r.start_sec, r.end_sec, r.caption] for r in rows]
+    table = [r.cells() for r in rows]
     if with_bad:
-        table.append(["missing-video", "videos/nope.mp4", 0.0, 1.0, "missing"])
+        no_k = ["", "", "", ""]
+        table.append(["missing-video", "videos/nope.mp4", 0.0, 1.0, "missing", *no_k])
         bad["missing-video"] = "missing_file"
         (root / "videos" / "garbage.mp4").write_bytes(b"not a video at all" * 100)
-        table.append(["garbage-video", "videos/garbage.mp4", 0.0, 1.0, "corrupt"])
+        table.append(["garbage-video", "videos/garbage.mp4", 0.0, 1.0, "corrupt", *no_k])
         bad["garbage-video"] = "unreadable"
-        table.append(["short-clip", rows[0].video_path, 0.0, 0.5, "too short for 9 frames at 8 fps"])
+        table.append(["short-clip", rows[0].video_path, 0.0, 0.5, "too short for 9 frames at 8 fps", *no_k])
         bad["short-clip"] = "too_short"
-        table.append(["bad-row", rows[0].video_path, "not-a-number", 1.0, "malformed"])
+        table.append(["bad-row", rows[0].video_path, "not-a-number", 1.0, "malformed", *no_k])
     path = root / "manifest.csv"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["clip_id", "video_path", "start_sec", "end_sec", "caption"])
+        writer.writerow(MANIFEST_COLUMNS)
         writer.writerows(table)
     return path, good, bad

@@ -15,7 +15,7 @@ def test_synth_command_writes_videos_manifest_and_ground_truth(tmp_path, capsys)
     args = ["synth", "--out", str(out), "--clips", "2", "--size", "48x64", "--frames", "9", "--seed", "7"]
     assert main(args + ["--store", str(store_path)]) == 0
     rows = list(csv.DictReader(open(out / "manifest.csv")))
-    assert list(rows[0]) == ["clip_id", "video_path", "start_sec", "end_sec", "caption"]
+    assert list(rows[0]) == ["clip_id", "video_path", "start_sec", "end_sec", "caption", "fx", "fy", "cx", "cy"]
     assert len(rows) == 2
     store = LabelStore.open(store_path)
     assert store.clip_ids(status="accepted") == sorted(r["clip_id"] for r in rows)
@@ -32,6 +32,8 @@ def test_synth_command_writes_videos_manifest_and_ground_truth(tmp_path, capsys)
     labels = store.read(row["clip_id"])
     for name in ("depth", "c2w", "K", "points"):
         np.testing.assert_allclose(labels[name], expected.labels[name], atol=1e-5, err_msg=name)
+    K = expected.labels["K"][0]  # the manifest gives the true intrinsics, as a calibrated set would
+    np.testing.assert_allclose([float(row[c]) for c in ("fx", "fy", "cx", "cy")], K[[0, 1, 0, 1], [0, 1, 2, 2]], atol=1e-5)
     for name, mask in (("flow", "flow_valid"), ("key_flow", "key_flow_valid"), ("scene_flow", "scene_flow_valid")):
         valid = expected.labels[mask]  # the store keeps 0 where a value is not observable
         np.testing.assert_array_equal(labels[mask], valid)
@@ -44,3 +46,5 @@ def test_synth_command_writes_videos_manifest_and_ground_truth(tmp_path, capsys)
     capsys.readouterr()
     assert main(args + ["--store", str(store_path)]) == 0  # re-run: nothing to redo
     assert LabelStore.open(store_path).index().num_rows == 2
+    assert main(args + ["--no-intrinsics"]) == 0  # labeling will have to estimate the focal
+    assert all(not row["fx"] for row in csv.DictReader(open(out / "manifest.csv")))
