@@ -132,7 +132,11 @@ def label_clips_flow(params: LabelRunParams) -> dict:
     summary["store"] = str(Path(params.store).resolve())
     summary["seconds"] = time.perf_counter() - start
     if params.write_report:
-        report_dir = params.report_dir or str(Path(params.store).resolve().parent / f"{Path(params.store).name}_report")
+        # absolute, so the artifact's link works from the UI whatever the working directory
+        store_path = Path(params.store).resolve()
+        report_dir = str(Path(params.report_dir).resolve()) if params.report_dir else str(
+            store_path.parent / f"{store_path.name}_report"
+        )
         summary["report"] = report_flow(ReportParams(store=params.store, out=report_dir))
     _publish_summary(summary, outcomes, manifest.errors)
     return summary
@@ -146,7 +150,7 @@ def _publish_summary(summary: dict, outcomes: list[ClipOutcome], row_errors: lis
         f"# Labeling run: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['skipped']} skipped",
         "",
         f"Store: `{summary['store']}`  ",
-        f"Report: [{summary.get('report', 'not written')}]({Path(summary['report']).as_uri() if 'report' in summary else ''})",
+        f"Report: [{summary.get('report', 'not written')}]({Path(summary['report']).resolve().as_uri() if 'report' in summary else ''})",
         "",
         "| clip | status | reasons |",
         "| --- | --- | --- |",

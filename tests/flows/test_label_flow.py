@@ -42,13 +42,16 @@ def test_good_clips_committed_and_bad_clips_rejected_with_reasons(labelled):
         assert clip_id in rows[clip_id]["reasons"][0] or code in rows[clip_id]["reasons"][0]
 
 
-def test_rerun_labels_nothing_and_redo_failed_retries_rejected(labelled, capsys):
+def test_rerun_labels_nothing_and_redo_failed_retries_rejected(labelled, capsys, monkeypatch):
     manifest, store_path, good, bad = labelled
     before = {r["clip_id"]: r["committed_at"] for r in LabelStore.open(store_path).index().to_pylist()}
     capsys.readouterr()
-    assert main(["label", "--manifest", str(manifest), "--out", str(store_path), *LABEL_ARGS]) == 0
+    monkeypatch.chdir(store_path.parent)  # relative paths, as `make demo` gives them
+    args = ["label", "--manifest", str(manifest), "--out", store_path.name, "--report-dir", "rel_report", *LABEL_ARGS]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "0 accepted, 0 rejected, 5 skipped" in out and "quality report:" in out
+    assert (store_path.parent / "rel_report" / "index.html").exists()
     after = {r["clip_id"]: r["committed_at"] for r in LabelStore.open(store_path).index().to_pylist()}
     assert after == before
     assert main(["label", "--manifest", str(manifest), "--out", str(store_path), *LABEL_ARGS, "--redo-failed"]) == 0
