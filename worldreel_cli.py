@@ -51,7 +51,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, clip_id: str) -> None:
         print(f"[{done}/{total}] {clip_id}  ({time.perf_counter() - start:.1f} s)", flush=True)
 
-    rows = write_synthetic_set(args.out, configs, store=store, progress=progress, with_intrinsics=not args.no_intrinsics)
+    rows = write_synthetic_set(
+        args.out, configs, store=store, progress=progress, with_intrinsics=not args.no_intrinsics
+    )
     print(f"wrote {len(rows)} clips and {Path(args.out) / 'manifest.csv'}")
     if store is not None:
         store.compact_index()

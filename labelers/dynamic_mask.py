@@ -384,12 +384,7 @@ class FlowRigidityMasks:
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
     def frame_masks(
-        self,
-        flows: FlowPairs,
-        c2w: np.ndarray,
-        K: np.ndarray,
-        depth: np.ndarray | None = None,
-        prior_depth: np.ndarray | None = None,
+        self, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
     ) -> np.ndarray:
         """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
 
@@ -397,40 +392,25 @@ class FlowRigidityMasks:
             flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)).
             c2w: (T, 4, 4); K: (T, 3, 3).
             depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
-            prior_depth: optional (T, H, W) dense depth prior, 0 where undefined.
         """
-        num_frames = _check_mask_inputs(flows, c2w, K, depth)[0]
-        return np.stack([self.frame_mask(t, flows, c2w, K, depth, prior_depth) for t in range(num_frames)])
-
-    def frame_mask(
-        self,
-        t: int,
-        flows: FlowPairs,
-        c2w: np.ndarray,
-        K: np.ndarray,
-        depth: np.ndarray | None = None,
-        prior_depth: np.ndarray | None = None,
-        depth_rel_tol: np.ndarray | None = None,
-        prior_rel_tol: float = 0.15,
-    ) -> np.ndarray:
-        """Dynamic mask (H, W) bool of frame t from its views at `view_gaps` (see `frame_masks`)."""
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
         cfg = self.config
-        height, width = next(iter(flows.values()))[1].shape
         c2w = np.asarray(c2w, np.float64)
-        paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
-        wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
-        views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
-        dynamic_votes = np.zeros((height, width))
-        known_votes = np.zeros((height, width))
-        for dst, (flow_px, flow_valid, _) in views.items():
-            score = self.pair_score(
-                flow_px, flow_valid, t, dst, c2w, K, depth, None, prior_depth, depth_rel_tol, prior_rel_tol
-            )
-            known = np.isfinite(score)
-            known_votes += known
-            dynamic_votes += known & (np.nan_to_num(score) > 1.0)
-        raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
-        return clean_mask(raw, cfg)
+        masks = np.zeros((num_frames, height, width), bool)
+        for t in range(num_frames):
+            paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
+            wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
+            views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
+            dynamic_votes = np.zeros((height, width))
+            known_votes = np.zeros((height, width))
+            for dst, (flow_px, flow_valid, _) in views.items():
+                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth)
+                known = np.isfinite(score)
+                known_votes += known
+                dynamic_votes += known & (np.nan_to_num(score) > 1.0)
+            raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
+            masks[t] = clean_mask(raw, cfg)
+        return masks
 
     def key_masks(
         self,

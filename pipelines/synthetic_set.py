@@ -49,7 +49,8 @@ class SyntheticSetRow:
     def cells(self) -> list:
         """The row's manifest cells, in `MANIFEST_COLUMNS` order (empty intrinsics: none given)."""
         intrinsics = [f"{v:.6f}" for v in self.intrinsics] if self.intrinsics else ["", "", "", ""]
-        return [self.clip_id, self.video_path, f"{self.start_sec:.3f}", f"{self.end_sec:.3f}", self.caption, *intrinsics]
+        times = [f"{self.start_sec:.3f}", f"{self.end_sec:.3f}"]
+        return [self.clip_id, self.video_path, *times, self.caption, *intrinsics]
 
 
 def scene_configs(num_clips: int, height: int, width: int, seed: int, num_frames: int = 49, fps: float = 8.0) -> list[SceneConfig]:

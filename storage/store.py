@@ -59,7 +59,15 @@ from storage.schema import (
     validate_clip,
 )
 
-__all__ = ["LabelStore", "ClipLabels", "SchemaVersionError", "ClipNotFoundError", "CommitResult", "ROUNDINGS", "round_mantissa"]
+__all__ = [
+    "LabelStore",
+    "ClipLabels",
+    "SchemaVersionError",
+    "ClipNotFoundError",
+    "CommitResult",
+    "ROUNDINGS",
+    "round_mantissa",
+]
 
 _STATUSES = ("accepted", "rejected")
 _PRECISIONS = {"float16": np.float16, "float32": np.float32}

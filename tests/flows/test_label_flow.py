@@ -22,7 +22,8 @@ def labelled(tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
     manifest, good, bad = write_manifest(root / "data", num_good=2)
     store = root / "labels.zarr"
-    assert main(["label", "--manifest", str(manifest), "--out", str(store), *LABEL_ARGS, "--store-rounding", "compact"]) == 0
+    args = ["label", "--manifest", str(manifest), "--out", str(store), *LABEL_ARGS, "--store-rounding", "compact"]
+    assert main(args) == 0
     return manifest, store, good, bad
 
 

@@ -199,10 +199,9 @@ def test_chain_with_a_network_prior_finds_what_geometry_alone_cannot(sideways_mo
         flows = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
     c2w, K, keys, truth = scaled_c2w(clip), clip.labels["K"], [0, 4, 8, 12, 16], clip.labels["dynamic_mask"]
     # A network 5 % off in inverse depth after alignment, three draws of its error field.
-    results = [
-        label_depth_and_masks(clip.frames, flows, c2w, K, keys, _PriorOnly(_network_like(clip.labels["depth"] * SCALE, 0.05, seed)))
-        for seed in range(3 if num_moving else 1)
-    ]
+    depth = clip.labels["depth"] * SCALE
+    networks = [_PriorOnly(_network_like(depth, 0.05, seed)) for seed in range(3 if num_moving else 1)]
+    results = [label_depth_and_masks(clip.frames, flows, c2w, K, keys, network) for network in networks]
     assert max(false_positive_rate(r.dynamic_mask, truth) for r in results) < 0.02  # measured 0.0017
     if num_moving:
         weight_free = label_depth_and_masks(clip.frames, flows, c2w, K, keys, MultiViewDepth())
@@ -211,7 +210,7 @@ def test_chain_with_a_network_prior_finds_what_geometry_alone_cannot(sideways_mo
         assert min(ious) > 0.65, ious  # measured 0.75, 0.76, 0.76
         # Pixels found moving through the prior carry its depth, for scene flow.
         found = results[0].dynamic_mask & ~weight_free.dynamic_mask
-        depth = results[0].depth
-        assert depth.depth_valid[keys][found].mean() > 0.9
-        ratio = depth.depth[keys][found] / (clip.labels["depth"][keys][found] * SCALE)
+        labelled = results[0].depth
+        assert labelled.depth_valid[keys][found].mean() > 0.9
+        ratio = labelled.depth[keys][found] / depth[keys][found]
         assert np.median(np.abs(ratio - 1)) < 0.1
