@@ -63,7 +63,15 @@ depth-free residual), implemented by `label_depth_and_masks`:
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid);
 3. key-frame masks (S, H, W) from the key-frame flows, now with the rigid-flow residual
    where depth is valid; where the key-frame flow is invalid, the frame mask of step 1
-   decides;
+   decides. Key frame k is also compared with the frames m times as far as its label pair's
+   other frame in the same direction, or the other one past the clip's end (m in
+   `key_view_multiples`, flows composed): a slow
+   mover stays under the threshold over one key interval (0.4-1 px in
+   `bench/bench_masks.py`'s failures) but exceeds it over several, while the residual of
+   static pixels grows much less (composed-flow noise and depth error). These views leave
+   the prior out (its error grows with the baseline as the motion does). A pixel is dynamic
+   when any view finds it moving; so the label errs towards "moving" for a surface that
+   moves within a few key intervals of k but not between k and k + 1;
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -115,6 +123,9 @@ class DynamicMaskConfig:
             (several scales: fast motion breaks the flow over long gaps, slow motion
             only shows over them).
         max_hops: most given flow pairs composed into one view.
+        key_view_multiples: key masks also compare key frame k with the frames m times as far
+            as its label pair's other frame, in the same direction, for each m (module
+            docstring, step 3); views without a chain of given pairs are skipped.
         min_dynamic_views, min_dynamic_fraction: a pixel of a frame mask is dynamic when at
             least this many of its views, and this share of its views with valid flow, find
             it moving.
@@ -137,6 +148,7 @@ class DynamicMaskConfig:
     parallax_margin: float = 1.5
     view_gaps: tuple[int, ...] = (1, 2, 4, 8)
     max_hops: int = 6
+    key_view_multiples: tuple[int, ...] = (2, 4)
     min_dynamic_views: int = 2
     min_dynamic_fraction: float = 0.25
     open_radius_px: int = 1
@@ -155,6 +167,8 @@ class DynamicMaskConfig:
             raise ValueError("need 0 < parallax_percentile <= 100 and parallax_margin >= 1")
         if not self.view_gaps or min(self.view_gaps) < 1 or self.max_hops < 1:
             raise ValueError(f"need positive view_gaps and max_hops >= 1, got {self.view_gaps}, {self.max_hops}")
+        if any(m < 2 for m in self.key_view_multiples):
+            raise ValueError(f"key_view_multiples must be >= 2, got {self.key_view_multiples}")
         if self.min_dynamic_views < 1 or not 0 <= self.min_dynamic_fraction <= 1:
             raise ValueError("need min_dynamic_views >= 1 and min_dynamic_fraction in [0, 1]")
         if self.open_radius_px < 0 or self.close_radius_px < 0 or not 0 <= self.min_area_fraction < 1:
@@ -451,18 +465,37 @@ class FlowRigidityMasks:
             raise ValueError(f"key_frames must be >= 2 increasing indices in [0, {num_frames}), got {keys}")
         c2w = np.asarray(c2w, np.float64)
         pairs = list(zip(keys[:-1], keys[1:])) + [(keys[-1], keys[-2])]
+        static = None if frame_masks is None else ~frame_masks
+        geometry = dict(c2w=c2w, K=K, depth=depth, static_mask=static, prior_depth=prior_depth,
+                        depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol)
+        # longer views go without the prior: a longer baseline magnifies its errors as much as the motion
+        far_geometry = dict(geometry, prior_depth=None)
         masks = np.zeros((len(keys), height, width), bool)
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
-            static = None if frame_masks is None else ~frame_masks
-            score = self.pair_score(
-                flow_px, flow_valid, src, dst, c2w, K, depth, static, prior_depth, depth_rel_tol, prior_rel_tol
-            )
+            score = self.pair_score(flow_px, flow_valid, src, dst, **geometry)
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
+            for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
+                dynamic |= np.nan_to_num(self.pair_score(far_flow_px, far_valid, src, far, **far_geometry)) > 1.0
             masks[n] = clean_mask(dynamic, self.config)
         return masks
+
+    def _longer_views(
+        self, flows: FlowPairs, src: int, dst: int, num_frames: int
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
+        """Flows from src to the frames `key_view_multiples` times as far as dst, in its direction
+        or, past the clip's end, in the other."""
+        step = dst - src
+        wanted = set()
+        for m in self.config.key_view_multiples:
+            ahead, behind = src + m * step, src - m * step
+            wanted |= {ahead} if 0 <= ahead < num_frames else {behind} if 0 <= behind < num_frames else set()
+        if not wanted:
+            return {}
+        paths = flow_paths(flows.keys(), src, max(abs(w - src) for w in wanted), self.config.max_hops)
+        return correspondences_along(flows, {w: paths[w] for w in wanted if w in paths})
 
     def _flow(self, flows: FlowPairs, src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
         if (src, dst) in flows:

@@ -11,6 +11,20 @@ moments live as dim-0 shards (DTensors) on every rank, each transformer block is
 all-gather / reduce-scatter group and the root module holds the rest. Both average gradients
 over ranks, so a step equals one step on the global batch.
 
+FSDP start-up holds full weights on rank 0 only (`shard_fsdp_from_rank0`): rank 0 builds and
+loads the modules as a single process would, the other ranks build them on the meta device
+(shapes and dtypes, no storage); after `fully_shard` those ranks `to_empty` onto their device
+and receive their shards from rank 0, one tensor at a time (`set_model_state_dict` with
+`broadcast_from_rank0`). Buffers the state dict leaves out (non-persistent tables a module
+computes at construction) are broadcast too, so every rank's shards and buffers equal those of
+rank 0's module (empty modules take rank 0's dtypes; names and shapes must match). A
+replicated module (`replicate_from_rank0`, e.g. stage 1b's frozen DiT) gets every tensor of
+rank 0's broadcast whole, in place. Checkpoints go the other way: the full model and optimizer
+states are gathered one tensor at a time and kept on rank 0's CPU only (`full_model_state`,
+`full_optimizer_state`); on resume rank 0 alone reads the optimizer state and broadcasts it
+(`load_full_optimizer_state`). So ranks > 0 never hold more of a sharded module than their
+shards plus one full tensor; rank 0 holds one full copy (at start-up and while saving).
+
 Data: the mixture sampler is one endless seeded stream shared by all ranks; draw i goes to
 rank i % world_size (DistributedSampler's interleaving), so a step consumes
 batch_size * world_size draws of the global stream and a resume fast-forwards it exactly.
@@ -41,13 +55,16 @@ __all__ = [
     "fsdp_mixed_precision",
     "full_model_state",
     "full_optimizer_state",
+    "init_distributed",
+    "is_meta",
     "is_sharded",
     "load_full_optimizer_state",
-    "init_distributed",
     "launched_world_size",
     "mean_over_ranks",
     "relaunch_with_torchrun",
+    "replicate_from_rank0",
     "shard_fsdp",
+    "shard_fsdp_from_rank0",
     "shard_stream",
     "torchrun_command",
     "wrap_ddp",
@@ -178,6 +195,91 @@ def shard_fsdp(
     fully_shard(module, mesh=mesh, mp_policy=mp_policy)
     if reduce_unused_params:
         module.set_reduce_scatter_unused_params(True)
+    return module
+
+
+def is_meta(module: nn.Module) -> bool:
+    """Whether `module` has tensors on the meta device (built empty: shapes and dtypes only)."""
+    return any(t.is_meta for _, t in _named_tensors(module))
+
+
+def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    return itertools.chain(module.named_parameters(), module.named_buffers())
+
+
+def _take_rank0_layout(module: nn.Module, ctx: DistContext, what: str) -> None:
+    """Check that every rank's `module` has rank 0's parameters and buffers (names and shapes)
+    and give an empty (meta) one rank 0's dtypes: a loader's dtype policy (diffusers keeps some
+    buffers in float64) need not be replayed on the meta ranks, and a broadcast into another
+    dtype would cast silently. Rank 0 must hold real weights. Collective; every rank raises alike."""
+    own = [(name, t.dtype, tuple(t.shape)) for name, t in _named_tensors(module)]
+    layouts = all_gather_objects((is_meta(module), own), ctx)
+    rank0_empty, reference = layouts[0]
+    if rank0_empty:
+        raise ValueError(f"rank 0's {what} is on the meta device; it must hold the weights to broadcast")
+    for rank, (empty, layout) in enumerate(layouts[1:], start=1):
+        shapes = [(name, shape) for name, _, shape in layout]
+        expected = [(name, shape) for name, _, shape in reference]
+        if shapes != expected:
+            diff = next((a, b) for a, b in itertools.zip_longest(shapes, expected) if a != b)
+            raise ValueError(f"rank {rank}'s {what} differs from rank 0's: {diff[0]} vs {diff[1]}")
+        casts = [(name, dtype) for (name, dtype, _), (_, theirs, _) in zip(reference, layout, strict=True) if dtype != theirs]
+        if casts and not empty:
+            raise ValueError(f"rank {rank}'s {what} holds {casts[0][0]} in another dtype than rank 0's ({casts[0][1]})")
+    if layouts[ctx.rank][0]:
+        dtypes = {name: dtype for name, dtype, _ in reference}
+        with torch.no_grad():
+            for name, param in module.named_parameters():
+                param.data = param.data.to(dtypes[name])
+            for name, buffer in module.named_buffers():
+                owner, _, leaf = name.rpartition(".")
+                setattr(module.get_submodule(owner), leaf, buffer.to(dtypes[name]))
+
+
+def _broadcast_in_place(tensors: Iterable[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor.detach(), src=0)
+
+
+def shard_fsdp_from_rank0(
+    module: nn.Module,
+    groups: Sequence[nn.Module],
+    mesh: Any,
+    mp_policy: Any,
+    device: torch.device,
+    ctx: DistContext,
+    reduce_unused_params: bool = False,
+) -> nn.Module:
+    """`shard_fsdp` of a module whose weights only rank 0 holds: the other ranks built it on the
+    meta device. After sharding they allocate their (uninitialised) shards on `device` and every
+    rank takes its shards of rank 0's state, broadcast one full tensor at a time; buffers outside
+    the state dict (non-persistent) are broadcast whole. Afterwards every rank holds exactly the
+    shards and buffers rank 0's module would have, sharded alone. Collective.
+
+    Rank 0 keeps its full tensors alive until the broadcast ends (its module must be on
+    `device`); the other ranks never hold more than their shards plus one full tensor."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    _take_rank0_layout(module, ctx, type(module).__name__)
+    persistent = set(module.state_dict())
+    full_state = module.state_dict() if ctx.is_main else {}  # the full tensors, before FSDP replaces them
+    shard_fsdp(module, groups, mesh, mp_policy, reduce_unused_params)
+    if is_meta(module):
+        module.to_empty(device=device)
+    set_model_state_dict(module, full_state, options=_full_options(broadcast_from_rank0=True))
+    _broadcast_in_place(b for name, b in module.named_buffers() if name not in persistent)
+    return module
+
+
+def replicate_from_rank0(module: nn.Module, device: torch.device, ctx: DistContext) -> nn.Module:
+    """Make every rank's `module` (not sharded) a copy of rank 0's, in place: ranks that built it
+    on the meta device first allocate it on `device`. Every parameter and buffer is broadcast, so
+    this also aligns replicas whose random initialisation differs. Collective."""
+    _take_rank0_layout(module, ctx, type(module).__name__)
+    if is_meta(module):
+        module.to_empty(device=device)
+    _broadcast_in_place(t for _, t in _named_tensors(module))
     return module
 
 

@@ -338,7 +338,8 @@ class GeoMotionDiT(nn.Module):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} is not a local directory (hub ids are not accepted)")
         kwargs: dict[str, Any] = {"local_files_only": True}
-        if torch_dtype is not None:
+        # float32 is what diffusers builds; asking for it would also cast the float64 positional table
+        if torch_dtype not in (None, torch.float32):
             kwargs["torch_dtype"] = torch_dtype
         saved = folder / AUGMENTATION_FILE
         if saved.exists():

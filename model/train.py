@@ -26,13 +26,22 @@ rank replicated). Under FSDP on CUDA with `--mixed-precision bf16`, blocks compu
 copies of fp32 sharded weights and reduce gradients in fp32. Stage 1b's frozen DiT stays a
 replica under both strategies (it has no gradients or optimizer state to shard).
 
+FSDP start-up: rank 0 alone builds the DiT and head with real weights and loads them
+(`--pretrained`, `--init-from`, a resumed checkpoint); the other ranks build them on the meta
+device (no storage, no weight files read) and, once sharded, receive their shards from rank 0,
+one tensor at a time (`model.distributed.shard_fsdp_from_rank0`; stage 1b's frozen DiT is
+broadcast whole into each replica, and the tiny model's random VAE too). So a node's host
+memory holds one full copy of these weights (rank 0's), not one per rank: the 5B DiT is 22.6 GB
+in fp32. The frozen VAE and T5 encoder are still loaded by every rank.
+
 Checkpoints (`OUTPUT_DIR/checkpoints/step_N/`) have one format for every strategy and world
 size: `dit/` (diffusers `save_pretrained` of the widened transformer + gm_augmentation.json),
 `dpt_head.safetensors` + `dpt_head.json`, and `trainer_state.pt` with step, data position,
 LR schedule, every rank's RNG states and the AdamW state with full (unsharded) tensors keyed
 by parameter name ("dit.transformer.<name>", "head.<name>"). Under FSDP the shards are
-gathered to rank 0's CPU to write them; on resume rank 0 reads the optimizer state and
-broadcasts it, each rank keeping its shards. So a run may resume under another strategy or
+gathered to rank 0's CPU to write them, one tensor at a time (the other ranks hold one full
+tensor at most); on resume rank 0 alone reads the weights and the optimizer state and
+broadcasts them, each rank keeping its shards. So a run may resume under another strategy or
 number of GPUs (exactly, only with the same number of processes and strategy).
 
 Logging: every `--log-every` steps rank 0 appends all metrics to `OUTPUT_DIR/metrics.jsonl`
@@ -51,6 +60,7 @@ weighted by abar_t (1 at t = 0, 0 at t = 999 under zero-terminal SNR).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -70,7 +80,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from model.data import LabelClipDataset, MixtureSampler, collate_samples, targets_from_batch
-from model.dit import GeoMotionDiT, GMAugmentationConfig, default_tap_blocks, tiny_transformer_config
+from model.dit import (
+    GeoMotionDiT,
+    GMAugmentationConfig,
+    default_tap_blocks,
+    expand_transformer,
+    tiny_transformer_config,
+)
 from model.distributed import (
     STRATEGIES,
     DistContext,
@@ -83,12 +99,14 @@ from model.distributed import (
     full_model_state,
     full_optimizer_state,
     init_distributed,
+    is_meta,
     is_sharded,
     launched_world_size,
     load_full_optimizer_state,
     mean_over_ranks,
     relaunch_with_torchrun,
-    shard_fsdp,
+    replicate_from_rank0,
+    shard_fsdp_from_rank0,
     shard_stream,
     wrap_ddp,
 )
@@ -184,33 +202,57 @@ class Models:
     scheduler: Any
 
 
-def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int) -> Models:
+def _empty_if(empty: bool) -> contextlib.AbstractContextManager:
+    """Build modules on the meta device (no storage, no random draws) when `empty`."""
+    return torch.device("meta") if empty else contextlib.nullcontext()
+
+
+def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int, empty: bool = False) -> Models:
+    """Random tiny models sized to the data. `empty`: the DiT, head and VAE on the meta device
+    (FSDP ranks > 0, which receive rank 0's random weights)."""
     if height % 16 or width % 16 or (frames - 1) % 4:
         raise ValueError(f"tiny model needs H, W multiples of 16 and T = 1 + 4k, got {frames}x{height}x{width}")
     torch.manual_seed(cfg.seed)
     tconf = tiny_transformer_config(sample_height=height // 8, sample_width=width // 8, sample_frames=frames)
     aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(tconf["num_layers"]))
-    dit = GeoMotionDiT.from_config(tconf, aug)
     from diffusers import AutoencoderKLCogVideoX
 
-    vae = VideoLatentEncoder(AutoencoderKLCogVideoX(**tiny_vae_config(height, width)))
-    text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
-    head = TemporalDPTHead(DPTHeadConfig.tiny(dit.config.num_attention_heads * dit.config.attention_head_dim))
+    with _empty_if(empty):
+        dit = GeoMotionDiT.from_config(tconf, aug)
+        vae = VideoLatentEncoder(AutoencoderKLCogVideoX(**tiny_vae_config(height, width)))
+        text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
+        head = TemporalDPTHead(DPTHeadConfig.tiny(dit.config.num_attention_heads * dit.config.attention_head_dim))
     return Models(dit, head, vae, text, cogvideox_scheduler())
 
 
-def _full_models(cfg: TrainConfig, dtype: torch.dtype) -> Models:
+def _full_models(cfg: TrainConfig, dtype: torch.dtype, empty: bool = False) -> Models:
     """CogVideoX-5B-I2V from a local folder. Frozen parts in `dtype`; a DiT that trains keeps
-    fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in bf16 weights."""
+    fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in bf16 weights.
+    `empty`: the DiT (from its config, never reading its weights) and the head on the meta
+    device (FSDP ranks > 0, which receive rank 0's weights; their dtypes follow rank 0's too)."""
     path = Path(cfg.pretrained)
     dit_dtype = dtype if cfg.stage == "1b" else torch.float32
     layers = json.loads((path / "transformer" / "config.json").read_text())["num_layers"]
     aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(layers))
-    dit = GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype)
+    if empty:
+        dit = _empty_dit(path / "transformer", aug)
+    else:
+        dit = GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype)
     vae = VideoLatentEncoder(load_vae(path, torch_dtype=dtype))
     text = T5TextEncoder(path, max_length=dit.config.max_text_seq_length, torch_dtype=dtype)
-    head = TemporalDPTHead(DPTHeadConfig(embed_dim=dit.config.num_attention_heads * dit.config.attention_head_dim))
+    with _empty_if(empty):
+        head = TemporalDPTHead(DPTHeadConfig(embed_dim=dit.config.num_attention_heads * dit.config.attention_head_dim))
     return Models(dit, head, vae, text, load_scheduler(path))
+
+
+def _empty_dit(folder: Path, aug: GMAugmentationConfig) -> GeoMotionDiT:
+    """The DiT `GeoMotionDiT.from_pretrained(folder.parent, aug, subfolder=folder.name)` builds
+    (a base CogVideoX checkpoint, widened), on the meta device, from its config alone."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    with torch.device("meta"):
+        base = CogVideoXTransformer3DModel.from_config(CogVideoXTransformer3DModel.load_config(folder))
+        return GeoMotionDiT(expand_transformer(base, aug), aug)
 
 
 def _check_clip_size(models: Models, frames: int, height: int, width: int) -> None:
@@ -285,19 +327,23 @@ class Trainer:
         first = full_videos[0]
         T, _, H, W = first["rgb"].shape
         self.label_size = (H, W)
+        # under FSDP only rank 0 materialises (and loads) the DiT and head; the other ranks build
+        # them on the meta device and receive rank 0's weights when `_parallel_modules` shards them
+        self.fsdp = self.dist.enabled and cfg.strategy == "fsdp"
+        empty = self.fsdp and not self.dist.is_main
         if cfg.model == "tiny":
-            self.models = _tiny_models(cfg, T, H, W)
+            self.models = _tiny_models(cfg, T, H, W, empty)
         else:
-            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32)
+            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32, empty)
             _check_clip_size(self.models, T, H, W)
         if cfg.stage == "1a":
             self.models.head = None
-        self.models.dit.to(self.device)
-        self.models.vae.to(self.device)
-        self.models.text.to(self.device)
-        if self.models.head is not None:
-            self.models.head.to(self.device)
-        if cfg.init_from:
+        for module in (self.models.dit, self.models.vae, self.models.text, self.models.head):
+            if module is not None and not is_meta(module):
+                module.to(self.device)
+        if self.fsdp and cfg.model == "tiny":
+            replicate_from_rank0(self.models.vae, self.device, self.dist)  # random: rank 0's draws
+        if cfg.init_from and not empty:
             _load_weights(Path(cfg.init_from), self.models, None)
         self.cache = None
         if cfg.latent_cache:
@@ -342,18 +388,22 @@ class Trainer:
         dit, head = self.models.dit, self.models.head
         if not self.dist.enabled:
             return dit, head
-        if self.cfg.strategy == "fsdp":
+        if self.fsdp:
             # the DiT and the head return channel slices (views); FSDP2 warns on every such output
             # because an in-place op on one would skip its backward hook, and nothing here does one
             warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
             mesh = device_mesh(self.device, self.dist)
             policy = fsdp_mixed_precision(self.device, self.cfg.mixed_precision)
+            # ranks > 0 hold empty modules until here: each takes its shards of rank 0's weights
             if self.cfg.stage != "1b":
-                shard_fsdp(dit, list(dit.transformer.transformer_blocks), mesh, policy)
+                blocks = list(dit.transformer.transformer_blocks)
+                shard_fsdp_from_rank0(dit, blocks, mesh, policy, self.device, self.dist)
+            else:
+                replicate_from_rank0(dit, self.device, self.dist)  # frozen: a replica of rank 0's
             if head is not None:
                 # one group: the head is ~1% of the 5B model's parameters, and its high-resolution
                 # trunk runs once per frame chunk, which would repeat a trunk group's collectives
-                shard_fsdp(head, [], mesh, policy, reduce_unused_params=True)
+                shard_fsdp_from_rank0(head, [], mesh, policy, self.device, self.dist, reduce_unused_params=True)
             return dit, head
         if self.cfg.stage != "1b":
             dit = wrap_ddp(dit, self.device)
@@ -443,12 +493,14 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def _load_checkpoint(self, ckpt: Path) -> dict[str, Any]:
-        """Load a checkpoint's weights into the (not yet wrapped) modules; return its trainer state."""
+        """Load a checkpoint's weights into the (not yet wrapped) modules; return its trainer state.
+        Under FSDP rank 0 alone reads the weights (the others' modules are still empty)."""
         # memory-mapped: under FSDP only rank 0 reads the optimizer tensors (and broadcasts them)
         state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
         if state["config"]["stage"] != self.cfg.stage:
             raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {self.cfg.stage}")
-        _load_weights(ckpt, self.models, None)
+        if not is_meta(self.models.dit):
+            _load_weights(ckpt, self.models, None)
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +12,8 @@ import torch.distributed as dist
 
 import model.train as train
 from model.data import LabelClipDataset, MixtureSampler, collate_samples
-from model.dit import GeoMotionDiT
-from model.distributed import DistContext, mean_over_ranks, shard_stream, torchrun_command
+from model.dit import GeoMotionDiT, GMAugmentationConfig, tiny_transformer_config
+from model.distributed import DistContext, is_meta, mean_over_ranks, shard_stream, torchrun_command
 from pipelines.synthetic_set import scene_configs, write_synthetic_set
 from storage import LabelStore
 
@@ -101,31 +103,52 @@ def test_two_process_ddp_run(tmp_path):
 
 # Both ranks of a 2-process FSDP job: an uninterrupted 3-step stage-2 run, then 2 steps and a resume to 3
 # (a new Trainer that reads everything from the checkpoint), one stage-1b step on the result (frozen DiT),
-# and what FSDP did to the modules.
+# and what FSDP did to the modules. The resumed and the stage-1b trainers also save, before training, every
+# parameter and buffer as this rank holds it (its shard of a sharded one), and the resumed one the full
+# state gathered on rank 0 and its (random, replicated) VAE; every checkpoint weight load is logged (rank 0
+# alone may read weights).
 FSDP_WORKER = textwrap.dedent(
     """
     import json, sys
     import torch
+    import model.train as train
+    from model.distributed import full_model_state
     from model.train import TrainConfig, Trainer
 
     torch.set_num_threads(1)
     config = json.loads(sys.argv[1])
     out = config.pop("output_dir")
+    loads, load_weights = [], train._load_weights
+    train._load_weights = lambda ckpt, *args: loads.append(ckpt.name) or load_weights(ckpt, *args)
+
+    def as_held(**modules):
+        shards, whole = {}, {}
+        for prefix, module in modules.items():
+            for name, t in [*module.named_parameters(), *module.named_buffers()]:
+                sharded = hasattr(t, "to_local")
+                (shards if sharded else whole)[f"{prefix}.{name}"] = (t.to_local() if sharded else t).detach().clone()
+        return {"shards": shards, "whole": whole}
+
     full = Trainer(TrainConfig(**config, output_dir=f"{out}/full", steps=3))
     full.run()
     Trainer(TrainConfig(**config, output_dir=f"{out}/split", steps=2)).run()
     resumed = Trainer(TrainConfig(**config, output_dir=f"{out}/split", steps=3))
     start = resumed.step
+    held = as_held(dit=resumed.models.dit, head=resumed.models.head)
+    held["gathered"] = {"dit": full_model_state(resumed.models.dit), "head": full_model_state(resumed.models.head)}
+    held["vae"] = resumed.models.vae.state_dict()
+    torch.save(held, f"{out}/resumed{resumed.dist.rank}.pt")
     resumed.run()
     head_only = Trainer(TrainConfig(**{**config, "stage": "1b"}, output_dir=f"{out}/s1b", steps=1,
                                     init_from=f"{out}/full/checkpoints/step_00000003"))
+    torch.save(as_held(dit=head_only.models.dit, head=head_only.models.head), f"{out}/s1b{head_only.dist.rank}.pt")
     head_only.run()
     weight = full.models.dit.transformer.transformer_blocks[0].attn1.to_q.weight
     head_weight = full.models.head.depth_head[2].weight
     facts = dict(resumed_from=start, block_weight=[type(weight).__name__, list(weight.shape), list(weight.to_local().shape)],
                  moment_shard=list(full.optimizer.state[weight]["exp_avg"].to_local().shape),
                  head_weight=type(head_weight).__name__,
-                 frozen_dit=type(head_only.models.dit.transformer.proj_out.weight).__name__)
+                 frozen_dit=type(head_only.models.dit.transformer.proj_out.weight).__name__, loads=loads)
     json.dump(facts, open(f"{out}/rank{full.dist.rank}.json", "w"))
     torch.distributed.destroy_process_group()
     """
@@ -174,6 +197,33 @@ def _assert_same(a: dict, b: dict, **tolerance) -> None:
         torch.testing.assert_close(a[key], b[key], msg=key, **tolerance)
 
 
+def _loaded_tensors(ckpt) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer (also non-persistent ones) of a checkpoint loaded in one process."""
+    from safetensors.torch import load_file
+
+    dit = GeoMotionDiT.from_pretrained(ckpt / "dit")
+    tensors = {f"dit.{n}": t.detach() for n, t in [*dit.named_parameters(), *dit.named_buffers()]}
+    tensors.update({f"head.{k}": v for k, v in load_file(str(ckpt / "dpt_head.safetensors")).items()})  # no buffers
+    return tensors
+
+
+def _rank_shard(full: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """FSDP2's dim-0 shard of `full` on `rank` (torch.chunk; ranks past the last chunk hold none)."""
+    chunks = torch.chunk(full, world_size, dim=0)
+    return chunks[rank] if rank < len(chunks) else full[:0]
+
+
+def _assert_held_exactly(held: list[dict], reference: dict[str, torch.Tensor]) -> None:
+    """Each rank's shards are its chunks of `reference`'s tensors, its whole tensors equal them: bit for bit."""
+    for rank, tensors in enumerate(held):
+        assert tensors["shards"].keys() | tensors["whole"].keys() == reference.keys()
+        for key, shard in tensors["shards"].items():
+            expected = _rank_shard(reference[key], rank, len(held))
+            assert shard.dtype == expected.dtype and torch.equal(shard, expected), (rank, key)
+        for key, whole in tensors["whole"].items():
+            assert whole.dtype == reference[key].dtype and torch.equal(whole, reference[key]), (rank, key)
+
+
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
 def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     store = LabelStore.create(tmp_path / "store", precision="float32")
@@ -196,6 +246,19 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
         assert f["resumed_from"] == 2
         assert f["block_weight"] == ["DTensor", [32, 32], [16, 32]] and f["moment_shard"] == [16, 32]
         assert f["head_weight"] == "DTensor" and f["frozen_dit"] == "Parameter"  # stage 1b: a frozen replica
+    # start-up: rank 0 alone read the checkpoints (resume, then --init-from); rank 1 built empty modules and
+    # received exactly the weights and buffers of a single-process load, as shards and as a replica
+    assert facts[0]["loads"] == ["step_00000002", "step_00000003"] and facts[1]["loads"] == []
+    resumed = [torch.load(out / f"resumed{r}.pt", weights_only=False) for r in range(2)]
+    at_step_2 = _loaded_tensors(out / "split" / "checkpoints" / "step_00000002")
+    _assert_held_exactly(resumed, at_step_2)
+    assert {k for r in resumed for k in r["whole"]} == {"dit.transformer.patch_embed.pos_embedding"}  # a buffer
+    gathered = {f"{m}.{k}": v for m, state in resumed[0]["gathered"].items() for k, v in state.items()}
+    assert gathered.keys() == at_step_2.keys() and all(torch.equal(v, at_step_2[k]) for k, v in gathered.items())
+    assert all(r["gathered"] == {"dit": {}, "head": {}} for r in resumed[1:])  # gathered to rank 0 only
+    s1b = [torch.load(out / f"s1b{r}.pt", weights_only=False) for r in range(2)]
+    _assert_held_exactly(s1b, _loaded_tensors(out / "full" / "checkpoints" / "step_00000003"))
+    assert all(k.startswith("dit.") for k in s1b[1]["whole"]) and s1b[1]["shards"]  # replicated DiT, sharded head
     # stop + resume reproduces the uninterrupted run: weights, optimizer state, logged losses
     full, split = out / "full" / "checkpoints", out / "split" / "checkpoints"
     _assert_same(_checkpoint_weights(full / "step_00000003"), _checkpoint_weights(split / "step_00000003"), rtol=0, atol=0)
@@ -215,6 +278,8 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     # gradient norms (so FSDP averages the sharded gradients and takes their global norm) and weights
     generators = [torch.Generator().manual_seed(config["seed"] + 1 + r) for r in range(2)]
     reference = train.Trainer(train.TrainConfig(**{**config, "output_dir": str(tmp_path / "ref"), "steps": 3}))
+    for held in resumed:  # rank 1 built its tiny VAE empty and took rank 0's random weights
+        _assert_same(held["vae"], reference.models.vae.state_dict(), rtol=0, atol=0)
     logged = _emulate_data_parallel(reference, generators, 2)
     for fsdp, single in zip(logs[0], logged):
         assert fsdp["loss"] == pytest.approx(single["loss"], rel=1e-5)
@@ -237,3 +302,85 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     _emulate_data_parallel(cross, ranks, 1)
     _assert_same(_checkpoint_weights(full / "step_00000003"), _weights(cross.models.dit, cross.models.head.state_dict()),
                  **tolerance)  # fmt: skip
+
+
+def _t2v_dit(seed: int, empty: bool = False, num_layers: int = 2) -> GeoMotionDiT:
+    """A tiny DiT in CogVideoX-2B's layout: no RoPE, a sin-cos positional table as a non-persistent buffer."""
+    conf = tiny_transformer_config(image_conditioned=False, use_rotary_positional_embeddings=False, num_layers=num_layers)
+    torch.manual_seed(seed)
+    with torch.device("meta") if empty else contextlib.nullcontext():
+        return GeoMotionDiT.from_config(conf, GMAugmentationConfig(image_cond_channels=0, tap_blocks=[0, num_layers - 1]))
+
+
+# Both ranks of a 2-process job: rank 0 builds the T2V DiT above (seed 0), rank 1 builds it empty in bf16
+# (its dtypes must follow rank 0's); sharded from rank 0, then a replica that rank 1 first built with
+# other random weights; then a module built unlike rank 0's (must fail on every rank alike).
+HELPER_WORKER = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from model.distributed import (device_mesh, fsdp_mixed_precision, full_model_state, init_distributed,
+                                   replicate_from_rank0, shard_fsdp_from_rank0)
+    sys.path.insert(0, sys.argv[2])
+    from test_model_distributed import _t2v_dit
+
+    torch.set_num_threads(1)
+    ctx, cpu = init_distributed("cpu"), torch.device("cpu")
+    sharded = _t2v_dit(0, empty=ctx.rank > 0)
+    if ctx.rank > 0:
+        sharded.to(torch.bfloat16)
+    mesh = device_mesh(cpu, ctx)
+    shard_fsdp_from_rank0(sharded, list(sharded.transformer.transformer_blocks), mesh, fsdp_mixed_precision(cpu, "no"), cpu, ctx)
+    shards = {n: p.to_local().detach().clone() for n, p in sharded.named_parameters()}
+    buffers = {n: b.clone() for n, b in sharded.named_buffers()}
+    gathered = full_model_state(sharded)
+    replica = replicate_from_rank0(_t2v_dit(seed=ctx.rank), cpu, ctx)
+    try:
+        replicate_from_rank0(_t2v_dit(0, num_layers=2 if ctx.rank == 0 else 1), cpu, ctx)
+        error = None
+    except ValueError as e:
+        error = str(e)
+    torch.save(dict(shards=shards, buffers=buffers, gathered=gathered, replica=replica.state_dict(), error=error),
+               f"{sys.argv[1]}/rank{ctx.rank}.pt")
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+def test_rank0_broadcast_fills_empty_modules_exactly(tmp_path):
+    (tmp_path / "worker.py").write_text(HELPER_WORKER)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    command = [*launcher, str(tmp_path / "worker.py"), str(tmp_path), str(Path(__file__).parent)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+    reference = _t2v_dit(0)  # what one process builds
+    table = reference.transformer.patch_embed.pos_embedding
+    assert "transformer.patch_embed.pos_embedding" not in reference.state_dict() and table.abs().sum() > 0
+    for rank, held in enumerate(ranks):
+        for name, param in reference.named_parameters():
+            expected = _rank_shard(param.detach(), rank, 2)
+            assert held["shards"][name].dtype == expected.dtype and torch.equal(held["shards"][name], expected), (rank, name)
+        assert held["buffers"].keys() == {"transformer.patch_embed.pos_embedding"}
+        assert held["buffers"]["transformer.patch_embed.pos_embedding"].dtype == table.dtype == torch.float64
+        assert torch.equal(held["buffers"]["transformer.patch_embed.pos_embedding"], table), rank  # non-persistent
+        _assert_same(held["replica"], reference.state_dict(), rtol=0, atol=0)
+        assert "rank 1's GeoMotionDiT differs from rank 0's" in held["error"]
+    _assert_same(ranks[0]["gathered"], reference.state_dict(), rtol=0, atol=0)
+    assert ranks[1]["gathered"] == {}
+    assert not torch.equal(_t2v_dit(1).transformer.proj_out.weight, reference.transformer.proj_out.weight)
+
+
+def test_empty_dit_has_the_layout_of_a_pretrained_load(tmp_path):
+    from diffusers import CogVideoXTransformer3DModel
+
+    CogVideoXTransformer3DModel.from_config(tiny_transformer_config()).save_pretrained(tmp_path / "transformer")
+    aug = GMAugmentationConfig(tap_blocks=[0, 1])
+    loaded = GeoMotionDiT.from_pretrained(tmp_path, aug, subfolder="transformer")
+    empty = train._empty_dit(tmp_path / "transformer", aug)
+    assert is_meta(empty) and not is_meta(loaded)
+    layout = [(n, tuple(t.shape)) for n, t in [*loaded.named_parameters(), *loaded.named_buffers()]]
+    assert [(n, tuple(t.shape)) for n, t in [*empty.named_parameters(), *empty.named_buffers()]] == layout
+    assert empty.aug == aug and empty.config.in_channels == aug.in_channels == 48

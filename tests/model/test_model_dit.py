@@ -144,3 +144,21 @@ def test_rotary_matches_diffusers_pipeline(patch_size_t):
     got = rotary_embeddings(cfg, 4, 60, 90)
     for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g, e)
+
+
+def test_frozen_parts_load_in_the_dtype_asked_for(tmp_path):
+    """Stage 1b and inference load the DiT and VAE in bf16; diffusers silently ignores
+    `torch_dtype` without `accelerate` (a declared dependency for that reason)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    from model.encoders import load_vae, tiny_vae_config
+
+    GeoMotionDiT.from_config(tiny_transformer_config(), GMAugmentationConfig(tap_blocks=[1])).save_pretrained(
+        tmp_path / "wr"
+    )
+    AutoencoderKLCogVideoX(**tiny_vae_config(32, 32)).save_pretrained(tmp_path / "vae")
+    dit = GeoMotionDiT.from_pretrained(tmp_path / "wr", torch_dtype=torch.bfloat16)
+    vae = load_vae(tmp_path, torch_dtype=torch.bfloat16)
+    assert {p.dtype for p in dit.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in vae.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in GeoMotionDiT.from_pretrained(tmp_path / "wr").parameters()} == {torch.float32}
