@@ -1,7 +1,8 @@
 """Dynamic-mask accuracy over many synthetic clips: the weight-free chain, and with a depth prior.
 
 For each seed and camera (dolly, orbit), a clip with moving objects and one without is
-rendered; DIS flow is computed; `label_depth_and_masks` runs with the ground-truth cameras
+rendered; DIS flow is computed as the labeling pipeline does (key pairs filled from the
+consecutive flows where invalid, unless --no-key-chains); `label_depth_and_masks` runs with the ground-truth cameras
 (scaled by an arbitrary factor, as SfM would give) and
 - `mvs`: the weight-free multi-view depth (no prior);
 - `prior E`: the neural backend's alignment and masks fed a simulated network: the true
@@ -26,7 +27,7 @@ import numpy as np
 from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import label_depth_and_masks
-from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
+from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
 from pipelines.synthetic import SceneConfig, render_clip
 
@@ -56,6 +57,15 @@ def simulated_prediction(depth: np.ndarray, rel_error: float, seed: int) -> np.n
     return (2.7 * inverse + 0.04).astype(np.float32)
 
 
+def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> dict:
+    """Consecutive and key-pair DIS flows as `pipelines.labeling` makes them."""
+    consecutive = compute_pair_flows(DisFlow(), frames, consecutive_pairs(len(frames)))
+    key = compute_pair_flows(DisFlow(), frames, key_frame_pairs(len(frames), stride))
+    if key_chains:
+        key = fill_from_chains(key, consecutive)
+    return {**flow_pairs_from_pair_flows(consecutive), **flow_pairs_from_pair_flows(key)}
+
+
 def run_chain(clip, flows, prior_error: float | None, seed: int) -> np.ndarray:
     c2w = clip.labels["c2w"].astype(np.float64)
     c2w[:, :3, 3] *= CAMERA_SCALE
@@ -73,6 +83,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", default="120x180")
     parser.add_argument("--prior-errors", type=float, nargs="*", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--no-key-chains", action="store_true",
+                        help="key-pair flows as estimated directly (no fill from consecutive flows)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed, one prior")
     args = parser.parse_args()
     if args.quick:
@@ -88,8 +100,7 @@ def main() -> None:
                 cfg = SceneConfig(seed=seed, height=height, width=width, num_frames=args.frames, stride=4,
                                   camera=camera, num_moving=num_moving)
                 clip = render_clip(cfg)
-                pairs = consecutive_pairs(cfg.num_frames) + key_frame_pairs(cfg.num_frames, cfg.stride)
-                flows = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+                flows = pipeline_flows(clip.frames, cfg.stride, not args.no_key_chains)
                 truth = clip.labels["dynamic_mask"]
                 for chain in chains:
                     start = time.perf_counter()

@@ -45,8 +45,8 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from labelers.flow import PairFlows
-from labelers.geometry import inside_image, pixel_grid, relative_pose
+from labelers.flow import PairFlows, compose_flows
+from labelers.geometry import pixel_grid, relative_pose
 
 __all__ = [
     "FlowPairs",
@@ -180,36 +180,6 @@ def check_flow_pairs(flows: FlowPairs, num_frames: int, height: int, width: int)
             raise ValueError(f"flow ({i}, {j}) must be (H, W, 2) = ({height}, {width}, 2), got {np.shape(flow_px)}")
         if np.shape(valid) != (height, width) or np.asarray(valid).dtype != bool:
             raise ValueError(f"flow validity ({i}, {j}) must be (H, W) bool, got {np.shape(valid)}")
-
-
-def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear sample (H, W[, C]) float32 at (H, W, 2) positions; NaN where not inside the image.
-
-    cv2.remap for speed, with `labelers.geometry.inside_image` deciding what is outside.
-    """
-    map_xy = np.nan_to_num(uv, nan=-1.0).astype(np.float32)
-    out = cv2.remap(np.asarray(image, np.float32), map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR)
-    out[~inside_image(uv, *image.shape[:2])] = np.nan
-    return out
-
-
-def compose_flows(
-    flow_ab_px: np.ndarray, valid_ab: np.ndarray, flow_bc_px: np.ndarray, valid_bc: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """F_{a->c}(u) = F_{a->b}(u) + F_{b->c}(u + F_{a->b}(u)).
-
-    Valid where F_{a->b} is valid and every pixel that the bilinear read of F_{b->c} touches is valid.
-
-    Returns:
-        flow_px (H, W, 2) float32, valid (H, W) bool.
-    """
-    uv_b = pixel_grid(*flow_ab_px.shape[:2]) + flow_ab_px
-    stacked = np.concatenate([flow_bc_px, valid_bc[..., None].astype(np.float32)], axis=-1)
-    sampled = _sample(stacked, uv_b)
-    with np.errstate(invalid="ignore"):
-        valid = valid_ab & (sampled[..., 2] > 1.0 - 1e-4)
-    flow = np.where(valid[..., None], flow_ab_px + sampled[..., :2], 0.0).astype(np.float32)
-    return flow, valid
 
 
 def flow_paths(

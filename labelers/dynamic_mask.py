@@ -347,7 +347,7 @@ class FlowRigidityMasks:
     """
 
     name = "flow_rigidity"
-    version = "1"
+    version = "2"  # 2: longer key views (key_view_multiples), depth prior
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()

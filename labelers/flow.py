@@ -15,9 +15,10 @@ term uses the backward flow at the source pixel x). B(x + F) is sampled bilinear
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 
 from labelers.geometry import bilinear_sample, inside_image, pixel_grid
@@ -35,6 +36,8 @@ __all__ = [
     "forward_backward_check",
     "flow_valid_mask",
     "compute_pair_flows",
+    "compose_flows",
+    "fill_from_chains",
     "consecutive_pairs",
     "key_frame_pairs",
 ]
@@ -305,3 +308,134 @@ def compute_pair_flows(
         fb_error_fwd_px=np.stack(err_fwd),
         fb_error_bwd_px=np.stack(err_bwd),
     )
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear sample (H, W[, C]) float32 at (H, W, 2) positions; NaN where not inside the image.
+
+    cv2.remap for speed, with `labelers.geometry.inside_image` deciding what is outside.
+    """
+    map_xy = np.nan_to_num(uv, nan=-1.0).astype(np.float32)
+    out = cv2.remap(np.asarray(image, np.float32), map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR)
+    out[~inside_image(uv, *image.shape[:2])] = np.nan
+    return out
+
+
+def compose_flows(
+    flow_ab_px: np.ndarray, valid_ab: np.ndarray, flow_bc_px: np.ndarray, valid_bc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """F_{a->c}(u) = F_{a->b}(u) + F_{b->c}(u + F_{a->b}(u)).
+
+    Valid where F_{a->b} is valid and every pixel that the bilinear read of F_{b->c} touches is valid.
+
+    Returns:
+        flow_px (H, W, 2) float32, valid (H, W) bool.
+    """
+    flow, valid, _ = _compose_with_variance(flow_ab_px, valid_ab, None, flow_bc_px, valid_bc, None)
+    return flow, valid
+
+
+def _compose_with_variance(
+    flow_ab_px: np.ndarray,
+    valid_ab: np.ndarray,
+    var_ab: np.ndarray | None,
+    flow_bc_px: np.ndarray,
+    valid_bc: np.ndarray,
+    var_bc: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`compose_flows`, and the variance of the composition (hop errors independent) when given."""
+    channels = [flow_bc_px, valid_bc[..., None].astype(np.float32)]
+    if var_bc is not None:
+        channels.append(np.nan_to_num(var_bc, nan=np.inf, posinf=np.inf)[..., None].astype(np.float32))
+    sampled = _sample(np.concatenate(channels, axis=-1), pixel_grid(*flow_ab_px.shape[:2]) + flow_ab_px)
+    with np.errstate(invalid="ignore"):
+        valid = valid_ab & (sampled[..., 2] > 1.0 - 1e-4)
+    flow = np.where(valid[..., None], flow_ab_px + sampled[..., :2], 0.0).astype(np.float32)
+    variance = None if var_ab is None or var_bc is None else np.where(valid, var_ab + sampled[..., 3], np.inf)
+    return flow, valid, variance
+
+
+def fill_from_chains(
+    direct: PairFlows,
+    links: PairFlows,
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
+    alpha: float = FB_ALPHA,
+    beta: float = FB_BETA,
+    min_correction_px: float = 3.0,
+) -> PairFlows:
+    """Where the direct flow of a pair (i, j) is invalid, the flow composed along the chain of
+    `links` i -> i +- 1 -> ... -> j, in both directions.
+
+    A fast object moves tens of pixels over a key-frame interval: a direct estimate loses it
+    there (DIS at 240x360: 72 % of a mover moving 32 px invalid, 36 px error), while the same
+    motion in single-frame steps is tracked. A composed pixel is kept where every hop is valid,
+    the composed backward flow is valid at its target, the two pass the forward-backward check, and its
+    uncertainty, the root sum of squares of the hops' uncertainties along the chain (hop errors
+    taken as independent), is at most `max_uncertainty_px`, and it differs from the direct flow
+    by more than `min_correction_px`: the direct estimate lost the motion there. Pixels whose
+    direct flow is merely inconsistent (occlusion borders, the image edge) stay invalid, as the
+    chain is no better there: filling them too added pixels with 0.2-0.8 px median error,
+    which reached the multi-view depth and doubled the false alarms of the masks on a
+    120x180 dolly clip. Pixels whose direct flow is valid keep it: one estimate does not
+    accumulate the hops' errors.
+
+    Args:
+        direct: flows of the pairs to fill (e.g. `key_frame_pairs`).
+        links: flows holding (t, t + 1) or (t + 1, t) for every step of every chain
+            (e.g. `consecutive_pairs`).
+
+    Raises:
+        ValueError: a chain step has no flow in `links`, or the two disagree in image size.
+    """
+    if direct.flow_fwd_px.shape[1:] != links.flow_fwd_px.shape[1:]:
+        sizes = (direct.flow_fwd_px.shape[1:3], links.flow_fwd_px.shape[1:3])
+        raise ValueError(f"direct and link flows differ in size: {sizes[0]} vs {sizes[1]}")
+    hops: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for p, (i, j) in enumerate(links.pairs.tolist()):
+        hops[(i, j)] = (links.flow_fwd_px[p], links.valid_fwd[p], links.uncertainty_fwd_px[p].astype(np.float64) ** 2)
+        hops[(j, i)] = (links.flow_bwd_px[p], links.valid_bwd[p], links.uncertainty_bwd_px[p].astype(np.float64) ** 2)
+    filled = {name: getattr(direct, name).copy() for name in _PER_PIXEL_FIELDS}
+    for p, (i, j) in enumerate(direct.pairs.tolist()):
+        fwd_flow, fwd_valid, fwd_var = _along_chain(hops, i, j)
+        bwd_flow, bwd_valid, bwd_var = _along_chain(hops, j, i)
+        for suffix, flow, valid, var, other, other_valid in (
+            ("fwd", fwd_flow, fwd_valid, fwd_var, bwd_flow, bwd_valid),
+            ("bwd", bwd_flow, bwd_valid, bwd_var, fwd_flow, fwd_valid),
+        ):
+            check = forward_backward_check(flow, other, alpha, beta)
+            target = pixel_grid(*valid.shape) + flow
+            with np.errstate(invalid="ignore"):
+                other_valid_at_target = _sample(other_valid.astype(np.float32), target) > 1 - 1e-4
+            uncertainty = np.sqrt(var).astype(np.float32)
+            use = valid & other_valid_at_target & check.consistent & _confident(uncertainty, max_uncertainty_px)
+            use &= ~filled[f"valid_{suffix}"][p]
+            lost = np.linalg.norm(flow - getattr(direct, f"flow_{suffix}_px")[p], axis=-1) > min_correction_px
+            use &= lost
+            filled[f"flow_{suffix}_px"][p][use] = flow[use]
+            filled[f"uncertainty_{suffix}_px"][p][use] = uncertainty[use]
+            filled[f"fb_error_{suffix}_px"][p][use] = check.fb_error_px[use]
+            filled[f"valid_{suffix}"][p][use] = True
+    return replace(direct, **filled)
+
+
+_PER_PIXEL_FIELDS = (
+    "flow_fwd_px", "flow_bwd_px", "uncertainty_fwd_px", "uncertainty_bwd_px",
+    "valid_fwd", "valid_bwd", "fb_error_fwd_px", "fb_error_bwd_px",
+)
+
+
+def _along_chain(
+    hops: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]], src: int, dst: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flow, validity and variance (px^2) from src to dst composed over single-frame hops."""
+    step = 1 if dst > src else -1
+    flow = valid = variance = None
+    for a in range(src, dst, step):
+        if (a, a + step) not in hops:
+            raise ValueError(f"no link flow ({a}, {a + step}) to chain frames {src} -> {dst}")
+        hop_flow, hop_valid, hop_var = hops[(a, a + step)]
+        if flow is None:
+            flow, valid, variance = hop_flow, hop_valid, hop_var
+        else:
+            flow, valid, variance = _compose_with_variance(flow, valid, variance, hop_flow, hop_valid, hop_var)
+    return flow, valid, variance

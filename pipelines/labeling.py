@@ -26,7 +26,14 @@ import numpy as np
 
 from labelers.depth import flow_pairs_from_pair_flows
 from labelers.dynamic_mask import label_depth_and_masks
-from labelers.flow import FlowEstimator, PairFlows, compute_pair_flows, consecutive_pairs, key_frame_pairs
+from labelers.flow import (
+    FlowEstimator,
+    PairFlows,
+    compute_pair_flows,
+    consecutive_pairs,
+    fill_from_chains,
+    key_frame_pairs,
+)
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import point_maps, scene_flow
@@ -69,6 +76,9 @@ class LabelConfig:
             flow (None: the flow validity alone). 0.5 px suits the DIS backend's forward-backward
             uncertainty; SEA-RAFT's uncertainty never drops below ~1.6 px, so use None or ~2.5 there.
         scene_flow_border_px: scene flow is valid only this far inside a moving region.
+        key_flow_chains: where the direct key-pair flow is invalid, take the consecutive flows
+            composed over the key interval (`labelers.flow.fill_from_chains`): a direct
+            estimate loses fast movers that single-frame steps track.
         thresholds: quality gates.
     """
 
@@ -85,6 +95,7 @@ class LabelConfig:
     max_flow_uncertainty_px: float = 3.0
     scene_flow_max_uncertainty_px: float | None = 0.5
     scene_flow_border_px: int = 2
+    key_flow_chains: bool = True
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
 
     def __post_init__(self) -> None:
@@ -241,6 +252,8 @@ def label_clip(
     with _stage(seconds, "flow"):
         flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
         key_flows = compute_pair_flows(backends.flow, frames, key_frame_pairs(T, stride), cfg.max_flow_uncertainty_px)
+        if cfg.key_flow_chains:
+            key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with _stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported)
