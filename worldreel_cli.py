@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     # Offline by design: no telemetry calls to fail and slow down the ephemeral Prefect server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Prefect gives its ephemeral server 20 s to start; on a node whose cores are busy (Ray
+    # workers labelling) it took longer, and the run failed before it began.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:  # the model commands own their typed command lines (model/)
         return _cmd_train(argv[1:])

@@ -13,6 +13,8 @@ def isolated_prefect(tmp_path_factory):
     os.environ["PREFECT_API_URL"] = ""  # ephemeral: no server
     os.environ.pop("PREFECT_API_URL")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # as `worldreel` does: the default 20 s start of the ephemeral server fails on a loaded machine
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     yield
     import ray
 
