@@ -18,11 +18,12 @@ and receive their shards from rank 0, one tensor at a time (`set_model_state_dic
 `broadcast_from_rank0`). Buffers the state dict leaves out (non-persistent tables a module
 computes at construction) are broadcast too, so every rank's shards and buffers equal those of
 rank 0's module (empty modules take rank 0's dtypes; names and shapes must match). A
-replicated module (`replicate_from_rank0`, e.g. stage 1b's frozen DiT) gets every tensor of
-rank 0's broadcast whole, in place. Checkpoints go the other way: the full model and optimizer
-states are gathered one tensor at a time and kept on rank 0's CPU only (`full_model_state`,
-`full_optimizer_state`); on resume rank 0 alone reads the optimizer state and broadcasts it
-(`load_full_optimizer_state`). So ranks > 0 never hold more of a sharded module than their
+replicated module (`replicate_from_rank0`: stage 1b's frozen DiT, the frozen VAE and text
+encoder) gets every tensor of rank 0's broadcast whole, in place; parameters tied in the module
+(T5's shared token embedding) stay one tensor. Checkpoints go the other way: the full model and
+optimizer states are gathered one tensor at a time and kept on rank 0's CPU only
+(`full_model_state`, `full_optimizer_state`); on resume rank 0 alone reads the optimizer state
+and broadcasts it (`load_full_optimizer_state`). So ranks > 0 never hold more of a sharded module than their
 shards plus one full tensor; rank 0 holds one full copy (at start-up and while saving).
 
 Data: the mixture sampler is one endless seeded stream shared by all ranks; draw i goes to
@@ -274,13 +275,29 @@ def shard_fsdp_from_rank0(
 
 def replicate_from_rank0(module: nn.Module, device: torch.device, ctx: DistContext) -> nn.Module:
     """Make every rank's `module` (not sharded) a copy of rank 0's, in place: ranks that built it
-    on the meta device first allocate it on `device`. Every parameter and buffer is broadcast, so
-    this also aligns replicas whose random initialisation differs. Collective."""
+    on the meta device first allocate it on `device` (tied parameters stay tied). Every parameter
+    and buffer is broadcast, so this also aligns replicas whose random initialisation differs.
+    Collective."""
     _take_rank0_layout(module, ctx, type(module).__name__)
     if is_meta(module):
-        module.to_empty(device=device)
+        _to_empty_keeping_ties(module, device)
     _broadcast_in_place(t for _, t in _named_tensors(module))
     return module
+
+
+def _to_empty_keeping_ties(module: nn.Module, device: torch.device) -> None:
+    """`module.to_empty(device=device)`, then re-tie parameters that were one tensor under several
+    names (T5's shared token embedding): `to_empty` gives every name its own new tensor, which
+    would leave this rank with more tensors to broadcast than rank 0."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    module.to_empty(device=device)
+    for first, *tied in names.values():
+        param = module.get_parameter(first)
+        for name in tied:
+            owner, _, leaf = name.rpartition(".")
+            setattr(module.get_submodule(owner), leaf, param)
 
 
 def is_sharded(module: nn.Module | None) -> bool:

@@ -4,6 +4,13 @@ latents) and the text encoder.
 Both load from local folders only. CPU tests use a tiny random `AutoencoderKLCogVideoX`
 with the real one's compression (8x space, 4x time) and `HashTextEncoder`, which gives
 each caption fixed pseudo-random embeddings (a stand-in with the shape of T5's output).
+
+`empty=True` (`load_vae`, `T5TextEncoder`) builds the same module on the meta device from its
+config.json alone, reading no weight file: in a multi-process run (`model.train`) only rank 0
+loads the frozen encoders and the other ranks receive them whole, straight onto their device
+(`model.distributed.replicate_from_rank0`, which also gives them rank 0's dtypes). So a node
+reads the T5-XXL weights (~9.5 GB in bf16) once, and only rank 0 holds them in host memory on
+the way to its GPU. The T5 tokenizer files are small; every rank reads them.
 """
 
 from __future__ import annotations
@@ -44,11 +51,22 @@ def tiny_vae_config(height: int, width: int) -> dict[str, Any]:
 
 
 def load_vae(
-    local_path: str | os.PathLike, subfolder: str | None = "vae", torch_dtype: torch.dtype | None = None
+    local_path: str | os.PathLike,
+    subfolder: str | None = "vae",
+    torch_dtype: torch.dtype | None = None,
+    empty: bool = False,
 ) -> AutoencoderKLCogVideoX:
+    """The CogVideoX VAE of a local diffusers folder, in `torch_dtype` (None: diffusers' default, float32).
+
+    `empty`: built from the folder's config.json on the meta device (default dtype, no storage),
+    never opening the weight file; `replicate_from_rank0` fills it.
+    """
     folder = Path(local_path) / subfolder if subfolder else Path(local_path)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a local directory")
+    if empty:
+        with torch.device("meta"):
+            return AutoencoderKLCogVideoX.from_config(AutoencoderKLCogVideoX.load_config(folder))
     kwargs: dict[str, Any] = {"local_files_only": True}
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
@@ -140,21 +158,38 @@ class HashTextEncoder(nn.Module):
 
 class T5TextEncoder(nn.Module):
     """CogVideoX's T5 (v1.1 XXL) from a local diffusers folder: `text_encoder/` + `tokenizer/`,
-    captions padded/truncated to `max_length` (226) tokens, as the CogVideoX pipelines do."""
+    captions padded/truncated to `max_length` (226) tokens, as the CogVideoX pipelines do.
 
-    def __init__(self, local_path: str | os.PathLike, max_length: int = 226, torch_dtype: torch.dtype | None = None) -> None:
+    `empty`: the encoder is built from `text_encoder/config.json` on the meta device (default
+    dtype, no storage), never opening its weight files; the tokenizer loads as usual.
+    `replicate_from_rank0` fills it (its tied token embedding stays tied).
+    """
+
+    def __init__(
+        self,
+        local_path: str | os.PathLike,
+        max_length: int = 226,
+        torch_dtype: torch.dtype | None = None,
+        empty: bool = False,
+    ) -> None:
         super().__init__()
-        from transformers import T5EncoderModel, T5Tokenizer
+        from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
         root = Path(local_path)
         for sub in ("text_encoder", "tokenizer"):
             if not (root / sub).is_dir():
                 raise FileNotFoundError(f"{root / sub} is not a local directory")
         self.tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
-        kwargs: dict[str, Any] = {"local_files_only": True}
-        if torch_dtype is not None:
-            kwargs["torch_dtype"] = torch_dtype
-        self.model = T5EncoderModel.from_pretrained(root / "text_encoder", **kwargs).requires_grad_(False).eval()
+        if empty:
+            config = T5Config.from_pretrained(root / "text_encoder", local_files_only=True)
+            with torch.device("meta"):
+                model = T5EncoderModel(config)
+        else:
+            kwargs: dict[str, Any] = {"local_files_only": True}
+            if torch_dtype is not None:
+                kwargs["torch_dtype"] = torch_dtype
+            model = T5EncoderModel.from_pretrained(root / "text_encoder", **kwargs)
+        self.model = model.requires_grad_(False).eval()
         self.max_length = max_length
 
     @torch.no_grad()

@@ -26,13 +26,20 @@ rank replicated). Under FSDP on CUDA with `--mixed-precision bf16`, blocks compu
 copies of fp32 sharded weights and reduce gradients in fp32. Stage 1b's frozen DiT stays a
 replica under both strategies (it has no gradients or optimizer state to shard).
 
-FSDP start-up: rank 0 alone builds the DiT and head with real weights and loads them
-(`--pretrained`, `--init-from`, a resumed checkpoint); the other ranks build them on the meta
-device (no storage, no weight files read) and, once sharded, receive their shards from rank 0,
-one tensor at a time (`model.distributed.shard_fsdp_from_rank0`; stage 1b's frozen DiT is
-broadcast whole into each replica, and the tiny model's random VAE too). So a node's host
-memory holds one full copy of these weights (rank 0's), not one per rank: the 5B DiT is 22.6 GB
-in fp32. The frozen VAE and T5 encoder are still loaded by every rank.
+Start-up: a run that resumes, or starts `--init-from` a checkpoint, builds its DiT and head
+straight from that checkpoint's files (diffusers' low-memory loading; the head's tensors are
+assigned into an empty one) instead of building the initial weights and copying the
+checkpoint's over them, so no process holds both copies. Under FSDP rank 0 alone builds the DiT
+and head with real weights (`--pretrained`, `--init-from`, a resumed checkpoint); the other
+ranks build them on the meta device (no storage, no weight files read) and, once sharded,
+receive their shards from rank 0, one tensor at a time (`model.distributed.shard_fsdp_from_rank0`;
+stage 1b's frozen DiT is broadcast whole into each replica). In every multi-process run (DDP or
+FSDP) rank 0 alone reads the frozen VAE and T5 encoder too: the other ranks build them on the
+meta device from their config files (and read the small tokenizer files) and receive rank 0's
+whole, directly on their device (`replicate_from_rank0`; the tiny model's random VAE likewise).
+So a node reads these weight files once and its host memory holds one copy of them, rank 0's,
+not one per rank: the 5B DiT is 22.6 GB in fp32, the T5-XXL encoder ~9.5 GB in bf16. (Under
+DDP every rank still builds the trained DiT and head, each from the same files.)
 
 Checkpoints (`OUTPUT_DIR/checkpoints/step_N/`) have one format for every strategy and world
 size: `dit/` (diffusers `save_pretrained` of the widened transformer + gm_augmentation.json),
@@ -69,7 +76,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -207,42 +214,120 @@ def _empty_if(empty: bool) -> contextlib.AbstractContextManager:
     return torch.device("meta") if empty else contextlib.nullcontext()
 
 
-def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int, empty: bool = False) -> Models:
-    """Random tiny models sized to the data. `empty`: the DiT, head and VAE on the meta device
-    (FSDP ranks > 0, which receive rank 0's random weights)."""
+@dataclass(frozen=True)
+class _Build:
+    """How this process builds its models.
+
+    checkpoint: a checkpoint folder whose DiT (and DPT head, if it saved one) are built straight
+        from its files instead of the initial weights, so the process never holds both.
+    empty: the DiT and head on the meta device (FSDP ranks > 0: rank 0's weights arrive as shards).
+    empty_frozen: the VAE and text encoder on the meta device (ranks > 0 of a multi-process run:
+        rank 0's arrive whole).
+    """
+
+    checkpoint: Path | None = None
+    empty: bool = False
+    empty_frozen: bool = False
+
+
+def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int, build: _Build = _Build()) -> Models:
+    """Random tiny models sized to the data (no head in stage 1a). The DiT, VAE and head draw their
+    initial weights from seeds of their own (cfg.seed, + 1, + 2), so one built from a checkpoint or
+    empty leaves the others as a fresh build makes them (`model.pipeline` rebuilds the VAE so)."""
     if height % 16 or width % 16 or (frames - 1) % 4:
         raise ValueError(f"tiny model needs H, W multiples of 16 and T = 1 + 4k, got {frames}x{height}x{width}")
-    torch.manual_seed(cfg.seed)
     tconf = tiny_transformer_config(sample_height=height // 8, sample_width=width // 8, sample_frames=frames)
     aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(tconf["num_layers"]))
     from diffusers import AutoencoderKLCogVideoX
 
-    with _empty_if(empty):
-        dit = GeoMotionDiT.from_config(tconf, aug)
+    def random_dit() -> GeoMotionDiT:
+        return GeoMotionDiT.from_config(tconf, aug)
+
+    def empty_dit() -> GeoMotionDiT:
+        with torch.device("meta"):
+            return random_dit()
+
+    torch.manual_seed(cfg.seed)
+    dit = _dit(random_dit, empty_dit, torch.float32, build)
+    torch.manual_seed(cfg.seed + 1)
+    with _empty_if(build.empty_frozen):
         vae = VideoLatentEncoder(AutoencoderKLCogVideoX(**tiny_vae_config(height, width)))
-        text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
-        head = TemporalDPTHead(DPTHeadConfig.tiny(dit.config.num_attention_heads * dit.config.attention_head_dim))
+    text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
+    torch.manual_seed(cfg.seed + 2)
+    head = _head(DPTHeadConfig.tiny(_embed_dim(dit)), build) if cfg.stage != "1a" else None
     return Models(dit, head, vae, text, cogvideox_scheduler())
 
 
-def _full_models(cfg: TrainConfig, dtype: torch.dtype, empty: bool = False) -> Models:
-    """CogVideoX-5B-I2V from a local folder. Frozen parts in `dtype`; a DiT that trains keeps
-    fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in bf16 weights.
-    `empty`: the DiT (from its config, never reading its weights) and the head on the meta
-    device (FSDP ranks > 0, which receive rank 0's weights; their dtypes follow rank 0's too)."""
+def _full_models(cfg: TrainConfig, dtype: torch.dtype, build: _Build = _Build()) -> Models:
+    """CogVideoX-5B-I2V from a local folder (no head in stage 1a). Frozen parts in `dtype`; a DiT
+    that trains keeps fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in
+    bf16 weights. Empty modules (`build`) are built from config files alone, reading no weights;
+    their dtypes follow rank 0's when they receive its weights."""
     path = Path(cfg.pretrained)
     dit_dtype = dtype if cfg.stage == "1b" else torch.float32
     layers = json.loads((path / "transformer" / "config.json").read_text())["num_layers"]
     aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(layers))
-    if empty:
-        dit = _empty_dit(path / "transformer", aug)
-    else:
-        dit = GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype)
-    vae = VideoLatentEncoder(load_vae(path, torch_dtype=dtype))
-    text = T5TextEncoder(path, max_length=dit.config.max_text_seq_length, torch_dtype=dtype)
-    with _empty_if(empty):
-        head = TemporalDPTHead(DPTHeadConfig(embed_dim=dit.config.num_attention_heads * dit.config.attention_head_dim))
+    dit = _dit(
+        lambda: GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype),
+        lambda: _empty_dit(path / "transformer", aug),
+        dit_dtype,
+        build,
+    )
+    vae = VideoLatentEncoder(load_vae(path, torch_dtype=dtype, empty=build.empty_frozen))
+    text = T5TextEncoder(path, max_length=dit.config.max_text_seq_length, torch_dtype=dtype, empty=build.empty_frozen)
+    head = _head(DPTHeadConfig(embed_dim=_embed_dim(dit)), build) if cfg.stage != "1a" else None
     return Models(dit, head, vae, text, load_scheduler(path))
+
+
+def _embed_dim(dit: GeoMotionDiT) -> int:
+    return dit.config.num_attention_heads * dit.config.attention_head_dim
+
+
+def _dit(
+    initial: Callable[[], GeoMotionDiT], empty: Callable[[], GeoMotionDiT], dtype: torch.dtype, build: _Build
+) -> GeoMotionDiT:
+    """The run's DiT: `initial()` (random or pretrained weights), `empty()` (the same on the meta
+    device) when `build.empty`, or else `build.checkpoint`'s DiT, which must be the one `empty()`
+    describes (transformer config and augmentation) and comes in `dtype`, loaded straight from its
+    files by diffusers (low-memory loading: parameters start empty and take the file's tensors)."""
+    if build.empty:
+        return empty()
+    if build.checkpoint is None:
+        return initial()
+    expected = empty()
+    dit = GeoMotionDiT.from_pretrained(build.checkpoint / "dit", expected.aug, torch_dtype=dtype)
+    ours, theirs = _public_config(expected.config), _public_config(dit.config)
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if differ:
+        key = differ[0]
+        raise ValueError(f"{build.checkpoint} holds a DiT with {key}={theirs.get(key)!r}, this run builds {ours.get(key)!r}")
+    # its tensors are views of the file's (copy-on-write) memory map, which lives while any of them
+    # does: buffers (FSDP leaves them whole) get private copies, so the map and every page read
+    # through it go once the parameters are sharded or moved to a GPU
+    with torch.no_grad():
+        for name, buffer in list(dit.named_buffers()):
+            owner, _, leaf = name.rpartition(".")
+            setattr(dit.get_submodule(owner), leaf, buffer.clone())
+    return dit
+
+
+def _public_config(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _head(config: DPTHeadConfig, build: _Build) -> TemporalDPTHead:
+    """A new (random) DPT head, empty when `build.empty`, or `build.checkpoint`'s when it saved one:
+    built empty and handed the file's tensors (`assign`), in the dtypes the head is built in."""
+    saved = build.checkpoint / "dpt_head.safetensors" if build.checkpoint is not None else None
+    if not build.empty and (saved is None or not saved.exists()):
+        return TemporalDPTHead(config)
+    with torch.device("meta"):
+        head = TemporalDPTHead(config)
+    if not build.empty:
+        dtypes = {name: t.dtype for name, t in head.state_dict().items()}
+        state = {name: t.to(dtypes.get(name, t.dtype)) for name, t in load_file(str(saved)).items()}
+        head.load_state_dict(state, assign=True)
+    return head
 
 
 def _empty_dit(folder: Path, aug: GMAugmentationConfig) -> GeoMotionDiT:
@@ -292,13 +377,18 @@ def _dit_from_state(dit: GeoMotionDiT, state: dict[str, torch.Tensor]) -> GeoMot
     return copy
 
 
-def _load_weights(ckpt: Path, models: Models, dtype: torch.dtype | None) -> None:
-    """Replace the DiT (and the head, if the checkpoint has one) by the checkpoint's weights."""
-    dit = GeoMotionDiT.from_pretrained(ckpt / "dit", torch_dtype=dtype)
-    models.dit.transformer.load_state_dict(dit.transformer.state_dict())
-    head_file = ckpt / "dpt_head.safetensors"
-    if models.head is not None and head_file.exists():
-        models.head.load_state_dict(load_file(str(head_file)))
+def _trainer_state(ckpt: Path, stage: str) -> dict[str, Any]:
+    """A checkpoint's trainer state (step, data position, LR schedule, RNGs, optimizer state),
+    memory-mapped: under FSDP only rank 0 reads the optimizer tensors (and broadcasts them)."""
+    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
+    if state["config"]["stage"] != stage:
+        raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {stage}")
+    # AdamW keeps the "step" tensors it loads as given: views of the map would keep it, and every
+    # page of the moments read through it, resident for the whole run
+    for param_state in state["optimizer"]["state"].values():
+        if torch.is_tensor(param_state.get("step")):
+            param_state["step"] = param_state["step"].clone()
+    return state
 
 
 # ============================================================================ trainer
@@ -327,24 +417,30 @@ class Trainer:
         first = full_videos[0]
         T, _, H, W = first["rgb"].shape
         self.label_size = (H, W)
-        # under FSDP only rank 0 materialises (and loads) the DiT and head; the other ranks build
-        # them on the meta device and receive rank 0's weights when `_parallel_modules` shards them
+        # a resumed run starts from its latest checkpoint's weights, a new one from --init-from's
+        # if given: the DiT and head are built from that checkpoint's files, not loaded over others
+        latest = _checkpoints(self.out)
+        resume_from = latest[-1] if cfg.resume and latest else None
+        resume_state = _trainer_state(resume_from, cfg.stage) if resume_from is not None else None
+        start_from = resume_from or (Path(cfg.init_from) if cfg.init_from else None)
+        # ranks > 0 read no weights: under FSDP they build the DiT and head on the meta device and
+        # receive rank 0's when `_parallel_modules` shards them; under either strategy they build the
+        # frozen VAE and text encoder on the meta device and receive rank 0's whole, below
         self.fsdp = self.dist.enabled and cfg.strategy == "fsdp"
-        empty = self.fsdp and not self.dist.is_main
+        follower = self.dist.enabled and not self.dist.is_main
+        empty = self.fsdp and follower
+        build = _Build(checkpoint=None if empty else start_from, empty=empty, empty_frozen=follower)
         if cfg.model == "tiny":
-            self.models = _tiny_models(cfg, T, H, W, empty)
+            self.models = _tiny_models(cfg, T, H, W, build)
         else:
-            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32, empty)
+            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32, build)
             _check_clip_size(self.models, T, H, W)
-        if cfg.stage == "1a":
-            self.models.head = None
         for module in (self.models.dit, self.models.vae, self.models.text, self.models.head):
             if module is not None and not is_meta(module):
                 module.to(self.device)
-        if self.fsdp and cfg.model == "tiny":
-            replicate_from_rank0(self.models.vae, self.device, self.dist)  # random: rank 0's draws
-        if cfg.init_from and not empty:
-            _load_weights(Path(cfg.init_from), self.models, None)
+        if self.dist.enabled:
+            for frozen in (self.models.vae, self.models.text):
+                replicate_from_rank0(frozen, self.device, self.dist)
         self.cache = None
         if cfg.latent_cache:
             self.cache = LatentCache(cfg.latent_cache, cache_fingerprint(self.models.vae, T, H, W))
@@ -357,10 +453,8 @@ class Trainer:
         self.step = 0
         self.samples_consumed = 0
         self.generator = torch.Generator().manual_seed(cfg.seed + 1 + self.dist.rank)  # own noise per rank
-        latest = _checkpoints(self.out)
-        resume_state = self._load_checkpoint(latest[-1]) if cfg.resume and latest else None
-        # weights load into the whole modules; FSDP then swaps parameters for shards, so the
-        # optimiser is built on what wrapping leaves
+        # FSDP swaps the whole modules' parameters for shards, so the optimiser is built on what
+        # wrapping leaves
         self._dit, self._head = self._parallel_modules()
         self._optimised = torch.nn.ModuleDict({"dit": self.models.dit})  # names of the optimiser's state
         if self.models.head is not None:
@@ -491,17 +585,6 @@ class Trainer:
         os.replace(tmp, final)  # a checkpoint is visible only once complete
         for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
-
-    def _load_checkpoint(self, ckpt: Path) -> dict[str, Any]:
-        """Load a checkpoint's weights into the (not yet wrapped) modules; return its trainer state.
-        Under FSDP rank 0 alone reads the weights (the others' modules are still empty)."""
-        # memory-mapped: under FSDP only rank 0 reads the optimizer tensors (and broadcasts them)
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
-        if state["config"]["stage"] != self.cfg.stage:
-            raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {self.cfg.stage}")
-        if not is_meta(self.models.dit):
-            _load_weights(ckpt, self.models, None)
-        return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Optimiser, LR schedule, step, data position and RNGs from a loaded trainer state."""

@@ -106,10 +106,11 @@ def test_two_process_ddp_run(tmp_path):
 # and what FSDP did to the modules. The resumed and the stage-1b trainers also save, before training, every
 # parameter and buffer as this rank holds it (its shard of a sharded one), and the resumed one the full
 # state gathered on rank 0 and its (random, replicated) VAE; every checkpoint weight load is logged (rank 0
-# alone may read weights).
+# alone may read weights; each builds the DiT and head from the checkpoint's files, reading each once).
 FSDP_WORKER = textwrap.dedent(
     """
     import json, sys
+    from pathlib import Path
     import torch
     import model.train as train
     from model.distributed import full_model_state
@@ -118,8 +119,10 @@ FSDP_WORKER = textwrap.dedent(
     torch.set_num_threads(1)
     config = json.loads(sys.argv[1])
     out = config.pop("output_dir")
-    loads, load_weights = [], train._load_weights
-    train._load_weights = lambda ckpt, *args: loads.append(ckpt.name) or load_weights(ckpt, *args)
+    loads, from_pretrained, load_file = [], train.GeoMotionDiT.from_pretrained, train.load_file
+    train.GeoMotionDiT.from_pretrained = lambda path, *a, **k: loads.append(["dit", Path(path).parent.name]) or \
+        from_pretrained(path, *a, **k)
+    train.load_file = lambda path: loads.append(["head", Path(path).parent.name]) or load_file(path)
 
     def as_held(**modules):
         shards, whole = {}, {}
@@ -194,7 +197,24 @@ def _checkpoint_weights(ckpt) -> dict[str, torch.Tensor]:
 def _assert_same(a: dict, b: dict, **tolerance) -> None:
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], msg=key, **tolerance)
+        torch.testing.assert_close(a[key], b[key], msg=lambda m, key=key: f"{key}: {m}", **tolerance)
+
+
+def _assert_trained_alike(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Weights of two runs that took the same steps, equal up to float rounding (which AdamW amplifies in
+    elements with tiny gradients). The key biases of the head's attention layers are left out: softmax ignores a
+    key bias (it adds one score to all keys of a query), so their true gradient is 0 and AdamW, which divides by
+    the gradient's scale, moves them by up to lr per step on rounding noise alone, differently in each run."""
+
+    def without_key_bias(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(state)
+        for name, value in state.items():
+            if name.endswith("in_proj_bias"):  # [query | key | value] biases
+                third = value.shape[0] // 3
+                out[name] = torch.cat([value[:third], value[2 * third :]])
+        return out
+
+    _assert_same(without_key_bias(a), without_key_bias(b), rtol=1e-4, atol=5e-5)
 
 
 def _loaded_tensors(ckpt) -> dict[str, torch.Tensor]:
@@ -248,7 +268,8 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
         assert f["head_weight"] == "DTensor" and f["frozen_dit"] == "Parameter"  # stage 1b: a frozen replica
     # start-up: rank 0 alone read the checkpoints (resume, then --init-from); rank 1 built empty modules and
     # received exactly the weights and buffers of a single-process load, as shards and as a replica
-    assert facts[0]["loads"] == ["step_00000002", "step_00000003"] and facts[1]["loads"] == []
+    reads = [[part, step] for step in ("step_00000002", "step_00000003") for part in ("dit", "head")]
+    assert facts[0]["loads"] == reads and facts[1]["loads"] == []
     resumed = [torch.load(out / f"resumed{r}.pt", weights_only=False) for r in range(2)]
     at_step_2 = _loaded_tensors(out / "split" / "checkpoints" / "step_00000002")
     _assert_held_exactly(resumed, at_step_2)
@@ -284,14 +305,11 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     for fsdp, single in zip(logs[0], logged):
         assert fsdp["loss"] == pytest.approx(single["loss"], rel=1e-5)
         assert fsdp["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4)
-    # weights to float tolerance; atol: the key bias of attention has a zero true gradient, and AdamW
-    # turns its rounding noise g into steps of lr * g / (|g| + eps), up to ~1e-5 here (one step is ~lr = 1e-3)
-    tolerance = dict(rtol=1e-4, atol=5e-5)
     at_step_2 = _weights(reference.models.dit, reference.models.head.state_dict())
-    _assert_same(_checkpoint_weights(full / "step_00000002"), at_step_2, **tolerance)
+    _assert_trained_alike(_checkpoint_weights(full / "step_00000002"), at_step_2)
     _emulate_data_parallel(reference, generators, 1)
-    _assert_same(_checkpoint_weights(full / "step_00000003"), _weights(reference.models.dit, reference.models.head.state_dict()),
-                 **tolerance)  # fmt: skip
+    at_step_3 = _weights(reference.models.dit, reference.models.head.state_dict())
+    _assert_trained_alike(_checkpoint_weights(full / "step_00000003"), at_step_3)
 
     # the FSDP checkpoint resumes in a single process (another strategy and world size) onto the same path
     shutil.copytree(full / "step_00000002", tmp_path / "cross" / "checkpoints" / "step_00000002")
@@ -300,8 +318,7 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     rngs = torch.load(full / "step_00000002" / "trainer_state.pt", weights_only=False)["rank_rngs"]
     ranks = [torch.Generator().set_state(rng["generator"]) for rng in rngs]  # both ranks' noise as at step 2
     _emulate_data_parallel(cross, ranks, 1)
-    _assert_same(_checkpoint_weights(full / "step_00000003"), _weights(cross.models.dit, cross.models.head.state_dict()),
-                 **tolerance)  # fmt: skip
+    _assert_trained_alike(_checkpoint_weights(full / "step_00000003"), _weights(cross.models.dit, cross.models.head.state_dict()))
 
 
 def _t2v_dit(seed: int, empty: bool = False, num_layers: int = 2) -> GeoMotionDiT:
@@ -384,3 +401,150 @@ def test_empty_dit_has_the_layout_of_a_pretrained_load(tmp_path):
     layout = [(n, tuple(t.shape)) for n, t in [*loaded.named_parameters(), *loaded.named_buffers()]]
     assert [(n, tuple(t.shape)) for n, t in [*empty.named_parameters(), *empty.named_buffers()]] == layout
     assert empty.aug == aug and empty.config.in_channels == aug.in_channels == 48
+
+
+def _base_model_folder(root: Path) -> Path:
+    """A tiny CogVideoX-I2V diffusers folder for T x H x W clips: transformer, VAE, T5 encoder with a
+    sentencepiece tokenizer (d_model = the DiT's text_embed_dim), scheduler; weights in safetensors files."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from model.encoders import tiny_vae_config
+    from model.losses import cogvideox_scheduler
+
+    spm = pytest.importorskip("sentencepiece")
+    base = root / "base"
+    torch.manual_seed(0)
+    config = tiny_transformer_config(sample_height=H // 8, sample_width=W // 8, sample_frames=T)
+    CogVideoXTransformer3DModel.from_config(config).save_pretrained(base / "transformer")
+    AutoencoderKLCogVideoX(**tiny_vae_config(H, W)).save_pretrained(base / "vae")
+    cogvideox_scheduler().save_pretrained(base / "scheduler")
+    t5 = T5Config(vocab_size=48, d_model=config["text_embed_dim"], d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    T5EncoderModel(t5).save_pretrained(base / "text_encoder")
+    (base / "tokenizer").mkdir()
+    (root / "corpus.txt").write_text("a dolly shot of a textured room with still and moving objects\n" * 20)
+    spm.SentencePieceTrainer.train(
+        input=str(root / "corpus.txt"), model_prefix=str(base / "tokenizer" / "spiece"), vocab_size=30, pad_id=0,
+        eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    (base / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
+    return base
+
+
+# Both ranks of a 2-process job start a "cogvideox-5b-i2v" Trainer on a tiny base folder, under FSDP, then DDP. Rank 1
+# gets a copy of the folder without the VAE and T5 weight files (under FSDP without any weight file), so it can only
+# have its frozen encoders from rank 0. Each rank saves its encoders as it holds them (tied names included) and their
+# outputs on fixed inputs.
+ENCODER_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from model.train import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    config, root, rank = json.loads(sys.argv[1]), sys.argv[2], int(os.environ["RANK"])
+    video = torch.linspace(-1, 1, 9 * 3 * 32 * 64).reshape(1, 9, 3, 32, 64)
+    held = {}
+    for strategy in ("fsdp", "ddp"):
+        folder = f"{root}/base" if rank == 0 else f"{root}/{strategy}_rank1"
+        trainer = Trainer(TrainConfig(**config, strategy=strategy, pretrained=folder, output_dir=f"{root}/{strategy}"))
+        vae, text = trainer.models.vae.vae, trainer.models.text.model
+        held[strategy] = dict(
+            vae={n: t.detach().clone() for n, t in [*vae.named_parameters(), *vae.named_buffers()]},
+            text={n: t.detach().clone() for n, t in [*text.named_parameters(remove_duplicate=False), *text.named_buffers()]},
+            tied=text.shared.weight is text.encoder.embed_tokens.weight,
+            embeddings=trainer.models.text(["a room", "moving objects"]),
+            moments=trainer.models.vae.moments(video),
+        )
+    torch.save(held, f"{root}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+def test_only_rank0_reads_the_frozen_encoders(tmp_path):
+    from model.encoders import T5TextEncoder, VideoLatentEncoder, load_vae
+
+    base = _base_model_folder(tmp_path)
+    no_weights = shutil.ignore_patterns("*.safetensors")
+    shutil.copytree(base, tmp_path / "fsdp_rank1", ignore=no_weights)
+    shutil.copytree(base, tmp_path / "ddp_rank1", ignore=no_weights)
+    shutil.copytree(base / "transformer", tmp_path / "ddp_rank1" / "transformer", dirs_exist_ok=True)  # DDP: a replica
+    assert not list((tmp_path / "fsdp_rank1").rglob("*.safetensors"))
+    assert [p.parent.name for p in (tmp_path / "ddp_rank1").rglob("*.safetensors")] == ["transformer"]
+    store = LabelStore.create(tmp_path / "store", precision="float32")
+    write_synthetic_set(tmp_path / "set", scene_configs(2, H, W, seed=5, num_frames=T), store)
+    # bf16: the frozen encoders' dtype; the DiT trains in fp32
+    config = dict(model="cogvideox-5b-i2v", stage="2", data=[str(tmp_path / "store")], steps=1, device="cpu",
+                  mixed_precision="bf16", gradient_checkpointing=False)  # fmt: skip
+    (tmp_path / "worker.py").write_text(ENCODER_WORKER)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    command = [*launcher, str(tmp_path / "worker.py"), json.dumps(config), str(tmp_path)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+    # what one process loads from the complete folder
+    vae = VideoLatentEncoder(load_vae(base, torch_dtype=torch.bfloat16))
+    text = T5TextEncoder(base, max_length=4, torch_dtype=torch.bfloat16)
+    reference_vae = {n: t for n, t in [*vae.vae.named_parameters(), *vae.vae.named_buffers()]}
+    reference_text = dict(text.model.named_parameters(remove_duplicate=False))
+    assert {"shared.weight", "encoder.embed_tokens.weight"} <= reference_text.keys()
+    assert text.model.shared.weight is text.model.encoder.embed_tokens.weight  # tied: one tensor
+    video = torch.linspace(-1, 1, T * 3 * H * W).reshape(1, T, 3, H, W)
+    embeddings, moments = text(["a room", "moving objects"]), vae.moments(video)
+    for rank, held in enumerate(ranks):
+        for strategy in ("fsdp", "ddp"):
+            for name, reference in (("vae", reference_vae), ("text", reference_text)):
+                mine = held[strategy][name]
+                assert mine.keys() == reference.keys(), (rank, strategy, name)
+                for key, value in reference.items():
+                    same = mine[key].dtype == value.dtype == torch.bfloat16 and torch.equal(mine[key], value)
+                    assert same, (rank, strategy, name, key)
+            assert held[strategy]["tied"], (rank, strategy)  # still one tensor after the broadcast
+            assert torch.equal(held[strategy]["embeddings"], embeddings), (rank, strategy)
+            assert all(torch.equal(a, b) for a, b in zip(held[strategy]["moments"], moments, strict=True)), (rank, strategy)
+
+
+def test_full_model_starts_from_a_checkpoint_without_reading_the_base_dit(tmp_path):
+    from safetensors.torch import save_file
+
+    from model.dit import default_tap_blocks
+    from model.dpt_head import DPTHeadConfig, TemporalDPTHead
+
+    base = _base_model_folder(tmp_path)
+    aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(2))
+    trained = GeoMotionDiT.from_pretrained(base, aug, subfolder="transformer")
+    with torch.no_grad():  # as after training: unlike the base weights
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))
+    ckpt = tmp_path / "step_00000001"
+    trained.save_pretrained(ckpt / "dit")
+    head = TemporalDPTHead(DPTHeadConfig(embed_dim=32))
+    save_file(head.state_dict(), str(ckpt / "dpt_head.safetensors"))
+    # the base folder without the DiT's weight file: a run starting from a checkpoint never reads it
+    no_dit = tmp_path / "no_dit"
+    shutil.copytree(base, no_dit, ignore=lambda folder, names: [n for n in names if folder.endswith("transformer") and
+                                                               n.endswith(".safetensors")])  # fmt: skip
+    assert not list((no_dit / "transformer").glob("*.safetensors"))
+    for stage, dtype in (("2", torch.float32), ("1b", torch.bfloat16)):  # a trained DiT in fp32, a frozen one in bf16
+        cfg = train.TrainConfig(model="cogvideox-5b-i2v", stage=stage, pretrained=str(no_dit))
+        models = train._full_models(cfg, torch.bfloat16, train._Build(checkpoint=ckpt))
+        # what building the base DiT and copying the checkpoint's weights into it gave
+        built = GeoMotionDiT.from_pretrained(base, aug, subfolder="transformer", torch_dtype=dtype)
+        for name, param in trained.named_parameters():
+            loaded = models.dit.get_parameter(name)
+            assert loaded.dtype == dtype and torch.equal(loaded, param.detach().to(dtype)), (stage, name)
+        for name, buffer in built.named_buffers():  # the non-persistent positional table
+            assert torch.equal(models.dit.get_buffer(name), buffer) and models.dit.get_buffer(name).dtype == buffer.dtype
+        for name, value in head.state_dict().items():
+            assert torch.equal(models.head.state_dict()[name], value), (stage, name)
+        assert not is_meta(models.dit) and not is_meta(models.head)
+    # a checkpoint of another DiT than the run's: refused, not loaded under the run's config
+    other = GeoMotionDiT.from_config(tiny_transformer_config(sample_height=H // 8, sample_width=W // 8, sample_frames=T,
+                                                             max_text_seq_length=8), aug)  # fmt: skip
+    other.save_pretrained(tmp_path / "other" / "dit")
+    cfg = train.TrainConfig(model="cogvideox-5b-i2v", stage="2", pretrained=str(no_dit))
+    with pytest.raises(ValueError, match="max_text_seq_length=8, this run builds 4"):
+        train._full_models(cfg, torch.bfloat16, train._Build(checkpoint=tmp_path / "other"))
