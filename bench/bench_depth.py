@@ -8,7 +8,13 @@ once, not timed), cameras with an arbitrary global scale. Timed, each the median
 - mvs_depth:   `MultiViewDepth.estimate` with a given dynamic mask, ms per frame;
 - frame_masks: `FlowRigidityMasks.frame_masks` without depth (step 1), ms per frame;
 - key_masks:   `FlowRigidityMasks.key_masks` with depth (step 3), ms per key frame;
-- chain:       `label_depth_and_masks` (steps 1-4), ms per frame.
+- chain:       `label_depth_and_masks` (steps 1-4), ms per frame;
+- nn_infer:    `NeuralDepth.predict_inverse_depth` with the architecture of Depth-Anything-V2-Small
+               (ViT-S/14, 24.8 M parameters) and its preprocessing (shorter side 518, multiple of
+               14), random weights saved to a temporary folder and loaded as a checkpoint would be
+               (weights do not change the work), fp32, batches of 4, ms per frame;
+- nn_align:    `NeuralDepth.align` of that prediction to the multi-view depth, ms per frame.
+  The neural backend's cost per frame is mvs_depth + nn_infer + nn_align.
 
 Quality of the chain against the ground truth is printed alongside (delta < 1.25 after one
 median scale, static coverage, key-mask IoU), so a speed-up that breaks labels shows.
@@ -19,12 +25,14 @@ median scale, static coverage, key-mask IoU), so a speed-up that breaks labels s
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,19 +40,41 @@ from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows, median_sc
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import FlowRigidityMasks, label_depth_and_masks  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
+from labelers.neural_depth import NeuralDepth  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+from timing import timed  # noqa: E402
 
 CAMERA_SCALE = 0.37
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median seconds of `repeats` calls and the last result."""
-    seconds, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
+def save_depth_anything_small(folder: Path, tiny: bool) -> Path:
+    """Depth-Anything-V2-Small's architecture and preprocessing, random weights (`tiny`: a smoke-run size)."""
+    layers, hidden, heads = (2, 32, 2) if tiny else (12, 384, 6)
+    backbone = Dinov2Config(
+        image_size=518,
+        patch_size=14,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        out_indices=[1, 2] if tiny else [3, 6, 9, 12],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=hidden,
+        neck_hidden_sizes=[16, 32] if tiny else [48, 96, 192, 384],
+        reassemble_factors=[2, 1] if tiny else [4, 2, 1, 0.5],
+        fusion_hidden_size=16 if tiny else 64,
+        head_hidden_size=8 if tiny else 32,
+    )
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    side = 56 if tiny else 518
+    DPTImageProcessor(
+        size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3
+    ).save_pretrained(folder)
+    return folder
 
 
 def quality(clip, chain) -> str:
@@ -61,7 +91,9 @@ def quality(clip, chain) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 9 frames at 120x180, one repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 9 frames at 120x180, one repeat, a tiny depth network"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="240x360,480x720")
     parser.add_argument("--frames", type=int, default=17)
@@ -71,9 +103,14 @@ def main() -> None:
     if args.quick:
         sizes, frames, repeats = [(120, 180)], 9, 1
     stride = 4
+    with tempfile.TemporaryDirectory(prefix="depth_anything_") as network_dir:
+        neural = NeuralDepth.from_pretrained(save_depth_anything_small(Path(network_dir), tiny=args.quick))
+    millions = sum(p.numel() for p in neural.model.parameters()) / 1e6
     print(f"depth + mask labelers, CPU: dolly clip, T={frames}, stride {stride}, median of {repeats} runs")
+    threads = torch.get_num_threads()
+    print(f"neural depth: Depth Anything {millions:.1f} M parameters, random weights, torch {threads} threads")
     print(f"{'size':>8} {'mvs_depth':>10} {'frame_masks':>11} {'key_masks':>10} {'chain':>8}", end="")
-    print("   (ms per frame; key_masks per key frame)")
+    print(f" {'nn_infer':>9} {'nn_align':>9}   (ms per frame; key_masks per key frame)")
     per_size = {}
     for height, width in sizes:
         start = time.perf_counter()
@@ -94,14 +131,18 @@ def main() -> None:
         t_chain, chain = timed(
             lambda: label_depth_and_masks(clip.frames, flows, c2w, K, keys, MultiViewDepth(), masks), repeats
         )
+        t_infer, prediction = timed(lambda: neural.predict_inverse_depth(clip.frames), repeats)
+        t_align, _ = timed(lambda: neural.align(prediction, depth), repeats)
         ms = [1e3 * t_depth / frames, 1e3 * t_frame / frames, 1e3 * t_key / len(keys), 1e3 * t_chain / frames]
+        ms += [1e3 * t_infer / frames, 1e3 * t_align / frames]
         per_size[(height, width)] = ms
         size = f"{height}x{width}"
-        print(f"{size:>8} {ms[0]:>10.0f} {ms[1]:>11.0f} {ms[2]:>10.0f} {ms[3]:>8.0f}   {quality(clip, chain)}")
+        print(f"{size:>8} {ms[0]:>10.0f} {ms[1]:>11.0f} {ms[2]:>10.0f} {ms[3]:>8.0f}", end="")
+        print(f" {ms[4]:>9.0f} {ms[5]:>9.0f}   {quality(clip, chain)}")
     if len(per_size) > 1:
         (small, a), (large, b) = list(per_size.items())[0], list(per_size.items())[-1]
         pixels = (large[0] * large[1]) / (small[0] * small[1])
-        names = ("mvs_depth", "frame_masks", "key_masks", "chain")
+        names = ("mvs_depth", "frame_masks", "key_masks", "chain", "nn_infer", "nn_align")
         ratios = "  ".join(f"{name} {y / x:.1f}x" for name, x, y in zip(names, a, b))
         print(f"# {large[0]}x{large[1]} / {small[0]}x{small[1]} ({pixels:.0f}x pixels): {ratios}")
 

@@ -7,9 +7,10 @@ Rows:
   pair) against plain DIS at PRESET_MEDIUM (forward only, the in-process baseline) at
   240x360 and 480x720 on the CPU, on synthetic frames with exact flow, so each row also
   shows the end-point error on GT-visible pixels for consecutive frames and frames 4 apart;
-* SEA-RAFT S and M with random weights (speed only) at a small size on the CPU;
-* SEA-RAFT S and M at 500x1000, fp16 autocast, when CUDA is available (published anchor,
-  ptlflow's benchmark on an RTX 3090: 27.8 / 40.0 ms per pair).
+* SEA-RAFT S, M and L with random weights (speed only; weights do not change the work) on the
+  CPU at 240x360 and 480x720, fp32, one pair per call;
+* SEA-RAFT S, M and L at 500x1000, fp16 autocast, when CUDA is available (published anchor,
+  ptlflow's benchmark on an RTX 3090: 27.8 / 40.0 ms per pair for S / M).
 Times are medians over repeated runs after a warm-up.
 """
 
@@ -97,24 +98,26 @@ def bench_sea_raft(variant: str, height: int, width: int, device: str, repeats: 
     precision = "fp16 autocast" if device == "cuda" else "fp32"
     note = f"random weights, {flow.iters} iters, {precision}"
     if device == "cuda":
-        note += f"; published RTX 3090 fp16: {PUBLISHED_FP16_MS[variant]} ms"
+        note += f"; published RTX 3090 fp16: {PUBLISHED_FP16_MS.get(variant, '-')} ms"
     return (f"SEA-RAFT {variant} ({device})", f"{height}x{width}", ms, note)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and only the smaller OpenCV size")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and only the smaller sizes")
+    parser.add_argument("--sea-raft-repeats", type=int, default=2, help="timed SEA-RAFT calls per CPU row")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
+    sizes = [(240, 360)] if args.quick else [(240, 360), (480, 720)]
 
     rows = []
-    for height, width in [(240, 360)] if args.quick else [(240, 360), (480, 720)]:
+    for height, width in sizes:
         rows += bench_opencv(height, width, repeats)
-    cpu_size = (128, 192) if args.quick else (240, 360)
-    for variant in ("S", "M"):
-        rows.append(bench_sea_raft(variant, *cpu_size, "cpu", max(2, repeats // 2)))
+    for height, width in [(128, 192)] if args.quick else sizes:
+        for variant in ("S",) if args.quick else ("S", "M", "L"):
+            rows.append(bench_sea_raft(variant, height, width, "cpu", args.sea_raft_repeats))
     if torch.cuda.is_available():
-        for variant in ("S", "M"):
+        for variant in ("S", "M", "L"):
             rows.append(bench_sea_raft(variant, 500, 1000, "cuda", 3 * repeats))
 
     print(
