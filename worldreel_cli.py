@@ -7,7 +7,9 @@ and `flows`, which can be called and tested without this file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -120,8 +122,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
     if not os.environ.get("PREFECT_API_URL"):
         print("PREFECT_API_URL is not set: start a server first (make server does both), e.g.\n"
               "  prefect server start --host 127.0.0.1 --port 4200 &\n"
@@ -378,16 +378,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    import os
-
+# Defaults the commands need from the environment; a value the user exported wins.
+ENVIRONMENT_DEFAULTS = {
     # Offline by design: no telemetry calls to fail and slow down the ephemeral Prefect server.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
     # Prefect gives its ephemeral server 20 s to start; on a node whose cores are busy (Ray
-    # workers labelling) it took longer, and the run failed before it began.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    argv = sys.argv[1:] if argv is None else list(argv)
+    # workers labelling, a test suite) it took longer, and the run failed before it began.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+def prefect_defaults() -> contextlib.AbstractContextManager:
+    """Apply `ENVIRONMENT_DEFAULTS`, also when Prefect was imported before (an in-process caller).
+
+    Prefect reads its settings from the environment once, at import: the environment alone
+    reaches a Prefect imported later and the subprocesses, and a settings context is needed
+    for one imported already.
+    """
+    for name, value in ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if "prefect" not in sys.modules:
+        return contextlib.nullcontext()
+    import prefect.settings
+
+    prefect_names = [name for name in ENVIRONMENT_DEFAULTS if name.startswith("PREFECT_")]
+    updates = {getattr(prefect.settings, name): os.environ[name] for name in prefect_names}
+    return prefect.settings.temporary_settings(updates=updates)
+
+
+def main(argv: list[str] | None = None) -> int:
+    with prefect_defaults():
+        return _run(sys.argv[1:] if argv is None else list(argv))
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["train"]:  # the model commands own their typed command lines (model/)
         return _cmd_train(argv[1:])
     if argv[:1] == ["sample"]:

@@ -1,6 +1,7 @@
 """The `worldreel` command line: help for every subcommand, argument parsing and clear errors."""
 
 import argparse
+import os
 
 import pytest
 
@@ -44,3 +45,21 @@ def test_label_rejects_unknown_gate_names(tmp_path):
 def test_info_on_missing_store_fails_with_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no label store"):
         main(["info", str(tmp_path / "nowhere")])
+
+
+@pytest.mark.parametrize("exported", [None, "33"])
+def test_prefect_defaults_reach_an_already_imported_prefect(exported, monkeypatch):
+    """Prefect caches its settings at import; the ephemeral server's start-up limit must still apply."""
+    import prefect  # noqa: F401  (imported before, as in a notebook or the tests)
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as startup_timeout
+
+    from worldreel_cli import prefect_defaults
+
+    name = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    if exported is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, exported)
+    with prefect_defaults():
+        assert startup_timeout.value() == (180 if exported is None else 33)
+        assert os.environ[name] == (exported or "180")  # what the server subprocess and Ray workers inherit
