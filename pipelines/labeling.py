@@ -27,6 +27,9 @@ import numpy as np
 from labelers.depth import flow_pairs_from_pair_flows
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import (
+    CHAIN_FILL_VERSION,
+    CHAIN_MIN_CORRECTION_PX,
+    CHAIN_REPLACE_GAP_PX,
     FlowEstimator,
     PairFlows,
     compute_pair_flows,
@@ -76,9 +79,10 @@ class LabelConfig:
             flow (None: the flow validity alone). 0.5 px suits the DIS backend's forward-backward
             uncertainty; SEA-RAFT's uncertainty never drops below ~1.6 px, so use None or ~2.5 there.
         scene_flow_border_px: scene flow is valid only this far inside a moving region.
-        key_flow_chains: where the direct key-pair flow is invalid, take the consecutive flows
-            composed over the key interval (`labelers.flow.fill_from_chains`): a direct
-            estimate loses fast movers that single-frame steps track.
+        key_flow_chains: repair the direct key-pair flow with the consecutive flows composed
+            over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
+            fast movers that single-frame steps track, and can lock onto wrong matches in
+            repeated texture. Recorded in the flow labeler's params.
         thresholds: quality gates.
     """
 
@@ -291,7 +295,7 @@ def label_clip(
         inside = ~np.isnan(flows.fb_error_fwd_px)
         qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa}
         reasons = gate(qa, cfg.thresholds)
-    labelers = backends.describe()
+    labelers = _labelers_attr(backends, cfg)
     if imported is not None:
         labelers.update(imported.attrs["labelers"])
     attrs = {
@@ -304,6 +308,18 @@ def label_clip(
         "config": cfg.to_dict(),
     }
     return arrays, attrs, reasons
+
+
+def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, Any]]:
+    """`Backends.describe`, plus how key-pair flows were repaired from the consecutive ones."""
+    labelers = backends.describe()
+    if cfg.key_flow_chains:
+        labelers["flow"]["params"]["key_flow_chains"] = {
+            "version": CHAIN_FILL_VERSION,
+            "min_correction_px": CHAIN_MIN_CORRECTION_PX,
+            "replace_gap_px": CHAIN_REPLACE_GAP_PX,
+        }
+    return labelers
 
 
 def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
@@ -412,7 +428,7 @@ def _commit_rejected(
     backends: Backends,
 ) -> ClipOutcome:
     start = time.perf_counter()
-    attrs = {"source": spec.source_attrs(), "qa": qa, "labelers": backends.describe(), "config": cfg.to_dict()}
+    attrs = {"source": spec.source_attrs(), "qa": qa, "labelers": _labelers_attr(backends, cfg), "config": cfg.to_dict()}
     store.commit_rejected(spec.clip_id, attrs, reasons, replace=replace)
     seconds["write"] = time.perf_counter() - start
     return ClipOutcome(spec.clip_id, "rejected", reasons=reasons, qa=qa, seconds=seconds)

@@ -61,6 +61,7 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert attrs["metric_scale"] is False and attrs["fps"] == 8.0
     assert {"flow", "camera", "depth", "mask"} <= set(attrs["labelers"])
     assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
+    assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == "2"
     for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
                    "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px"):
         assert np.isfinite(attrs["qa"][metric]), metric
