@@ -428,7 +428,8 @@ def _commit_rejected(
     backends: Backends,
 ) -> ClipOutcome:
     start = time.perf_counter()
-    attrs = {"source": spec.source_attrs(), "qa": qa, "labelers": _labelers_attr(backends, cfg), "config": cfg.to_dict()}
+    labelers = _labelers_attr(backends, cfg)
+    attrs = {"source": spec.source_attrs(), "qa": qa, "labelers": labelers, "config": cfg.to_dict()}
     store.commit_rejected(spec.clip_id, attrs, reasons, replace=replace)
     seconds["write"] = time.perf_counter() - start
     return ClipOutcome(spec.clip_id, "rejected", reasons=reasons, qa=qa, seconds=seconds)
