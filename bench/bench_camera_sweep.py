@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_camera import load_clip  # noqa: E402
+from bench.common import image_sizes  # noqa: E402
 from labelers.camera import CameraFailure, trajectory_errors  # noqa: E402
 from labelers.sfm import SfmCamera  # noqa: E402
 from pipelines.synthetic import SceneConfig  # noqa: E402
@@ -87,15 +88,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="120x180, T=17,25, 3 seeds (a smoke run)")
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--sizes", default="120x180,240x360")
+    parser.add_argument("--sizes", type=image_sizes, default="120x180,240x360")
     parser.add_argument("--frames", default="17,25,49")
     parser.add_argument("--cameras", default="dolly,orbit")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench_out" / "camera_clips")
     parser.add_argument("--clips", action="store_true", help="print one line per clip")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.sizes, args.frames = 3, "120x180", "17,25"
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        args.seeds, args.sizes, args.frames = 3, [(120, 180)], "17,25"
+    sizes = args.sizes
     frame_counts = sorted(int(t) for t in args.frames.split(","))
     estimator = SfmCamera()
     print(

@@ -32,49 +32,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "labelers"))
 
+from common import image_sizes, timed  # noqa: E402
+from depth_anything_writer import save_depth_anything  # noqa: E402
 from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows, median_scale  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import FlowRigidityMasks, label_depth_and_masks  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
 from labelers.neural_depth import NeuralDepth  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
-from timing import timed  # noqa: E402
 
 CAMERA_SCALE = 0.37
-
-
-def save_depth_anything_small(folder: Path, tiny: bool) -> Path:
-    """Depth-Anything-V2-Small's architecture and preprocessing, random weights (`tiny`: a smoke-run size)."""
-    layers, hidden, heads = (2, 32, 2) if tiny else (12, 384, 6)
-    backbone = Dinov2Config(
-        image_size=518,
-        patch_size=14,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        out_indices=[1, 2] if tiny else [3, 6, 9, 12],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=hidden,
-        neck_hidden_sizes=[16, 32] if tiny else [48, 96, 192, 384],
-        reassemble_factors=[2, 1] if tiny else [4, 2, 1, 0.5],
-        fusion_hidden_size=16 if tiny else 64,
-        head_hidden_size=8 if tiny else 32,
-    )
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    side = 56 if tiny else 518
-    DPTImageProcessor(
-        size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3
-    ).save_pretrained(folder)
-    return folder
 
 
 def quality(clip, chain) -> str:
@@ -95,16 +67,19 @@ def main() -> None:
         "--quick", action="store_true", help="smoke run: 9 frames at 120x180, one repeat, a tiny depth network"
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="240x360,480x720")
+    parser.add_argument("--sizes", type=image_sizes, default="240x360,480x720")
     parser.add_argument("--frames", type=int, default=17)
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = args.sizes
     frames, repeats = args.frames, args.repeats
     if args.quick:
         sizes, frames, repeats = [(120, 180)], 9, 1
     stride = 4
     with tempfile.TemporaryDirectory(prefix="depth_anything_") as network_dir:
-        neural = NeuralDepth.from_pretrained(save_depth_anything_small(Path(network_dir), tiny=args.quick))
+        folder = save_depth_anything(
+            Path(network_dir), "tiny" if args.quick else "small", processor_size=(56, 56) if args.quick else (518, 518)
+        )
+        neural = NeuralDepth.from_pretrained(folder)
     millions = sum(p.numel() for p in neural.model.parameters()) / 1e6
     print(f"depth + mask labelers, CPU: dolly clip, T={frames}, stride {stride}, median of {repeats} runs")
     threads = torch.get_num_threads()

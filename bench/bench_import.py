@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "labelers"))
 
 from annotation_writers import write_spatialvid, write_vipe  # noqa: E402
+from common import image_sizes, timed  # noqa: E402
 from labelers.importers import import_spatialvid, import_vipe  # noqa: E402
 from pipelines.decode import ResizeCrop  # noqa: E402
-from timing import timed  # noqa: E402
 
 SOURCE_SIZE, SOURCE_FPS, LABEL_FPS, FIRST_FRAME = (720, 1280), 30.0, 8.0, 30
 SPATIALVID_DEPTH, SPATIALVID_EVERY = (328, 584), 6
@@ -120,10 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 13 frames at 120x180, one repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="240x360,480x720")
+    parser.add_argument("--sizes", type=image_sizes, default="240x360,480x720")
     parser.add_argument("--frames", type=int, default=49)
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = args.sizes
     frames, repeats = args.frames, args.repeats
     if args.quick:
         sizes, frames, repeats = [(120, 180)], 13, 1

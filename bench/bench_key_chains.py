@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import image_size  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.flow import (  # noqa: E402
     PairFlows,
@@ -52,12 +53,12 @@ def key_flow_scores(flows: PairFlows, labels: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--size", default="240x360")
+    parser.add_argument("--size", type=image_size, default="240x360")
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed at 120x180")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.size = 1, "120x180"
-    height, width = (int(v) for v in args.size.split("x"))
+        args.seeds, args.size = 1, (120, 180)
+    height, width = args.size
     scores: dict[str, list[dict[str, float]]] = {"direct": [], "filled": [], "repaired": []}
     fill_seconds = []
     for camera in ("dolly", "orbit"):
@@ -75,7 +76,7 @@ def main() -> None:
             print(f"{camera} seed {seed}: moving coverage {scores['direct'][-1]['coverage_moving']:.3f} -> "
                   f"{scores['repaired'][-1]['coverage_moving']:.3f}, valid > 8 px off "
                   f"{scores['direct'][-1]['over_8px']:.4f} -> {scores['repaired'][-1]['over_8px']:.4f}", flush=True)
-    print(f"\n{len(fill_seconds)} clips, {args.size}, T = 17, DIS; means over clips (EPE: median of clip medians)")
+    print(f"\n{len(fill_seconds)} clips, {height}x{width}, T = 17, DIS; means over clips (EPE: median of clip medians)")
     print("| key flow | coverage | coverage on movers | EPE static px | EPE movers px | valid > 3 px off "
           "| valid > 8 px off |")
     print("|---|---|---|---|---|---|---|")

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
 
+from common import image_sizes  # noqa: E402
 from pipelines.labeling import STAGES, LabelConfig, label_clips  # noqa: E402
 from pipelines.manifests import read_manifest  # noqa: E402
 from pipelines.synthetic import SceneConfig  # noqa: E402
@@ -61,13 +62,14 @@ def through_flow(manifest: Path, store_path: Path, height: int, width: int, fram
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="120x180, 17 frames, 2 clips")
-    parser.add_argument("--sizes", default="240x360,480x720", help="per-stage sizes HxW, comma-separated")
-    parser.add_argument("--flow-sizes", default="240x360", help="sizes also run through the flow on 1 and 2 workers")
+    parser.add_argument("--sizes", type=image_sizes, default="240x360,480x720",
+                        help="per-stage sizes HxW, comma-separated")
+    parser.add_argument("--flow-sizes", type=image_sizes, default="240x360",
+                        help="sizes also run through the flow on 1 and 2 workers")
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--clips", type=int, default=2)
     args = parser.parse_args()
-    parse = lambda text: [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]  # noqa: E731
-    sizes, flow_sizes = parse(args.sizes), parse(args.flow_sizes)
+    sizes, flow_sizes = args.sizes, args.flow_sizes
     frames, n = args.frames, args.clips
     if args.quick:
         sizes, flow_sizes, frames, n = [(120, 180)], [(120, 180)], 17, 2

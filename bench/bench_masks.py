@@ -1,9 +1,9 @@
 """Dynamic-mask accuracy over many synthetic clips: the weight-free chain, and with a depth prior.
 
 For each seed and camera (dolly, orbit), a clip with moving objects and one without is
-rendered; DIS flow is computed as the labeling pipeline does (key pairs filled from the
-consecutive flows where invalid, unless --no-key-chains); `label_depth_and_masks` runs with the ground-truth cameras
-(scaled by an arbitrary factor, as SfM would give) and
+rendered; DIS flow is computed as the labeling pipeline does (key pairs repaired from the
+consecutive flows, `fill_from_chains`, unless --no-key-chains); `label_depth_and_masks` runs
+with the ground-truth cameras (scaled by an arbitrary factor, as SfM would give) and
 - `mvs`: the weight-free multi-view depth (no prior);
 - `prior E`: the neural backend's alignment and masks fed a simulated network: the true
   inverse depth under an unknown affine map, times a smooth random error field of relative
@@ -14,6 +14,7 @@ Reports per chain: IoU with the true key-frame masks on clips with moving object
 minimum, share above the 0.6 target) and the false-positive rate on clips without.
 
     python bench/bench_masks.py --seeds 8 --frames 17 --size 120x180 --prior-errors 0.05 0.1 0.2
+    python bench/bench_masks.py --seeds 8 --size 480x720 --prior-errors 0.1 --cameras orbit  # one half
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import cv2
 import numpy as np
 
+from common import image_size
 from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import label_depth_and_masks
@@ -81,17 +83,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--size", default="120x180")
+    parser.add_argument("--size", type=image_size, default="120x180")
     parser.add_argument("--cameras", nargs="+", choices=["dolly", "orbit"], default=["dolly", "orbit"],
                         help="camera motions to sweep (one per process splits a sweep over cores)")
     parser.add_argument("--prior-errors", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--no-key-chains", action="store_true",
-                        help="key-pair flows as estimated directly (no fill from consecutive flows)")
+                        help="key-pair flows as estimated directly (no repair from consecutive flows)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed, one prior")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.prior_errors = 1, [0.1]
-    height, width = (int(v) for v in args.size.split("x"))
+    height, width = args.size
     chains: list[float | None] = [None, *args.prior_errors]
     iou = {c: [] for c in chains}
     fp = {c: [] for c in chains}
@@ -114,7 +116,7 @@ def main() -> None:
             print(f"{camera} seed {seed}: IoU " + "  ".join(f"{_name(c)} {iou[c][-1]:.2f}" for c in chains)
                   + "; FP without movers " + "  ".join(f"{_name(c)} {fp[c][-1]:.4f}" for c in chains), flush=True)
     print(f"\n{len(iou[None])} clips with moving objects, {len(iou[None])} without; "
-          f"{args.size}, T = {args.frames}, DIS flow, true cameras (scaled)")
+          f"{height}x{width}, T = {args.frames}, DIS flow, true cameras (scaled)")
     print("| chain | IoU mean | IoU min | IoU > 0.6 | FP rate max (no movers) | FP rate mean (movers) | s/clip |")
     print("|---|---|---|---|---|---|---|")
     for chain in chains:

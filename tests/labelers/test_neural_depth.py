@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
 
+from depth_anything_writer import save_depth_anything
 from labelers.depth import DepthEstimator, DepthResult, flow_pairs_from_pair_flows
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.dis_flow import DisFlow
@@ -17,38 +17,9 @@ from pipelines.synthetic import SceneConfig, render_clip
 SCALE = 0.37  # the unknown per-clip scale of the cameras
 
 
-def save_tiny_depth_anything(folder, depth_estimation_type="relative"):
-    """A tiny random Depth Anything (Dinov2 backbone) and its processor, saved like a real checkpoint."""
-    backbone = Dinov2Config(
-        image_size=28,
-        patch_size=14,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        out_indices=[1, 2],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        neck_hidden_sizes=[16, 32],
-        reassemble_factors=[2, 1],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        depth_estimation_type=depth_estimation_type,
-        max_depth=10,
-    )
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    processor = DPTImageProcessor(size={"height": 56, "width": 84}, keep_aspect_ratio=True, ensure_multiple_of=14)
-    processor.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    return save_tiny_depth_anything(tmp_path_factory.mktemp("depth_anything_tiny"))
+    return save_depth_anything(tmp_path_factory.mktemp("depth_anything_tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +107,7 @@ def test_tiny_network_wiring_and_resize_back(tiny_model_dir):
 
 
 def test_metric_models_are_inverted(tmp_path):
-    backend = NeuralDepth(save_tiny_depth_anything(tmp_path, "metric"))
+    backend = NeuralDepth(save_depth_anything(tmp_path, depth_estimation_type="metric"))
     frames = np.random.default_rng(1).integers(0, 256, (2, 56, 84, 3), dtype=np.uint8)
     with torch.inference_mode():
         pixels = backend.processor(images=list(frames), return_tensors="pt")["pixel_values"]
