@@ -1,7 +1,7 @@
 """Zarr v3 label store with a Parquet index: the contract of LABELS.md on disk."""
 
 from storage.schema import FIELDS, SCHEMA_VERSION, STORED_FIELDS, LabelValidationError
-from storage.store import ClipLabels, ClipNotFoundError, CommitResult, LabelStore, SchemaVersionError
+from storage.store import ClipLabels, ClipNotFoundError, CommitResult, LabelStore, RejectedClipError, SchemaVersionError
 
 __all__ = [
     "FIELDS",
@@ -12,5 +12,6 @@ __all__ = [
     "ClipNotFoundError",
     "CommitResult",
     "LabelStore",
+    "RejectedClipError",
     "SchemaVersionError",
 ]

@@ -85,6 +85,10 @@ class ClipNotFoundError(KeyError):
     """No committed clip with that id."""
 
 
+class RejectedClipError(LookupError):
+    """The clip was committed as rejected: it has attributes and reasons but no label arrays."""
+
+
 class ClipLabels(dict):
     """Arrays of one clip named as LABELS.md, plus the clip's attributes in `.attrs`."""
 
@@ -430,7 +434,13 @@ class LabelStore:
 
     # ------------------------------------------------------------------ reading
     def clip_ids(self, status: str | None = None) -> list[str]:
-        """Committed clip ids, optionally only `accepted` or `rejected` ones, sorted."""
+        """Committed clip ids, sorted.
+
+        Args:
+            status: "accepted" (clips with labels, what `read` and training take),
+                "rejected" (clips recorded with their reasons and QA metrics only) or None
+                (both: every clip a re-run skips).
+        """
         if status is not None and status not in _STATUSES:
             raise ValueError(f"status must be one of {_STATUSES} or None, got {status!r}")
         table = self.index()
@@ -448,6 +458,10 @@ class LabelStore:
         Args:
             fields: names to read (default: every field, `points` included). `points` is
                 derived from depth, K and c2w on the key frames (zero where depth is invalid).
+
+        Raises:
+            ClipNotFoundError: no clip with that id is committed.
+            RejectedClipError: the clip was rejected; `attrs(clip_id)` has its reasons and metrics.
         """
         group = self._open_clip(clip_id)
         attrs = dict(group.attrs)
@@ -456,9 +470,10 @@ class LabelStore:
         if unknown:
             raise KeyError(f"unknown field(s) {unknown}; fields are {list(FIELDS)}")
         if attrs.get("status") != "accepted":
-            if fields is not None and wanted:
-                raise ValueError(f"clip {clip_id!r} is {attrs.get('status')} ({attrs.get('reasons')}): it has no arrays")
-            return ClipLabels({}, attrs)
+            reasons = "; ".join(attrs.get("reasons", [])) or "no reason recorded"
+            raise RejectedClipError(
+                f"clip {clip_id!r} was rejected ({reasons}): it has no label arrays; attrs() has its QA metrics"
+            )
         arrays = {name: group[name][...] for name in wanted if name not in DERIVED_FIELDS}
         if "points" in wanted:
             arrays["points"] = _points_from_group(group, int(attrs["stride"]))
@@ -518,13 +533,37 @@ def _index_row(store: LabelStore, attrs: Mapping[str, Any], nbytes: int) -> dict
     return row
 
 
+# The columns every index row has (QA columns vary by labeler): what an empty index holds, so
+# readers and later merges see the same schema whether or not a clip was ever committed.
 _EMPTY_INDEX_SCHEMA = pa.schema(
-    [("clip_id", pa.string()), ("shard", pa.string()), ("status", pa.string()), ("reasons", pa.list_(pa.string()))]
+    [
+        ("clip_id", pa.string()),
+        ("shard", pa.string()),
+        ("status", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("start_sec", pa.float64()),
+        ("end_sec", pa.float64()),
+        ("caption", pa.string()),
+        ("metric_scale", pa.bool_()),
+        ("labelers", pa.string()),
+        ("nbytes", pa.int64()),
+        ("committed_at", pa.float64()),
+        ("schema_version", pa.int64()),
+        ("fps", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("T", pa.int64()),
+        ("stride", pa.int64()),
+    ]
 )
 
 
 def _latest_per_clip(table: pa.Table) -> pa.Table:
     """Keep the newest row of each clip, sorted by clip id."""
+    if table.num_rows == 0:
+        return table
     order = table.sort_by([("clip_id", "ascending"), ("committed_at", "descending")])
     ids = order.column("clip_id").to_pylist()
     keep = [i for i, c in enumerate(ids) if i == 0 or ids[i - 1] != c]

@@ -13,3 +13,4 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "storage"))
 sys.path.insert(0, str(ROOT / "tests" / "flows"))
+sys.path.insert(0, str(ROOT / "tests" / "labelers"))

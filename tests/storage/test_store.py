@@ -14,7 +14,7 @@ import pytest
 from clip_factory import random_clip
 
 from labelers.geometry import unproject_depth
-from storage import FIELDS, LabelStore, LabelValidationError, SchemaVersionError, STORED_FIELDS
+from storage import FIELDS, LabelStore, LabelValidationError, RejectedClipError, SchemaVersionError, STORED_FIELDS
 from storage.store import ClipNotFoundError
 
 WRITER = Path(__file__).parent / "writer_proc.py"
@@ -102,9 +102,23 @@ def test_replace_rejected_clip_with_accepted(store):
 def test_rejected_clip_has_no_arrays(store):
     _, attrs = random_clip()
     store.commit_rejected("r", attrs, ["camera: too little parallax"])
-    assert store.read("r").attrs["reasons"] == ["camera: too little parallax"]
-    with pytest.raises(ValueError, match="rejected"):
-        store.read("r", fields=["depth"])
+    assert store.attrs("r")["reasons"] == ["camera: too little parallax"]
+    for fields in (None, ["depth"]):
+        with pytest.raises(RejectedClipError, match=r"'r' was rejected \(camera: too little parallax\)"):
+            store.read("r", fields=fields)
+
+
+def test_empty_store_is_readable_after_compaction(tmp_path):
+    """A run over a manifest with no rows compacts an empty index: every reader must still accept it."""
+    store = LabelStore.create(tmp_path / "empty.zarr")
+    store.compact_index()
+    reopened = LabelStore.open(tmp_path / "empty.zarr")
+    assert reopened.index().num_rows == 0 and "committed_at" in reopened.index().column_names
+    assert reopened.clip_ids() == [] and reopened.clip_ids(status="accepted") == []
+    store.commit("a", *random_clip())
+    assert reopened.clip_ids() == ["a"]
+    reopened.compact_index()
+    assert reopened.clip_ids(status="accepted") == ["a"]
 
 
 @pytest.mark.parametrize(

