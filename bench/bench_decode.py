@@ -7,6 +7,13 @@ two in-process baselines that read every frame and then pick:
 - naive_scan:  read every frame from the start of the video up to the clip's last frame,
                keeping the needed ones (what a plain sequential reader does).
 
+and reports two parts of decode_clip on their own:
+
+- probe:       the PyAV packet-timestamp read every clip now starts with (no decoding);
+- pyav_seq:    the broken-timestamp fallback, PyAV decoding from the first frame without
+               seeking up to the clip's last frame (`video_io.decode_sequential`), plus the
+               same resize + crop.
+
 All three open a fresh reader per clip and apply the same resize + centre crop, so only the
 decoding strategy differs. Clips start at several offsets of the source; medians are over
 clips x repeats. The source video is generated once and cached under --out-dir.
@@ -28,6 +35,7 @@ import numpy as np
 
 from pipelines.clips import ClipSpec, make_clip_id
 from pipelines.decode import DecodeConfig, ResizeCrop, decode_clip, frame_times, select_frames
+from pipelines.video_io import decode_sequential, probe_video
 
 
 def make_source(path: Path, seconds: float, fps: float, height: int, width: int, encoder: str) -> Path:
@@ -65,7 +73,7 @@ def make_source(path: Path, seconds: float, fps: float, height: int, width: int,
 
 def naive_span(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     reader = decord.VideoReader(spec.uri, ctx=decord.cpu(0), num_threads=config.num_threads)
-    index = select_frames(frame_times(reader), spec.start_sec, spec.end_sec, config.num_frames, spec.fps_target)
+    index = _index(reader, spec, config)
     every = reader.get_batch(np.arange(index[0], index[-1] + 1)).asnumpy()
     picked = every[index - index[0]]
     return ResizeCrop.from_sizes(*picked.shape[1:3], config.height, config.width).apply_frames(picked)
@@ -73,7 +81,7 @@ def naive_span(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
 
 def naive_scan(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     reader = decord.VideoReader(spec.uri, ctx=decord.cpu(0), num_threads=config.num_threads)
-    index = select_frames(frame_times(reader), spec.start_sec, spec.end_sec, config.num_frames, spec.fps_target)
+    index = _index(reader, spec, config)
     wanted, picked = set(index.tolist()), []
     for i in range(int(index[-1]) + 1):
         frame = reader.next().asnumpy()
@@ -83,8 +91,19 @@ def naive_scan(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     return ResizeCrop.from_sizes(*frames.shape[1:3], config.height, config.width).apply_frames(frames)
 
 
+def pyav_seq(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
+    reader = decord.VideoReader(spec.uri, ctx=decord.cpu(0), num_threads=config.num_threads)
+    frames = decode_sequential(spec.uri, _index(reader, spec, config), config.num_threads)
+    return ResizeCrop.from_sizes(*frames.shape[1:3], config.height, config.width).apply_frames(frames)
+
+
 def ours(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     return decode_clip(spec, config).frames
+
+
+def _index(reader, spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
+    times = frame_times(reader)
+    return select_frames(times, spec.start_sec, spec.end_sec, config.num_frames, spec.fps_target).index
 
 
 def time_ms(fn, spec: ClipSpec, config: DecodeConfig) -> tuple[float, np.ndarray]:
@@ -119,11 +138,15 @@ def main() -> None:
     results = []
     for height, width in ((240, 360), (480, 720)):
         config = DecodeConfig(num_frames=49, height=height, width=width, num_threads=args.threads)
-        times: dict[str, list[float]] = {"ours": [], "naive_span": [], "naive_scan": []}
+        times: dict[str, list[float]] = {"ours": [], "naive_span": [], "naive_scan": [], "pyav_seq": [], "probe": []}
         for _ in range(args.repeats):
             for spec in specs:
+                t0 = time.perf_counter()
+                probe_video(spec.uri)
+                times["probe"].append(1000.0 * (time.perf_counter() - t0))
                 reference = None
-                for label, fn in (("ours", ours), ("naive_span", naive_span), ("naive_scan", naive_scan)):
+                methods = (("ours", ours), ("naive_span", naive_span), ("naive_scan", naive_scan), ("pyav_seq", pyav_seq))
+                for label, fn in methods:
                     ms, frames = time_ms(fn, spec, config)
                     times[label].append(ms)
                     if reference is None:
@@ -138,11 +161,14 @@ def main() -> None:
             "naive_scan_ms": round(med["naive_scan"], 1),
             "speedup_vs_span": round(med["naive_span"] / med["ours"], 2),
             "speedup_vs_scan": round(med["naive_scan"] / med["ours"], 2),
+            "probe_ms": round(med["probe"], 1),
+            "pyav_seq_ms": round(med["pyav_seq"], 1),
         }
         results.append(row)
         print(
             f"{row['label_size']:>8}: decode_clip {row['ours_ms']:8.1f} ms | naive_span {row['naive_span_ms']:8.1f} ms "
-            f"(x{row['speedup_vs_span']}) | naive_scan {row['naive_scan_ms']:8.1f} ms (x{row['speedup_vs_scan']})  "
+            f"(x{row['speedup_vs_span']}) | naive_scan {row['naive_scan_ms']:8.1f} ms (x{row['speedup_vs_scan']}) | "
+            f"probe {row['probe_ms']:6.1f} ms | pyav_seq fallback {row['pyav_seq_ms']:8.1f} ms  "
             f"[median of {len(times['ours'])}]"
         )
     print(json.dumps({"bench": "decode", "source": name, "encoder": args.encoder, "results": results}))

@@ -118,7 +118,7 @@ def test_native_fps_keeps_consecutive_frames(ntsc_video):
 
 def test_select_frames_ties_go_to_the_earlier_frame():
     times = np.arange(100, dtype=np.float32) / np.float32(30.0)  # decord timestamps are float32
-    index = select_frames(times, 0.0, 3.0, 17, 8.0)
+    index = select_frames(times, 0.0, 3.0, 17, 8.0).index
     # t = k/8 lies exactly between two 30 fps frames when 3.75 k ends in .5 (k = 2, 6, 10, ...).
     np.testing.assert_array_equal(index, expected_nearest(np.arange(17) / 8.0, 30.0))
     assert index[2] == 7 and index[6] == 22
@@ -144,7 +144,7 @@ def test_select_frames_rejections():
     with pytest.raises(ClipRejected) as info:
         select_frames(np.zeros(0), 0.0, 1.0, 1, 8.0, "c")
     assert info.value.reason == "no_frames"
-    np.testing.assert_array_equal(select_frames(times, 0.0, 1.0, 9, 8.0), expected_nearest(np.arange(9) / 8.0, 30.0))
+    np.testing.assert_array_equal(select_frames(times, 0.0, 1.0, 9, 8.0).index, expected_nearest(np.arange(9) / 8.0, 30.0))
 
 
 # ---------------------------------------------------------------- geometry
@@ -229,9 +229,9 @@ def test_short_clip_and_short_video_are_rejected(ntsc_video):
     full = DecodeConfig(num_frames=49, height=48, width=80)
     error = _reason(spec_for(ntsc_video, 0.0, 3.3), full)  # 49 frames at 8 fps need 6 s
     assert error.reason == "too_short"
-    assert "6.000s" in error.message and "3.300s" in error.message
+    assert "needs 49 frames = 6.000 s" in error.message and "clip length 3.300 s holds 27 frames" in error.message
     error = _reason(spec_for(ntsc_video, 1.0, 9.0), full)
-    assert error.reason == "out_of_range" and "ends at" in error.message
+    assert error.reason == "out_of_range" and "label frames run until 7.000 s, after the video's last frame at 3.303 s" in error.message
 
 
 def test_missing_file(tmp_path):
