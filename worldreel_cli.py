@@ -17,28 +17,31 @@ from pathlib import Path
 __all__ = ["main", "build_parser", "parse_size"]
 
 
+MIN_SIZE = 16  # the smallest label resolution the labelers accept (LabelConfig height/width bounds)
+
+
 def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W)."""
+    """'HxW' -> (H, W), each at least `MIN_SIZE`."""
     try:
         height, width = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 240x360 (HxW), got {text!r}") from None
-    if height < 8 or width < 8:
-        raise argparse.ArgumentTypeError(f"size {text!r} is too small (min 8x8)")
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise argparse.ArgumentTypeError(f"size {text!r} is too small (min {MIN_SIZE}x{MIN_SIZE})")
     return height, width
 
 
-def _parse_gate(text: str) -> tuple[str, float | None]:
-    """'min_depth_valid_fraction=0.2' -> ('min_depth_valid_fraction', 0.2); 'none' removes the gate."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"gate must look like NAME=VALUE, got {text!r}")
-    if value.strip().lower() == "none":
-        return name.strip(), None
-    try:
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"gate value must be a number or 'none', got {value!r}") from None
+def _add_store(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--store PATH, and the positional STORE that earlier versions took."""
+    parser.add_argument("--store", type=Path, help=help_text)
+    parser.add_argument("store_positional", nargs="?", type=Path, metavar="STORE", help="same as --store")
+
+
+def _store(args: argparse.Namespace) -> Path:
+    given = {path for path in (args.store, args.store_positional) if path is not None}
+    if len(given) != 1:
+        args.parser.error("give the label store once: --store PATH" if given else "the label store is required: --store PATH")
+    return given.pop()
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -64,41 +67,55 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from flows.labeling import LabelRunParams, label_clips_flow, label_config
+    from flows.labeling import LABEL_JOB, LabelRunParams, label_clips_flow, label_job
 
-    height, width = args.size
-    params = LabelRunParams(
-        manifest=str(args.manifest),
-        store=str(args.out),
-        format=args.format,
-        video_root=args.video_root,
-        annotation_root=args.annotation_root,
-        flow=args.flow,
-        flow_weights=args.flow_weights,
-        camera=args.camera,
-        depth=args.depth,
-        depth_weights=args.depth_weights,
-        height=height,
-        width=width,
-        fps=None if args.fps == "native" else float(args.fps),
-        frames=args.frames,
-        stride=args.stride,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        gpu_fraction=args.gpu_fraction,
-        device=args.device,
-        redo_failed=args.redo_failed,
-        store_rounding=args.store_rounding,
-        gates=dict(args.gate),
-        report_dir=args.report_dir,
-        write_report=not args.no_report,
-    )
-    label_config(params)  # fail fast on inconsistent options, before Prefect and Ray start
-    summary = label_clips_flow(params)
+    values = LABEL_JOB.from_args(args)
+    try:
+        run, cfg = label_job(values)  # inconsistent options fail here, in one line, before Prefect and Ray start
+    except ValueError as e:
+        args.parser.error(str(e))
+    _check_label_inputs(run, cfg)
+    summary = label_clips_flow(LabelRunParams(**values))
     _print_label_summary(summary)
     return 0
+
+
+class UsageError(Exception):
+    """A bad input the user can fix: printed as one line, exit status 2 (`--debug` shows the traceback)."""
+
+
+def _check_label_inputs(run, cfg) -> None:
+    """Manifest, weights and cluster checked before Prefect and Ray start (seconds, not minutes)."""
+    from pipelines.manifests import ManifestError, read_manifest
+
+    for option, path, kind in (("--flow-weights", cfg.flow_weights, "file"), ("--depth-weights", cfg.depth_weights, "dir")):
+        if path and not (Path(path).is_file() if kind == "file" else Path(path).is_dir()):
+            what = "a checkpoint file" if kind == "file" else "a model folder"
+            raise UsageError(f"{option} {path}: not {what} on this machine (weights are never downloaded)")
+    try:
+        manifest = read_manifest(run.manifest, run.format, fps_target=run.fps, video_root=run.video_root,
+                                 annotation_root=run.annotation_root)
+    except ManifestError as e:
+        raise UsageError(str(e)) from e
+    for error in manifest.errors:
+        print(f"manifest row skipped: {error}", file=sys.stderr)
+    if run.ray_address:
+        _check_reachable(run.ray_address)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raise UsageError unless something listens at a Ray address ("host:port" or "ray://host:port")."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UsageError(f"--ray-address {address}: cluster unreachable ({e.strerror or e})") from None
 
 
 def _print_label_summary(summary: dict) -> None:
@@ -116,7 +133,7 @@ def _print_label_summary(summary: dict) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import ReportOptions, build_report
 
-    path = build_report(args.store, args.out, ReportOptions(max_gallery_clips=args.gallery))
+    path = build_report(_store(args), args.out, ReportOptions(max_gallery_clips=args.gallery))
     print(f"report written to {path}")
     return 0
 
@@ -128,8 +145,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "  export PREFECT_API_URL=http://127.0.0.1:4200/api", file=sys.stderr)
         return 2
     from flows.deployments import serve_deployments
+    from flows.labeling import LABEL_JOB
 
     defaults = json.loads(args.label_defaults) if args.label_defaults else None
+    unknown = sorted(set(defaults or {}) - set(LABEL_JOB.by_name))
+    if unknown:
+        args.parser.error(f"--label-defaults: unknown labeling option(s) {unknown}")
     serve_deployments(label_cron=args.label_cron, label_defaults=defaults)
     return 0
 
@@ -143,7 +164,7 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from storage import LabelStore
 
-    store = LabelStore.open(args.store)
+    store = LabelStore.open(_store(args))
     index = store.index()
     rows = index.to_pylist()
     accepted = [r for r in rows if r["status"] == "accepted"]
@@ -254,7 +275,9 @@ def _print_store_summary(store) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `worldreel` parser. `command`: add only that subcommand's generated options (the labeling
+    job's need its modules imported, seconds); None adds every subcommand's."""
     parser = argparse.ArgumentParser(
         prog="worldreel",
         description="WorldReel: label video clips with depth, cameras, flow and scene flow; train the 4D video model.",
@@ -285,8 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the main job end to end on embedded defaults",
-        description="Synthetic clips -> label store -> summary, on the CPU with no server (what `make demo` runs).",
+        help="run the main job end to end on embedded defaults: render, label, report, train, sample",
+        description="On the CPU, with no server (what `make demo` runs): render synthetic clips with exact labels, "
+        "label them with the weight-free labelers (Prefect flow, local Ray), compare the labels with the truth, write "
+        "the quality report, train the tiny model through stages 1a, 1b and 2 on both stores, and sample a video and "
+        "its 4D scene from the last checkpoint.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     demo.add_argument("--clips", type=int, default=4, help="number of synthetic clips (default 4)")
@@ -300,50 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="label the clips of a manifest into a label store",
         description="Decode, label (flow, camera, depth, dynamic masks, scene flow), quality-gate and commit every "
         "clip of a manifest. Runs the Prefect labeling flow ephemerally (no server) over a local Ray, or an existing "
-        "cluster with --ray-address. Re-running skips committed clips.",
+        "cluster with --ray-address. Re-running skips committed clips. The options are those of the Prefect form "
+        "of the labeling deployment, by the same names.",
     )
-    label.add_argument("--manifest", required=True, type=Path, help="manifest CSV")
-    label.add_argument("--out", required=True, type=Path, help="label store (created if missing)")
-    label.add_argument("--format", choices=("auto", "plain", "spatialvid", "panda70m"), default="auto")
-    label.add_argument("--video-root", help="folder that relative video paths resolve against")
-    label.add_argument("--annotation-root", help="SpatialVID annotation folders, one per clip id")
-    label.add_argument("--flow", choices=("dis", "sea-raft"), default="dis", help="optical-flow backend (default dis)")
-    label.add_argument("--flow-weights", help="local SEA-RAFT checkpoint (.pth or .safetensors)")
-    label.add_argument("--camera", choices=("sfm", "import"), default="sfm", help="camera backend (default sfm)")
-    label.add_argument("--depth", choices=("mvs", "neural", "import"), default="mvs", help="depth backend (default mvs)")
-    label.add_argument("--depth-weights", help="local folder of a transformers depth model")
-    label.add_argument("--size", type=parse_size, default=(480, 720), help="label resolution HxW (default 480x720)")
-    label.add_argument("--fps", default="8", help="label fps, or 'native' for the source rate (default 8)")
-    label.add_argument("--frames", type=int, default=49, help="frames per clip (default 49)")
-    label.add_argument("--stride", type=int, default=4, help="key-frame stride (default 4)")
-    label.add_argument("--limit", type=int, help="label at most this many clips")
-    label.add_argument("--batch-size", type=int, default=4, help="clips per Ray task (default 4)")
-    label.add_argument("--workers", type=int, help="CPUs of the local Ray (default: all)")
-    label.add_argument("--ray-address", help="address of an existing Ray cluster")
-    label.add_argument("--gpu-fraction", type=float, default=0.25, help="GPU share per neural labeler actor")
-    label.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of neural labelers")
-    label.add_argument("--redo-failed", action="store_true", help="label clips rejected by earlier runs again")
-    label.add_argument(
-        "--store-rounding", choices=("none", "compact"), default="none",
-        help="mantissa rounding of a new store: compact keeps 7 bits of flows and scene flow, 4 of flow uncertainty",
-    )
-    label.add_argument("--report-dir", help="quality report folder (default: <store>_report next to the store)")
-    label.add_argument("--no-report", action="store_true", help="do not write the quality report at the end")
-    label.add_argument(
-        "--gate", type=_parse_gate, action="append", default=[], metavar="NAME=VALUE",
-        help="override a quality gate, e.g. min_depth_valid_fraction=0.2 (VALUE 'none' removes it); repeatable",
-    )
-    label.set_defaults(func=_cmd_label)
+    if command in (None, "label"):
+        from flows.labeling import LABEL_JOB
+
+        LABEL_JOB.add_arguments(label)
+    label.set_defaults(func=_cmd_label, parser=label)
 
     report = sub.add_parser(
         "report",
         help="write the label-quality report of a store",
         description="Write a self-contained HTML report (totals, reasons, metric distributions, clip table, galleries).",
     )
-    report.add_argument("store", type=Path, help="label store")
+    _add_store(report, "label store")
     report.add_argument("--out", required=True, type=Path, help="output folder (index.html, summary.json)")
     report.add_argument("--gallery", type=int, default=40, help="clips with a picture gallery (default 40)")
-    report.set_defaults(func=_cmd_report)
+    report.set_defaults(func=_cmd_report, parser=report)
 
     serve = sub.add_parser(
         "serve",
@@ -352,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Prefect UI) on the server at PREFECT_API_URL, and run what the UI starts. Blocks until interrupted.",
     )
     serve.add_argument("--label-cron", help="cron schedule of the labeling deployment, e.g. '0 2 * * *'")
-    serve.add_argument("--label-defaults", help="JSON of default labeling parameters, e.g. '{\"manifest\": ...}'")
-    serve.set_defaults(func=_cmd_serve)
+    serve.add_argument("--label-defaults", help="JSON of default labeling parameters (the names of `worldreel label`'s "
+                       "options, with _ for -), e.g. '{\"manifest\": \"m.csv\", \"store\": \"labels.zarr\"}'")
+    serve.set_defaults(func=_cmd_serve, parser=serve)
 
     sub.add_parser(
         "train",
@@ -372,9 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     info = sub.add_parser("info", help="summarise a label store", description="Print what a label store holds.")
-    info.add_argument("store", type=Path, help="label store path")
+    _add_store(info, "label store")
     info.add_argument("--json", action="store_true", help="also print every index row as JSON")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=_cmd_info, parser=info)
     return parser
 
 
@@ -408,8 +409,35 @@ def prefect_defaults() -> contextlib.AbstractContextManager:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with prefect_defaults():
-        return _run(sys.argv[1:] if argv is None else list(argv))
+    """Run a command. Bad inputs end in one `worldreel: error: ...` line and status 2; `--debug`
+    (anywhere on the line) shows the traceback instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        with prefect_defaults():
+            return _run(argv)
+    except _door_errors() as e:
+        if debug:
+            raise
+        command = argv[0] if argv else ""
+        print(f"worldreel {command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _door_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a bad input, not a bug: reported in one line."""
+    from pipelines.clips import ClipRejected
+    from pipelines.manifests import ManifestError
+    from storage import ClipNotFoundError, LabelValidationError, RejectedClipError, SchemaVersionError
+
+    return (UsageError, ManifestError, ClipRejected, ClipNotFoundError, RejectedClipError, SchemaVersionError,
+            LabelValidationError, FileNotFoundError, NotADirectoryError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _run(argv: list[str]) -> int:
@@ -423,7 +451,7 @@ def _run(argv: list[str]) -> int:
         from model.evaluate import evaluate_main
 
         return evaluate_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else "").parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -1,6 +1,8 @@
 """Deployments of the flows for the Prefect UI: `worldreel serve` registers and serves them.
 
-Each deployment exposes its flow's typed parameters (pydantic models) as a form in the UI.
+Each deployment exposes its flow's typed parameters as a form in the UI: pydantic models generated
+from the jobs' dataclasses (`pipelines.jobconfig`), so a form field has the name, default, bounds
+and help of the command-line option.
 Runs execute in subprocesses of the serving process (Prefect's `serve`); stopping `serve`
 pauses the deployments' schedules until it runs again.
 """
@@ -15,14 +17,7 @@ from flows.labeling import label_clips_flow
 from flows.report import report_flow
 from flows.training import train_flow, worldreel_pipeline_flow
 
-__all__ = ["build_deployments", "serve_deployments", "DEPLOYMENT_NAMES"]
-
-DEPLOYMENT_NAMES = {
-    "label": "label-clips/label",
-    "report": "label-report/report",
-    "train": "train-worldreel/train",
-    "pipeline": "worldreel-pipeline/pipeline",
-}
+__all__ = ["build_deployments", "serve_deployments"]
 
 
 def build_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> list:

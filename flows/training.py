@@ -1,7 +1,8 @@
 """Training flows: launch `worldreel train` as a separate process, stream its logs, publish checkpoints.
 
 `train_flow` is the deployment ML engineers start from the Prefect UI (typed form of
-`TrainRunParams`). The job runs in its own process (torchrun when several GPUs are asked
+`TrainRunParams`, generated from `model.train.TrainConfig`: the same names, defaults, bounds and
+help as `worldreel train`). The job runs in its own process (torchrun when several GPUs are asked
 for), so a crash of the trainer never takes the flow with it; the task retries, and the
 retry resumes from the last complete checkpoint (the trainer resumes by default).
 `worldreel_pipeline_flow` chains the whole DAG: label a manifest, publish the quality
@@ -14,58 +15,34 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
-from pydantic import BaseModel, Field
 
 from flows.labeling import LabelRunParams, label_clips_flow
+from model.train import TrainConfig
+from pipelines.jobconfig import JobConfig
 
-__all__ = ["TrainRunParams", "train_command", "train_flow", "worldreel_pipeline_flow"]
+__all__ = ["TRAIN_JOB", "TrainRunParams", "train_command", "train_config", "train_flow", "worldreel_pipeline_flow"]
 
 
-class TrainRunParams(BaseModel):
-    """Train the geometry-motion augmented DiT and/or the DPT head on label stores."""
+TRAIN_JOB = JobConfig(TrainConfig)
+"""The training job's options: `worldreel train` and the form `TrainRunParams` are generated from them."""
 
-    config: Literal["tiny", "cogvideox-5b-i2v"] = Field("tiny", description="Model configuration")
-    stage: Literal["1a", "1b", "2"] = Field("1a", description="1a DiT fine-tune, 1b DPT head on a frozen DiT, 2 joint")
-    stores: list[str] = Field(description="Label stores to train on (synthetic and pseudo-labelled)")
-    store_weights: list[float] | None = Field(None, description="Mixing weight per store (default equal)")
-    output_dir: str = Field(description="Run folder: checkpoints/, metrics.jsonl")
-    weights: str | None = Field(None, description="Local diffusers folder of CogVideoX-5B-I2V (not for tiny)")
-    init_from: str | None = Field(None, description="Checkpoint to start from (e.g. stage 1a's for stage 2)")
-    steps: int = Field(1000, ge=1, description="Total optimiser steps")
-    batch_size: int = Field(1, ge=1)
-    lr: float = Field(2e-5, gt=0, description="AdamW learning rate of the DiT")
-    head_lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the DPT head")
-    save_every: int = Field(500, ge=1, description="Checkpoint every this many steps")
-    gpus: int = Field(1, ge=1, le=64, description="GPUs on this node (torchrun when > 1)")
-    strategy: Literal["ddp", "fsdp"] = Field(
-        "ddp", description="Data parallelism with several GPUs: ddp replicates the model, fsdp shards weights, "
-        "gradients and optimizer state (needed for the full cogvideox-5b-i2v fine-tune on 80 GB GPUs)"
-    )
-    num_workers: int = Field(0, ge=0, le=64, description="Data-loader processes (2+ on GPU runs, so loading overlaps steps)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto")
+TrainRunParams = TRAIN_JOB.form_model(
+    "TrainRunParams", "Train the geometry-motion augmented DiT and/or the DPT head on label stores.", __name__
+)
+
+
+def train_config(params: TrainRunParams) -> TrainConfig:
+    """The trainer's configuration of a run (ValueError names an inconsistent option)."""
+    (cfg,) = TRAIN_JOB.build(params.model_dump())
+    return cfg
 
 
 def train_command(params: TrainRunParams) -> list[str]:
-    """The `worldreel train` command line of a run."""
-    command = [sys.executable, "-m", "worldreel_cli", "train", "--config", params.config, "--stage", params.stage,
-               "--output-dir", params.output_dir, "--steps", str(params.steps), "--batch-size", str(params.batch_size),
-               "--lr", str(params.lr), "--head-lr", str(params.head_lr), "--save-every", str(params.save_every),
-               "--device", params.device, "--num-workers", str(params.num_workers), "--strategy", params.strategy]
-    for store in params.stores:
-        command += ["--store", store]
-    if params.store_weights:
-        command += ["--data-weights", *map(str, params.store_weights)]
-    if params.weights:
-        command += ["--weights", params.weights]
-    if params.init_from:
-        command += ["--init-from", params.init_from]
-    if params.gpus > 1:
-        command += ["--gpus", str(params.gpus)]
-    return command
+    """The `worldreel train` command line of a run: every option, so the log shows the whole run."""
+    return [sys.executable, "-m", "worldreel_cli", "train", *TRAIN_JOB.to_argv(params.model_dump())]
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -103,6 +80,9 @@ def _publish_checkpoints(output_dir: Path, metrics: dict) -> list[str]:
 @flow(name="train-worldreel", log_prints=True)
 def train_flow(params: TrainRunParams) -> dict:
     """Train one stage; publish the checkpoints as link artifacts and the last metrics as markdown."""
+    train_config(params)  # an inconsistent configuration fails here, once, not in a retried process
+    if not params.stores:
+        raise ValueError("stores: give at least one label store to train on")
     metrics = run_training(params)
     checkpoints = _publish_checkpoints(Path(params.output_dir), metrics)
     return {"metrics": metrics, "checkpoints": checkpoints}

@@ -147,13 +147,13 @@ def evaluate_clip(pred: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarra
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldreel evaluate", description="4D geometry metrics of a checkpoint on label stores.")
     p.add_argument("--checkpoint", required=True, help="training checkpoint folder, or a run folder (latest checkpoint)")
-    p.add_argument("--data", "--store", dest="data", action="append", required=True, help="label store (repeatable)")
+    p.add_argument("--store", "--data", dest="data", action="append", required=True, help="label store (repeatable)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps of the geometry-motion latents")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most this many clips")
-    p.add_argument("--scheduler", choices=("dpm", "ddim"), default="ddim")
-    p.add_argument("--pretrained", default=None, help="local diffusers folder of the base model (default: the run's)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--scheduler", choices=("dpm", "ddim"), default="ddim", help="diffusion sampler")
+    p.add_argument("--weights", "--pretrained", dest="pretrained", default=None, help="local diffusers folder of the base model (default: the run's)")
+    p.add_argument("--device", default="auto", help="torch device; auto takes cuda when available")
     p.add_argument("--json", dest="json_path", default=None, help="also write per-clip metrics and their mean here")
     return p
 

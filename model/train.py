@@ -1,6 +1,6 @@
 """WorldReel training: stages 1a (DiT), 1b (DPT head on a frozen DiT) and 2 (joint).
 
-    python -m model.train --model tiny --stage 1a --data STORE [--data STORE2 --data-weights 1 3] \
+    python -m model.train --config tiny --stage 1a --store STORE [--store STORE2 --store-weights 1 3] \
         --output-dir runs/tiny --steps 100
 
 Stages (paper): 1a fine-tunes the geometry-motion augmented DiT with L_diff; 1b trains the
@@ -11,7 +11,7 @@ checkpoint in the output folder with its optimiser, LR schedule, data position a
 
 Models: "tiny" builds a random 2-block DiT, tiny VAE and hash text encoder sized to the data
 (CPU tests, smoke runs); "cogvideox-5b-i2v" loads CogVideoX-5B-I2V from the local diffusers
-folder `--pretrained` (transformer/, vae/, scheduler/, text_encoder/, tokenizer/; the T5
+folder `--weights` (transformer/, vae/, scheduler/, text_encoder/, tokenizer/; the T5
 tokenizer needs `sentencepiece`) and needs clips of the size its positional embeddings fix
 (49 x 480 x 720).
 
@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -139,42 +138,71 @@ MODELS = ("tiny", "cogvideox-5b-i2v")
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; saved with every checkpoint."""
+    """Everything a run needs; saved with every checkpoint.
 
-    model: Literal["tiny", "cogvideox-5b-i2v"] = "tiny"
-    stage: Literal["1a", "1b", "2"] = "1a"
-    data: list[str] = field(default_factory=list)
-    data_weights: list[float] | None = None
-    output_dir: str = "train_out"
-    pretrained: str | None = None
-    init_from: str | None = None
-    latent_cache: str | None = None
-    resume: bool = True
-    steps: int = 1000
-    batch_size: int = 1
-    num_frames: int | None = None
-    lr: float = 2e-5
-    head_lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    lambda_flow: float = 5.0
-    lambda_dpt: float = 0.1
-    lambda_reg: float = 0.5
-    reprojection_max_gap: int | None = None
-    dpt_weighting: Literal["alpha_bar", "none"] = "alpha_bar"
-    mixed_precision: Literal["bf16", "no"] = "bf16"
-    gradient_checkpointing: bool = True
-    seed: int = 0
-    log_every: int = 1
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    num_workers: int = 0
-    device: str = "auto"
-    gpus: int = 1  # processes on this node; > 1 re-launches `main` under torchrun
-    strategy: Literal["ddp", "fsdp"] = "ddp"  # data parallelism when gpus > 1: replicated or sharded
+    Each field's metadata (help, bounds, public name) generates `worldreel train`'s options and
+    the Prefect form `flows.training.TrainRunParams` (`pipelines.jobconfig`). Four attributes keep
+    the names saved checkpoints use and show their public ones: `model` is `config`, `data` is
+    `stores` (`--store`), `data_weights` is `store_weights`, `pretrained` is `weights`.
+    """
+
+    model: Literal["tiny", "cogvideox-5b-i2v"] = field(default="tiny", metadata={
+        "name": "config", "aliases": ("--model",),
+        "help": "model configuration: tiny (random, sized to the data) or cogvideox-5b-i2v (needs --weights)"})
+    stage: Literal["1a", "1b", "2"] = field(default="1a", metadata={
+        "help": "1a DiT fine-tune, 1b DPT head on a frozen DiT, 2 joint"})
+    data: list[str] = field(default_factory=list, metadata={
+        "name": "stores", "flag": "--store", "aliases": ("--data",), "repeat": True,
+        "help": "label store to train on (synthetic or pseudo-labelled)"})
+    data_weights: list[float] | None = field(default=None, metadata={
+        "name": "store_weights", "aliases": ("--data-weights",), "ge": 0,
+        "help": "mixing weight per store, in --store order (default equal)"})
+    output_dir: str = field(default="train_out", metadata={
+        "help": "run folder: checkpoints/, metrics.jsonl, train_config.json"})
+    pretrained: str | None = field(default=None, metadata={
+        "name": "weights", "aliases": ("--pretrained",),
+        "help": "local diffusers folder of CogVideoX-5B-I2V (not for tiny)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "checkpoint folder to start from, e.g. stage 1a's step_N for stage 2"})
+    latent_cache: str | None = field(default=None, metadata={
+        "help": "folder of cached VAE posteriors: encode every clip once, draw a fresh sample each step"})
+    resume: bool = field(default=True, metadata={
+        "help": "continue from the latest checkpoint in the output folder (optimiser, schedule, data, RNGs)"})
+    steps: int = field(default=1000, metadata={"ge": 1, "help": "total optimiser steps"})
+    batch_size: int = field(default=1, metadata={"ge": 1, "help": "clips per step on each process"})
+    num_frames: int | None = field(default=None, metadata={
+        "ge": 2, "help": "frames per training clip (default: the stores' T)"})
+    lr: float = field(default=2e-5, metadata={"gt": 0, "help": "AdamW learning rate of the DiT"})
+    head_lr: float = field(default=1e-4, metadata={"gt": 0, "help": "AdamW learning rate of the DPT head"})
+    beta1: float = field(default=0.9, metadata={"ge": 0, "lt": 1, "help": "AdamW beta1"})
+    beta2: float = field(default=0.95, metadata={"ge": 0, "lt": 1, "help": "AdamW beta2"})
+    weight_decay: float = field(default=1e-4, metadata={"ge": 0, "help": "AdamW weight decay"})
+    warmup_steps: int = field(default=100, metadata={"ge": 0, "help": "linear learning-rate warm-up steps"})
+    grad_clip: float = field(default=1.0, metadata={"gt": 0, "help": "clip the gradient norm to this value"})
+    lambda_flow: float = field(default=5.0, metadata={"ge": 0, "help": "weight of the scene-flow term in L_dpt"})
+    lambda_dpt: float = field(default=0.1, metadata={"ge": 0, "help": "weight of L_dpt in stage 2"})
+    lambda_reg: float = field(default=0.5, metadata={"ge": 0, "help": "weight of the regularisers L_reg in stage 2"})
+    reprojection_max_gap: int | None = field(default=None, metadata={
+        "ge": 1, "help": "depth reprojection regulariser over frame pairs at most this far apart (default all)"})
+    dpt_weighting: Literal["alpha_bar", "none"] = field(default="alpha_bar", metadata={
+        "help": "weight each sample's DPT and regulariser terms by abar_t (geometry is ill-posed at high noise)"})
+    mixed_precision: Literal["bf16", "no"] = field(default="bf16", metadata={
+        "help": "bf16 autocast on CUDA (weights stay fp32)"})
+    gradient_checkpointing: bool = field(default=True, metadata={
+        "help": "recompute DiT block activations in the backward pass (less memory, slower steps)"})
+    seed: int = field(default=0, metadata={"help": "seed of weights, data order and noise"})
+    log_every: int = field(default=1, metadata={"ge": 1, "help": "log metrics every this many steps"})
+    save_every: int = field(default=500, metadata={"ge": 1, "help": "checkpoint every this many steps"})
+    keep_checkpoints: int = field(default=2, metadata={
+        "ge": 0, "help": "keep this many latest checkpoints (0 keeps all)"})
+    num_workers: int = field(default=0, metadata={
+        "ge": 0, "le": 64, "help": "data-loader processes (2+ on GPU runs, so loading overlaps steps)"})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
+    gpus: int = field(default=1, metadata={
+        "ge": 1, "le": 64, "help": "processes (GPUs) on this node; more than 1 re-launches under torchrun"})
+    strategy: Literal["ddp", "fsdp"] = field(default="ddp", metadata={
+        "help": "data parallelism with --gpus > 1: ddp replicates the model, fsdp shards weights, gradients and "
+        "optimizer state (needed for the full cogvideox-5b-i2v fine-tune on 80 GB GPUs)"})
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -182,13 +210,13 @@ class TrainConfig:
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.model != "tiny" and not self.pretrained:
-            raise ValueError(f"model {self.model} needs --pretrained LOCAL_DIFFUSERS_FOLDER")
+            raise ValueError(f"config {self.model} needs --weights LOCAL_DIFFUSERS_FOLDER")
         if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1 or self.gpus < 1:
             raise ValueError("steps, batch_size, save_every, log_every and gpus must be >= 1")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.data_weights is not None and len(self.data_weights) != len(self.data):
-            raise ValueError(f"{len(self.data_weights)} data weights for {len(self.data)} stores")
+            raise ValueError(f"{len(self.data_weights)} store weights for {len(self.data)} stores")
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -806,35 +834,16 @@ class _Batches:
 
 
 # ============================================================================ CLI
+def _job():
+    from pipelines.jobconfig import JobConfig  # options, help and bounds from TrainConfig's fields
+
+    return JobConfig(TrainConfig)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="worldreel train", description="Train the WorldReel DiT and DPT head.")
-    defaults = TrainConfig()
-    aliases = {"model": ["--config"], "data": ["--store"], "pretrained": ["--weights"]}
-    for f in dataclasses.fields(TrainConfig):
-        flag = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
-        default = getattr(defaults, f.name)
-        if f.name == "data":
-            p.add_argument(*flag, dest="data", action="append", default=[], metavar="STORE", help="label store path (repeatable)")
-        elif f.name == "data_weights":
-            p.add_argument(*flag, type=float, nargs="+", default=None, help="mixing weight per --data store")
-        elif f.name == "model":
-            p.add_argument(*flag, dest="model", choices=MODELS, default=default, help="model configuration")
-        elif f.name == "stage":
-            p.add_argument(*flag, choices=STAGES, default=default, help="1a DiT, 1b DPT head, 2 joint")
-        elif f.name == "mixed_precision":
-            p.add_argument(*flag, choices=("bf16", "no"), default=default)
-        elif f.name == "dpt_weighting":
-            p.add_argument(*flag, choices=("alpha_bar", "none"), default=default)
-        elif f.name == "strategy":
-            p.add_argument(*flag, choices=STRATEGIES, default=default, help="with --gpus > 1: ddp replicas, fsdp shards")
-        elif isinstance(default, bool):
-            p.add_argument(*flag, action=argparse.BooleanOptionalAction, default=default)
-        elif f.name in ("pretrained", "init_from", "latent_cache"):
-            p.add_argument(*flag, dest=f.name, type=str, default=None)
-        elif f.name in ("num_frames", "reprojection_max_gap"):
-            p.add_argument(*flag, type=int, default=None)
-        else:
-            p.add_argument(*flag, type=type(default), default=default)
+    p = argparse.ArgumentParser(prog="worldreel train", description="Train the WorldReel DiT and DPT head on label "
+                                "stores, one stage per run; resumes from the run folder's latest checkpoint.")
+    _job().add_arguments(p)
     return p
 
 
@@ -844,15 +853,19 @@ def main(argv: list[str] | None = None) -> int:
     With `--gpus N` > 1 outside a torchrun job, runs itself under torchrun with N processes
     and returns the launcher's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    if args.gpus > 1 and launched_world_size() == 1:
-        visible = torch.cuda.device_count()
-        if args.device != "cpu" and visible and visible < args.gpus:
-            print(f"error: --gpus {args.gpus} but only {visible} CUDA devices are visible")
-            return 2
-        return relaunch_with_torchrun(args.gpus, "model.train", argv)
+    job = _job()
     try:
-        cfg = TrainConfig(**vars(args))
+        (cfg,) = job.build(job.from_args(_parser().parse_args(argv)))
+    except ValueError as e:
+        print(f"error: {e}")
+        return 2
+    if cfg.gpus > 1 and launched_world_size() == 1:
+        visible = torch.cuda.device_count()
+        if cfg.device != "cpu" and visible and visible < cfg.gpus:
+            print(f"error: --gpus {cfg.gpus} but only {visible} CUDA devices are visible")
+            return 2
+        return relaunch_with_torchrun(cfg.gpus, "model.train", argv)
+    try:
         trainer = Trainer(cfg)
         metrics = trainer.run()
     except (ValueError, FileNotFoundError) as e:

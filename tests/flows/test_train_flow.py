@@ -42,7 +42,7 @@ def test_train_command_names_every_store_and_option():
     assert schema["properties"]["strategy"]["enum"] == ["ddp", "fsdp"] and schema["properties"]["strategy"]["default"] == "ddp"
     assert command[command.index("--stage") + 1] == "2"
     assert [command[i + 1] for i, c in enumerate(command) if c == "--store"] == ["a.zarr", "b.zarr"]
-    assert command[command.index("--data-weights") + 1 : command.index("--data-weights") + 3] == ["1.0", "3.0"]
+    assert command[command.index("--store-weights") + 1 : command.index("--store-weights") + 3] == ["1.0", "3.0"]
     assert command[command.index("--weights") + 1] == "/models/cogvideox"
 
 
