@@ -1,8 +1,8 @@
 """Optical-flow labeler benchmark: milliseconds per frame pair, and accuracy where it is cheap.
 
-    python bench/bench_flow.py [--quick]
+    python bench/bench_flow.py [--quick] [--classes] [--real-pairs] [--class-size 120x180]
 
-Rows:
+Speed rows (always):
 * OpenCV backend (`labelers.dis_flow.DisFlow`, forward + backward flow + uncertainty of one
   pair) against plain DIS at PRESET_MEDIUM (forward only, the in-process baseline) at
   240x360 and 480x720 on the CPU, on synthetic frames with exact flow, so each row also
@@ -12,12 +12,27 @@ Rows:
 * SEA-RAFT S, M and L at 500x1000, fp16 autocast, when CUDA is available (published anchor,
   ptlflow's benchmark on an RTX 3090: 27.8 / 40.0 ms per pair for S / M).
 Times are medians over repeated runs after a warm-up.
+
+`--classes`: per synthetic scene class (rooms under dolly, orbit and pan; open yards under a
+far sky; low and repeated texture; noise, motion blur and exposure drift; a fixed camera with a
+large mover; T = 9, key stride 4), the flow as `pipelines.labeling` computes it (validity
+checks on, key pairs repaired from the chains) with our DIS settings and with plain
+DIS-medium: coverage of GT-visible pixels, EPE of both on OUR valid pixels (the same pixels),
+their ratio, the share of valid pixels more than 3 px off, and seconds per clip.
+
+`--before`: the same without the validity checks and the chain disagreement rule.
+
+`--real-pairs`: OpenCV's sample pairs with ground truth (package opencv-doc; aloe stereo with
+its disparity, graf1 -> graf3 with its homography, at 320 px wide): coverage of the known
+pixels and the share of valid pixels more than 3 px off, forward-backward only against the
+`ValidityChecks`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -30,7 +45,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labelers.dis_flow import DisFlow  # noqa: E402
+from common import image_size  # noqa: E402
+from labelers.dis_flow import DisFlow, DisFlowConfig  # noqa: E402
+from labelers.flow import (  # noqa: E402
+    ValidityChecks,
+    compute_pair_flows,
+    consecutive_pairs,
+    fill_from_chains,
+    key_frame_pairs,
+)
 from labelers.sea_raft import SEA_RAFT_VARIANTS, SeaRaft, SeaRaftFlow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 
@@ -102,11 +125,138 @@ def bench_sea_raft(variant: str, height: int, width: int, device: str, repeats: 
     return (f"SEA-RAFT {variant} ({device})", f"{height}x{width}", ms, note)
 
 
+SCENE_CLASSES = {
+    "room dolly": dict(camera="dolly"),
+    "room orbit": dict(camera="orbit"),
+    "room pan": dict(camera="pan"),
+    "open dolly": dict(scene="open", camera="dolly"),
+    "open orbit": dict(scene="open", camera="orbit"),
+    "low texture dolly": dict(texture="low", camera="dolly"),
+    "repeated texture orbit": dict(texture="repeated", camera="orbit"),
+    "noise 3 + blur 0.5 + exposure 0.2": dict(camera="dolly", noise_std=3.0, motion_blur=0.5, exposure_drift=0.2),
+    "fixed camera, large mover": dict(camera="static", large_mover=True),
+}
+
+
+def labeling_flows(config: DisFlowConfig, frames: np.ndarray, stride: int, checks: bool = True) -> dict:
+    """Consecutive and key-pair flows as `pipelines.labeling` computes them (checks False: as
+    before the `ValidityChecks` and chain-fill version 3)."""
+    flow, validity = DisFlow(config), ValidityChecks() if checks else None
+    consecutive = compute_pair_flows(flow, frames, consecutive_pairs(len(frames)), checks=validity)
+    key = compute_pair_flows(flow, frames, key_frame_pairs(len(frames), stride), checks=validity)
+    key = fill_from_chains(key, consecutive, **({} if checks else {"disagree_gap_px": None}))
+    return {"flow": consecutive, "key_flow": key}
+
+
+def bench_classes(height: int, width: int, seeds: list[int], checks: bool = True) -> None:
+    validity = "ValidityChecks + chain-fill 3" if checks else "forward-backward only + chain-fill 2"
+    print(f"\nscene classes, {height}x{width}, T = 9, stride 4, seeds {seeds}, {validity}")
+    print("EPE on our valid pixels (px), the same pixels for both")
+    print("| class | label | coverage | EPE ours | EPE DIS-medium | ratio | valid > 3 px off "
+          "| s/clip ours | s/clip DIS-medium |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, kwargs in SCENE_CLASSES.items():
+        totals: dict[str, dict[str, float]] = {}
+        seconds = {"ours": 0.0, "plain": 0.0}
+        for seed in seeds:
+            clip = render_clip(SceneConfig(seed=seed, height=height, width=width, num_frames=9, stride=4, **kwargs))
+            results = {}
+            for method, config in (("ours", DisFlowConfig()), ("plain", DisFlowConfig.plain_medium())):
+                start = time.perf_counter()
+                results[method] = labeling_flows(config, clip.frames, 4, checks)
+                seconds[method] += time.perf_counter() - start
+            for label in ("flow", "key_flow"):
+                truth, visible = clip.labels[label], clip.labels[f"{label}_valid"]
+                valid = results["ours"][label].valid_fwd & visible
+                errors = {m: np.linalg.norm(r[label].flow_fwd_px - truth, axis=-1)[valid] for m, r in results.items()}
+                total = totals.setdefault(label, dict.fromkeys(("valid", "visible", "ours", "plain", "over_3px"), 0.0))
+                total["valid"] += valid.sum()
+                total["visible"] += visible.sum()
+                total["ours"] += errors["ours"].sum()
+                total["plain"] += errors["plain"].sum()
+                total["over_3px"] += (errors["ours"] > 3).sum()
+        for label, t in totals.items():
+            ours, plain = t["ours"] / t["valid"], t["plain"] / t["valid"]
+            coverage, over_3px = t["valid"] / t["visible"], t["over_3px"] / t["valid"]
+            per_clip = {method: s / len(seeds) for method, s in seconds.items()}
+            print(f"| {name} | {label} | {coverage:.3f} | {ours:.3f} | {plain:.3f} | {ours / plain:.2f} "
+                  f"| {over_3px:.4f} | {per_clip['ours']:.1f} | {per_clip['plain']:.1f} |", flush=True)
+
+
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def _read_rgb(name: str, width: int) -> tuple[np.ndarray, float]:
+    image = cv2.cvtColor(cv2.imread(str(OPENCV_DATA / name)), cv2.COLOR_BGR2RGB)
+    scale = width / image.shape[1]
+    size = (width, int(round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def real_pairs(width: int = 320) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """name -> (frames (2, H, W, 3), GT flow (H, W, 2), GT known (H, W)); see
+    tests/labelers/test_flow_real_pairs.py for the conventions."""
+    left, scale = _read_rgb("aloeL.jpg", width)
+    right, _ = _read_rgb("aloeR.jpg", width)
+    height = left.shape[0]
+    disparity_full = cv2.imread(str(OPENCV_DATA / "aloeGT.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    known = cv2.resize((disparity_full > 0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 0.999
+    disparity = cv2.resize(disparity_full, (width, height), interpolation=cv2.INTER_AREA) * scale
+    flow = np.zeros((height, width, 2), np.float32)
+    flow[..., 0] = -disparity
+    pairs = {"aloe (stereo)": (np.stack([left, right]), flow, known & (np.arange(width) - disparity >= 0))}
+
+    first, scale = _read_rgb("graf1.png", width)
+    third, _ = _read_rgb("graf3.png", width)
+    text = (OPENCV_DATA / "H1to3p.xml").read_text()
+    homography = np.array(re.search(r"<data>(.*?)</data>", text, re.S).group(1).split(), float).reshape(3, 3)
+    to_small = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5], [0, 0, 1]])
+    homography = to_small @ homography @ np.linalg.inv(to_small)
+    height = first.shape[0]
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    mapped = np.stack([u, v, np.ones_like(u)], axis=-1) @ homography.T
+    target = mapped[..., :2] / mapped[..., 2:]
+    known = (target >= 0).all(axis=-1) & (target[..., 0] <= width - 1) & (target[..., 1] <= height - 1)
+    known[int(0.7 * height) :, int(0.45 * width) :] = False  # the car in front of the wall
+    flow = (target - np.stack([u, v], axis=-1)).astype(np.float32)
+    pairs["graf1 -> graf3 (homography)"] = (np.stack([first, third]), flow, known)
+    return pairs
+
+
+def bench_real_pairs() -> None:
+    if not (OPENCV_DATA / "aloeGT.png").exists():
+        print(f"\nreal pairs: {OPENCV_DATA} is absent (Debian package opencv-doc), skipped")
+        return
+    print("\nreal pairs at 320 px wide, our DIS settings: coverage of known pixels, valid pixels > 3 px off, seconds")
+    print("| pair | validity | coverage | valid > 3 px off | s |")
+    print("|---|---|---|---|---|")
+    for name, (frames, truth, known) in real_pairs().items():
+        for label, checks in (("forward-backward only", None), ("+ ValidityChecks", ValidityChecks())):
+            start = time.perf_counter()
+            flows = compute_pair_flows(DisFlow(), frames, [(0, 1)], checks=checks)
+            seconds = time.perf_counter() - start
+            valid = flows.valid_fwd[0] & known
+            error = np.linalg.norm(flows.flow_fwd_px[0] - truth, axis=-1)
+            coverage, over_3px = valid.sum() / known.sum(), np.mean(error[valid] > 3)
+            print(f"| {name} | {label} | {coverage:.3f} | {over_3px:.4f} | {seconds:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and only the smaller sizes")
     parser.add_argument("--sea-raft-repeats", type=int, default=2, help="timed SEA-RAFT calls per CPU row")
+    parser.add_argument("--classes", action="store_true", help="accuracy per synthetic scene class (and no speed rows)")
+    parser.add_argument("--class-size", type=image_size, default="120x180", help="frame size of --classes")
+    parser.add_argument("--seeds", type=int, default=1, help="clips per class of --classes")
+    parser.add_argument("--real-pairs", action="store_true", help="validity on real pairs (and no speed rows)")
+    parser.add_argument("--before", action="store_true", help="--classes without the validity checks (the old rule)")
     args = parser.parse_args()
+    if args.classes or args.real_pairs:
+        if args.real_pairs:
+            bench_real_pairs()
+        if args.classes:
+            bench_classes(*args.class_size, seeds=list(range(args.seeds)), checks=not args.before)
+        return
     repeats = 3 if args.quick else 7
     sizes = [(240, 360)] if args.quick else [(240, 360), (480, 720)]
 

@@ -14,6 +14,17 @@ bench/bench_flow.py for the numbers):
    flow is replaced by the mean of F(x) and -B(x + F(x)), two nearly independent
    estimates of the same displacement.
 
+Each step pays for itself on every scene class we render (120x180, T = 9, with the
+validity checks of `labelers.flow.compute_pair_flows`; EPE on our valid pixels, the same
+pixels for every setting): rooms under dolly, orbit and pan, open yards under a far sky,
+low and repeated texture, noise 3 + motion blur 0.5 + exposure drift 0.2, a fixed camera
+with a large mover. Plain DIS-medium is 1.4-2.2x our consecutive EPE and 1.4-3.4x our
+key-pair EPE; without step 2 our EPE rises 2-19 % (consecutive) and 0-34 % (key pairs) and
+coverage drops up to 1.6 points, for 20-30 % of our time. With JPEG quality 30 or noise of
+6 levels the gap narrows (plain 1.13x and 1.32x on an open orbit) but holds; fusion (step 3)
+changes the EPE by under 1 % and costs almost nothing. Per clip, with both directions and
+the validity checks, our flow takes 1.3-2.2x the time of plain DIS-medium.
+
 The uncertainty (expected end-point error in pixels) is `uncertainty_scale` times the
 forward-backward error |F + B(x + F)| of the unfused flows. The default scale 1.2 is
 calibrated on the synthetic scenes (pipelines.synthetic, 120x180, four camera motions,
