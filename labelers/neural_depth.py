@@ -22,6 +22,14 @@ The aligned inverse depth becomes z-depth 1 / (a p + b), valid only where
 - the relative residual, at reference pixels and averaged over a window of
   `residual_window_fraction` of the image width around every pixel, is at most
   `max_rel_residual` (the network disagrees with the geometry there).
+Without parallax (a fixed or a rotating camera: every camera centre at the origin) there is no
+multi-view depth to align to; `own_scale` then keeps the network's own depth with one scale
+for the clip: a "metric" network's metres (`metric_scale`), or, for a "relative" one, its
+inverse depth divided by its clip median (the shift taken as 0), so the clip's median inverse
+depth is 1. Valid where the inverse depth exceeds `min_inv_depth_fraction` of that median;
+`rel_sigma` is `max_rel_residual` there, an assumed error (nothing measures it), and there is
+no `prior_depth` (the masks need none without translation).
+
 Pixels far from any reference (e.g. moving objects) keep the network's aligned depth: that is
 what this backend adds over the multi-view one. `rel_sigma` reports the local residual.
 `prior_depth` holds the aligned depth wherever it is defined on a frame whose fit passed,
@@ -43,7 +51,7 @@ import torch
 
 from labelers.depth import DepthEstimator, DepthResult, FlowPairs, MultiViewDepth, check_depth_inputs
 
-__all__ = ["ScaleShift", "fit_scale_shift", "NeuralDepthConfig", "NeuralDepth", "load_depth_model"]
+__all__ = ["ScaleShift", "fit_scale_shift", "NeuralDepthConfig", "NeuralDepth", "load_depth_model", "has_parallax"]
 
 
 @dataclass(frozen=True)
@@ -211,7 +219,7 @@ class NeuralDepth:
     """
 
     name = "transformers_depth_aligned"
-    version = "1"
+    version = "2"
     dense = True
 
     def __init__(
@@ -246,12 +254,18 @@ class NeuralDepth:
             "model_type": self.model.config.model_type,
             "depth_estimation_type": self._estimation_type,
             "weights_dir": str(self.weights_dir),
+            "without_parallax": "network metres" if self.metric_scale else "network inverse depth / clip median",
             "reference": {
                 "name": self.reference.name,
                 "version": self.reference.version,
                 "params": self.reference.params,
             },
         }
+
+    @property
+    def metric_scale(self) -> bool:
+        """Whether depth without parallax (`own_scale`) is in metres: the network is metric."""
+        return self._estimation_type == "metric"
 
     @property
     def _estimation_type(self) -> str:
@@ -296,8 +310,29 @@ class NeuralDepth:
     ) -> DepthResult:
         """Aligned network depth of every frame; see `labelers.depth.DepthEstimator.estimate`."""
         check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
+        if not has_parallax(c2w):
+            return self.own_scale(self.predict_inverse_depth(frames))
         reference = self.reference.estimate(frames, flows, c2w, K, dynamic_mask)
         return self.align(self.predict_inverse_depth(frames), reference)
+
+    def own_scale(self, prediction: np.ndarray) -> DepthResult:
+        """Network inverse depth (T, H, W) as depth with one scale for the clip, for cameras
+        without parallax (module docstring)."""
+        if prediction.ndim != 3:
+            raise ValueError(f"prediction must be (T, H, W), got {prediction.shape}")
+        inv = prediction.astype(np.float64)
+        positive = inv > 0
+        if not positive.any():
+            zeros = np.zeros(prediction.shape, np.float32)
+            return DepthResult(zeros, np.zeros(prediction.shape, bool), np.full(prediction.shape, np.inf, np.float32))
+        median = float(np.median(inv[positive]))
+        if not self.metric_scale:
+            inv = inv / median
+            median = 1.0
+        valid = inv > self.config.min_inv_depth_fraction * median
+        depth = np.where(valid, 1.0 / np.where(valid, inv, 1.0), 0.0).astype(np.float32)
+        rel_sigma = np.where(valid, self.config.max_rel_residual, np.inf).astype(np.float32)
+        return DepthResult(depth, valid, rel_sigma)
 
     def align(self, prediction: np.ndarray, reference: DepthResult) -> DepthResult:
         """Align network inverse depth (T, H, W) to a sparse reference depth and validate it (module docstring)."""
@@ -342,6 +377,12 @@ class NeuralDepth:
             spread = float(np.median(rel[has_ref])) if has_ref.any() else np.inf
             rel_sigma[t] = np.where(frame_valid, np.where(np.isfinite(local), local, spread), np.inf)
         return DepthResult(depth, valid, rel_sigma, prior)
+
+
+def has_parallax(c2w: np.ndarray) -> bool:
+    """Whether the camera centres of c2w (T, 4, 4) differ, i.e. views can be triangulated."""
+    centres = np.asarray(c2w)[:, :3, 3]
+    return bool(np.any(np.abs(centres - centres[0]) > 0))
 
 
 def _local_mean(values: np.ndarray, where: np.ndarray, window: int) -> np.ndarray:

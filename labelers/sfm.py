@@ -2,6 +2,24 @@
 
 `SfmCamera` implements `labelers.camera.CameraEstimator` on CPU without weights:
 
+0. Fixed camera, tested first (`fixed_camera_evidence`): a large mover can hold most of the
+   tracks, so the camera is fitted to the background, not to the largest coherent motion.
+   Probe corners per region of a `static_grid` x `static_grid` grid (texture floor relative to
+   the region, so a weak background gets probes beside a strong mover), moved directly from
+   frame i to j by pyramidal Lucas-Kanade over every consecutive pair, every pair from frame
+   0 and the long baselines of step 2. A region is still when most of its probes move less
+   than `static_motion_px` (lost probes count as moving). The camera is fixed (`static`,
+   c2w = I, intrinsics from `prior_fov_x_deg` unless given) when, in `min_fixed_pairs` of
+   the pairs, still regions lie on three of the four borders of the grid, and in
+   `min_bottom_pairs` of them on the bottom border. Why the bottom: points at infinity
+   (sky, distant scenery) stand still under a camera
+   translation too, and near the focus of expansion so do points at any depth; in ordinary
+   footage those lie in the upper and central image, while the nearest surface, at the
+   bottom, moves with any translation. Limits: a moving camera whose bottom border shows
+   only something that moves with it (a car's bonnet) can pass; a fixed camera whose
+   bottom third is covered by a mover most of the time, or whose background has no texture,
+   or that shakes by more than `static_motion_px`, falls through to step 2 (where a median
+   track motion below `static_motion_px` still makes it static).
 1. Tracks. Shi-Tomasi corners, moved frame to frame by pyramidal Lucas-Kanade (OpenCV) with
    a forward-backward check, then refined by an affine Lucas-Kanade fit of each track's
    first-frame patch (`_AffinePatches`); corners are re-detected where the image is not
@@ -14,7 +32,9 @@
    with `parallax_inlier_px`) of many frame pairs: `static` when the median track moves less
    than `static_motion_px`; `general` when some pair shows translation, i.e. parallax (the
    homography explains fewer than `max_homography_ratio` of the tracks that the epipolar
-   geometry explains, COLMAP's test for an initial pair) or motion that a homography explains
+   geometry explains, COLMAP's test for an initial pair, unless a rotation explains most
+   tracks and a background spread over the image: a large mover that translates fits one
+   fundamental matrix together with a rotating background) or motion that a homography explains
    but no rotation does (the median residual of the rotation-only homography K R K^-1 is at
    least `min_translation_px` and `translation_ratio` x the homography's: a translation towards
    a distant or flat scene); `rotation` otherwise. Without given intrinsics the rotation-only
@@ -119,7 +139,15 @@ class SfmConfig:
         fb_max_px: forward-backward tracking error above which a track ends.
         min_features: fewer corners than this in a typical frame rejects the clip (texture).
         min_common_tracks: consecutive frames sharing fewer tracks reject the clip.
-        static_motion_px: median track motion below which the camera is static.
+        static_motion_px: a point moving less than this between two frames is still; median
+            track motion below it makes the camera static.
+        static_grid, static_probes_per_region, min_region_probes, min_still_fraction: the
+            fixed-camera test (module docstring, step 0): probe corners in each of
+            static_grid x static_grid image regions, at most static_probes_per_region each; a
+            region with at least min_region_probes probes is still when at least
+            min_still_fraction of them do not move; the camera is fixed when at least
+            min_fixed_pairs of the analysed frame pairs show still regions on three of the four
+            borders, and min_bottom_pairs of them on the bottom border.
         parallax_inlier_px, max_homography_ratio, min_translation_px, translation_ratio: when
             a frame pair shows translation (module docstring, step 2).
         ransac_max_px: inlier threshold of the two-view and PnP estimators.
@@ -154,6 +182,12 @@ class SfmConfig:
     min_features: int = 40
     min_common_tracks: int = 20
     static_motion_px: float = 0.5
+    static_grid: int = 3
+    static_probes_per_region: int = 16
+    min_region_probes: int = 3
+    min_still_fraction: float = 0.5
+    min_fixed_pairs: float = 0.9
+    min_bottom_pairs: float = 0.5
     parallax_inlier_px: float = 0.5
     max_homography_ratio: float = 0.75
     min_translation_px: float = 1.0
@@ -187,6 +221,10 @@ class SfmConfig:
             )
         if self.focal_bias_px < 0 or self.max_focal_rel_std <= 0 or self.focal_jackknife_grid < 2:
             raise ValueError("need focal_bias_px >= 0, max_focal_rel_std > 0 and focal_jackknife_grid >= 2")
+        if self.static_grid < 3 or self.static_probes_per_region < 1 or self.min_region_probes < 1:
+            raise ValueError("need static_grid >= 3, static_probes_per_region >= 1 and min_region_probes >= 1")
+        if not all(0 < v <= 1 for v in (self.min_still_fraction, self.min_fixed_pairs, self.min_bottom_pairs)):
+            raise ValueError("min_still_fraction, min_fixed_pairs and min_bottom_pairs must be in (0, 1]")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")
 
@@ -562,6 +600,11 @@ class MotionAnalysis:
             (None when given).
         rotation_px: (P,) per pair, median transfer residual of the rotation-only homography
             K R K^-1: what no camera rotation explains, i.e. the evidence of translation.
+        rotation_background: (P,) bool, pairs whose rotation-only homography explains most
+            tracks (median residual below `parallax_inlier_px`) and most tracks of image
+            regions on three of the four borders (the `static_grid` test of step 0): a
+            background turning with the camera, so the tracks a fundamental matrix explains
+            beyond it belong to a mover, not to parallax.
     """
 
     motion: str
@@ -569,6 +612,7 @@ class MotionAnalysis:
     K: np.ndarray
     focal_uncertainty: FocalUncertainty | None
     rotation_px: np.ndarray
+    rotation_background: np.ndarray
 
     def translating(self, cfg: SfmConfig) -> np.ndarray:
         """(P,) bool, pairs whose tracks show camera translation: parallax that no homography
@@ -578,7 +622,7 @@ class MotionAnalysis:
         ratio = np.array([p.homography_ratio for p in self.pairs])
         rotation = self.rotation_px
         unrotational = (rotation >= cfg.min_translation_px) & (rotation >= cfg.translation_ratio * parallax)
-        return (ratio < cfg.max_homography_ratio) | unrotational
+        return ((ratio < cfg.max_homography_ratio) & ~self.rotation_background) | unrotational
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -587,6 +631,7 @@ class MotionAnalysis:
             "max_parallax_px": max((p.parallax_px for p in self.pairs), default=0.0),
             "min_homography_ratio": min((p.homography_ratio for p in self.pairs), default=1.0),
             "max_rotation_residual_px": float(self.rotation_px.max(initial=0.0)),
+            "rotation_background_pairs": float(self.rotation_background.mean()),
             "num_pairs_analysed": len(self.pairs),
             "nearly_static": self.motion == "static",
             "pure_rotation": self.motion == "rotation",
@@ -605,15 +650,8 @@ def analyse_motion(tracks: Tracks, cfg: SfmConfig, K: np.ndarray | None, height:
         CameraFailure: too_few_tracks when a consecutive pair cannot be fitted.
     """
     num_frames = tracks.xy.shape[0]
-    candidates = {(i, i + 1) for i in range(num_frames - 1)}
-    for i in range(0, num_frames - 1, 4):
-        gap = 2
-        while i + gap < num_frames:
-            candidates.add((i, i + gap))
-            gap *= 2
-    candidates.add((0, num_frames - 1))
     pairs = []
-    for i, j in sorted(candidates):
+    for i, j in sorted(_analysis_pairs(num_frames)):
         pair = _pair_geometry(tracks, i, j, cfg)
         if pair is not None:
             pairs.append(pair)
@@ -623,13 +661,28 @@ def analyse_motion(tracks: Tracks, cfg: SfmConfig, K: np.ndarray | None, height:
     if K is None:
         focal, uncertainty = _rotation_focal(tracks, pairs, height, width, cfg.focal_bias_px)
         K = np.tile(_centred_K(focal, height, width), (num_frames, 1, 1))
-    rotation_px = np.array([np.median(_rotation_transfer_errors(tracks, p, K)) for p in pairs])
-    analysis = MotionAnalysis("general", pairs, K, uncertainty, rotation_px)
+    rotation_errors = [_rotation_transfer_errors(tracks, p, K) for p in pairs]
+    rotation_px = np.array([np.median(e) for e in rotation_errors])
+    rotation_background = np.array(
+        [_rotation_background(tracks, p, e, height, width, cfg) for p, e in zip(pairs, rotation_errors)]
+    )
+    analysis = MotionAnalysis("general", pairs, K, uncertainty, rotation_px, rotation_background)
     if max(p.motion_px for p in pairs) < cfg.static_motion_px:
         return replace(analysis, motion="static")
     if not analysis.translating(cfg).any():
         return replace(analysis, motion="rotation")
     return analysis
+
+
+def _rotation_background(
+    tracks: Tracks, pair: PairGeometry, errors: np.ndarray, height: int, width: int, cfg: SfmConfig
+) -> bool:
+    """Whether the rotation-only homography explains a background spread over the image
+    (`MotionAnalysis.rotation_background`); errors (M,) are its residuals on the common tracks."""
+    if not np.median(errors) < cfg.parallax_inlier_px:
+        return False
+    region = _image_regions(tracks.xy[pair.i, pair.common], width, height, cfg.static_grid)
+    return bool(_still_sides(region, errors < cfg.parallax_inlier_px, cfg).sum() >= 3)
 
 
 def _pair_geometry(tracks: Tracks, i: int, j: int, cfg: SfmConfig) -> PairGeometry | None:
@@ -667,12 +720,169 @@ def _apply_homography(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return q[:, :2] / q[:, 2:]
 
 
+# --------------------------------------------------------------------------- fixed camera
+@dataclass(frozen=True)
+class FixedCameraEvidence:
+    """What the still background says about a fixed camera (module docstring, step 0).
+
+    Attributes:
+        pairs: (P, 2) analysed frame pairs (i, j).
+        num_probes: (P,) probe corners of frame i in each pair.
+        still_fraction: (P,) share of the probes that moved less than `static_motion_px`.
+        still_sides: (P, 4) bool, whether the top, bottom, left and right border regions
+            hold a still region.
+        frame_still: (T,) probes of frame 0 still in frame t (frame 0: all of them).
+        frame_motion_px: (T,) mean displacement of those still probes from frame 0.
+        still_motion_px: (M,) displacements from frame 0 of all of them, over every frame.
+        min_fixed_pairs: share of the pairs that must show a still background.
+        min_bottom_pairs: share of the pairs that must show it on the bottom border.
+    """
+
+    pairs: np.ndarray
+    num_probes: np.ndarray
+    still_fraction: np.ndarray
+    still_sides: np.ndarray
+    frame_still: np.ndarray
+    frame_motion_px: np.ndarray
+    still_motion_px: np.ndarray
+    min_fixed_pairs: float = 0.9
+    min_bottom_pairs: float = 0.5
+
+    @property
+    def pair_fixed(self) -> np.ndarray:
+        """(P,) bool: still regions on at least three of the four borders."""
+        return self.still_sides.sum(1) >= 3
+
+    @property
+    def fixed(self) -> bool:
+        bottom = self.still_sides[:, 1].mean()
+        return bool(self.pair_fixed.mean() >= self.min_fixed_pairs and bottom >= self.min_bottom_pairs)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "fixed_camera": self.fixed,
+            "static_fraction_min": float(self.still_fraction.min()),
+            "static_fraction_median": float(np.median(self.still_fraction)),
+            "static_sides_min": int(self.still_sides.sum(1).min()),
+            "static_pairs_fixed": float(self.pair_fixed.mean()),
+            "static_pairs_bottom_still": float(self.still_sides[:, 1].mean()),
+            "static_probes_median": float(np.median(self.num_probes)),
+        }
+
+
+def fixed_camera_evidence(frames: np.ndarray, cfg: SfmConfig) -> FixedCameraEvidence:
+    """Test whether the background stands still (module docstring, step 0).
+
+    Probe corners are detected per image region with a texture floor relative to the region
+    (`cfg.min_corner_eig` is the absolute floor), so a weakly textured background gets probes
+    next to a strongly textured mover; each is moved directly from frame i to frame j by
+    pyramidal Lucas-Kanade with the forward-backward check (a lost probe counts as moving).
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB.
+    """
+    num_frames, height, width = frames.shape[:3]
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    lk = {
+        "winSize": (cfg.klt_window_px, cfg.klt_window_px),
+        "maxLevel": cfg.klt_levels,
+        "criteria": (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01),
+    }
+    pairs = sorted(_analysis_pairs(num_frames) | {(0, t) for t in range(1, num_frames)})
+    probes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    num_probes, still_fraction, still_sides = [], [], []
+    frame_still = np.zeros(num_frames, np.int64)
+    frame_motion = np.zeros(num_frames)
+    still_motion = [np.zeros(0)]
+    for i, j in pairs:
+        if i not in probes:
+            probes[i] = _region_probes(gray[i], cfg)
+        xy, region = probes[i]
+        still = np.zeros(len(xy), bool)
+        motion = np.full(len(xy), np.inf)
+        if len(xy):
+            moved, keep = _lk_step(gray[i], gray[j], xy, lk, cfg.fb_max_px)
+            motion[keep] = np.linalg.norm(moved - xy[keep], axis=1)
+            still = motion < cfg.static_motion_px
+        num_probes.append(len(xy))
+        still_fraction.append(float(still.mean()) if len(xy) else 0.0)
+        still_sides.append(_still_sides(region, still, cfg))
+        if i == 0:
+            frame_still[j] = int(still.sum())
+            frame_motion[j] = float(motion[still].mean()) if still.any() else np.nan
+            still_motion.append(motion[still])
+    frame_still[0] = len(probes[0][0])
+    return FixedCameraEvidence(
+        np.array(pairs),
+        np.array(num_probes),
+        np.array(still_fraction),
+        np.array(still_sides),
+        frame_still,
+        frame_motion,
+        np.concatenate(still_motion),
+        cfg.min_fixed_pairs,
+        cfg.min_bottom_pairs,
+    )
+
+
+def _region_probes(gray: np.ndarray, cfg: SfmConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of each of the grid x grid image regions: positions (n, 2) float64 and region
+    indices (n,) (row-major)."""
+    height, width = gray.shape
+    grid = cfg.static_grid
+    spacing = max(3, int(round(cfg.track_spacing * max(height, width))))
+    eig = cv2.cornerMinEigenVal(gray, 7, 3)
+    xy, region = [], []
+    for row in range(grid):
+        for col in range(grid):
+            mask = np.zeros(gray.shape, np.uint8)
+            rows = slice(row * height // grid, (row + 1) * height // grid)
+            mask[rows, col * width // grid : (col + 1) * width // grid] = 255
+            corners = cv2.goodFeaturesToTrack(
+                gray, cfg.static_probes_per_region, 0.01, spacing, mask=mask, blockSize=7
+            )
+            if corners is None:
+                continue
+            corners = corners.reshape(-1, 2).astype(np.float64)
+            corners = corners[eig[corners[:, 1].astype(int), corners[:, 0].astype(int)] >= cfg.min_corner_eig]
+            xy.append(corners)
+            region.append(np.full(len(corners), row * grid + col))
+    if not xy:
+        return np.zeros((0, 2)), np.zeros(0, np.int64)
+    return np.concatenate(xy), np.concatenate(region)
+
+
+def _still_sides(region: np.ndarray, still: np.ndarray, cfg: SfmConfig) -> np.ndarray:
+    """(4,) bool: top, bottom, left, right border rows/columns of the region grid holding a still
+    region (enough probes, most of them still)."""
+    grid = cfg.static_grid
+    count = np.bincount(region, minlength=grid * grid).reshape(grid, grid)
+    num_still = np.bincount(region, weights=still.astype(np.float64), minlength=grid * grid).reshape(grid, grid)
+    region_still = (count >= cfg.min_region_probes) & (num_still >= cfg.min_still_fraction * np.maximum(count, 1))
+    return np.array(
+        [region_still[0].any(), region_still[-1].any(), region_still[:, 0].any(), region_still[:, -1].any()]
+    )
+
+
+def _analysis_pairs(num_frames: int) -> set[tuple[int, int]]:
+    """Every consecutive pair, from every 4th frame the pairs 2, 4, 8, ... frames ahead, and
+    the first and last frames."""
+    pairs = {(i, i + 1) for i in range(num_frames - 1)}
+    for i in range(0, num_frames - 1, 4):
+        gap = 2
+        while i + gap < num_frames:
+            pairs.add((i, i + gap))
+            gap *= 2
+    pairs.add((0, num_frames - 1))
+    return pairs
+
+
 # --------------------------------------------------------------------------- the estimator
 class SfmCamera:
     """Weight-free `CameraEstimator`: KLT tracks + incremental SfM + pycolmap bundle adjustment."""
 
     name = "sfm-klt-colmap"
-    version = "1"
+    version = "2"
 
     def __init__(self, config: SfmConfig | None = None) -> None:
         self.config = config or SfmConfig()
@@ -688,12 +898,19 @@ class SfmCamera:
         height, width = frames.shape[1:3]
         seconds: dict[str, float] = {}
         start = time.perf_counter()
+        evidence = fixed_camera_evidence(frames, cfg)
+        seconds["fixed_camera_test"] = time.perf_counter() - start
+        if evidence.fixed:
+            result = _fixed_result(evidence, K_given, height, width, cfg)
+            result.diagnostics["seconds"] = seconds
+            return result
+        start = time.perf_counter()
         tracks = track_klt(frames, cfg)
         seconds["tracking"] = time.perf_counter() - start
         start = time.perf_counter()
         analysis = analyse_motion(tracks, cfg, K_given, height, width)
         seconds["analysis"] = time.perf_counter() - start
-        diagnostics = {**_track_diagnostics(tracks), **analysis.diagnostics()}
+        diagnostics = {**evidence.diagnostics(), **_track_diagnostics(tracks), **analysis.diagnostics()}
         start = time.perf_counter()
         if analysis.motion == "static":
             result = _static_result(tracks, K_given, height, width, cfg, diagnostics)
@@ -746,6 +963,32 @@ def _focal_problem(focal_px: float, fov_x: float, focal: FocalUncertainty, cfg: 
 
 
 # --------------------------------------------------------------------------- static
+def _fixed_result(
+    evidence: FixedCameraEvidence, K_given: np.ndarray | None, height: int, width: int, cfg: SfmConfig
+) -> CameraResult:
+    """c2w = I from the fixed-camera test; the residual is how far the still probes moved from frame 0."""
+    num_frames = len(evidence.frame_still)
+    if K_given is None:
+        K = np.tile(_centred_K(_prior_focal(width, cfg), height, width), (num_frames, 1, 1))
+    else:
+        K = K_given
+    diagnostics = {**evidence.diagnostics(), "nearly_static": True, "pure_rotation": False}
+    return CameraResult(
+        c2w=np.tile(np.eye(4), (num_frames, 1, 1)),
+        K=np.array(K, np.float64),
+        motion="static",
+        registered=np.ones(num_frames, bool),
+        frame_inliers=evidence.frame_still.astype(np.int64),
+        frame_reproj_px=np.nan_to_num(evidence.frame_motion_px, nan=np.inf),
+        reproj_px=_error_stats(evidence.still_motion_px),
+        intrinsics_source="given" if K_given is not None else "prior",
+        scale_note=(
+            "static camera: the background stands still (the movers in front of it excepted), c2w = I for every frame"
+        ),
+        diagnostics=diagnostics,
+    )
+
+
 def _static_result(
     tracks: Tracks, K_given: np.ndarray | None, height: int, width: int, cfg: SfmConfig, diagnostics: dict
 ) -> CameraResult:

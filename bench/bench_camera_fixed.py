@@ -1,0 +1,122 @@
+"""Fixed and rotating cameras: the weight-free camera labeler's verdict, behind large movers too.
+
+Clips: OpenCV's sample videos (Debian opencv-doc: vtest.avi, box.mp4.gz, cup.mp4.gz, tree.avi;
+fixed cameras), decoded with cv2.VideoCapture at several start frames, and synthetic clips
+(pipelines.synthetic) with a large mover: static, pan (rotation in place), dolly and orbit, in
+the room and the open scene. Per clip: the motion class, the largest rotation of the clip
+(degrees; a fixed camera must stay under 1), the fixed-camera test's numbers (share of still
+probes, pairs with still borders), the rotation error against ground truth where there is one,
+the failure reason if any, and seconds.
+
+    python bench/bench_camera_fixed.py [--size 240x360] [--frames 17] [--seeds 0,1] [--real-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import image_size  # noqa: E402
+from labelers.camera import CameraFailure, relative_rotation_errors_deg, rotation_angle_deg  # noqa: E402
+from labelers.sfm import SfmCamera  # noqa: E402
+from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+
+OPENCV = Path("/usr/share/doc/opencv-doc")
+REAL = [  # (file under opencv-doc, start frames)
+    ("examples/data/vtest.avi", (0, 40, 200, 400)),
+    ("opencv4/html/box.mp4.gz", (0, 60, 150, 300)),
+    ("opencv4/html/cup.mp4.gz", (0, 27, 80, 134)),
+    ("examples/data/tree.avi", (0,)),
+]
+
+
+def opencv_frames(path: Path, start: int, num_frames: int, size: tuple[int, int]) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    height, width = size
+    frames = []
+    while len(frames) < num_frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        scale = max(height / frame.shape[0], width / frame.shape[1])
+        rh, rw = max(height, round(frame.shape[0] * scale)), max(width, round(frame.shape[1] * scale))
+        frame = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
+        top, left = (rh - height) // 2, (rw - width) // 2
+        frames.append(cv2.cvtColor(frame[top : top + height, left : left + width], cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
+def verdict(frames: np.ndarray, c2w_truth: np.ndarray | None = None) -> dict:
+    start = time.perf_counter()
+    try:
+        result = SfmCamera().estimate(frames, None)
+    except CameraFailure as e:
+        return {"motion": f"FAIL {e.reason}", "seconds": time.perf_counter() - start}
+    out = {
+        "motion": result.motion,
+        "max_rotation_deg": float(rotation_angle_deg(result.c2w[:, :3, :3]).max()),
+        "still_min": result.diagnostics.get("static_fraction_min", float("nan")),
+        "pairs_fixed": result.diagnostics.get("static_pairs_fixed", float("nan")),
+        "seconds": time.perf_counter() - start,
+    }
+    if c2w_truth is not None:
+        out["rre_deg"] = float(relative_rotation_errors_deg(result.c2w, c2w_truth).mean())
+    return out
+
+
+def show(name: str, row: dict) -> None:
+    fields = [f"{row['motion']:<32}"]
+    for key in ("max_rotation_deg", "still_min", "pairs_fixed", "rre_deg", "seconds"):
+        fields.append(f"{key}={row[key]:.3f}" if key in row else f"{key}=-")
+    print(f"{name:<34} " + " ".join(fields), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=image_size, default=(240, 360))
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--real-only", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for relative, starts in REAL:
+            path = OPENCV / relative
+            if not path.is_file():
+                print(f"{relative}: not installed (opencv-doc), skipped")
+                continue
+            if path.suffix == ".gz":
+                out = Path(tmp) / path.stem
+                with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                path = out
+            for start in starts:
+                frames = opencv_frames(path, start, args.frames, args.size)
+                if len(frames) == args.frames:
+                    show(f"{Path(relative).name.split('.')[0]}@{start}", verdict(frames))
+    if args.real_only:
+        return
+    height, width = args.size
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for scene in ("room", "open"):
+            for camera in ("static", "pan", "dolly", "orbit"):
+                cfg = SceneConfig(
+                    seed=seed, height=height, width=width, num_frames=args.frames, stride=4, camera=camera,
+                    scene=scene, large_mover=True,
+                )
+                clip = render_clip(cfg)
+                show(f"{scene}-{camera}-large-mover seed {seed}", verdict(clip.frames, clip.labels["c2w"]))
+
+
+if __name__ == "__main__":
+    main()

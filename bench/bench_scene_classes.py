@@ -1,0 +1,205 @@
+"""Label quality per synthetic scene class: the weight-free default labels against exact ground truth.
+
+For each class of `pipelines.synthetic_set.SCENE_CLASSES` (open yards under a far sky, fixed
+cameras with a large mover, panning, textureless and repeated-texture surfaces, degraded
+frames, and today's room mix) N clips are rendered and written as videos with a manifest
+WITHOUT intrinsics, read at their native 8 fps, and labelled by `pipelines.labeling.label_clip`
+with the default `LabelConfig` at the clip's size. Per clip, against the exact labels:
+
+- masks: IoU on clips with movers; false alarms = labelled dynamic / ground-truth static
+  pixels over all key frames, and the same on the sky of open scenes;
+- flow: mean EPE of our consecutive and key-pair flows and of plain OpenCV DIS-medium
+  (forward, on the same decoded frames) on the SAME pixels (ours valid and ground truth
+  valid); coverage = ours valid / ground-truth visible;
+- cameras and depth: RRE (mean, degrees), ATE (% of the path, moving cameras), depth
+  delta < 1.25 on valid pixels and the share of static pixels with valid depth;
+- scene-flow validity precision (`scene_flow_within_5pct`) and coverage (ours valid / truth valid);
+- accepted, or the rejection reasons (QA gates still give arrays, so metrics too;
+  `ClipRejected` gives none); seconds of labeling per clip.
+
+    python bench/bench_scene_classes.py --clips 2 --size 240x360 --frames 17 --out scene_classes.json
+    python bench/bench_scene_classes.py --classes open_sky pan --clips 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import image_size  # noqa: E402
+from pipelines.clips import ClipRejected  # noqa: E402
+from pipelines.decode import decode_clip  # noqa: E402
+from pipelines.label_eval import compare_labels  # noqa: E402
+from pipelines.labeling import LabelConfig, build_backends, label_clip  # noqa: E402
+from pipelines.manifests import read_manifest  # noqa: E402
+from pipelines.synthetic import SKY_ID, SyntheticClip  # noqa: E402
+from pipelines.synthetic_set import SCENE_CLASSES, SyntheticSetRow, class_configs, write_synthetic_set  # noqa: E402
+
+# (key, column title, how a class summarises it, format)
+COLUMNS = (
+    ("dynamic_iou", "IoU", "min", "{:.2f}"),
+    ("false_alarm_static", "FA static", "max", "{:.2%}"),
+    ("false_alarm_sky", "FA sky", "max", "{:.2%}"),
+    ("flow_epe_ratio", "flow EPE / DIS", "max", "{:.2f}"),
+    ("flow_coverage", "flow cov", "min", "{:.2f}"),
+    ("key_flow_epe_ratio", "key EPE / DIS", "max", "{:.2f}"),
+    ("key_flow_coverage", "key cov", "min", "{:.2f}"),
+    ("rre_mean_deg", "RRE deg", "max", "{:.3f}"),
+    ("ate_percent_of_path", "ATE %", "max", "{:.2f}"),
+    ("depth_delta125", "d1.25", "min", "{:.3f}"),
+    ("depth_coverage_static", "depth cov", "min", "{:.2f}"),
+    ("scene_flow_within_5pct", "SF prec", "min", "{:.3f}"),
+    ("scene_flow_coverage", "SF cov", "min", "{:.2f}"),
+    ("seconds", "s/clip", "max", "{:.1f}"),
+)
+
+
+def dis_medium(frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Plain OpenCV DIS-medium forward flow (N, H, W, 2) of frame pairs, as anyone would run it."""
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    return np.stack([cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(gray[a], gray[b], None)
+                     for a, b in pairs])
+
+
+def flow_against_dis(ours: np.ndarray, ours_valid: np.ndarray, dis: np.ndarray, truth: np.ndarray,
+                     truth_valid: np.ndarray) -> dict[str, float]:
+    """EPE of our flow and of DIS on the same pixels (ours valid and truth valid), and our coverage."""
+    same = ours_valid & truth_valid
+    ours_epe = np.linalg.norm(ours - truth, axis=-1)[same]
+    dis_epe = np.linalg.norm(dis - truth, axis=-1)[same]
+    out = {"coverage": float(same.sum() / max(truth_valid.sum(), 1))}
+    if same.any():
+        out.update(epe=float(ours_epe.mean()), dis_epe=float(dis_epe.mean()),
+                   ratio=float(ours_epe.mean() / max(dis_epe.mean(), 1e-9)))
+    return out
+
+
+def clip_metrics(arrays: dict, truth: SyntheticClip, frames: np.ndarray) -> dict[str, float]:
+    labels, cfg = truth.labels, truth.config
+    out = compare_labels(arrays, labels)
+    key = list(range(0, cfg.num_frames, cfg.stride))
+    static = ~labels["dynamic_mask"]
+    flagged = np.asarray(arrays["dynamic_mask"])
+    out["false_alarm_static"] = float((flagged & static).sum() / max(static.sum(), 1))
+    if cfg.scene == "open":
+        sky = static & (truth.object_ids[key] == SKY_ID)
+        out["false_alarm_sky"] = float((flagged & sky).sum() / max(sky.sum(), 1))
+    if cfg.num_moving == 0:
+        out["dynamic_iou"] = float("nan")  # IoU is scored on clips with movers only
+    truth_sf = labels["scene_flow_valid"]
+    out["scene_flow_coverage"] = float((arrays["scene_flow_valid"] & truth_sf).sum() / max(truth_sf.sum(), 1))
+    consecutive = [(i, i + 1) for i in range(cfg.num_frames - 1)]
+    for name, pairs in (("flow", consecutive), ("key_flow", list(zip(key[:-1], key[1:])))):
+        cmp = flow_against_dis(arrays[name], arrays[f"{name}_valid"], dis_medium(frames, pairs), labels[name],
+                               labels[f"{name}_valid"])
+        out[f"{name}_coverage"] = cmp["coverage"]
+        out[f"{name}_epe_ours"] = cmp.get("epe", float("nan"))
+        out[f"{name}_epe_dis"] = cmp.get("dis_epe", float("nan"))
+        out[f"{name}_epe_ratio"] = cmp.get("ratio", float("nan"))
+    return out
+
+
+def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
+    height, width = args.size
+    truth: dict[str, SyntheticClip] = {}
+
+    def keep(row: SyntheticSetRow, clip: SyntheticClip) -> None:
+        truth[row.clip_id] = clip
+
+    configs = class_configs(name, args.clips, height, width, args.seed, args.frames, args.fps)
+    write_synthetic_set(root / name, configs, with_intrinsics=False, on_render=keep)
+    specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
+    cfg = LabelConfig(height=height, width=width, num_frames=args.frames)
+    backends = build_backends(cfg)
+    results = []
+    for spec, scene in zip(specs, configs):
+        clip = truth[spec.clip_id]
+        record: dict = {"class": name, "clip_id": spec.clip_id, "caption": clip.caption,
+                        "config": {k: v for k, v in clip.metadata["config"].items()}}
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        try:
+            arrays, _, reasons = label_clip(spec, cfg, backends, seconds)
+        except ClipRejected as e:
+            record.update(status="rejected", reasons=[f"{e.reason}: {e.message}"], metrics={},
+                          seconds=time.perf_counter() - start)
+            results.append(record)
+            print(f"  {name} seed {scene.seed} ({scene.camera}, {scene.scene}): rejected, no labels: {e.reason}",
+                  flush=True)
+            continue
+        record["seconds"] = time.perf_counter() - start
+        frames = decode_clip(spec, cfg.decode)
+        if not np.array_equal(frames.frame_index, clip.labels["frame_index"]):
+            raise RuntimeError(f"{spec.clip_id}: decoded frames {frames.frame_index} are not the rendered 0..T-1")
+        metrics = clip_metrics(arrays, clip, frames.frames)
+        metrics["seconds"] = record["seconds"]
+        record.update(status="rejected" if reasons else "accepted", reasons=list(reasons), metrics=metrics,
+                      stage_seconds=seconds)
+        results.append(record)
+        print(f"  {name} seed {scene.seed} ({scene.camera}, {scene.scene}): {record['status']} "
+              f"IoU {metrics['dynamic_iou']:.2f} FA {metrics['false_alarm_static']:.2%} "
+              f"flow/DIS {metrics['flow_epe_ratio']:.2f} key/DIS {metrics['key_flow_epe_ratio']:.2f} "
+              f"RRE {metrics['rre_mean_deg']:.3f} {record['seconds']:.0f} s {'; '.join(reasons)}", flush=True)
+    return results
+
+
+def _summary(values: list[float], how: str, fmt: str) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "-"
+    extreme = min(values) if how == "min" else max(values)
+    median = fmt.format(float(np.median(values)))
+    return median if len(values) == 1 else f"{median} ({how} {fmt.format(extreme)})"
+
+
+def print_table(title: str, records: list[dict]) -> None:
+    labelled = [r for r in records if r["metrics"]]
+    accepted = sum(r["status"] == "accepted" for r in records)
+    print(f"\n### {title}: {accepted}/{len(records)} accepted, {len(labelled)} with labels")
+    print("| " + " | ".join(c[1] for c in COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    print("| " + " | ".join(_summary([r["metrics"].get(k) for r in labelled], how, fmt)
+                             for k, _, how, fmt in COLUMNS) + " |")
+    reasons = Counter(reason.split(":")[0] for r in records for reason in r["reasons"])
+    if reasons:
+        print("rejection reasons: " + ", ".join(f"{k} x{n}" for k, n in reasons.most_common()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", nargs="+", choices=sorted(SCENE_CLASSES), default=list(SCENE_CLASSES))
+    parser.add_argument("--clips", type=int, default=4, help="clips per class")
+    parser.add_argument("--size", type=image_size, default="240x360")
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
+    parser.add_argument("--seed", type=int, default=0, help="first seed of every class")
+    parser.add_argument("--out", type=Path, help="write every clip's record as JSON here")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    root = Path(tempfile.mkdtemp(prefix="bench_scene_classes_"))
+    print(f"{args.clips} clips per class, {args.size[0]}x{args.size[1]}, T={args.frames}, {args.fps:g} fps native, "
+          f"no intrinsics, weight-free defaults; videos under {root}", flush=True)
+    records: list[dict] = []
+    for name in args.classes:
+        records += run_class(name, args, root)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "clips": records},
+                                           indent=1, default=float))
+    for name in args.classes:
+        print_table(name, [r for r in records if r["class"] == name])
+    print_table("all classes", records)
+
+
+if __name__ == "__main__":
+    main()
