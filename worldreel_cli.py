@@ -151,6 +151,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     unknown = sorted(set(defaults or {}) - set(LABEL_JOB.by_name))
     if unknown:
         args.parser.error(f"--label-defaults: unknown labeling option(s) {unknown}")
+    from flows.report import REPORT_URL_ENV, serve_reports
+
+    try:
+        serve_reports(args.report_root, args.report_host, 4210 if args.report_port is None else args.report_port)
+    except OSError as e:
+        if args.report_port is not None:
+            raise UsageError(f"--report-port {args.report_port}: cannot serve reports on {args.report_host} "
+                             f"({e.strerror or e})") from None
+        serve_reports(args.report_root, args.report_host, 0)  # the default port is taken: any free one
+    print(f"label-quality reports under {args.report_root.resolve()} served at {os.environ[REPORT_URL_ENV]}",
+          file=sys.stderr)
     serve_deployments(label_cron=args.label_cron, label_defaults=defaults)
     return 0
 
@@ -349,11 +360,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "serve",
         help="register the flows as deployments on a Prefect server and serve their runs",
         description="Register the labeling, report and training flows as deployments (typed parameter forms in the "
-        "Prefect UI) on the server at PREFECT_API_URL, and run what the UI starts. Blocks until interrupted.",
+        "Prefect UI) on the server at PREFECT_API_URL, and run what the UI starts; serve the label-quality reports "
+        "under --report-root over HTTP, so that the runs' report links open in the browser. Blocks until interrupted.",
     )
     serve.add_argument("--label-cron", help="cron schedule of the labeling deployment, e.g. '0 2 * * *'")
     serve.add_argument("--label-defaults", help="JSON of default labeling parameters (the names of `worldreel label`'s "
                        "options, with _ for -), e.g. '{\"manifest\": \"m.csv\", \"store\": \"labels.zarr\"}'")
+    serve.add_argument("--report-root", type=Path, default=Path("."), help="folder whose label-quality reports "
+                       "(at any depth) are served over HTTP, so the runs' report links open from the UI (default: .)")
+    serve.add_argument("--report-host", default="127.0.0.1", help="interface the report server binds (default "
+                       "127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    serve.add_argument("--report-port", type=int, default=None,
+                       help="port of the report server (default 4210, or a free one if it is taken; 0: any free port)")
     serve.set_defaults(func=_cmd_serve, parser=serve)
 
     sub.add_parser(

@@ -18,10 +18,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from flows.ray_fanout import init_ray, run_on_ray
-from flows.report import ReportParams, report_flow
+from flows.report import ReportParams, report_flow, report_reference
 from pipelines.jobconfig import JobConfig, Pair
 from pipelines.labeling import ClipOutcome, LabelConfig, plan, summarise
 from pipelines.manifests import read_manifest
+from pipelines.report import save_manifest_errors
 from storage import LabelStore
 
 __all__ = ["LABEL_JOB", "LabelRun", "LabelRunParams", "label_clips_flow", "label_config", "label_job"]
@@ -120,6 +121,7 @@ def label_clips_flow(params: LabelRunParams) -> dict:
     summary = summarise(outcomes, manifest.errors)
     summary["store"] = str(Path(run.store).resolve())
     summary["seconds"] = time.perf_counter() - start
+    save_manifest_errors(store.root, run.manifest, manifest.errors)  # the report lists them
     if run.write_report:
         # absolute, so the artifact's link works from the UI whatever the working directory
         store_path = Path(run.store).resolve()
@@ -139,7 +141,7 @@ def _publish_summary(summary: dict, outcomes: list[ClipOutcome], row_errors: lis
         f"# Labeling run: {summary['accepted']} accepted, {summary['rejected']} rejected, {summary['skipped']} skipped",
         "",
         f"Store: `{summary['store']}`  ",
-        f"Report: [{summary.get('report', 'not written')}]({Path(summary['report']).resolve().as_uri() if 'report' in summary else ''})",
+        report_reference(summary["report"]) if "report" in summary else "Report: not written",
         "",
         "| clip | status | reasons |",
         "| --- | --- | --- |",
