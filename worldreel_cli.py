@@ -45,11 +45,15 @@ def _store(args: argparse.Namespace) -> Path:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from pipelines.synthetic_set import scene_configs, write_synthetic_set
+    from pipelines.synthetic_set import class_configs, scene_configs, write_synthetic_set
     from storage import LabelStore
 
     height, width = args.size
-    configs = scene_configs(args.clips, height, width, args.seed, num_frames=args.frames, fps=args.fps)
+    configs = (
+        class_configs(args.scene_class, args.clips, height, width, args.seed, num_frames=args.frames, fps=args.fps)
+        if args.scene_class
+        else scene_configs(args.clips, height, width, args.seed, num_frames=args.frames, fps=args.fps)
+    )
     store = LabelStore.create(args.store, precision=args.precision) if args.store else None
     start = time.perf_counter()
 
@@ -189,7 +193,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.labeling import LabelRunParams, label_clips_flow
-    from pipelines.synthetic_set import scene_configs, write_synthetic_set
+    from pipelines.synthetic_set import class_configs, scene_configs, write_synthetic_set
     from storage import LabelStore
 
     out = Path(args.out)
@@ -286,6 +290,15 @@ def _print_store_summary(store) -> None:
         )
 
 
+def _scene_class_names(command: str | None) -> list[str] | None:
+    """The synthetic scene classes (imports the renderer: only when `synth` is parsed)."""
+    if command not in (None, "synth"):
+        return None
+    from pipelines.synthetic_set import SCENE_CLASSES
+
+    return sorted(SCENE_CLASSES)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `worldreel` parser. `command`: add only that subcommand's generated options (the labeling
     job's need its modules imported, seconds); None adds every subcommand's."""
@@ -308,6 +321,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=float, default=8.0, help="frame rate (default 8)")
     synth.add_argument("--seed", type=int, default=0, help="seed of the first clip (default 0)")
     synth.add_argument("--store", type=Path, help="label store to commit the ground truth into")
+    synth.add_argument(
+        "--class", dest="scene_class", choices=_scene_class_names(command), default=None,
+        help="render one scene class (open yards under a far sky, fixed cameras with large movers, pans, low or "
+        "repeated texture, noise/blur/exposure); default: rooms with dolly, orbit, pan and static cameras in turn",
+    )
     synth.add_argument(
         "--no-intrinsics", action="store_true",
         help="leave fx,fy,cx,cy out of the manifest, so labeling must estimate the focal length",
