@@ -25,11 +25,17 @@ several neighbouring frames j and fuses them:
 4. A pixel is valid only if it is static (outside the given dynamic mask grown by
    `dynamic_margin_px`), at least `min_views` views agree and carry at least
    `min_inlier_weight_fraction` of the weight, the fused inverse depth is positive, its
-   relative standard deviation is at most `max_rel_sigma`, and it is not at a depth
+   relative standard deviation is at most `max_rel_sigma`, the best single view alone puts
+   it at least `min_parallax_sigmas` of its own sigmas from infinity, and it is not at a depth
    discontinuity (flow is smoothed across those, so depth right next to them is biased;
    see `edge_radius_px`). So dynamic pixels, low parallax (pure rotation, the focus of
-   expansion, far points), views behind a camera, inconsistent views and occlusions
-   (invalid flow) all leave the pixel invalid rather than guessed.
+   expansion, far points such as a sky), views behind a camera, inconsistent views and
+   occlusions (invalid flow) all leave the pixel invalid rather than guessed.
+
+   The parallax test is there because the fused sigma treats the views as independent, yet
+   they share flow hops (5 -> 8 and 5 -> 12 both start with 5 -> 8), so their errors are
+   correlated and the fused sigma of a far point is too small: on a sky 80 m away the
+   views' agreement alone let 1-5 % of the sky through, at depths 2-20x too near.
 
 Moving objects whose motion leaves the epipolar line fail step 2's check by themselves;
 motion along it is caught by the dynamic mask (see `labelers.dynamic_mask`, which also
@@ -327,9 +333,12 @@ class MultiViewDepthConfig:
         dynamic_margin_px: the given dynamic mask is grown by this many pixels, since flow
             next to a moving object is smeared across its boundary.
         edge_radius_px, edge_rel_jump, edge_sigmas: a pixel is invalid where the fused
-            inverse depth within `edge_radius_px` spans more than a factor 1 + `edge_rel_jump`
-            + `edge_sigmas` * its relative sigma: flow is smoothed across depth
-            discontinuities, so depth right at them is unreliable (radius 0 disables it).
+            inverse depth within `edge_radius_px` (of any pixel with an estimate, valid or not,
+            so that the far side of an edge counts too) spans more than a factor
+            1 + `edge_rel_jump` + `edge_sigmas` * its relative sigma: flow is smoothed across
+            depth discontinuities, so depth right at them is unreliable (radius 0 disables it).
+        min_parallax_sigmas: the view with the smallest sigma must place the point at least this
+            many of its sigmas nearer than infinity (module docstring, step 4).
     """
 
     max_frame_gap: int = 16
@@ -346,6 +355,7 @@ class MultiViewDepthConfig:
     edge_radius_px: int = 1
     edge_rel_jump: float = 0.1
     edge_sigmas: float = 2.0
+    min_parallax_sigmas: float = 3.0
 
     def __post_init__(self) -> None:
         if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
@@ -354,8 +364,9 @@ class MultiViewDepthConfig:
             self.edge_rel_jump <= 0
         ):
             raise ValueError("flow_sigma_px, epipolar_sigmas, inlier_sigmas, max_rel_sigma, edge_rel_jump must be > 0")
-        if self.edge_sigmas < 0:
-            raise ValueError(f"edge_sigmas must be >= 0, got {self.edge_sigmas}")
+        if self.edge_sigmas < 0 or self.min_parallax_sigmas < 0:
+            raise ValueError(f"need edge_sigmas >= 0 and min_parallax_sigmas >= 0, got {self.edge_sigmas}, "
+                             f"{self.min_parallax_sigmas}")
         if self.flow_sigma_rel < 0 or self.dynamic_margin_px < 0 or self.edge_radius_px < 0:
             raise ValueError("flow_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
         if not 0 < self.min_inlier_weight_fraction <= 1:
@@ -371,7 +382,7 @@ class MultiViewDepth:
     """
 
     name = "multiview_flow_triangulation"
-    version = "1"
+    version = "2"  # 2: parallax test against infinity, edge test against invalid estimates
     dense = False
 
     def __init__(self, config: MultiViewDepthConfig | None = None) -> None:
@@ -430,7 +441,9 @@ class MultiViewDepth:
         if cfg.edge_radius_px:
             # The tolerance grows with the pixel's own uncertainty, so noise alone is no edge.
             tolerance = cfg.edge_rel_jump + cfg.edge_sigmas * np.where(valid, rel_sigma, 0.0)
-            valid &= _smooth_neighbourhood(fused, valid, cfg.edge_radius_px, tolerance)
+            # Neighbours count with any fused estimate, valid or not: next to the sky, a pixel
+            # whose flow is smeared from the occluding object must not keep the object's depth.
+            valid &= _smooth_neighbourhood(fused, np.isfinite(fused), cfg.edge_radius_px, tolerance)
         depth = np.where(valid, 1.0 / np.where(valid, fused, 1.0), 0.0)
         return depth.astype(np.float32), valid, np.where(valid, rel_sigma, np.inf).astype(np.float32)
 
@@ -448,6 +461,7 @@ class MultiViewDepth:
             inlier = usable & (np.abs(inv_depth - centre) <= cfg.inlier_sigmas * sigma)
         w_in = np.where(inlier, weight, 0.0)
         total_in = w_in.sum(axis=0)
+        best_sigma = np.where(inlier, sigma, np.inf).min(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             fused = (np.where(inlier, inv_depth, 0.0) * w_in).sum(axis=0) / total_in
             rel_sigma = 1.0 / np.sqrt(total_in) / fused
@@ -456,6 +470,7 @@ class MultiViewDepth:
                 & (total_in >= cfg.min_inlier_weight_fraction * weight.sum(axis=0))
                 & (fused > 0)
                 & (rel_sigma <= cfg.max_rel_sigma)
+                & (fused >= cfg.min_parallax_sigmas * best_sigma)
             )
         return fused, valid, rel_sigma
 
@@ -468,7 +483,7 @@ def _grow(mask: np.ndarray, radius_px: int) -> np.ndarray:
 
 
 def _smooth_neighbourhood(inv_depth: np.ndarray, valid: np.ndarray, radius_px: int, rel_jump: np.ndarray) -> np.ndarray:
-    """Where the valid inverse depth within `radius_px` spans at most a factor 1 + rel_jump (H, W)."""
+    """Where the inverse depth of the `valid` pixels within `radius_px` spans at most a factor 1 + rel_jump (H, W)."""
     kernel = np.ones((2 * radius_px + 1, 2 * radius_px + 1), np.uint8)
     finite = np.where(valid, inv_depth, 0.0).astype(np.float32)
     highest = cv2.dilate(np.where(valid, finite, -np.inf).astype(np.float32), kernel)

@@ -15,10 +15,17 @@ Residual of one flow field F_{i->j} against a static world (`rigidity_residual`)
   points; the residual is the distance of the flow target from that segment. Across the
   line this is the epipolar distance; along it, it catches motion that would need a
   negative depth (behind the camera) or a point nearer or farther than any static one.
-  The plausible inverse depths are [low / m, m * high], with low and high the
+  The plausible inverse depths are [min(0, m * low), m * high], with low and high the
   (100 - p)-th and p-th percentiles (p = `parallax_percentile`, m = `parallax_margin`) of
   the frame's valid depth when given, else of the inverse depths the flow itself implies
-  on epipolar-consistent pixels. When the camera barely translates (pan, tripod) the
+  on epipolar-consistent pixels. The far end always reaches infinity (inverse depth 0, the
+  position the rotation alone gives): a pixel without valid depth may be farther than any
+  valid one, because far points are exactly those whose depth the views cannot determine
+  (`labelers.depth.MultiViewDepth` leaves them invalid). A sky 80 m away, beyond a ground whose
+  depth is valid to 20 m, would otherwise be flagged wherever its parallax differs from the
+  ground's by more than tau (measured: 3-68 % of sky pixels). The price: a mover whose flow
+  lies between the rotation-only position and the farthest static surface is taken as static.
+  When the camera barely translates (pan, tripod) the
   segment shrinks to a point and the residual becomes the homography residual
   |q - K R K^-1 u|, which needs no depth at all;
 - elsewhere, with a dense depth prior (`DepthResult.prior_depth`, a network aligned to the
@@ -273,13 +280,13 @@ def _near_depth_edge(depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
 
 
 def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) -> tuple[float, float]:
-    """Farthest and nearest plausible static inverse depth of a frame (module docstring);
-    (-inf, inf), no bound, without samples."""
+    """Farthest and nearest plausible static inverse depth of a frame (module docstring): the
+    far end is at most 0 (infinity); (-inf, inf), no bound, without samples."""
     if not static_inv_depth.size:
         return -np.inf, np.inf
     low, high = np.percentile(static_inv_depth, [100.0 - cfg.parallax_percentile, cfg.parallax_percentile])
     margin = cfg.parallax_margin
-    return (low / margin if low > 0 else low * margin), (high * margin if high > 0 else high / margin)
+    return min(low * margin, 0.0), (high * margin if high > 0 else high / margin)
 
 
 def _segment_residual(
@@ -347,7 +354,7 @@ class FlowRigidityMasks:
     """
 
     name = "flow_rigidity"
-    version = "2"  # 2: longer key views (key_view_multiples), depth prior
+    version = "3"  # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()

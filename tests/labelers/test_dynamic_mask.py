@@ -18,7 +18,7 @@ from labelers.dynamic_mask import (
 )
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
-from pipelines.synthetic import SceneConfig, render_clip
+from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 SCALE = 0.37  # the unknown per-clip scale of the cameras
 KEYS = [0, 4, 8]
@@ -251,3 +251,47 @@ def test_longer_views_stay_inside_the_clip():
     assert sorted(masks._longer_views(flows, 8, 6, 9)) == [0, 4]
     with pytest.raises(ValueError, match="key_view_multiples"):
         DynamicMaskConfig(key_view_multiples=(1,))
+
+
+@pytest.fixture(scope="module")
+def open_clip():
+    """Orbit over open ground under a textured sky 80 m away, two movers (120x180, 9 frames), with DIS flows."""
+    cfg = SceneConfig(seed=0, height=120, width=180, num_frames=9, stride=4, camera="orbit", num_moving=2, scene="open")
+    clip = render_clip(cfg)
+    pairs = consecutive_pairs(9) + key_frame_pairs(9, 4)
+    return clip, flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+
+
+@pytest.mark.parametrize("pair", [0, 1])
+def test_far_sky_moves_like_the_rotation_and_is_not_flagged(open_clip, pair):
+    """Exact key-frame flow plus 0.3 px noise, depth known everywhere but on the sky (as the
+    multi-view depth leaves it): the sky lies beyond the farthest valid depth, and only the
+    plausible range reaching infinity keeps it static."""
+    clip, _ = open_clip
+    labels, src, dst = clip.labels, KEYS[pair], KEYS[pair + 1]
+    c2w, K = scaled_c2w(clip), labels["K"]
+    flow = labels["key_flow"][pair] + np.random.default_rng(pair).normal(0, 0.3, labels["key_flow"][pair].shape)
+    valid, moving = labels["key_flow_valid"][pair], labels["dynamic_mask"][pair]
+    sky = clip.object_ids[src] == SKY_ID
+    depth = np.where(sky, 0.0, labels["depth"][src] * SCALE)
+    tau = residual_threshold(flow, 1.0, 0.05)
+    for depth_src in (None, depth):
+        score = rigidity_residual(flow, valid, K[src], c2w[src], K[dst], c2w[dst], depth_src) / tau
+        known = np.isfinite(score)
+        # Measured with depth: sky 0.0, static 0.0005 (0.31 and 0.12 when the range stopped at the farthest depth).
+        assert np.mean(score[sky & known] > 1) < 0.01
+        assert np.mean(score[~moving & known] > 1) < 0.01
+        assert np.mean(score[moving & known] > 1) > 0.9  # measured 0.96-1.0
+
+
+def test_weight_free_chain_under_a_far_sky(open_clip):
+    clip, flows = open_clip
+    result = label_depth_and_masks(clip.frames, flows, scaled_c2w(clip), clip.labels["K"], KEYS, MultiViewDepth())
+    truth = clip.labels["dynamic_mask"]
+    sky = clip.object_ids[KEYS] == SKY_ID
+    # Measured IoU 0.79, false alarms 1.0 % of static pixels and 1.5 % of the sky, all on a
+    # low-contrast sky patch where DIS is 6-16 px off yet forward-backward consistent (with
+    # exact flow nothing there is flagged); before the range reached infinity 0.28, 22 %, 54 %.
+    assert iou(result.dynamic_mask, truth) > 0.6
+    assert false_positive_rate(result.dynamic_mask, truth) < 0.02
+    assert result.dynamic_mask[sky].mean() < 0.03
