@@ -94,6 +94,9 @@ def label_clips_flow(params: LabelRunParams) -> dict:
     repaired = store.repair_index()
     if repaired:
         logger.info("index repaired: %d committed clips had no index row", len(repaired))
+    removed = store.clean_staging()  # partial clips of writers killed over an hour ago
+    if removed:
+        logger.info("removed %d staging leftovers of crashed writers", removed)
     todo, skipped = plan(specs, store, run.redo_failed)
     logger.info("%d clips in manifest (%s): %d to label, %d already committed", len(specs), manifest.format, len(todo), len(skipped))
 

@@ -46,6 +46,7 @@ the same affine map.
 Failures raise `ClipRejected` with a reason from `DECODE_REASONS`; every message names the
 measured quantity, its value and the limit it missed:
     missing_file   the video file does not exist
+    not_a_file     the path is a folder (or another non-file)
     unreadable     empty, corrupt or truncated file, or a frame fails to decode
     no_frames      no video stream, or zero frames
     no_timeline    broken timestamps and no usable stream rate to replace them
@@ -85,7 +86,7 @@ __all__ = [
 ]
 
 DECODE_REASONS = (
-    "missing_file", "unreadable", "no_frames", "no_timeline", "out_of_range", "too_short", "low_fps"
+    "missing_file", "not_a_file", "unreadable", "no_frames", "no_timeline", "out_of_range", "too_short", "low_fps"
 )
 TIMELINES = ("container", "pyav", "frame_index_rate")
 Timeline = Literal["container", "pyav", "frame_index_rate"]
@@ -492,6 +493,8 @@ def _probe(spec: ClipSpec) -> VideoProbe:
     import av
 
     path = spec.uri
+    if os.path.isdir(path):
+        raise ClipRejected(spec.clip_id, "not_a_file", f"video {path} is a folder, not a video file")
     if not os.path.isfile(path):
         raise ClipRejected(spec.clip_id, "missing_file", f"video {path} does not exist")
     if os.path.getsize(path) == 0:

@@ -127,10 +127,6 @@ class SceneConfig:
         if self.num_static < 0 or self.num_moving < 0:
             raise ValueError("object counts must be >= 0")
 
-    @property
-    def num_key_frames(self) -> int:
-        return (self.num_frames - 1) // self.stride + 1
-
 
 @dataclass
 class SyntheticClip:

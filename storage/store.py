@@ -416,8 +416,13 @@ class LabelStore:
     def clean_staging(self, older_than_s: float = 3600.0) -> int:
         """Remove staging leftovers of crashed writers older than `older_than_s`. Returns how many."""
         removed = 0
-        for p in (self.root / ".staging").iterdir():
-            if time.time() - p.stat().st_mtime > older_than_s:
+        staging = self.root / ".staging"
+        for p in staging.iterdir() if staging.is_dir() else ():
+            try:
+                age_s = time.time() - p.stat().st_mtime
+            except FileNotFoundError:  # published or cleaned by another process meanwhile
+                continue
+            if age_s > older_than_s:
                 shutil.rmtree(p, ignore_errors=True)
                 removed += 1
         return removed

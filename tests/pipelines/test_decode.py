@@ -239,6 +239,12 @@ def test_missing_file(tmp_path):
     assert error.reason == "missing_file" and "nope.mp4" in error.message
 
 
+def test_folder_given_as_video_says_so(tmp_path):
+    (tmp_path / "clip.mp4").mkdir()
+    error = _reason(spec_for(tmp_path / "clip.mp4", 0.0, 6.0))
+    assert error.reason == "not_a_file" and "clip.mp4 is a folder, not a video file" in error.message
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "corrupt_middle"])
 def test_damaged_files_are_unreadable(tmp_path, ntsc_video, damage):
     data = ntsc_video.read_bytes()
