@@ -198,6 +198,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     height, width = args.size
+    demo_start = time.perf_counter()
     print(f"== 1. synthetic clips with exact ground truth ({args.clips} clips, {height}x{width}, T={args.frames})")
     truth = LabelStore.create(out / "synthetic_labels.zarr", precision="float32")
     configs = scene_configs(args.clips, height, width, seed=0, num_frames=args.frames)
@@ -223,7 +224,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"== 5. train the tiny model, stages 1a -> 1b -> 2 ({args.train_steps} steps each), on both stores")
     checkpoint = _demo_training(out, [str(truth.root), params.store], args.train_steps)
     print("== 6. sample a video and its 4D scene from the last checkpoint")
-    return _demo_sample(out, checkpoint, truth)
+    status = _demo_sample(out, checkpoint, truth)
+    print(f"== done in {time.perf_counter() - demo_start:.0f} s; wrote under {out.resolve()}:")
+    for path, what in (
+        (out / "synthetic", "synthetic videos and manifest.csv"),
+        (truth.root, "exact labels of those clips (label store)"),
+        (Path(params.store), f"pseudo-labels: {summary['accepted']} accepted, {summary['rejected']} rejected"),
+        (Path(summary["report"]), "label-quality report (open index.html in a browser)"),
+        (out / "train_2", "training runs train_1a, train_1b, train_2 (checkpoints, metrics)"),
+        (out / "sample", "sampled video, depth, point clouds and camera trajectory"),
+    ):
+        print(f"   {Path(path).resolve()}  {what}")
+    return status
 
 
 def _demo_training(out: Path, stores: list[str], steps: int) -> str:
