@@ -27,11 +27,13 @@ import numpy as np
 from labelers.depth import flow_pairs_from_pair_flows
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import (
+    CHAIN_DISAGREE_GAP_PX,
     CHAIN_FILL_VERSION,
     CHAIN_MIN_CORRECTION_PX,
     CHAIN_REPLACE_GAP_PX,
     FlowEstimator,
     PairFlows,
+    ValidityChecks,
     compute_pair_flows,
     consecutive_pairs,
     fill_from_chains,
@@ -39,7 +41,7 @@ from labelers.flow import (
 )
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
-from pipelines.geometry import point_maps, scene_flow
+from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
 from pipelines.quality import QualityThresholds, clip_quality, gate
 from storage import LabelStore
 
@@ -66,6 +68,10 @@ DEPTH_BACKENDS = ("mvs", "neural", "import")
 class LabelConfig:
     """How clips are labelled (serialisable; the same object drives the CLI and the flows).
 
+    Each field's metadata (`help`, bounds `ge`/`gt`/`le`/`lt`, `choices`, public `name`) generates
+    `worldreel label`'s option and the Prefect form's field (`flows.labeling.LABEL_JOB`, see
+    `pipelines.jobconfig`): a new field needs `metadata={"help": ...}` and appears in both.
+
     Attributes:
         height, width: label resolution.
         num_frames: T label frames per clip.
@@ -79,6 +85,14 @@ class LabelConfig:
             flow (None: the flow validity alone). 0.5 px suits the DIS backend's forward-backward
             uncertainty; SEA-RAFT's uncertainty never drops below ~1.6 px, so use None or ~2.5 there.
         scene_flow_border_px: scene flow is valid only this far inside a moving region.
+        scene_flow_tolerance_rel, scene_flow_tolerance_m: the accuracy a valid scene-flow pixel is
+            held to, max(rel |F3d|, m) (`pipelines.geometry.SceneFlowTolerance`).
+        scene_flow_max_error_fraction: the key flow's expected error (`key_flow_error_px`),
+            carried into metres at the target, must stay within this share of the tolerance.
+        scene_flow_max_rigid_residual: distance to a robust rigid fit of the moving region's
+            motion allowed, as a share of the tolerance (`rigid_motion_residual`).
+        fps_max: short clips: the fastest label rate a clip too short for T frames at its
+            target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
         key_flow_chains: repair the direct key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -86,21 +100,50 @@ class LabelConfig:
         thresholds: quality gates.
     """
 
-    height: int = 480
-    width: int = 720
-    num_frames: int = 49
-    stride: int = 4
-    flow: str = "dis"
-    flow_weights: str | None = None
-    camera: str = "sfm"
-    depth: str = "mvs"
-    depth_weights: str | None = None
-    device: str = "cpu"
-    max_flow_uncertainty_px: float = 3.0
-    scene_flow_max_uncertainty_px: float | None = 0.5
-    scene_flow_border_px: int = 2
-    key_flow_chains: bool = True
-    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    height: int = field(default=480, metadata={"help": "label height in pixels", "ge": 16, "le": 4320})
+    width: int = field(default=720, metadata={"help": "label width in pixels", "ge": 16, "le": 7680})
+    num_frames: int = field(default=49, metadata={
+        "name": "frames", "ge": 2, "help": "frames per clip T (T - 1 a multiple of the stride)"})
+    stride: int = field(default=4, metadata={"ge": 1, "help": "key-frame stride"})
+    flow: str = field(default="dis", metadata={
+        "choices": FLOW_BACKENDS, "help": "optical-flow backend: dis (weight-free) or sea-raft (needs flow weights)"})
+    flow_weights: str | None = field(default=None, metadata={
+        "help": "local SEA-RAFT checkpoint (.pth or .safetensors)"})
+    camera: str = field(default="sfm", metadata={
+        "choices": CAMERA_BACKENDS, "help": "camera backend: sfm (weight-free) or import (annotations)"})
+    depth: str = field(default="mvs", metadata={
+        "choices": DEPTH_BACKENDS,
+        "help": "depth backend: mvs (weight-free multi-view), neural (needs depth weights) or import"})
+    depth_weights: str | None = field(default=None, metadata={
+        "help": "local folder of a transformers depth model"})
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda"), "help": "device of neural labelers"})
+    max_flow_uncertainty_px: float = field(default=3.0, metadata={
+        "gt": 0, "help": "flow with a larger expected error (px) is invalid"})
+    scene_flow_max_uncertainty_px: float | None = field(default=0.5, metadata={
+        "gt": 0, "help": "key flow with a larger expected error (px) gives no valid scene flow; none: flow validity "
+        "alone (the default with sea-raft, whose uncertainty never drops below ~1.6 px)"})
+    scene_flow_border_px: int = field(default=2, metadata={
+        "ge": 0, "help": "scene flow is valid only this many pixels inside a moving region"})
+    scene_flow_tolerance_rel: float = field(default=0.05, metadata={
+        "ge": 0, "help": "accuracy scene flow is held to: this share of the motion's length, or the floor below"})
+    scene_flow_tolerance_m: float = field(default=0.01, metadata={
+        "gt": 0, "help": "floor of the scene-flow accuracy tolerance, in scene units (metres when metric)"})
+    scene_flow_max_error_fraction: float | None = field(default=0.5, metadata={
+        "gt": 0, "help": "scene flow is valid only where the key flow's expected error (its uncertainty, its gap "
+        "to the chained consecutive flows, the photometric correction), in metres at the target, is at most this "
+        "share of the tolerance; "
+        "none: no test"})
+    scene_flow_max_rigid_residual: float | None = field(default=0.5, metadata={
+        "gt": 0, "help": "scene flow is valid only within this share of the tolerance of a robust rigid fit of its "
+        "moving region's motion (up to 3 rigid parts per region); none: no test"})
+    fps_max: float | None = field(default=None, metadata={
+        "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
+        "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
+        "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    key_flow_chains: bool = field(default=True, metadata={
+        "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
+        "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction=0.2"})
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % self.stride:
@@ -123,7 +166,9 @@ class LabelConfig:
 
     @property
     def decode(self) -> DecodeConfig:
-        return DecodeConfig(num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1)
+        return DecodeConfig(
+            num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1, fps_max=self.fps_max
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,7 +305,7 @@ def label_clip(
             key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with _stage(seconds, "camera"):
-        c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported)
+        c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported, cfg)
     pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
     key_frames = list(range(0, T, stride))
     with _stage(seconds, "depth_and_masks"):
@@ -273,7 +318,13 @@ def label_clip(
         key = slice(None, None, stride)
         points = point_maps(depth[key], depth_valid[key], K[key], c2w[key])
         support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
-        flow3d, flow3d_valid = scene_flow(points, depth[key], depth_valid[key], key_flows.flow_fwd_px, support, dynamic_key)
+        flow3d, flow3d_valid = scene_flow(
+            points, depth[key], depth_valid[key], key_flows.flow_fwd_px, support, dynamic_key,
+            flow_error_px=key_flow_error_px(key_flows, flows, frames) if cfg.scene_flow_max_error_fraction is not None else None,
+            tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
+            max_error_fraction=cfg.scene_flow_max_error_fraction,
+            max_rigid_residual=cfg.scene_flow_max_rigid_residual,
+        )
     arrays = {
         "frame_index": decoded.frame_index,
         "timestamps": decoded.timestamps,
@@ -299,8 +350,16 @@ def label_clip(
     if imported is not None:
         labelers.update(imported.attrs["labelers"])
     attrs = {
-        "source": {**spec.source_attrs(), "fps": decoded.source_fps, "size": list(decoded.source_size)},
+        "source": {
+            **spec.source_attrs(),
+            "fps": decoded.source_fps,
+            "size": list(decoded.source_size),
+            "timeline": decoded.timeline,
+            "timeline_problem": decoded.timeline_problem,
+        },
         "fps": decoded.fps,
+        "fps_target": decoded.fps_target,
+        "source_stride": decoded.source_stride,
         "stride": stride,
         "metric_scale": metric_scale,
         "labelers": labelers,
@@ -311,13 +370,15 @@ def label_clip(
 
 
 def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, Any]]:
-    """`Backends.describe`, plus how key-pair flows were repaired from the consecutive ones."""
+    """`Backends.describe`, plus the flow validity checks and how key-pair flows were repaired."""
     labelers = backends.describe()
+    labelers["flow"]["params"]["validity_checks"] = ValidityChecks().to_dict()
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,
             "min_correction_px": CHAIN_MIN_CORRECTION_PX,
             "replace_gap_px": CHAIN_REPLACE_GAP_PX,
+            "disagree_gap_px": CHAIN_DISAGREE_GAP_PX,
         }
     return labelers
 
@@ -372,8 +433,15 @@ def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: Labe
     return flow_valid, dynamic_key
 
 
-def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported) -> tuple:
-    """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics."""
+def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported, cfg: LabelConfig) -> tuple:
+    """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics.
+
+    A fixed or rotating camera gives no parallax, so multi-view depth has nothing to
+    triangulate: with depth "mvs" the clip is rejected (`camera_static`, `camera_rotation`),
+    naming the options that would label it. A network depth needs no parallax: the clip is
+    labelled with the camera's identity translations (`labelers.neural_depth`, `own_scale`),
+    in metres when the network is metric.
+    """
     if imported is not None:
         return imported.arrays["c2w"].astype(np.float64), imported.arrays["K"].astype(np.float64), bool(
             imported.attrs["metric_scale"]
@@ -384,16 +452,35 @@ def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported)
         result = backends.camera.estimate(decoded.frames, decoded.K)
     except CameraFailure as e:
         raise ClipRejected(spec.clip_id, f"camera_{e.reason}", e.message) from e
-    if result.motion != "general":
-        # Without translation nothing can be triangulated: depth, points and scene flow would be guesses.
-        raise ClipRejected(
-            spec.clip_id, f"camera_{result.motion}", f"the camera {'does not move' if result.motion == 'static' else 'only rotates'}: no parallax for depth"
-        )
     qa = {
         "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
         "camera_registered_fraction": float(np.mean(result.registered)),
     }
-    return result.c2w, result.K, bool(result.metric_scale), qa
+    if result.motion == "general":
+        return result.c2w, result.K, bool(result.metric_scale), qa
+    if cfg.depth != "neural":
+        raise ClipRejected(spec.clip_id, f"camera_{result.motion}", _no_parallax_message(result))
+    metric = backends.depth.params.get("depth_estimation_type") == "metric"  # `params` crosses Ray proxies
+    return result.c2w, result.K, metric, {**qa, "camera_static": float(result.motion == "static")}
+
+
+def _no_parallax_message(result) -> str:
+    """Why a fixed or rotating camera cannot be labelled with multi-view depth, and what would label it."""
+    diag = result.diagnostics
+    if result.motion == "static":
+        what = (
+            "the camera does not move (fixed camera: the background stands still in "
+            f"{100 * diag.get('static_pairs_fixed', 1.0):.0f} % of the frame pairs, still share of the probes "
+            f"{diag.get('static_fraction_min', float('nan')):.2f} at least)"
+        )
+    else:
+        rotation = diag.get("max_rotation_deg", float("nan"))
+        what = f"the camera only rotates (by up to {rotation:.1f} deg between frames, no measurable translation)"
+    return (
+        f"{what}: multi-view depth (--depth mvs) needs parallax, a camera translation; label it with a depth that "
+        "needs none: --depth neural --depth-weights DIR (a local transformers depth model), or imported annotations "
+        "(--camera import --depth import)"
+    )
 
 
 def label_and_commit(spec: ClipSpec, cfg: LabelConfig, store: LabelStore, backends: Backends) -> ClipOutcome:

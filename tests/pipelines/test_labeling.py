@@ -5,7 +5,7 @@ import pytest
 from synthetic_manifest import write_manifest
 
 from labelers.dis_flow import DisFlow
-from labelers.flow import compute_pair_flows, key_frame_pairs
+from labelers.flow import CHAIN_FILL_VERSION, compute_pair_flows, key_frame_pairs
 from pipelines.geometry import point_maps, scene_flow
 from pipelines.label_eval import compare_labels
 from pipelines.labeling import LabelConfig, _scene_flow_support, label_clips, plan
@@ -61,7 +61,7 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert attrs["metric_scale"] is False and attrs["fps"] == 8.0
     assert {"flow", "camera", "depth", "mask"} <= set(attrs["labelers"])
     assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
-    assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == "2"
+    assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == CHAIN_FILL_VERSION
     for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
                    "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px"):
         assert np.isfinite(attrs["qa"][metric]), metric

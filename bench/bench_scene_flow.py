@@ -1,0 +1,164 @@
+"""Scene-flow validity against ground truth, given exact depth and cameras and the pipeline's own flow.
+
+Issue 13, item 7: with exact depth and cameras (as a ViPE-format import gives them), at least
+95 % of the pixels marked `scene_flow_valid` must be within max(5 %, 1 cm) of the true motion.
+For each synthetic clip this renders the ground truth, estimates flow as
+`pipelines.labeling.label_clip` does (DIS on consecutive and key pairs, key pairs repaired
+from the chains), takes depth, `depth_valid`, K, c2w and the dynamic masks from the truth
+(`--masks estimated`: the masks the pipeline's `FlowRigidityMasks` estimates from that flow
+and the exact depth and cameras), and runs the scene-flow stage: `_scene_flow_support`,
+`key_flow_error_px` and `scene_flow` with the LabelConfig's settings (`--old`: the pre-issue
+rules, footprint and flow checks only).
+
+Per clip: precision (share of valid pixels within tolerance), coverage (valid pixels / pixels
+the truth can observe: dynamic with visible key flow), and where the wrong valid pixels lie
+(within 3 px of the mask's edge, key flow > 1 px off, target hidden in the truth).
+
+    python bench/bench_scene_flow.py --seeds 0-5 --cameras dolly,orbit,static
+    python bench/bench_scene_flow.py --seeds 10-15 --classes open,large_mover --masks estimated
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from common import image_size  # noqa: E402
+from labelers.depth import flow_pairs_from_pair_flows  # noqa: E402
+from labelers.dis_flow import DisFlow  # noqa: E402
+from labelers.dynamic_mask import FlowRigidityMasks  # noqa: E402
+from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs  # noqa: E402
+from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow  # noqa: E402
+from pipelines.labeling import LabelConfig, _scene_flow_support  # noqa: E402
+from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+
+# Scene classes as SceneConfig overrides; a class whose fields this SceneConfig lacks is skipped.
+CLASSES = {
+    "room": {},
+    "open": {"scene": "open"},
+    "large_mover": {"large_mover": True},
+    "repeated": {"texture": "repeated"},
+    "low_texture": {"texture": "low"},
+    "noise": {"noise_std": 2.0},
+}
+
+
+def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig):
+    """Consecutive and key-pair flows exactly as `label_clip` computes them."""
+    estimator = DisFlow()
+    flows = compute_pair_flows(estimator, frames, consecutive_pairs(len(frames)), cfg.max_flow_uncertainty_px)
+    key_flows = compute_pair_flows(estimator, frames, key_frame_pairs(len(frames), stride), cfg.max_flow_uncertainty_px)
+    if cfg.key_flow_chains:
+        key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
+    return flows, key_flows
+
+
+def estimated_masks(labels: dict, flows, key_flows, stride: int) -> np.ndarray:
+    """Key-frame dynamic masks the pipeline estimates from the flow, exact depth and cameras (as for an import)."""
+    pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
+    c2w, K = labels["c2w"].astype(np.float64), labels["K"].astype(np.float64)
+    depth = np.where(labels["depth_valid"], labels["depth"], 0.0)
+    masks = FlowRigidityMasks()
+    key_frames = list(range(0, len(c2w), stride))
+    return masks.key_masks(pairs, c2w, K, key_frames, depth, masks.frame_masks(pairs, c2w, K, depth))
+
+
+def scene_flow_stage(labels: dict, flows, key_flows, dynamic_key: np.ndarray, cfg: LabelConfig, frames: np.ndarray | None = None,
+                     old: bool = False):
+    """The scene-flow block of `label_clip` on given depth, cameras, flows and masks."""
+    key = slice(None, None, cfg.stride)
+    depth, depth_valid = labels["depth"][key].astype(np.float64), labels["depth_valid"][key]
+    points = point_maps(depth, depth_valid, labels["K"][key], labels["c2w"][key])
+    support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
+    if old:
+        return scene_flow(points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic_key,
+                          max_error_fraction=None, max_rigid_residual=None)
+    return scene_flow(
+        points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic_key,
+        flow_error_px=key_flow_error_px(key_flows, flows, frames),
+        tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
+        max_error_fraction=cfg.scene_flow_max_error_fraction,
+        max_rigid_residual=cfg.scene_flow_max_rigid_residual,
+    )
+
+
+def score(labels: dict, key_flow: np.ndarray, flow3d: np.ndarray, valid: np.ndarray) -> dict:
+    """Precision, coverage and where the wrong valid pixels lie."""
+    truth = labels["scene_flow"].astype(np.float64)
+    motion = np.linalg.norm(truth, axis=-1)
+    right = np.linalg.norm(flow3d - truth, axis=-1) <= np.maximum(0.05 * motion, 0.01)
+    wrong = valid & ~right
+    observable = labels["scene_flow_valid"]
+    edge = np.stack([cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 3) <= 3 for m in labels["dynamic_mask"][:-1]])
+    flow_off = np.linalg.norm(key_flow - labels["key_flow"], axis=-1) > 1.0
+    n_wrong = max(int(wrong.sum()), 1)
+    return {
+        "valid": int(valid.sum()),
+        "wrong": int(wrong.sum()),
+        "precision": float(right[valid].mean()) if valid.any() else float("nan"),
+        "coverage": float((valid & observable).sum() / max(observable.sum(), 1)),
+        "outside_mask_nonzero": int((flow3d[~labels["dynamic_mask"][:-1]] != 0).any(axis=-1).sum()),
+        "wrong_at_mask_edge": float((wrong & edge).sum() / n_wrong),
+        "wrong_flow_off_1px": float((wrong & flow_off).sum() / n_wrong),
+        "wrong_target_hidden": float((wrong & ~labels["key_flow_valid"]).sum() / n_wrong),
+    }
+
+
+def parse_seeds(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-2"), help="e.g. 0-5 or 10,12")
+    parser.add_argument("--cameras", default="dolly,orbit,static")
+    parser.add_argument("--classes", default="room", help=f"comma-separated of {sorted(CLASSES)}")
+    parser.add_argument("--size", type=image_size, default=(240, 360))
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--masks", choices=("truth", "estimated"), default="truth")
+    parser.add_argument("--old", action="store_true", help="the pre-issue validity rules, for comparison")
+    args = parser.parse_args()
+    height, width = args.size
+    cfg = LabelConfig(height=height, width=width, num_frames=args.frames)
+    scene_fields = {f.name for f in dataclasses.fields(SceneConfig)}
+    totals = {"valid": 0, "wrong": 0, "coverage": []}
+    for name in args.classes.split(","):
+        overrides = CLASSES[name]
+        if not set(overrides) <= scene_fields:
+            print(f"class {name}: skipped (SceneConfig has no {sorted(set(overrides) - scene_fields)})")
+            continue
+        for camera in args.cameras.split(","):
+            for seed in args.seeds:
+                start = time.perf_counter()
+                clip = render_clip(SceneConfig(seed=seed, height=height, width=width, num_frames=args.frames,
+                                               camera=camera, **overrides))
+                labels = clip.labels
+                flows, key_flows = pipeline_flows(clip.frames, cfg.stride, cfg)
+                masks = labels["dynamic_mask"] if args.masks == "truth" else estimated_masks(labels, flows, key_flows, cfg.stride)
+                flow3d, valid = scene_flow_stage(labels, flows, key_flows, masks, cfg, clip.frames, old=args.old)
+                result = score(labels, key_flows.flow_fwd_px, flow3d, valid)
+                totals["valid"] += result["valid"]
+                totals["wrong"] += result["wrong"]
+                if labels["scene_flow_valid"].any():
+                    totals["coverage"].append(result["coverage"])
+                cells = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+                print(f"{name:12s} {camera:7s} seed {seed:3d}  {cells}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    pooled = 1 - totals["wrong"] / max(totals["valid"], 1)
+    print(f"pooled precision {pooled:.4f} over {totals['valid']} valid pixels; "
+          f"median coverage {np.median(totals['coverage']) if totals['coverage'] else float('nan'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
