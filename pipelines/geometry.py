@@ -162,8 +162,8 @@ def scene_flow(
         moved[~valid] = 0.0
         allowed = tolerance.of(moved)
         if flow_error_px is not None and max_error_fraction is not None:
-            error_m = np.asarray(flow_error_px[k], np.float64) * _metres_per_pixel(points[k + 1], target)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore"):  # inf px (broken chain) x 0 m/px (no depth) is NaN: invalid
+                error_m = np.asarray(flow_error_px[k], np.float64) * _metres_per_pixel(points[k + 1], target)
                 valid &= error_m <= max_error_fraction * allowed
         if max_rigid_residual is not None:
             residual = rigid_motion_residual(points[k], moved, valid, dynamic_mask[k], allowed, seed=k)
