@@ -81,7 +81,9 @@ class CameraResult:
         frame_reproj_px: (T,) float64 mean reprojection error per frame (NaN if unregistered).
         reproj_px: summary of all inlier reprojection errors: mean, median, p90, max.
         intrinsics_source: "given", "estimated" (refined in bundle adjustment) or "prior"
-            (not observable and not given: a default field of view; only with `motion` "static").
+            (not observable and not given: a default field of view; a fixed camera, or a
+            moving one whose tracks do not determine the focal but do not contradict the prior;
+            the diagnostics then hold the estimate and the prior, see `labelers.sfm`).
         scale_note: how the clip's single unknown scale is fixed.
         metric_scale: whether translations are in metres (never for structure from motion).
         diagnostics: JSON-able numbers and flags (tracks, parallax, timings, ...).

@@ -93,6 +93,8 @@ class LabelConfig:
             motion allowed, as a share of the tolerance (`rigid_motion_residual`).
         fps_max: short clips: the fastest label rate a clip too short for T frames at its
             target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
+        unknown_focal, prior_fov_x_deg: what a moving camera gets when its tracks do not
+            determine the focal length (`labelers.sfm.SfmConfig`), and the field of view assumed.
         key_flow_chains: repair the direct key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -140,6 +142,14 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    unknown_focal: str = field(default="reject", metadata={
+        "choices": ("reject", "prior"),
+        "help": "a moving camera whose tracks do not determine the focal length (no intrinsics in the manifest, "
+        "little rotation, e.g. a dolly): reject it, or label it with the prior field of view when the cameras and "
+        "depth provably do not depend on it (recorded as the QA metric camera_intrinsics_prior)"})
+    prior_fov_x_deg: float = field(default=60.0, metadata={
+        "gt": 10, "lt": 170, "help": "horizontal field of view (degrees) assumed for unknown intrinsics: fixed "
+        "cameras, and moving ones under --unknown-focal prior"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
     thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
@@ -222,7 +232,7 @@ def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
     Args:
         skip: families not to build here (orchestration supplies them, e.g. from a GPU actor).
     """
-    from labelers.sfm import SfmCamera
+    from labelers.sfm import SfmCamera, SfmConfig
     from labelers.depth import MultiViewDepth
     from labelers.dis_flow import DisFlow
     from labelers.dynamic_mask import FlowRigidityMasks
@@ -242,7 +252,11 @@ def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
             depth = NeuralDepth.from_pretrained(cfg.depth_weights, device=cfg.device)
         else:
             depth = MultiViewDepth()  # "import" reads depth from annotations; MVS describes nothing then
-    camera = _ImportedLabels("camera") if cfg.camera == "import" else SfmCamera()
+    camera = (
+        _ImportedLabels("camera")
+        if cfg.camera == "import"
+        else SfmCamera(SfmConfig(unknown_focal=cfg.unknown_focal, prior_fov_x_deg=cfg.prior_fov_x_deg))
+    )
     if cfg.depth == "import":
         depth = _ImportedLabels("depth")
     return Backends(flow=flow, camera=camera, depth=depth, masks=FlowRigidityMasks())
@@ -455,7 +469,10 @@ def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported,
     qa = {
         "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
         "camera_registered_fraction": float(np.mean(result.registered)),
+        "camera_intrinsics_prior": float(result.intrinsics_source == "prior"),
     }
+    if result.intrinsics_source == "prior" and result.motion == "general":
+        qa["camera_focal_prior_log_offset"] = float(result.diagnostics.get("focal_prior_log_offset", np.nan))
     if result.motion == "general":
         return result.c2w, result.K, bool(result.metric_scale), qa
     if cfg.depth != "neural":
