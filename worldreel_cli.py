@@ -193,7 +193,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.labeling import LabelRunParams, label_clips_flow
-    from pipelines.synthetic_set import class_configs, scene_configs, write_synthetic_set
+    from pipelines.synthetic_set import scene_configs, write_synthetic_set
     from storage import LabelStore
 
     out = Path(args.out)

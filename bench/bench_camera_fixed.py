@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import image_size  # noqa: E402
 from labelers.camera import CameraFailure, relative_rotation_errors_deg, rotation_angle_deg  # noqa: E402
 from labelers.sfm import SfmCamera  # noqa: E402
+from pipelines.regression_footage import capture_frames  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 
 OPENCV = Path("/usr/share/doc/opencv-doc")
@@ -38,23 +38,6 @@ REAL = [  # (file under opencv-doc, start frames)
     ("opencv4/html/cup.mp4.gz", (0, 27, 80, 134)),
     ("examples/data/tree.avi", (0,)),
 ]
-
-
-def opencv_frames(path: Path, start: int, num_frames: int, size: tuple[int, int]) -> np.ndarray:
-    capture = cv2.VideoCapture(str(path))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
-    height, width = size
-    frames = []
-    while len(frames) < num_frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        scale = max(height / frame.shape[0], width / frame.shape[1])
-        rh, rw = max(height, round(frame.shape[0] * scale)), max(width, round(frame.shape[1] * scale))
-        frame = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
-        top, left = (rh - height) // 2, (rw - width) // 2
-        frames.append(cv2.cvtColor(frame[top : top + height, left : left + width], cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
 
 
 def verdict(frames: np.ndarray, c2w_truth: np.ndarray | None = None) -> dict:
@@ -101,7 +84,7 @@ def main() -> None:
                     shutil.copyfileobj(src, dst)
                 path = out
             for start in starts:
-                frames = opencv_frames(path, start, args.frames, args.size)
+                frames = capture_frames(path, start, args.frames, args.size)
                 if len(frames) == args.frames:
                     show(f"{Path(relative).name.split('.')[0]}@{start}", verdict(frames))
     if args.real_only:

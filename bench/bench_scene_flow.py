@@ -6,8 +6,8 @@ For each synthetic clip this renders the ground truth, estimates flow as
 `pipelines.labeling.label_clip` does (DIS on consecutive and key pairs, key pairs repaired
 from the chains), takes depth, `depth_valid`, K, c2w and the dynamic masks from the truth
 (`--masks estimated`: the masks the pipeline's `FlowRigidityMasks` estimates from that flow
-and the exact depth and cameras), and runs the scene-flow stage: `_scene_flow_support`,
-`key_flow_error_px` and `scene_flow` with the LabelConfig's settings (`--old`: the pre-issue
+and the exact depth and cameras), and runs the scene-flow stage (`pipelines.labeling.label_scene_flow`:
+`_scene_flow_support`, `key_flow_error_px` and `scene_flow` with the LabelConfig's settings) (`--old`: the pre-issue
 rules, footprint and flow checks only).
 
 Per clip: precision (share of valid pixels within tolerance), coverage (valid pixels / pixels
@@ -36,8 +36,7 @@ from labelers.depth import flow_pairs_from_pair_flows  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import FlowRigidityMasks  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs  # noqa: E402
-from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow  # noqa: E402
-from pipelines.labeling import LabelConfig, _scene_flow_support  # noqa: E402
+from pipelines.labeling import LabelConfig, label_scene_flow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 
 # Scene classes as SceneConfig overrides; a class whose fields this SceneConfig lacks is skipped.
@@ -73,21 +72,13 @@ def estimated_masks(labels: dict, flows, key_flows, stride: int) -> np.ndarray:
 
 def scene_flow_stage(labels: dict, flows, key_flows, dynamic_key: np.ndarray, cfg: LabelConfig, frames: np.ndarray | None = None,
                      old: bool = False):
-    """The scene-flow block of `label_clip` on given depth, cameras, flows and masks."""
-    key = slice(None, None, cfg.stride)
-    depth, depth_valid = labels["depth"][key].astype(np.float64), labels["depth_valid"][key]
-    points = point_maps(depth, depth_valid, labels["K"][key], labels["c2w"][key])
-    support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
+    """The scene-flow stage of `label_clip` on given depth, cameras, flows and masks (`old`: without the
+    flow-error and rigidity rules)."""
     if old:
-        return scene_flow(points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic_key,
-                          max_error_fraction=None, max_rigid_residual=None)
-    return scene_flow(
-        points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic_key,
-        flow_error_px=key_flow_error_px(key_flows, flows, frames),
-        tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
-        max_error_fraction=cfg.scene_flow_max_error_fraction,
-        max_rigid_residual=cfg.scene_flow_max_rigid_residual,
-    )
+        cfg = dataclasses.replace(cfg, scene_flow_max_error_fraction=None, scene_flow_max_rigid_residual=None)
+    depth = labels["depth"].astype(np.float64)
+    c2w, K = labels["c2w"].astype(np.float64), labels["K"].astype(np.float64)
+    return label_scene_flow(depth, labels["depth_valid"], K, c2w, key_flows, flows, frames, dynamic_key, cfg)
 
 
 def score(labels: dict, key_flow: np.ndarray, flow3d: np.ndarray, valid: np.ndarray) -> dict:

@@ -14,7 +14,6 @@ actors through proxies that satisfy the labeler protocols.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Sequence
 
 import ray

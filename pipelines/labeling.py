@@ -52,6 +52,7 @@ __all__ = [
     "build_backends",
     "plan",
     "label_clip",
+    "label_scene_flow",
     "label_and_commit",
     "label_clips",
     "summarise",
@@ -329,16 +330,7 @@ def label_clip(
             result = label_depth_and_masks(frames, pairs, c2w, K, key_frames, backends.depth, backends.masks)
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
     with _stage(seconds, "scene_flow"):
-        key = slice(None, None, stride)
-        points = point_maps(depth[key], depth_valid[key], K[key], c2w[key])
-        support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
-        flow3d, flow3d_valid = scene_flow(
-            points, depth[key], depth_valid[key], key_flows.flow_fwd_px, support, dynamic_key,
-            flow_error_px=key_flow_error_px(key_flows, flows, frames) if cfg.scene_flow_max_error_fraction is not None else None,
-            tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
-            max_error_fraction=cfg.scene_flow_max_error_fraction,
-            max_rigid_residual=cfg.scene_flow_max_rigid_residual,
-        )
+        flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
     arrays = {
         "frame_index": decoded.frame_index,
         "timestamps": decoded.timestamps,
@@ -426,6 +418,39 @@ def _imported_depth_and_masks(imported, backends: Backends, pairs, c2w, K, key_f
     frame_masks = backends.masks.frame_masks(pairs, c2w, K, depth)
     dynamic_key = backends.masks.key_masks(pairs, c2w, K, key_frames, depth, frame_masks)
     return depth, depth_valid, dynamic_key
+
+
+def label_scene_flow(
+    depth: np.ndarray,
+    depth_valid: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    key_flows: PairFlows,
+    flows: PairFlows,
+    frames: np.ndarray,
+    dynamic_key: np.ndarray,
+    cfg: LabelConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scene flow (S-1, H, W, 3) and its validity (S-1, H, W) on the key frames, with the validity
+    rules of `cfg` (`pipelines.geometry.scene_flow`).
+
+    Args:
+        depth, depth_valid: (T, H, W) of every frame; K (T, 3, 3); c2w (T, 4, 4).
+        key_flows: key-pair flows; flows: consecutive flows (the chain behind the error estimate).
+        frames: (T, H, W, 3) uint8 RGB the flows were estimated on.
+        dynamic_key: (S, H, W) bool dynamic masks.
+    """
+    key = slice(None, None, cfg.stride)
+    points = point_maps(depth[key], depth_valid[key], K[key], c2w[key])
+    support, _ = _scene_flow_support(key_flows, dynamic_key, cfg)
+    with_error = cfg.scene_flow_max_error_fraction is not None
+    return scene_flow(
+        points, depth[key], depth_valid[key], key_flows.flow_fwd_px, support, dynamic_key,
+        flow_error_px=key_flow_error_px(key_flows, flows, frames) if with_error else None,
+        tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
+        max_error_fraction=cfg.scene_flow_max_error_fraction,
+        max_rigid_residual=cfg.scene_flow_max_rigid_residual,
+    )
 
 
 def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,7 @@ __all__ = [
     "locate",
     "reference_movers",
     "absurd_numbers",
+    "capture_frames",
 ]
 
 OPENCV_DOC_ROOT = Path("/usr/share/doc/opencv-doc")
@@ -147,6 +148,25 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     flood = padded.copy()
     cv2.floodFill(flood, None, (0, 0), 1)
     return mask | (flood[1:-1, 1:-1] == 0)
+
+
+def capture_frames(path: str | Path, start_frame: int, num_frames: int, size: tuple[int, int]) -> np.ndarray:
+    """(N <= num_frames, H, W, 3) uint8 RGB consecutive frames from `start_frame`, read with OpenCV's
+    own decoder (independent of the pipeline's), resized to cover `size` and centre-cropped."""
+    capture = cv2.VideoCapture(str(path))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+    height, width = size
+    frames = []
+    while len(frames) < num_frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        scale = max(height / frame.shape[0], width / frame.shape[1])
+        rh, rw = max(height, round(frame.shape[0] * scale)), max(width, round(frame.shape[1] * scale))
+        frame = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
+        top, left = (rh - height) // 2, (rw - width) // 2
+        frames.append(cv2.cvtColor(frame[top : top + height, left : left + width], cv2.COLOR_BGR2RGB))
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

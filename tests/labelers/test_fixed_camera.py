@@ -12,7 +12,6 @@ import gzip
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +21,7 @@ from labelers.neural_depth import NeuralDepth, has_parallax
 from labelers.sfm import SfmCamera, SfmConfig, fixed_camera_evidence
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.labeling import LabelConfig, build_backends, label_clip
+from pipelines.regression_footage import capture_frames
 from pipelines.synthetic import SceneConfig, render_clip
 from pipelines.video_io import write_video
 
@@ -64,22 +64,9 @@ def test_a_dolly_under_a_far_sky_shows_no_still_background():
 
 
 def _opencv_frames(path: Path, start: int, num_frames: int = 17) -> np.ndarray:
-    """Frames [start, start + num_frames) resized to cover SIZE and centre-cropped, RGB."""
-    capture = cv2.VideoCapture(str(path))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
-    frames = []
-    height, width = SIZE
-    while len(frames) < num_frames:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        scale = max(height / frame.shape[0], width / frame.shape[1])
-        rh, rw = max(height, round(frame.shape[0] * scale)), max(width, round(frame.shape[1] * scale))
-        frame = cv2.resize(frame, (rw, rh), interpolation=cv2.INTER_AREA)
-        top, left = (rh - height) // 2, (rw - width) // 2
-        frames.append(cv2.cvtColor(frame[top : top + height, left : left + width], cv2.COLOR_BGR2RGB))
+    frames = capture_frames(path, start, num_frames, SIZE)
     assert len(frames) == num_frames, f"{path} ended after {len(frames)} frames"
-    return np.stack(frames)
+    return frames
 
 
 def _footage(relative: str, tmp_path: Path) -> Path:

@@ -8,13 +8,14 @@ sensor noise of 2 levels) was not used. With the rules before the issue (footpri
 checks only) 0.857 of its valid pixels were right (73 % coverage); now 1.000 (43 %).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from labelers.dis_flow import DisFlow
 from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
-from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
-from pipelines.labeling import LabelConfig, _scene_flow_support
+from pipelines.labeling import LabelConfig, label_scene_flow
 from pipelines.synthetic import SceneConfig, render_clip
 
 FRAMES, STRIDE = 9, 4
@@ -31,21 +32,12 @@ def held_out():
 
 
 def _scene_flow_stage(labels, frames, flows, key_flows, cfg, new_rules=True):
-    """The scene-flow block of `label_clip` on the true depth, cameras and masks."""
-    key = slice(None, None, STRIDE)
-    depth, depth_valid, dynamic = labels["depth"][key], labels["depth_valid"][key], labels["dynamic_mask"]
-    points = point_maps(depth, depth_valid, labels["K"][key], labels["c2w"][key])
-    support, _ = _scene_flow_support(key_flows, dynamic, cfg)
+    """The scene-flow stage of `label_clip` on the true depth, cameras and masks."""
     if not new_rules:
-        return scene_flow(points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic,
-                          max_error_fraction=None, max_rigid_residual=None)
-    return scene_flow(
-        points, depth, depth_valid, key_flows.flow_fwd_px, support, dynamic,
-        flow_error_px=key_flow_error_px(key_flows, flows, frames),
-        tolerance=SceneFlowTolerance(cfg.scene_flow_tolerance_rel, cfg.scene_flow_tolerance_m),
-        max_error_fraction=cfg.scene_flow_max_error_fraction,
-        max_rigid_residual=cfg.scene_flow_max_rigid_residual,
-    )
+        cfg = dataclasses.replace(cfg, scene_flow_max_error_fraction=None, scene_flow_max_rigid_residual=None)
+    depth = labels["depth"].astype(np.float64)
+    c2w, K = labels["c2w"].astype(np.float64), labels["K"].astype(np.float64)
+    return label_scene_flow(depth, labels["depth_valid"], K, c2w, key_flows, flows, frames, labels["dynamic_mask"], cfg)
 
 
 def _precision(labels, flow3d, valid):
