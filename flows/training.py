@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.labeling import LabelRunParams, label_clips_flow
-from model.train import TrainConfig
+from model.train import TrainConfig, check_stores_fit
 from pipelines.jobconfig import JobConfig
 
 __all__ = ["TRAIN_JOB", "TrainRunParams", "train_command", "train_config", "train_flow", "worldreel_pipeline_flow"]
@@ -80,9 +80,10 @@ def _publish_checkpoints(output_dir: Path, metrics: dict) -> list[str]:
 @flow(name="train-worldreel", log_prints=True)
 def train_flow(params: TrainRunParams) -> dict:
     """Train one stage; publish the checkpoints as link artifacts and the last metrics as markdown."""
-    train_config(params)  # an inconsistent configuration fails here, once, not in a retried process
+    cfg = train_config(params)  # an inconsistent configuration fails here, once, not in a retried process
     if not params.stores:
         raise ValueError("stores: give at least one label store to train on")
+    check_stores_fit(cfg)  # a store the model cannot train on, too
     metrics = run_training(params)
     checkpoints = _publish_checkpoints(Path(params.output_dir), metrics)
     return {"metrics": metrics, "checkpoints": checkpoints}

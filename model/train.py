@@ -368,6 +368,41 @@ def _empty_dit(folder: Path, aug: GMAugmentationConfig) -> GeoMotionDiT:
         return GeoMotionDiT(expand_transformer(base, aug), aug)
 
 
+FULL_MODEL_CLIP = (49, 480, 720)  # T x H x W fixed by CogVideoX-5B-I2V's positional embeddings
+
+
+def check_stores_fit(cfg: TrainConfig) -> None:
+    """Raise ValueError, naming the store and the sizes, unless every store has accepted clips of
+    one size that `cfg.model` can train on (checked before any model is built or process launched).
+
+    The tiny model needs H and W multiples of 16 and T = 1 + 4k (VAE downsampling 8, patch 2,
+    temporal compression 4); the full model exactly 49 x 480 x 720.
+    """
+    from storage import LabelStore
+
+    for path in cfg.data:
+        rows = [r for r in LabelStore.open(path).index().to_pylist() if r["status"] == "accepted"]
+        if not rows:
+            raise ValueError(f"store {path} has no accepted clip to train on")
+        sizes = {(r.get("T"), r.get("height"), r.get("width")) for r in rows}
+        if len(sizes) > 1:
+            raise ValueError(f"store {path} mixes clip sizes {sorted(sizes)}: training takes one size (T x H x W)")
+        T, height, width = sizes.pop()
+        frames = cfg.num_frames or T
+        if frames > T:
+            raise ValueError(f"store {path}: --num-frames {frames} but its clips have T = {T}")
+        if cfg.model == "tiny" and (height % 16 or width % 16 or (frames - 1) % 4):
+            raise ValueError(
+                f"store {path} has {frames}x{height}x{width} clips (T x H x W); the tiny model needs H and W "
+                "multiples of 16 and T = 1 + 4k (label with e.g. --size 240x368, or pick --num-frames)"
+            )
+        if cfg.model != "tiny" and (frames, height, width) != FULL_MODEL_CLIP:
+            raise ValueError(
+                f"store {path} has {frames}x{height}x{width} clips (T x H x W); {cfg.model} trains on "
+                f"{'x'.join(map(str, FULL_MODEL_CLIP))} clips"
+            )
+
+
 def _check_clip_size(models: Models, frames: int, height: int, width: int) -> None:
     """The pretrained DiT's learned positional embeddings fix the clip size (49x480x720 for 5B-I2V)."""
     config = models.dit.config
@@ -856,7 +891,9 @@ def main(argv: list[str] | None = None) -> int:
     job = _job()
     try:
         (cfg,) = job.build(job.from_args(_parser().parse_args(argv)))
-    except ValueError as e:
+        if launched_world_size() == 1:
+            check_stores_fit(cfg)
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}")
         return 2
     if cfg.gpus > 1 and launched_world_size() == 1:

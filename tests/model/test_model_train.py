@@ -191,3 +191,26 @@ def test_evaluate_losses_is_paired_and_leaves_training_rng_alone(store, tmp_path
     assert per_draw[0]["diff_rgb"] != per_draw[1]["diff_rgb"]  # the timestep is honoured
     with pytest.raises(ValueError, match="timesteps must be"):
         trainer.compute_losses(batch, torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("size, model, message", [
+    ((9, 24, 48), "tiny", "has 9x24x48 clips (T x H x W); the tiny model needs H and W multiples of 16"),
+    ((9, 32, 64), "cogvideox-5b-i2v", "has 9x32x64 clips (T x H x W); cogvideox-5b-i2v trains on 49x480x720"),
+    (None, "tiny", "has no accepted clip to train on"),
+])
+def test_a_store_that_does_not_fit_the_model_stops_before_training(size, model, message, tmp_path, capsys):
+    from clip_factory import random_clip
+
+    from model.train import check_stores_fit
+
+    store = LabelStore.create(tmp_path / "s")
+    if size is not None:
+        T, H, W = size
+        store.commit("c", *random_clip(T=T, H=H, W=W))
+    cfg = TrainConfig(model=model, data=[str(tmp_path / "s")], output_dir=str(tmp_path / "out"), pretrained="x")
+    with pytest.raises(ValueError, match="store .* " + message.replace("(", r"\(").replace(")", r"\)")):
+        check_stores_fit(cfg)
+    argv = ["--config", model, "--store", str(tmp_path / "s"), "--output-dir", str(tmp_path / "out"), "--weights", "x"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()  # nothing was built or written
