@@ -71,7 +71,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--real-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: seed 0 at 120x180, T=9")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.frames, args.seeds = (120, 180), 9, "0"
     with tempfile.TemporaryDirectory() as tmp:
         for relative, starts in REAL:
             path = OPENCV / relative

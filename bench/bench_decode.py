@@ -122,7 +122,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="decord decoder threads (0 = decord's choice)")
     parser.add_argument("--out-dir", default="bench_out")
+    parser.add_argument("--quick", action="store_true", help="smoke run: a 10 s 240x360 source, 2 clips, 1 repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.duration, args.source_size, args.clips, args.repeats = 10.0, "240x360", 2, 1
 
     src_h, src_w = (int(x) for x in args.source_size.split("x"))
     out_dir = Path(args.out_dir)

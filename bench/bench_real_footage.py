@@ -101,7 +101,10 @@ def main() -> None:
     parser.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     parser.add_argument("--no-neural", action="store_true", help="skip the parallax-free depth run")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument("--quick", action="store_true", help="smoke run: two clips at 120x180, T=9, weight-free only")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.frames, args.clips, args.no_neural = (120, 180), 9, "vtest_pedestrians,box_hand", True
     wanted = set(filter(None, args.clips.split(",")))
     height, width = args.size
     rows = []

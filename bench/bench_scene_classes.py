@@ -184,7 +184,10 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
     parser.add_argument("--seed", type=int, default=0, help="first seed of every class")
     parser.add_argument("--out", type=Path, help="write every clip's record as JSON here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     args = parser.parse_args()
+    if args.quick:
+        args.classes, args.clips, args.size, args.frames = ["room", "open_sky"], 1, (120, 180), 9
     cv2.setNumThreads(1)
     root = Path(tempfile.mkdtemp(prefix="bench_scene_classes_"))
     print(f"{args.clips} clips per class, {args.size[0]}x{args.size[1]}, T={args.frames}, {args.fps:g} fps native, "

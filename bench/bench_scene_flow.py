@@ -120,7 +120,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--masks", choices=("truth", "estimated"), default="truth")
     parser.add_argument("--old", action="store_true", help="the pre-issue validity rules, for comparison")
+    parser.add_argument("--quick", action="store_true", help="smoke run: one orbit seed at 120x180, T=9")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.cameras, args.size, args.frames = parse_seeds("0"), "orbit", (120, 180), 9
     height, width = args.size
     cfg = LabelConfig(height=height, width=width, num_frames=args.frames)
     scene_fields = {f.name for f in dataclasses.fields(SceneConfig)}
@@ -146,7 +149,7 @@ def main() -> None:
                     totals["coverage"].append(result["coverage"])
                 cells = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
                 print(f"{name:12s} {camera:7s} seed {seed:3d}  {cells}  ({time.perf_counter() - start:.0f} s)", flush=True)
-    pooled = 1 - totals["wrong"] / max(totals["valid"], 1)
+    pooled = 1 - totals["wrong"] / totals["valid"] if totals["valid"] else float("nan")
     print(f"pooled precision {pooled:.4f} over {totals['valid']} valid pixels; "
           f"median coverage {np.median(totals['coverage']) if totals['coverage'] else float('nan'):.3f}")
 
