@@ -105,6 +105,17 @@ def _check_label_inputs(run, cfg) -> None:
         print(f"manifest row skipped: {error}", file=sys.stderr)
     if run.ray_address:
         _check_reachable(run.ray_address)
+        _connect_ray(run.ray_address)
+
+
+def _connect_ray(address: str) -> None:
+    """Connect before Prefect starts, so a refused token is one line here (the flow reuses the connection)."""
+    from flows.ray_fanout import RayConnectError, init_ray
+
+    try:
+        init_ray(address)
+    except RayConnectError as e:
+        raise UsageError(str(e)) from None
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -132,6 +143,8 @@ def _print_label_summary(summary: dict) -> None:
         print(f"quality report: {summary['report']}")
     for reason, count in summary["rejected_by_reason"].items():
         print(f"  rejected {count:4d}  {reason}")
+    for node, count in summary.get("clips_by_node", {}).items():
+        print(f"  node {node}: {count} clips labelled")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -146,6 +146,8 @@ def _publish_summary(summary: dict, outcomes: list[ClipOutcome], row_errors: lis
         f"Store: `{summary['store']}`  ",
         report_reference(summary["report"]) if "report" in summary else "Report: not written",
         "",
+        *[f"- node `{node}`: {n} clips labelled" for node, n in summary["clips_by_node"].items()],
+        "",
         "| clip | status | reasons |",
         "| --- | --- | --- |",
     ]

@@ -14,6 +14,7 @@ actors through proxies that satisfy the labeler protocols.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import ray
@@ -22,18 +23,74 @@ from pipelines.clips import ClipSpec
 from pipelines.labeling import ClipOutcome, LabelConfig, build_backends, label_clips, plan
 from storage import LabelStore
 
-__all__ = ["init_ray", "run_on_ray", "batches"]
+__all__ = ["RayConnectError", "init_ray", "node_label", "run_on_ray", "batches"]
+
+_AUTH_MODE = "RAY_AUTH_MODE"
+
+
+class RayConnectError(RuntimeError):
+    """The cluster at `--ray-address` cannot be used; one line saying why and what to do."""
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (`address`) or start a local Ray (default), once per process."""
+    """Connect to a cluster (`address`) or start a local Ray (default), once per process.
+
+    Ray 2.60 clusters started with `ray start --head` use token authentication once a token
+    exists, but `ray.init(address=...)` never turns it on by itself; the token is taken, as
+    Ray does, from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
-    else:
+    if not address:
         ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+        return
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)  # what ray.init does for a local cluster
+    if not address.startswith("ray://") and address != "auto":
+        _probe_gcs(address)
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    except (ConnectionError, ray.exceptions.RayError, RuntimeError) as e:
+        raise RayConnectError(_connect_failure(address, e)) from None
+
+
+def _probe_gcs(address: str) -> None:
+    """One quick call to the cluster's GCS: `ray.init` retries a refused token for about 20 s."""
+    from ray._raylet import GcsClient
+
+    stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # the GCS client logs every refused attempt from C++, straight to fd 2
+    try:
+        GcsClient(address=address).cluster_id
+    except Exception as e:  # noqa: BLE001 - classified into one line below
+        raise RayConnectError(_connect_failure(address, e)) from None
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(devnull)
+
+
+def _connect_failure(address: str, error: BaseException) -> str:
+    causes = [error]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    if any(isinstance(c, ray.exceptions.AuthenticationError) for c in causes):
+        mode = os.environ.get(_AUTH_MODE, "unset")
+        return (
+            f"--ray-address {address}: authentication failed (RAY_AUTH_MODE={mode}): give this machine the cluster's "
+            "token as RAY_AUTH_TOKEN or a file named by RAY_AUTH_TOKEN_PATH (on the head node: ray get-auth-token)"
+        )
+    first_line = str(causes[-1]).strip().splitlines()[0][:200] if str(causes[-1]).strip() else type(causes[-1]).__name__
+    return f"--ray-address {address}: cannot connect to the Ray cluster ({first_line})"
+
+
+def node_label() -> str:
+    """The node running this process, as the run summary names it: its IP and short Ray node id."""
+    context = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}"
 
 
 def batches(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -95,7 +152,8 @@ def _label_batch(
     backends = build_backends(cfg, skip=neural)
     for family in neural:
         setattr(backends, family, _ActorProxy(actor, family))
-    return label_clips(todo, cfg, store, backends) + skipped
+    node = node_label()
+    return [replace(o, node=node) for o in label_clips(todo, cfg, store, backends)] + skipped
 
 
 def run_on_ray(

@@ -195,6 +195,7 @@ class ClipOutcome:
     qa: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    node: str | None = None  # the machine (Ray node) that labelled it; None for skipped clips
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -602,7 +603,17 @@ def summarise(outcomes: Sequence[ClipOutcome], row_errors: Sequence[Any] = ()) -
         "manifest_row_errors": len(row_errors),
         "rejected_by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1])),
         "median_seconds_by_stage": {k: float(np.median(v)) for k, v in stage_seconds.items()},
+        "clips_by_node": _clips_by_node(outcomes),
     }
+
+
+def _clips_by_node(outcomes: Sequence[ClipOutcome]) -> dict[str, int]:
+    """Clips labelled (accepted or rejected) per node; skipped clips were labelled by an earlier run."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.status != "skipped" and o.node is not None:
+            counts[o.node] = counts.get(o.node, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _jsonable(value: Any) -> Any:
