@@ -361,13 +361,30 @@ def load_full_optimizer_state(
     )
 
 
-def torchrun_command(nproc: int, module: str, argv: list[str]) -> list[str]:
-    """`python -m torch.distributed.run --standalone --nproc-per-node N -m MODULE ARGV...`."""
-    if nproc < 1:
-        raise ValueError(f"nproc must be >= 1, got {nproc}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", module, *argv]
+def torchrun_command(
+    nproc: int, module: str, argv: list[str], nnodes: int = 1, node_rank: int = 0,
+    rdzv_endpoint: str | None = None, rdzv_id: str = "worldreel-train",
+) -> list[str]:
+    """The torchrun command of one node: `--standalone` on one node, a c10d rendezvous on several.
+
+    With `nnodes` > 1 every node runs the same command but its own `node_rank`; the c10d store
+    is served at `rdzv_endpoint` (host:port of node 0, reachable from all) and torchrun assigns
+    global ranks as the nodes join.
+    """
+    if nproc < 1 or nnodes < 1:
+        raise ValueError(f"nproc and nnodes must be >= 1, got {nproc} and {nnodes}")
+    if nnodes == 1:
+        launch = ["--standalone"]
+    else:
+        if not rdzv_endpoint:
+            raise ValueError("several nodes need a rendezvous endpoint (host:port of node 0)")
+        if not 0 <= node_rank < nnodes:
+            raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
+        launch = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
+                  f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
+    return [sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}", "-m", module, *argv]
 
 
-def relaunch_with_torchrun(nproc: int, module: str, argv: list[str]) -> int:
-    """Run `module` with `argv` in `nproc` local processes under torchrun; returns its exit code."""
-    return subprocess.run(torchrun_command(nproc, module, argv), check=False).returncode
+def relaunch_with_torchrun(nproc: int, module: str, argv: list[str], **rendezvous) -> int:
+    """Run `module` with `argv` in `nproc` processes of this node under torchrun; returns its exit code."""
+    return subprocess.run(torchrun_command(nproc, module, argv, **rendezvous), check=False).returncode

@@ -16,7 +16,8 @@ tokenizer needs `sentencepiece`) and needs clips of the size its positional embe
 (49 x 480 x 720).
 
 Multi-GPU: `--gpus N` (N > 1) re-launches the command under `torch.distributed.run
---standalone --nproc-per-node N`; each process trains on its own GPU (or CPU with gloo) with
+--standalone --nproc-per-node N`; several machines run the same command with `--nnodes M
+--node-rank R --rdzv-endpoint HOST:PORT` (a c10d rendezvous) and must share `--output-dir`; each process trains on its own GPU (or CPU with gloo) with
 its share of the data stream (`model.distributed`). `--batch-size` is per process; rank 0
 alone writes logs and checkpoints. `--strategy ddp` (default) replicates the trained modules
 (DistributedDataParallel); `--strategy fsdp` shards them with FSDP2: every DiT transformer
@@ -200,6 +201,13 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda if available), cpu, cuda"})
     gpus: int = field(default=1, metadata={
         "ge": 1, "le": 64, "help": "processes (GPUs) on this node; more than 1 re-launches under torchrun"})
+    nnodes: int = field(default=1, metadata={
+        "ge": 1, "le": 1024, "help": "machines in the job; each runs the same command with its own --node-rank"})
+    node_rank: int = field(default=0, metadata={"ge": 0, "help": "this machine's index in [0, nnodes)"})
+    rdzv_endpoint: str | None = field(default=None, metadata={
+        "help": "host:port where the nodes meet (node 0, reachable from all); needed with --nnodes > 1"})
+    rdzv_id: str = field(default="worldreel-train", metadata={
+        "help": "job id of the rendezvous: the same on every node, different for concurrent jobs"})
     strategy: Literal["ddp", "fsdp"] = field(default="ddp", metadata={
         "help": "data parallelism with --gpus > 1: ddp replicates the model, fsdp shards weights, gradients and "
         "optimizer state (needed for the full cogvideox-5b-i2v fine-tune on 80 GB GPUs)"})
@@ -213,6 +221,10 @@ class TrainConfig:
             raise ValueError(f"config {self.model} needs --weights LOCAL_DIFFUSERS_FOLDER")
         if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1 or self.gpus < 1:
             raise ValueError("steps, batch_size, save_every, log_every and gpus must be >= 1")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"--nnodes {self.nnodes} needs --rdzv-endpoint HOST:PORT (node 0, reachable from all)")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"--node-rank must be in [0, {self.nnodes}), got {self.node_rank}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.data_weights is not None and len(self.data_weights) != len(self.data):
@@ -896,12 +908,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}")
         return 2
-    if cfg.gpus > 1 and launched_world_size() == 1:
+    if (cfg.gpus > 1 or cfg.nnodes > 1) and launched_world_size() == 1:
         visible = torch.cuda.device_count()
         if cfg.device != "cpu" and visible and visible < cfg.gpus:
             print(f"error: --gpus {cfg.gpus} but only {visible} CUDA devices are visible")
             return 2
-        return relaunch_with_torchrun(cfg.gpus, "model.train", argv)
+        return relaunch_with_torchrun(cfg.gpus, "model.train", argv, nnodes=cfg.nnodes, node_rank=cfg.node_rank,
+                                      rdzv_endpoint=cfg.rdzv_endpoint, rdzv_id=cfg.rdzv_id)
     try:
         trainer = Trainer(cfg)
         metrics = trainer.run()

@@ -51,14 +51,16 @@ def test_shard_stream_interleaves_the_global_stream():
 
 def test_gpus_option_relaunches_under_torchrun(monkeypatch):
     calls = []
-    monkeypatch.setattr(train, "relaunch_with_torchrun", lambda n, module, argv: calls.append((n, module, argv)) or 0)
+    monkeypatch.setattr(train, "relaunch_with_torchrun",
+                        lambda n, module, argv, **rendezvous: calls.append((n, module, argv, rendezvous)) or 0)
     checked = []
     # the store check runs before the launch (tested in test_model_train.py); here there is no store
     monkeypatch.setattr(train, "check_stores_fit", lambda cfg: checked.append(cfg.data))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     argv = ["--data", "somewhere", "--gpus", "4", "--steps", "3", "--strategy", "fsdp"]
     assert train.main(argv) == 0
-    assert calls == [(4, "model.train", argv)] and checked == [["somewhere"]]
+    single_node = {"nnodes": 1, "node_rank": 0, "rdzv_endpoint": None, "rdzv_id": "worldreel-train"}
+    assert calls == [(4, "model.train", argv, single_node)] and checked == [["somewhere"]]
     command = torchrun_command(4, "model.train", argv)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m"]
     assert command[6:] == ["model.train", *argv]
