@@ -63,13 +63,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
 from pipelines.clips import ClipRejected, ClipSpec
+from pipelines.remote_video import DEFAULT_CACHE_DIR, RemoteVideoError, VideoCache, is_remote
 from pipelines.video_io import VideoProbe, decode_sequential, probe_video
 
 __all__ = [
@@ -125,6 +127,9 @@ class DecodeConfig:
             "the rate used is recorded as the clip's fps. Default: keep the target fps, reject short clips"
         },
     )
+    video_cache_dir: str | None = field(default=None, metadata={
+        "help": "local cache of videos from object storage (default: worldreel-video-cache in the temp folder)"})
+    video_cache_gb: float = field(default=20.0, metadata={"gt": 0, "help": "size bound of the video cache"})
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -431,6 +436,8 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
     Raises:
         ClipRejected: with a reason from `DECODE_REASONS`.
     """
+    if is_remote(spec.uri):
+        spec = replace(spec, uri=str(_cached(spec, config)))
     probe = _probe(spec)
     nominal = _nominal_fps(probe)
     problem = timeline_problem(probe.pts_s, nominal)
@@ -486,6 +493,15 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
         timeline=timeline,
         timeline_problem=problem,
     )
+
+
+def _cached(spec: ClipSpec, config: DecodeConfig) -> Path:
+    """The local copy of a clip's remote video, or ClipRejected naming the clip and the URI."""
+    root = Path(config.video_cache_dir) if config.video_cache_dir else DEFAULT_CACHE_DIR
+    try:
+        return VideoCache(root, int(config.video_cache_gb * 1024**3)).local_path(spec.uri)
+    except RemoteVideoError as e:
+        raise ClipRejected(spec.clip_id, e.reason, str(e)) from None
 
 
 def _probe(spec: ClipSpec) -> VideoProbe:

@@ -143,6 +143,11 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    video_cache_dir: str | None = field(default=None, metadata={
+        "help": "local cache of source videos read from object storage (s3://, gs://, az:// video paths; default: "
+        "worldreel-video-cache in the system temp folder)"})
+    video_cache_gb: float = field(default=20.0, metadata={
+        "gt": 0, "help": "size bound of that cache per machine: least recently used videos are deleted beyond it"})
     unknown_focal: str = field(default="reject", metadata={
         "choices": ("reject", "prior"),
         "help": "a moving camera whose tracks do not determine the focal length (no intrinsics in the manifest, "
@@ -178,7 +183,8 @@ class LabelConfig:
     @property
     def decode(self) -> DecodeConfig:
         return DecodeConfig(
-            num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1, fps_max=self.fps_max
+            num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1, fps_max=self.fps_max,
+            video_cache_dir=self.video_cache_dir, video_cache_gb=self.video_cache_gb,
         )
 
     def to_dict(self) -> dict[str, Any]:
