@@ -23,6 +23,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from labelers.geometry import nearest_rotation
+
 __all__ = [
     "MOTIONS",
     "FAILURE_REASONS",
@@ -202,10 +204,9 @@ def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, n
     var_src = (a**2).sum() / len(a)
     if var_src <= 1e-18:
         raise ValueError("src points coincide: a similarity is undefined")
-    U, S, Vt = np.linalg.svd(b.T @ a / len(a))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
-    R = U @ D @ Vt
-    s = float(np.trace(np.diag(S) @ D) / var_src)
+    cross = b.T @ a / len(a)
+    R = nearest_rotation(cross)
+    s = float(np.trace(R.T @ cross) / var_src)  # = trace(D S) of cross = U S V^T
     return s, R, mu_dst - s * R @ mu_src
 
 

@@ -19,6 +19,8 @@ __all__ = [
     "bilinear_sample",
     "inside_image",
     "relative_pose",
+    "nearest_rotation",
+    "rigid_fit",
 ]
 
 
@@ -139,6 +141,44 @@ def bilinear_sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     )
     out[~inside] = np.nan
     return out[..., 0] if image.ndim == 2 else out
+
+
+def nearest_rotation(cross: np.ndarray) -> np.ndarray:
+    """Rotations Q maximising trace(Q^T C), i.e. minimising sum |dst - Q src|^2 for C = sum dst src^T.
+
+    The orthogonal Procrustes solution with det +1 (never a reflection): Q = U diag(1, 1, det(U V^T)) V^T
+    for C = U S V^T.
+
+    Args:
+        cross: (..., 3, 3) cross-covariances, dst outer src.
+
+    Returns:
+        (..., 3, 3) float64 rotations.
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(cross, np.float64))
+    D = np.ones(cross.shape[:-1])
+    D[..., 2] = np.where(np.linalg.det(U @ Vt) < 0, -1.0, 1.0)
+    return (U * D[..., None, :]) @ Vt
+
+
+def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares rigid motions dst ~ R src + t (Kabsch), batched.
+
+    Args:
+        src, dst: (..., N, 3) corresponding points.
+        weights: (..., N) non-negative, not all zero; None weighs all points equally.
+
+    Returns:
+        R (..., 3, 3) rotations and t (..., 3) translations.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    w = np.ones(src.shape[:-1]) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum(axis=-1, keepdims=True)
+    mean_src = (w[..., None, :] @ src)[..., 0, :]
+    mean_dst = (w[..., None, :] @ dst)[..., 0, :]
+    cross = np.swapaxes((dst - mean_dst[..., None, :]) * w[..., None], -1, -2) @ (src - mean_src[..., None, :])
+    R = nearest_rotation(cross)
+    return R, mean_dst - (R @ mean_src[..., None])[..., 0]
 
 
 def _check_K(K: np.ndarray) -> None:

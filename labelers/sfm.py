@@ -143,6 +143,7 @@ import numpy as np
 import pycolmap
 
 from labelers.camera import CameraFailure, CameraResult, check_camera_inputs
+from labelers.geometry import nearest_rotation
 
 __all__ = [
     "SfmConfig",
@@ -1147,20 +1148,11 @@ def _bearings(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
     return rays / np.linalg.norm(rays, axis=1, keepdims=True)
 
 
-def _kabsch(cross: np.ndarray) -> np.ndarray:
-    """Rotations Q (..., 3, 3) maximising trace(Q^T C) for cross-covariances C = sum dst src^T,
-    i.e. minimising sum |dst - Q src|^2 (orthogonal Procrustes with det +1)."""
-    U, _, Vt = np.linalg.svd(cross)
-    D = np.ones(cross.shape[:-1])
-    D[..., 2] = np.sign(np.linalg.det(U @ Vt))
-    return (U * D[..., None, :]) @ Vt
-
-
 def _pair_rotation(tracks: Tracks, pair: PairGeometry, K: np.ndarray) -> np.ndarray:
     """Q = R_j^T R_i (camera-to-world rotations) of a pure rotation, aligning the viewing
     directions of the pair's homography inliers."""
     sel = pair.common[pair.H_inliers]
-    return _kabsch(_bearings(tracks.xy[pair.j, sel], K[pair.j]).T @ _bearings(tracks.xy[pair.i, sel], K[pair.i]))
+    return nearest_rotation(_bearings(tracks.xy[pair.j, sel], K[pair.j]).T @ _bearings(tracks.xy[pair.i, sel], K[pair.i]))
 
 
 def _rotation_transfer_errors(
@@ -1191,7 +1183,7 @@ class _RotationFocalCost:
         K = _centred_K(focal, self.height, self.width)
         b_src, b_dst = _bearings(self.src, K), _bearings(self.dst, K)
         cross = np.add.reduceat(w[:, None, None] * b_dst[:, :, None] * b_src[:, None, :], self.starts, axis=0)
-        H = K @ _kabsch(cross) @ np.linalg.inv(K)
+        H = K @ nearest_rotation(cross) @ np.linalg.inv(K)
         pred = np.einsum("nij,nj->ni", H[self.pair_of], np.concatenate([self.src, np.ones((len(self.src), 1))], 1))
         return float((w * ((pred[:, :2] / pred[:, 2:] - self.dst) ** 2).sum(1)).sum())
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from labelers.camera import ate_sim3, relative_rotation_errors_deg, umeyama_sim3
 from labelers.flow import PairFlows, compose_flows
-from labelers.geometry import bilinear_sample, inside_image, pixel_grid
+from labelers.geometry import bilinear_sample, inside_image, pixel_grid, rigid_fit
 
 # Trajectory alignment lives with the camera labeler; re-exported here because `model` may
 # import `pipelines` geometry but not `labelers` (DESIGN.md dependency table).
@@ -308,7 +308,7 @@ def _sequential_rigid_residual(
             break
         s, d, t = src[remaining], dst[remaining], tol[remaining]
         triples = rng.integers(0, len(s), (hypotheses, 3))
-        R, shift = _kabsch(s[triples], d[triples], np.ones(triples.shape))
+        R, shift = rigid_fit(s[triples], d[triples])
         subset = rng.choice(len(s), min(len(s), scored), replace=False)
         spread = np.linalg.norm(s[subset] @ R.transpose(0, 2, 1) + shift[:, None] - d[subset], axis=-1)
         best = int(np.argmax((spread <= 0.5 * t[subset]).sum(axis=1)))
@@ -319,7 +319,7 @@ def _sequential_rigid_residual(
             weights = np.where(r <= 3.0, 1.0 / (1.0 + (r / irls_scale) ** 2), 0.0)
             if weights.sum() < 3:
                 break
-            R, shift = (a[0] for a in _kabsch(s[None], d[None], weights[None]))
+            R, shift = rigid_fit(s, d, weights)
         r = np.linalg.norm(s @ R.T + shift - d, axis=-1) / t
         explained = r <= 1.0
         if explained.sum() < min_support:
@@ -327,20 +327,6 @@ def _sequential_rigid_residual(
         residual[remaining] = np.minimum(residual[remaining], r)
         remaining = remaining[~explained]
     return residual
-
-
-def _kabsch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least-squares rotations (B, 3, 3) and translations (B, 3) taking src to dst (B, N, 3)."""
-    w = weights / weights.sum(axis=1, keepdims=True)
-    mean_src = (w[:, None] @ src)[:, 0]
-    mean_dst = (w[:, None] @ dst)[:, 0]
-    cov = ((src - mean_src[:, None]) * w[..., None]).transpose(0, 2, 1) @ (dst - mean_dst[:, None])
-    U, _, Vt = np.linalg.svd(cov)
-    V, Ut = Vt.transpose(0, 2, 1), U.transpose(0, 2, 1)
-    # R = V diag(1, 1, det(V U^T)) U^T: the nearest rotation, never a reflection.
-    V[:, :, 2] *= np.sign(np.linalg.det(V @ Ut))[:, None]
-    R = V @ Ut
-    return R, mean_dst - (R @ mean_src[..., None])[..., 0]
 
 
 def _metres_per_pixel(points: np.ndarray, uv: np.ndarray) -> np.ndarray:
