@@ -19,7 +19,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -576,17 +576,10 @@ def label_clips(
     cfg: LabelConfig,
     store: LabelStore,
     backends: Backends | None = None,
-    progress: Callable[[ClipOutcome], None] | None = None,
 ) -> list[ClipOutcome]:
     """Label clips one after the other in this process (what each Ray worker runs on its batch)."""
     backends = backends or build_backends(cfg)
-    outcomes = []
-    for spec in specs:
-        outcome = label_and_commit(spec, cfg, store, backends)
-        outcomes.append(outcome)
-        if progress is not None:
-            progress(outcome)
-    return outcomes
+    return [label_and_commit(spec, cfg, store, backends) for spec in specs]
 
 
 def summarise(outcomes: Sequence[ClipOutcome], row_errors: Sequence[Any] = ()) -> dict[str, Any]:
