@@ -284,7 +284,7 @@ def bench_full(full_config: str, steps: int, device: torch.device) -> dict:
     dit = dit.to(dtype)
     dit.enable_gradient_checkpointing()
     dit.train()
-    head = TemporalDPTHead(head_cfg).to(device)  # fp32 weights, bf16 autocast
+    head = TemporalDPTHead.from_head_config(head_cfg).to(device)  # fp32 weights, bf16 autocast
     sched = cogvideox_scheduler()
     n_dit = sum(p.numel() for p in dit.parameters())
     n_head = sum(p.numel() for p in head.parameters())

@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -182,12 +184,35 @@ def _inv_log(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs().clamp_max(30.0))
 
 
-class TemporalDPTHead(nn.Module):
-    """See the module docstring. Forward takes the four tapped token tensors."""
+class TemporalDPTHead(ModelMixin, ConfigMixin):
+    """See the module docstring. Forward takes the four tapped token tensors.
 
-    def __init__(self, config: DPTHeadConfig) -> None:
+    A diffusers component: `save_pretrained(folder)` writes `config.json` (the `DPTHeadConfig`
+    fields) and the weights, `from_pretrained(folder)` reads them back; build one from sizes with
+    `from_head_config(DPTHeadConfig(...))`.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        embed_dim: int = 3072,
+        level_channels: tuple[int, ...] = (256, 512, 1024, 1024),
+        features: int = 256,
+        head_channels: int = 32,
+        temporal_heads: int = 8,
+        max_frames: int = 32,
+        camera_dim: int = 512,
+        camera_layers: int = 2,
+        frames_chunk_size: int = 4,
+        checkpoint_high_res: bool = False,
+    ) -> None:
         super().__init__()
-        self.config = config
+        config = DPTHeadConfig(  # checks the sizes fit together
+            embed_dim, list(level_channels), features, head_channels, temporal_heads, max_frames, camera_dim,
+            camera_layers, frames_chunk_size, checkpoint_high_res,
+        )
         c, feat = config.level_channels, config.features
         self.norms = nn.ModuleList(nn.LayerNorm(config.embed_dim) for _ in range(4))
         self.projects = nn.ModuleList(nn.Conv2d(config.embed_dim, ci, 1) for ci in c)
@@ -227,6 +252,16 @@ class TemporalDPTHead(nn.Module):
             self.cam_out[-1].bias[7:] = math.log(1.0 / 2.0)  # sigmoid^-1(1/3): pi/3
 
     # ----------------------------------------------------------------- helpers
+    @classmethod
+    def from_head_config(cls, config: DPTHeadConfig) -> TemporalDPTHead:
+        """A new head (random weights) of the sizes `config` gives."""
+        return cls(**config.to_dict())
+
+    @property
+    def head_config(self) -> DPTHeadConfig:
+        """The head's sizes as a `DPTHeadConfig`."""
+        return DPTHeadConfig(**{name: self.config[name] for name in DPTHeadConfig.__dataclass_fields__})
+
     def _reassemble(self, taps: list[torch.Tensor], frames: int, height: int, width: int) -> list[torch.Tensor]:
         levels = []
         for i, tokens in enumerate(taps):

@@ -39,11 +39,12 @@ from typing import Any, Literal
 
 import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
-from safetensors.torch import load_file
 
+from model.builders import build_tiny_models
 from model.camera import decode_camera
+from model.checkpoints import has_head, load_head
 from model.dit import GeoMotionDiT, rotary_embeddings
-from model.dpt_head import DPTHeadConfig, TemporalDPTHead
+from model.dpt_head import TemporalDPTHead
 from model.encoders import T5TextEncoder, VideoLatentEncoder, load_vae
 from model.losses import load_scheduler
 
@@ -143,7 +144,7 @@ class WorldReelPipeline:
         dtype: torch.dtype = torch.float32,
         scheduler: Literal["dpm", "ddim"] = "dpm",
     ) -> WorldReelPipeline:
-        """Load what `model.train` saved: `dit/`, `dpt_head.safetensors` + `.json`, `train_config.json`.
+        """Load what `model.train` saved (`model.checkpoints`): the DiT, the DPT head, `train_config.json`.
 
         Args:
             checkpoint: a checkpoint folder or a run folder (its latest checkpoint).
@@ -152,7 +153,7 @@ class WorldReelPipeline:
             dtype: of the DiT, VAE and text encoder; the head runs in float32.
         """
         ckpt = find_checkpoint(checkpoint)
-        if not (ckpt / "dpt_head.safetensors").exists():
+        if not has_head(ckpt):
             raise ValueError(f"{ckpt} has no DPT head (a stage 1a checkpoint): sample from a stage 1b or 2 checkpoint")
         run = json.loads((ckpt / "train_config.json").read_text())
         folder = pretrained or run.get("pretrained")
@@ -160,8 +161,7 @@ class WorldReelPipeline:
             raise ValueError(f"model {run['model']} needs the local diffusers folder it was trained from (--pretrained)")
         with torch.random.fork_rng(devices=[]):  # module constructors draw initial weights: leave the caller's RNG alone
             dit = GeoMotionDiT.from_pretrained(ckpt / "dit", torch_dtype=dtype)
-            head = TemporalDPTHead(DPTHeadConfig(**json.loads((ckpt / "dpt_head.json").read_text())))
-            head.load_state_dict(load_file(str(ckpt / "dpt_head.safetensors")))
+            head = load_head(ckpt)
             if run["model"] == "tiny":
                 vae, text, base_scheduler = _tiny_encoders(run, dit)
             else:
@@ -337,10 +337,9 @@ def _tiny_encoders(run: dict[str, Any], dit: GeoMotionDiT) -> tuple[VideoLatentE
     """The random tiny VAE, hash text encoder and scheduler a tiny run used. The tiny VAE is not
     saved with checkpoints; `model.train` builds it from the run's seed, so rebuilding it the
     same way gives the same weights."""
-    from model.train import TrainConfig, _tiny_models
-
     config = dit.config
     scale = 8  # tiny_vae_config keeps CogVideoX's 8x spatial compression
-    cfg = TrainConfig(**{k: v for k, v in run.items() if k in TrainConfig.__dataclass_fields__})
-    models = _tiny_models(cfg, config.sample_frames, config.sample_height * scale, config.sample_width * scale)
+    models = build_tiny_models(
+        run["stage"], run["seed"], config.sample_frames, config.sample_height * scale, config.sample_width * scale
+    )
     return models.vae, models.text, models.scheduler

@@ -42,15 +42,13 @@ So a node reads these weight files once and its host memory holds one copy of th
 not one per rank: the 5B DiT is 22.6 GB in fp32, the T5-XXL encoder ~9.5 GB in bf16. (Under
 DDP every rank still builds the trained DiT and head, each from the same files.)
 
-Checkpoints (`OUTPUT_DIR/checkpoints/step_N/`) have one format for every strategy and world
-size: `dit/` (diffusers `save_pretrained` of the widened transformer + gm_augmentation.json),
-`dpt_head.safetensors` + `dpt_head.json`, and `trainer_state.pt` with step, data position,
-LR schedule, every rank's RNG states and the AdamW state with full (unsharded) tensors keyed
-by parameter name ("dit.transformer.<name>", "head.<name>"). Under FSDP the shards are
-gathered to rank 0's CPU to write them, one tensor at a time (the other ranks hold one full
-tensor at most); on resume rank 0 alone reads the weights and the optimizer state and
-broadcasts them, each rank keeping its shards. So a run may resume under another strategy or
-number of GPUs (exactly, only with the same number of processes and strategy).
+Checkpoints (`OUTPUT_DIR/checkpoints/step_N/`, format in `model.checkpoints`) have one format
+for every strategy and world size; the AdamW state is saved with full (unsharded) tensors keyed
+by parameter name. Under FSDP the shards are gathered to rank 0's CPU to write them, one tensor
+at a time (the other ranks hold one full tensor at most); on resume rank 0 alone reads the
+weights and the optimizer state and broadcasts them, each rank keeping its shards. So a run may
+resume under another strategy or number of GPUs (exactly, only with the same number of
+processes and strategy). Models are built by `model.builders`.
 
 Logging: every `--log-every` steps rank 0 appends all metrics to `OUTPUT_DIR/metrics.jsonl`
 and prints one compact `key=value` line (step, stage, loss, the stage's main terms, grad
@@ -68,32 +66,23 @@ weighted by abar_t (1 at t = 0, 0 at t = 999 under zero-terminal SNR).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import random
-import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from model.builders import BuildPlan, build_full_models, build_tiny_models, check_clip_size
+from model.checkpoints import dit_from_state, list_checkpoints, load_trainer_state, write_checkpoint
 from model.data import LabelClipDataset, MixtureSampler, collate_samples, targets_from_batch
-from model.dit import (
-    GeoMotionDiT,
-    GMAugmentationConfig,
-    default_tap_blocks,
-    expand_transformer,
-    tiny_transformer_config,
-)
 from model.distributed import (
     STRATEGIES,
     DistContext,
@@ -117,15 +106,11 @@ from model.distributed import (
     shard_stream,
     wrap_ddp,
 )
-from model.dpt_head import DPTHeadConfig, TemporalDPTHead
-from model.encoders import HashTextEncoder, T5TextEncoder, VideoLatentEncoder, load_vae, tiny_vae_config
 from model.latent_cache import LatentCache, cache_fingerprint, fill_latent_cache
 from model.losses import (
     LossWeights,
-    cogvideox_scheduler,
     diffusion_loss,
     dpt_losses,
-    load_scheduler,
     noisy_latents_and_target,
     sample_timesteps,
     stage2_regularisers,
@@ -239,147 +224,6 @@ class TrainConfig:
         )
 
 
-# ============================================================================ models
-@dataclass
-class Models:
-    dit: GeoMotionDiT
-    head: TemporalDPTHead | None
-    vae: VideoLatentEncoder
-    text: torch.nn.Module
-    scheduler: Any
-
-
-def _empty_if(empty: bool) -> contextlib.AbstractContextManager:
-    """Build modules on the meta device (no storage, no random draws) when `empty`."""
-    return torch.device("meta") if empty else contextlib.nullcontext()
-
-
-@dataclass(frozen=True)
-class _Build:
-    """How this process builds its models.
-
-    checkpoint: a checkpoint folder whose DiT (and DPT head, if it saved one) are built straight
-        from its files instead of the initial weights, so the process never holds both.
-    empty: the DiT and head on the meta device (FSDP ranks > 0: rank 0's weights arrive as shards).
-    empty_frozen: the VAE and text encoder on the meta device (ranks > 0 of a multi-process run:
-        rank 0's arrive whole).
-    """
-
-    checkpoint: Path | None = None
-    empty: bool = False
-    empty_frozen: bool = False
-
-
-def _tiny_models(cfg: TrainConfig, frames: int, height: int, width: int, build: _Build = _Build()) -> Models:
-    """Random tiny models sized to the data (no head in stage 1a). The DiT, VAE and head draw their
-    initial weights from seeds of their own (cfg.seed, + 1, + 2), so one built from a checkpoint or
-    empty leaves the others as a fresh build makes them (`model.pipeline` rebuilds the VAE so)."""
-    if height % 16 or width % 16 or (frames - 1) % 4:
-        raise ValueError(f"tiny model needs H, W multiples of 16 and T = 1 + 4k, got {frames}x{height}x{width}")
-    tconf = tiny_transformer_config(sample_height=height // 8, sample_width=width // 8, sample_frames=frames)
-    aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(tconf["num_layers"]))
-    from diffusers import AutoencoderKLCogVideoX
-
-    def random_dit() -> GeoMotionDiT:
-        return GeoMotionDiT.from_config(tconf, aug)
-
-    def empty_dit() -> GeoMotionDiT:
-        with torch.device("meta"):
-            return random_dit()
-
-    torch.manual_seed(cfg.seed)
-    dit = _dit(random_dit, empty_dit, torch.float32, build)
-    torch.manual_seed(cfg.seed + 1)
-    with _empty_if(build.empty_frozen):
-        vae = VideoLatentEncoder(AutoencoderKLCogVideoX(**tiny_vae_config(height, width)))
-    text = HashTextEncoder(tconf["text_embed_dim"], tconf["max_text_seq_length"])
-    torch.manual_seed(cfg.seed + 2)
-    head = _head(DPTHeadConfig.tiny(_embed_dim(dit)), build) if cfg.stage != "1a" else None
-    return Models(dit, head, vae, text, cogvideox_scheduler())
-
-
-def _full_models(cfg: TrainConfig, dtype: torch.dtype, build: _Build = _Build()) -> Models:
-    """CogVideoX-5B-I2V from a local folder (no head in stage 1a). Frozen parts in `dtype`; a DiT
-    that trains keeps fp32 master weights (bf16 only under autocast): updates of lr 2e-5 vanish in
-    bf16 weights. Empty modules (`build`) are built from config files alone, reading no weights;
-    their dtypes follow rank 0's when they receive its weights."""
-    path = Path(cfg.pretrained)
-    dit_dtype = dtype if cfg.stage == "1b" else torch.float32
-    layers = json.loads((path / "transformer" / "config.json").read_text())["num_layers"]
-    aug = GMAugmentationConfig(tap_blocks=default_tap_blocks(layers))
-    dit = _dit(
-        lambda: GeoMotionDiT.from_pretrained(path, aug, subfolder="transformer", torch_dtype=dit_dtype),
-        lambda: _empty_dit(path / "transformer", aug),
-        dit_dtype,
-        build,
-    )
-    vae = VideoLatentEncoder(load_vae(path, torch_dtype=dtype, empty=build.empty_frozen))
-    text = T5TextEncoder(path, max_length=dit.config.max_text_seq_length, torch_dtype=dtype, empty=build.empty_frozen)
-    head = _head(DPTHeadConfig(embed_dim=_embed_dim(dit)), build) if cfg.stage != "1a" else None
-    return Models(dit, head, vae, text, load_scheduler(path))
-
-
-def _embed_dim(dit: GeoMotionDiT) -> int:
-    return dit.config.num_attention_heads * dit.config.attention_head_dim
-
-
-def _dit(
-    initial: Callable[[], GeoMotionDiT], empty: Callable[[], GeoMotionDiT], dtype: torch.dtype, build: _Build
-) -> GeoMotionDiT:
-    """The run's DiT: `initial()` (random or pretrained weights), `empty()` (the same on the meta
-    device) when `build.empty`, or else `build.checkpoint`'s DiT, which must be the one `empty()`
-    describes (transformer config and augmentation) and comes in `dtype`, loaded straight from its
-    files by diffusers (low-memory loading: parameters start empty and take the file's tensors)."""
-    if build.empty:
-        return empty()
-    if build.checkpoint is None:
-        return initial()
-    expected = empty()
-    dit = GeoMotionDiT.from_pretrained(build.checkpoint / "dit", expected.aug, torch_dtype=dtype)
-    ours, theirs = _public_config(expected.config), _public_config(dit.config)
-    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-    if differ:
-        key = differ[0]
-        raise ValueError(f"{build.checkpoint} holds a DiT with {key}={theirs.get(key)!r}, this run builds {ours.get(key)!r}")
-    # its tensors are views of the file's (copy-on-write) memory map, which lives while any of them
-    # does: buffers (FSDP leaves them whole) get private copies, so the map and every page read
-    # through it go once the parameters are sharded or moved to a GPU
-    with torch.no_grad():
-        for name, buffer in list(dit.named_buffers()):
-            owner, _, leaf = name.rpartition(".")
-            setattr(dit.get_submodule(owner), leaf, buffer.clone())
-    return dit
-
-
-def _public_config(config: Any) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
-
-
-def _head(config: DPTHeadConfig, build: _Build) -> TemporalDPTHead:
-    """A new (random) DPT head, empty when `build.empty`, or `build.checkpoint`'s when it saved one:
-    built empty and handed the file's tensors (`assign`), in the dtypes the head is built in."""
-    saved = build.checkpoint / "dpt_head.safetensors" if build.checkpoint is not None else None
-    if not build.empty and (saved is None or not saved.exists()):
-        return TemporalDPTHead(config)
-    with torch.device("meta"):
-        head = TemporalDPTHead(config)
-    if not build.empty:
-        dtypes = {name: t.dtype for name, t in head.state_dict().items()}
-        state = {name: t.to(dtypes.get(name, t.dtype)) for name, t in load_file(str(saved)).items()}
-        head.load_state_dict(state, assign=True)
-    return head
-
-
-def _empty_dit(folder: Path, aug: GMAugmentationConfig) -> GeoMotionDiT:
-    """The DiT `GeoMotionDiT.from_pretrained(folder.parent, aug, subfolder=folder.name)` builds
-    (a base CogVideoX checkpoint, widened), on the meta device, from its config alone."""
-    from diffusers import CogVideoXTransformer3DModel
-
-    with torch.device("meta"):
-        base = CogVideoXTransformer3DModel.from_config(CogVideoXTransformer3DModel.load_config(folder))
-        return GeoMotionDiT(expand_transformer(base, aug), aug)
-
-
 FULL_MODEL_CLIP = (49, 480, 720)  # T x H x W fixed by CogVideoX-5B-I2V's positional embeddings
 
 
@@ -415,57 +259,6 @@ def check_stores_fit(cfg: TrainConfig) -> None:
             )
 
 
-def _check_clip_size(models: Models, frames: int, height: int, width: int) -> None:
-    """The pretrained DiT's learned positional embeddings fix the clip size (49x480x720 for 5B-I2V)."""
-    config = models.dit.config
-    scale = 2 ** (len(models.vae.vae.config.block_out_channels) - 1)
-    expected = (config.sample_frames, config.sample_height * scale, config.sample_width * scale)
-    if (frames, height, width) != expected:
-        size = "x".join(map(str, expected))
-        raise ValueError(f"the pretrained model trains on {size} clips, the data is {frames}x{height}x{width}")
-
-
-# ============================================================================ checkpoints
-def _checkpoints(output_dir: Path) -> list[Path]:
-    root = output_dir / "checkpoints"
-    return sorted(p for p in root.glob("step_*") if (p / "trainer_state.pt").exists()) if root.exists() else []
-
-
-def _save_weights(
-    ckpt: Path, dit: GeoMotionDiT, head_config: DPTHeadConfig | None, head_state: dict[str, torch.Tensor] | None
-) -> None:
-    dit.save_pretrained(ckpt / "dit")
-    if head_state is not None:
-        save_file({k: v.contiguous() for k, v in head_state.items()}, str(ckpt / "dpt_head.safetensors"))
-        (ckpt / "dpt_head.json").write_text(json.dumps(head_config.to_dict(), indent=2))
-
-
-def _dit_from_state(dit: GeoMotionDiT, state: dict[str, torch.Tensor]) -> GeoMotionDiT:
-    """A DiT like `dit` holding `state` (the gathered weights of a sharded one), so it saves with
-    diffusers' own `save_pretrained`. Built on the meta device: no second copy is allocated."""
-    from diffusers import CogVideoXTransformer3DModel
-
-    with torch.device("meta"):
-        transformer = CogVideoXTransformer3DModel.from_config(dit.config)
-    copy = GeoMotionDiT(transformer, dit.aug)
-    copy.load_state_dict(state, assign=True)
-    return copy
-
-
-def _trainer_state(ckpt: Path, stage: str) -> dict[str, Any]:
-    """A checkpoint's trainer state (step, data position, LR schedule, RNGs, optimizer state),
-    memory-mapped: under FSDP only rank 0 reads the optimizer tensors (and broadcasts them)."""
-    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False, mmap=True)
-    if state["config"]["stage"] != stage:
-        raise ValueError(f"{ckpt} is from stage {state['config']['stage']}, this run is stage {stage}")
-    # AdamW keeps the "step" tensors it loads as given: views of the map would keep it, and every
-    # page of the moments read through it, resident for the whole run
-    for param_state in state["optimizer"]["state"].values():
-        if torch.is_tensor(param_state.get("step")):
-            param_state["step"] = param_state["step"].clone()
-    return state
-
-
 # ============================================================================ trainer
 class Trainer:
     """One process and device, or one rank of a torchrun job (DDP). `run()` trains `cfg.steps`
@@ -494,9 +287,9 @@ class Trainer:
         self.label_size = (H, W)
         # a resumed run starts from its latest checkpoint's weights, a new one from --init-from's
         # if given: the DiT and head are built from that checkpoint's files, not loaded over others
-        latest = _checkpoints(self.out)
+        latest = list_checkpoints(self.out)
         resume_from = latest[-1] if cfg.resume and latest else None
-        resume_state = _trainer_state(resume_from, cfg.stage) if resume_from is not None else None
+        resume_state = load_trainer_state(resume_from, cfg.stage) if resume_from is not None else None
         start_from = resume_from or (Path(cfg.init_from) if cfg.init_from else None)
         # ranks > 0 read no weights: under FSDP they build the DiT and head on the meta device and
         # receive rank 0's when `_parallel_modules` shards them; under either strategy they build the
@@ -504,12 +297,13 @@ class Trainer:
         self.fsdp = self.dist.enabled and cfg.strategy == "fsdp"
         follower = self.dist.enabled and not self.dist.is_main
         empty = self.fsdp and follower
-        build = _Build(checkpoint=None if empty else start_from, empty=empty, empty_frozen=follower)
+        build = BuildPlan(checkpoint=None if empty else start_from, empty=empty, empty_frozen=follower)
         if cfg.model == "tiny":
-            self.models = _tiny_models(cfg, T, H, W, build)
+            self.models = build_tiny_models(cfg.stage, cfg.seed, T, H, W, build)
         else:
-            self.models = _full_models(cfg, torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32, build)
-            _check_clip_size(self.models, T, H, W)
+            dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+            self.models = build_full_models(cfg.stage, cfg.pretrained, dtype, build)
+            check_clip_size(self.models, T, H, W)
         for module in (self.models.dit, self.models.vae, self.models.text, self.models.head):
             if module is not None and not is_meta(module):
                 module.to(self.device)
@@ -628,38 +422,20 @@ class Trainer:
         optimizer = self._optimizer_state()
         barrier(self.dist)
         if self.dist.is_main:
-            dit = self.models.dit if dit_state is None else _dit_from_state(self.models.dit, dit_state)
-            self._write_checkpoint(final, rngs, dit, head_state, optimizer)
+            dit = self.models.dit if dit_state is None else dit_from_state(self.models.dit, dit_state)
+            trainer_state = {
+                "step": self.step,
+                "samples_consumed": self.samples_consumed,
+                "optimizer": optimizer,
+                "lr_schedule": self.lr_schedule.state_dict(),
+                **rngs[0],
+                "rank_rngs": rngs,
+                "config": asdict(self.cfg),
+            }
+            write_checkpoint(final, dit, self.models.head, head_state, trainer_state, asdict(self.cfg),
+                             self.cfg.keep_checkpoints)
         barrier(self.dist)  # nobody reads or prunes checkpoints while rank 0 writes
         return final
-
-    def _write_checkpoint(
-        self,
-        final: Path,
-        rngs: list[dict[str, Any]],
-        dit: GeoMotionDiT,
-        head_state: dict[str, torch.Tensor] | None,
-        optimizer: dict[str, Any],
-    ) -> None:
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _save_weights(tmp, dit, self.models.head.config if self.models.head is not None else None, head_state)
-        state = {
-            "step": self.step,
-            "samples_consumed": self.samples_consumed,
-            "optimizer": optimizer,
-            "lr_schedule": self.lr_schedule.state_dict(),
-            **rngs[0],
-            "rank_rngs": rngs,
-            "config": asdict(self.cfg),
-        }
-        torch.save(state, tmp / "trainer_state.pt")
-        (tmp / "train_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # a checkpoint is visible only once complete
-        for old in _checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Optimiser, LR schedule, step, data position and RNGs from a loaded trainer state."""

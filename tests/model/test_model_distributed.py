@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 import model.train as train
+from model.builders import BuildPlan, build_full_models, empty_dit
 from model.data import LabelClipDataset, MixtureSampler, collate_samples
 from model.dit import GeoMotionDiT, GMAugmentationConfig, tiny_transformer_config
 from model.distributed import DistContext, is_meta, mean_over_ranks, shard_stream, torchrun_command
@@ -124,10 +125,14 @@ FSDP_WORKER = textwrap.dedent(
     torch.set_num_threads(1)
     config = json.loads(sys.argv[1])
     out = config.pop("output_dir")
-    loads, from_pretrained, load_file = [], train.GeoMotionDiT.from_pretrained, train.load_file
-    train.GeoMotionDiT.from_pretrained = lambda path, *a, **k: loads.append(["dit", Path(path).parent.name]) or \
-        from_pretrained(path, *a, **k)
-    train.load_file = lambda path: loads.append(["head", Path(path).parent.name]) or load_file(path)
+    from model.dit import GeoMotionDiT
+    from model.dpt_head import TemporalDPTHead
+
+    loads, dit_from_pretrained, head_from_pretrained = [], GeoMotionDiT.from_pretrained, TemporalDPTHead.from_pretrained
+    GeoMotionDiT.from_pretrained = lambda path, *a, **k: loads.append(["dit", Path(path).parent.name]) or \
+        dit_from_pretrained(path, *a, **k)
+    TemporalDPTHead.from_pretrained = lambda path, *a, **k: loads.append(["head", Path(path).parent.name]) or \
+        head_from_pretrained(path, *a, **k)
 
     def as_held(**modules):
         shards, whole = {}, {}
@@ -193,10 +198,10 @@ def _weights(dit: GeoMotionDiT, head_state: dict) -> dict[str, torch.Tensor]:
 
 
 def _checkpoint_weights(ckpt) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights read the way sampling reads them (diffusers folder + safetensors)."""
-    from safetensors.torch import load_file
+    """A checkpoint's weights read the way sampling reads them (diffusers folders)."""
+    from model.dpt_head import TemporalDPTHead
 
-    return _weights(GeoMotionDiT.from_pretrained(ckpt / "dit"), load_file(str(ckpt / "dpt_head.safetensors")))
+    return _weights(GeoMotionDiT.from_pretrained(ckpt / "dit"), TemporalDPTHead.from_pretrained(ckpt / "dpt_head").state_dict())
 
 
 def _assert_same(a: dict, b: dict, **tolerance) -> None:
@@ -224,11 +229,12 @@ def _assert_trained_alike(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 def _loaded_tensors(ckpt) -> dict[str, torch.Tensor]:
     """Every parameter and buffer (also non-persistent ones) of a checkpoint loaded in one process."""
-    from safetensors.torch import load_file
+    from model.dpt_head import TemporalDPTHead
 
     dit = GeoMotionDiT.from_pretrained(ckpt / "dit")
     tensors = {f"dit.{n}": t.detach() for n, t in [*dit.named_parameters(), *dit.named_buffers()]}
-    tensors.update({f"head.{k}": v for k, v in load_file(str(ckpt / "dpt_head.safetensors")).items()})  # no buffers
+    head = TemporalDPTHead.from_pretrained(ckpt / "dpt_head")
+    tensors.update({f"head.{n}": t.detach() for n, t in head.named_parameters()})  # the head has no buffers
     return tensors
 
 
@@ -401,7 +407,7 @@ def test_empty_dit_has_the_layout_of_a_pretrained_load(tmp_path):
     CogVideoXTransformer3DModel.from_config(tiny_transformer_config()).save_pretrained(tmp_path / "transformer")
     aug = GMAugmentationConfig(tap_blocks=[0, 1])
     loaded = GeoMotionDiT.from_pretrained(tmp_path, aug, subfolder="transformer")
-    empty = train._empty_dit(tmp_path / "transformer", aug)
+    empty = empty_dit(tmp_path / "transformer", aug)
     assert is_meta(empty) and not is_meta(loaded)
     layout = [(n, tuple(t.shape)) for n, t in [*loaded.named_parameters(), *loaded.named_buffers()]]
     assert [(n, tuple(t.shape)) for n, t in [*empty.named_parameters(), *empty.named_buffers()]] == layout
@@ -513,8 +519,6 @@ def test_only_rank0_reads_the_frozen_encoders(tmp_path):
 
 
 def test_full_model_starts_from_a_checkpoint_without_reading_the_base_dit(tmp_path):
-    from safetensors.torch import save_file
-
     from model.dit import default_tap_blocks
     from model.dpt_head import DPTHeadConfig, TemporalDPTHead
 
@@ -526,16 +530,15 @@ def test_full_model_starts_from_a_checkpoint_without_reading_the_base_dit(tmp_pa
             p.add_(torch.randn_like(p))
     ckpt = tmp_path / "step_00000001"
     trained.save_pretrained(ckpt / "dit")
-    head = TemporalDPTHead(DPTHeadConfig(embed_dim=32))
-    save_file(head.state_dict(), str(ckpt / "dpt_head.safetensors"))
+    head = TemporalDPTHead.from_head_config(DPTHeadConfig(embed_dim=32))
+    head.save_pretrained(ckpt / "dpt_head")
     # the base folder without the DiT's weight file: a run starting from a checkpoint never reads it
     no_dit = tmp_path / "no_dit"
     shutil.copytree(base, no_dit, ignore=lambda folder, names: [n for n in names if folder.endswith("transformer") and
                                                                n.endswith(".safetensors")])  # fmt: skip
     assert not list((no_dit / "transformer").glob("*.safetensors"))
     for stage, dtype in (("2", torch.float32), ("1b", torch.bfloat16)):  # a trained DiT in fp32, a frozen one in bf16
-        cfg = train.TrainConfig(model="cogvideox-5b-i2v", stage=stage, pretrained=str(no_dit))
-        models = train._full_models(cfg, torch.bfloat16, train._Build(checkpoint=ckpt))
+        models = build_full_models(stage, no_dit, torch.bfloat16, BuildPlan(checkpoint=ckpt))
         # what building the base DiT and copying the checkpoint's weights into it gave
         built = GeoMotionDiT.from_pretrained(base, aug, subfolder="transformer", torch_dtype=dtype)
         for name, param in trained.named_parameters():
@@ -550,6 +553,5 @@ def test_full_model_starts_from_a_checkpoint_without_reading_the_base_dit(tmp_pa
     other = GeoMotionDiT.from_config(tiny_transformer_config(sample_height=H // 8, sample_width=W // 8, sample_frames=T,
                                                              max_text_seq_length=8), aug)  # fmt: skip
     other.save_pretrained(tmp_path / "other" / "dit")
-    cfg = train.TrainConfig(model="cogvideox-5b-i2v", stage="2", pretrained=str(no_dit))
     with pytest.raises(ValueError, match="max_text_seq_length=8, this run builds 4"):
-        train._full_models(cfg, torch.bfloat16, train._Build(checkpoint=tmp_path / "other"))
+        build_full_models("2", no_dit, torch.bfloat16, BuildPlan(checkpoint=tmp_path / "other"))

@@ -38,7 +38,7 @@ def test_tokens_to_grid_matches_diffusers_patch_order():
 
 
 def test_shapes_and_ranges():
-    head = TemporalDPTHead(DPTHeadConfig.tiny(D))
+    head = TemporalDPTHead.from_head_config(DPTHeadConfig.tiny(D))
     out = head(_taps(), S, (GH, GW), (H, W))
     assert out.depth.shape == (B, S, H, W) and (out.depth > 0).all()
     assert out.points.shape == (B, S, H, W, 3)
@@ -55,7 +55,7 @@ def test_shapes_and_ranges():
 
 def test_temporal_blocks_start_as_identity_then_mix_frames():
     torch.manual_seed(0)
-    head = TemporalDPTHead(DPTHeadConfig.tiny(D)).eval()
+    head = TemporalDPTHead.from_head_config(DPTHeadConfig.tiny(D)).eval()
     taps = _taps()
     changed = [t.clone() for t in taps]
     frame = GH * GW
@@ -76,7 +76,7 @@ def test_gradients_reach_every_parameter(checkpoint_high_res):
     torch.manual_seed(0)
     config = DPTHeadConfig.tiny(D)
     config.checkpoint_high_res = checkpoint_high_res
-    head = TemporalDPTHead(config)
+    head = TemporalDPTHead.from_head_config(config)
     with torch.no_grad():  # as after some training: zero-initialised residual outputs are non-zero
         for block in [*head.temporal_levels, *head.temporal_fused]:
             block.attn.out_proj.weight.normal_(std=0.1)

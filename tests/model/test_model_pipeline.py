@@ -31,7 +31,7 @@ def parts():
         dit.transformer.proj_out.weight[64:].normal_(std=0.05)
     vae = AutoencoderKLCogVideoX(**tiny_vae_config(H, W)).eval()
     text = HashTextEncoder(config["text_embed_dim"], config["max_text_seq_length"])
-    head = TemporalDPTHead(DPTHeadConfig.tiny(32))
+    head = TemporalDPTHead.from_head_config(DPTHeadConfig.tiny(32))
     return dict(base=base, dit=dit, vae=vae, text=text, head=head)
 
 
@@ -156,8 +156,8 @@ def test_from_checkpoint_with_a_local_base_model_folder(parts, tmp_path):
     """The production path: a cogvideox-5b-i2v run loads VAE, T5 and scheduler from the base folder."""
     import dataclasses
     import json
+    import shutil
 
-    from safetensors.torch import save_file
     from transformers import T5Config, T5EncoderModel
 
     from model.encoders import T5TextEncoder
@@ -188,8 +188,7 @@ def test_from_checkpoint_with_a_local_base_model_folder(parts, tmp_path):
     (base / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
     ckpt = tmp_path / "step_00000001"
     parts["dit"].save_pretrained(ckpt / "dit")
-    save_file(parts["head"].state_dict(), str(ckpt / "dpt_head.safetensors"))
-    (ckpt / "dpt_head.json").write_text(json.dumps(parts["head"].config.to_dict()))
+    parts["head"].save_pretrained(ckpt / "dpt_head")
     run = TrainConfig(model="cogvideox-5b-i2v", stage="2", data=["store"], pretrained=str(base))
     (ckpt / "train_config.json").write_text(json.dumps(dataclasses.asdict(run)))
 
@@ -200,6 +199,6 @@ def test_from_checkpoint_with_a_local_base_model_folder(parts, tmp_path):
         assert torch.equal(pipe.vae.vae.state_dict()[key], value), key
     out = pipe(_image(), "a room", 1, 2.0, generator=_gen(0))
     assert out.video.shape == (1, T, 3, H, W) and torch.isfinite(out.depth).all()
-    (ckpt / "dpt_head.safetensors").unlink()
+    shutil.rmtree(ckpt / "dpt_head")
     with pytest.raises(ValueError, match="no DPT head"):
         WorldReelPipeline.from_checkpoint(ckpt)
