@@ -32,13 +32,19 @@ __all__ = ["LABEL_JOB", "LabelRun", "LabelRunParams", "label_clips_flow", "label
 class LabelRun:
     """Where a labeling run reads and writes, and how it fans out (the pipeline options are `LabelConfig`)."""
 
-    manifest: str = field(metadata={"help": "manifest CSV: SpatialVID clips_info.csv, Panda-70M CSV or plain CSV"})
-    store: str = field(metadata={"help": "label store directory (created if missing)", "aliases": ("--out",)})
-    format: Literal["auto", "plain", "spatialvid", "panda70m"] = field(default="auto", metadata={
+    manifest: str = field(metadata={
+        "help": "manifest CSV: SpatialVID clips_info.csv or SpatialVID_HQ_metadata.csv, Panda-70M CSV or plain CSV"})
+    store: str = field(metadata={
+        "help": "label store: a directory, or s3://bucket/prefix (gs://, az://) with credentials from the "
+        "environment (created if missing)", "aliases": ("--out",)})
+    format: Literal["auto", "plain", "spatialvid", "spatialvid-hq", "panda70m"] = field(default="auto", metadata={
         "help": "manifest format (auto: from its columns)"})
-    video_root: str | None = field(default=None, metadata={"help": "folder that relative video paths resolve against"})
+    video_root: str | None = field(default=None, metadata={
+        "help": "folder that relative video paths resolve against; spatialvid-hq: folder of group_XXXX/ video folders "
+        "(default <release>/videos)"})
     annotation_root: str | None = field(default=None, metadata={
-        "help": "SpatialVID annotation folders, one per clip id"})
+        "help": "SpatialVID annotation folders, one per clip id (spatialvid-hq: folder of group_XXXX/, default "
+        "<release>/annotations)"})
     fps: float | None = field(default=8.0, metadata={
         "gt": 0, "none": "native", "help": "label frame rate; native (empty in the form) keeps the source rate"})
     limit: int | None = field(default=None, metadata={"ge": 1, "help": "label at most this many clips of the manifest"})

@@ -143,6 +143,12 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    vipe_frame_skip: int | None = field(default=None, metadata={
+        "ge": 1, "none": "auto", "help": "ViPE streams.frame_skip, used when ViPE's rgb/<name>.mp4 is absent (auto: "
+        "read from that video, else 1)"})
+    vipe_min_depth_m: float = field(default=0.0, metadata={"ge": 0, "help": "imported ViPE depth is valid above this (m)"})
+    vipe_max_depth_m: float = field(default=500.0, metadata={
+        "gt": 0, "help": "imported ViPE depth is valid up to this (m); ViPE clamps the sky at 1000 m"})
     video_cache_dir: str | None = field(default=None, metadata={
         "help": "local cache of source videos read from object storage (s3://, gs://, az:// video paths; default: "
         "worldreel-video-cache in the system temp folder)"})
@@ -177,6 +183,8 @@ class LabelConfig:
             raise ValueError("flow 'sea-raft' needs flow_weights: a local SEA-RAFT checkpoint (.pth or .safetensors)")
         if self.depth == "neural" and not self.depth_weights:
             raise ValueError("depth 'neural' needs depth_weights: a local folder of a transformers depth model")
+        if self.vipe_min_depth_m >= self.vipe_max_depth_m:
+            raise ValueError(f"vipe_min_depth_m {self.vipe_min_depth_m} must be below vipe_max_depth_m {self.vipe_max_depth_m}")
         if (self.camera == "import") != (self.depth == "import"):
             raise ValueError("camera and depth must both be 'import' or neither: imported depth and poses share one scale")
 
@@ -412,7 +420,8 @@ def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
     )
     try:
         if ann.kind == "vipe":
-            return import_vipe(ann.dir, ann.name, **common)
+            return import_vipe(ann.dir, ann.name, **common, frame_skip=cfg.vipe_frame_skip, source_fps=decoded.source_fps,
+                               depth_range=(cfg.vipe_min_depth_m, cfg.vipe_max_depth_m))
         return import_spatialvid(ann.dir, name=ann.name, **common)
     except AnnotationError as e:
         raise ClipRejected(spec.clip_id, f"annotations_{e.reason}", str(e)) from e

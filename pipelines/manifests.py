@@ -1,4 +1,4 @@
-"""Read clip manifests (SpatialVID `clips_info.csv`, Panda-70M CSV, plain CSV) into `ClipSpec`s.
+"""Read clip manifests (SpatialVID `clips_info.csv` or release metadata, Panda-70M, plain CSV) into `ClipSpec`s.
 
 A malformed row never stops the others: it becomes a `RowError` naming the file, the row
 number (spreadsheet numbering: the header is row 1, the first data row is row 2) and the
@@ -12,6 +12,15 @@ Formats (`format="auto"` picks one from the header):
   id_ori`; timestamps are PySceneDetect timecodes (`00:00:01.234`) into the source video.
   With `annotation_root`, a clip's annotations are `annotation_root/<id>/` (SpatialVID
   annotates the cut clip, so their frame 0 is the source frame `frame_start`).
+- ``spatialvid-hq``: the public release's `data/train/SpatialVID_HQ_metadata.csv`, one row
+  per clip video `videos/group_XXXX/<id>.mp4` (UUID ids) annotated in
+  `annotations/group_XXXX/<id>/` (depth in `depths/group_XXXX/<id>.zip`). Columns are found
+  by name in the header, case-insensitive with `_` and ` ` alike; needed: `id`, `group id`,
+  `num frames`, `fps`. A clip is its whole video: 0 s to `num frames / fps`, annotation frame
+  offset 0. `video_root` is the folder of the `group_XXXX/` video folders, default
+  `<release>/videos`; `annotation_root` that of the annotation folders, default
+  `<release>/annotations` when it exists (`<release>` = three levels above the CSV, as laid
+  out on the dataset card). docs/datasets_annotations.md lists what is assumed.
 - ``panda70m``: one row per source video, `videoID,url,timestamp,caption,matching_score`
   (later releases add columns); `timestamp` is a list literal of `[start, end]` pairs like
   `"0:00:15.982"` and `caption` a parallel list: one clip per entry. Expects whole source
@@ -40,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.clips import DEFAULT_FPS, Annotations, ClipSpec, make_clip_id
+from pipelines.remote_video import is_remote
 
 __all__ = [
     "FORMATS",
@@ -53,15 +63,17 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMATS = ("spatialvid", "panda70m", "plain")
+FORMATS = ("spatialvid", "spatialvid-hq", "panda70m", "plain")
 _REQUIRED = {
     "spatialvid": ("video_path", "id", "timestamp_start", "timestamp_end"),
+    "spatialvid-hq": ("id", "group id", "num frames", "fps"),
     "panda70m": ("videoID", "timestamp"),
     "plain": ("video_path", "start_sec", "end_sec"),
 }
 _PANDA_VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
 _TIMECODE = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
 _INTRINSICS = ("fx", "fy", "cx", "cy")
+_NAME_MATCHED = ("spatialvid-hq",)  # formats whose columns match by normalised name (`_column_key`)
 
 
 class ManifestError(ValueError):
@@ -139,19 +151,26 @@ def parse_fps(text: str | float | None) -> float | None:
     return fps
 
 
+def _column_key(name: str) -> str:
+    """Header name as matched for name-matched formats: case and `_`/` ` spelling do not matter."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
 def detect_format(columns: list[str]) -> str:
     """Manifest format from its header columns."""
     cols = set(columns)
     if {"timestamp_start", "timestamp_end", "id"} <= cols:
         return "spatialvid"
+    if set(_REQUIRED["spatialvid-hq"]) <= {_column_key(c) for c in columns}:
+        return "spatialvid-hq"
     if {"videoID", "timestamp"} <= cols:
         return "panda70m"
     if {"video_path", "start_sec", "end_sec"} <= cols:
         return "plain"
     raise ManifestError(
         f"cannot tell the manifest format from columns {columns}: expected SpatialVID clips_info.csv "
-        "(timestamp_start, timestamp_end, id), Panda-70M (videoID, timestamp) or plain "
-        "(video_path, start_sec, end_sec)"
+        "(timestamp_start, timestamp_end, id), SpatialVID-HQ metadata (id, group id, num frames, fps), "
+        "Panda-70M (videoID, timestamp) or plain (video_path, start_sec, end_sec)"
     )
 
 
@@ -168,11 +187,13 @@ def read_manifest(
 
     Args:
         path: CSV file.
-        format: "auto", "spatialvid", "panda70m" or "plain".
+        format: "auto", "spatialvid", "spatialvid-hq", "panda70m" or "plain".
         fps_target: label fps written into every spec; None keeps the source rate.
         video_root: folder that relative video paths (and Panda-70M videoIDs) resolve against;
-            default the manifest's folder.
-        annotation_root: SpatialVID only: folder holding one annotation folder per clip id.
+            default the manifest's folder; for spatialvid-hq the folder of `group_XXXX/`
+            video folders, default `<release>/videos`.
+        annotation_root: SpatialVID only: folder holding one annotation folder per clip id
+            (spatialvid-hq: `group_XXXX/<id>/` folders, default `<release>/annotations`).
         dataset: dataset name for the specs; default the format name ("custom" for plain
             manifests without a `dataset` column).
 
@@ -204,8 +225,10 @@ def iter_manifest(
     """
     manifest = Path(path)
     fmt = _detected_format(manifest, format)
-    if annotation_root is not None and fmt != "spatialvid":
+    if annotation_root is not None and fmt not in ("spatialvid", "spatialvid-hq"):
         raise ManifestError(f"annotation_root applies to SpatialVID manifests only, not {fmt}")
+    if fmt == "spatialvid-hq":
+        video_root, annotation_root = _release_roots(manifest, video_root, annotation_root)
     base = os.path.abspath(video_root if video_root is not None else manifest.parent)
     ctx = _Context(
         path=str(manifest),
@@ -215,11 +238,18 @@ def iter_manifest(
         annotation_root=os.path.abspath(annotation_root) if annotation_root is not None else None,
         dataset=dataset,
     )
-    row_reader = {"spatialvid": _spatialvid_row, "panda70m": _panda_row, "plain": _plain_row}[fmt]
+    row_reader = {
+        "spatialvid": _spatialvid_row,
+        "spatialvid-hq": _spatialvid_hq_row,
+        "panda70m": _panda_row,
+        "plain": _plain_row,
+    }[fmt]
     first_row: dict[str, int] = {}
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+        if fmt in _NAME_MATCHED:
+            reader.fieldnames = [_column_key(c) for c in reader.fieldnames]
         for row_number, row in enumerate(reader, start=2):
             if None in row:
                 yield RowError(ctx.path, row_number, f"{len(row[None])} more fields than the header's columns")
@@ -267,7 +297,8 @@ def _detected_format(path: str | os.PathLike, format: str) -> str:
         raise ManifestError(f"manifest {manifest} is empty (no header row)")
     columns = [c.strip() for c in header]
     fmt = detect_format(columns) if format == "auto" else format
-    missing = [c for c in _REQUIRED[fmt] if c not in columns]
+    present = {_column_key(c) for c in columns} if fmt in _NAME_MATCHED else set(columns)
+    missing = [c for c in _REQUIRED[fmt] if c not in present]
     if missing:
         raise ManifestError(f"manifest {manifest} ({fmt}) lacks columns {missing}; it has {columns}")
     return fmt
@@ -293,6 +324,9 @@ def _time(row: Mapping[str, str | None], name: str) -> float:
 
 
 def _resolve(base: str, raw: str) -> str:
+    """A video path as decode reads it: object-storage URLs as given, local paths absolute."""
+    if is_remote(raw):
+        return raw
     return os.path.normpath(os.path.join(base, os.path.expanduser(raw)))
 
 
@@ -320,6 +354,49 @@ def _spatialvid_row(ctx: _Context, row: Mapping[str, str | None], row_number: in
         fps_target=ctx.fps_target,
         annotations=annotations,
         native_id=native_id,
+        source_ref=f"{ctx.path} row {row_number}",
+    )
+
+
+def _release_roots(
+    manifest: Path, video_root: str | os.PathLike | None, annotation_root: str | os.PathLike | None
+) -> tuple[str | os.PathLike, str | os.PathLike | None]:
+    """SpatialVID-HQ defaults: `<release>/videos` and `<release>/annotations` (when there), where the
+    metadata CSV is `<release>/data/train/SpatialVID_HQ_metadata.csv`."""
+    release = manifest.resolve().parents[2] if len(manifest.resolve().parents) > 2 else manifest.resolve().parent
+    if video_root is None:
+        video_root = release / "videos"
+    if annotation_root is None and (release / "annotations").is_dir():
+        annotation_root = release / "annotations"
+    return video_root, annotation_root
+
+
+def _spatialvid_hq_row(ctx: _Context, row: Mapping[str, str | None], row_number: int) -> ClipSpec:
+    """One release clip: the whole video `group_XXXX/<id>.mp4`, annotations `group_XXXX/<id>/`."""
+    clip = _required(row, "id")
+    if "/" in clip or "\\" in clip or clip in (".", ".."):
+        raise _RowProblem(f"id {clip!r} is not a folder name")
+    group = _optional_int(row, "group id")
+    if group is None:
+        raise _RowProblem("empty group id")
+    frames = _optional_int(row, "num frames")
+    fps = _optional_float(row, "fps")
+    if not frames or fps is None or not (math.isfinite(fps) and fps > 0):
+        raise _RowProblem(f"num frames ({frames}) and fps ({fps}) must be > 0")
+    group_dir = f"group_{group:04d}"
+    raw_path = f"{group_dir}/{clip}.mp4"
+    annotations = None
+    if ctx.annotation_root is not None:
+        annotations = Annotations("spatialvid", os.path.join(ctx.annotation_root, group_dir, clip), clip, 0)
+    return ClipSpec(
+        clip_id=make_clip_id(raw_path, 0.0, frames / fps),
+        uri=_resolve(ctx.video_base, raw_path),
+        start_sec=0.0,
+        end_sec=frames / fps,
+        dataset=ctx.dataset or "spatialvid-hq",
+        fps_target=ctx.fps_target,
+        annotations=annotations,
+        native_id=clip,
         source_ref=f"{ctx.path} row {row_number}",
     )
 
@@ -463,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="auto", choices=("auto", *FORMATS))
     parser.add_argument("--fps", default=str(DEFAULT_FPS), help="label fps, or 'native' for the source rate")
     parser.add_argument("--video-root", default=None)
-    parser.add_argument("--annotation-root", default=None, help="SpatialVID: folder of per-clip annotation folders")
+    parser.add_argument(
+        "--annotation-root",
+        default=None,
+        help="SpatialVID: folder of per-clip annotation folders (spatialvid-hq: of group_XXXX/)",
+    )
     parser.add_argument("--dataset", default=None)
     parser.add_argument("--out", default=None, help="write one JSON object per clip to this file")
     args = parser.parse_args(argv)

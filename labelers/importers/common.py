@@ -7,26 +7,34 @@ depth is z-depth. `to_label_frames` then brings it to the clip's label frames an
 
 Coordinate spaces (pixel centres at integer coordinates throughout, as in LABELS.md):
 
-- normalised image coordinates x_n = (u + 0.5) / W, y_n = (v + 0.5) / H: 0 and 1 are the
-  image edges, 0.5 the centre, for any resolution. Intrinsics are kept in this form
-  (`K_normalised`), which is exactly SpatialVID's stored form (cx = cy = 0.5).
-- annotation pixels: depth maps and masks are images covering the whole source frame, at
-  their own resolution (h, w); u_source = (W / w)(u + 0.5) - 0.5.
+- normalised image coordinates, in one of two conventions (`AnnotationSet.scaling`):
+  "edges": x_n = (u + 0.5) / W, y_n = (v + 0.5) / H, so 0 and 1 are the image edges for
+  any resolution (how cv2.resize maps pixels; ViPE's pixel intrinsics are converted so);
+  "origin": x_n = u / W, y_n = v / H, the form SpatialVID stores: its tracker scaled
+  pixel intrinsics by plain ratios (cx -> cx * w1 / w0) and upstream's `load_intrinsics`
+  (`utils/pack_clip_assets.py`) multiplies by the target size, so cx_n = 0.5 is 640.0 px
+  at 1280 wide (639.5 under "edges").
+- annotation pixels: an annotation image (h, w) covers the top-left (h, w) of a full frame
+  of size (h_f, w_f) at its own resolution, and maps to source pixels by the convention
+  above: "edges" u_source = (W / w_f)(u + 0.5) - 0.5, "origin" u_source = (W / w_f) u.
+  Usually (h_f, w_f) = (h, w); SpatialVID's depth covers the top-left crop of its
+  tracker's resized frame (`AnnotationSet.depth_frame`). Masks are full frames, "edges".
 - label pixels: `source_to_label`, a (3, 3) affine map of homogeneous source pixels, e.g.
   `pipelines.decode.ResizeCrop.matrix()` (resize then crop: u' = s_x (u + 0.5) - 0.5 - left).
 
 Timeline: annotation frames are source-video frame numbers (the reader adds the folder's
 frame offset). Poses and intrinsics at a label frame between two annotated frames are
 interpolated in frame number: slerp on rotation, linear on camera centre and intrinsics.
-A label frame outside the annotated span is an error (reason "out_of_range"), never an
-extrapolation. Depth and masks are only taken from an annotation of exactly the label
-frame's source frame; every other label frame has no depth (`depth_valid` False, depth 0)
-and no mask.
+A label frame outside the annotated span is an error (reason "out_of_range", with the
+reader's `span_note` when it knows why the span ends there), never an extrapolation.
+Depth and masks are only taken from an annotation of exactly the label frame's source
+frame; every other label frame has no depth (`depth_valid` False, depth 0) and no mask.
 
 Resampling to label pixels is nearest-neighbour: each label pixel takes the annotation pixel
 whose centre is nearest to its own centre mapped back, so depth is never averaged across a
 depth discontinuity (a blurred edge would invent surfaces between foreground and background)
-and masks stay binary. Label pixels that map outside the annotation image are invalid.
+and masks stay binary. Label pixels that map outside the annotation image are invalid
+(depth 0 and `depth_valid` False; mask False): no value is invented past what was annotated.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import OpenEXR
@@ -49,10 +57,11 @@ __all__ = [
     "to_label_frames",
 ]
 
-IMPORTER_VERSION = "1"
+IMPORTER_VERSION = "2"  # 2: SpatialVID depth footprint, clipping and principal point; ViPE stride and depth range
 PARTS = ("camera", "depth", "mask")
 _ROTATION_TOL = 1e-3  # float32 storage keeps R^T R within ~1e-6 of I; more is a broken pose
 _QUAT_NORM_TOL = 1e-3
+SCALINGS = ("edges", "origin")
 
 
 class AnnotationError(ValueError):
@@ -94,13 +103,19 @@ class AnnotationSet:
             translation share one scale.
         intrinsics_frames: (Nk,) int64 increasing source-video frame numbers of `K_normalised`.
         K_normalised: (Nk, 3, 3) float64 pinhole intrinsics in normalised image coordinates.
+        scaling: "edges" or "origin": the normalised-coordinate convention of `K_normalised`,
+            also used to map depth pixels to source pixels (module docstring).
         depth_frames: (Nd,) int64 increasing source-video frame numbers with a depth map.
         depth_loader: frame number -> (h, w) float32 z-depth, NaN where invalid. Decoding is
             deferred: only the few annotated frames that are exactly label frames are read.
+        depth_frame: (source_size, depth_shape) -> (h_f, w_f), the full frame at depth
+            resolution whose top-left the depth map covers; raises AnnotationError when the
+            depth shape does not fit the source. None: the depth map is the full frame.
         mask_frames: (Nm,) int64 increasing source-video frame numbers with a dynamic mask.
-        mask_loader: frame number -> (h, w) bool dynamic mask.
+        mask_loader: frame number -> (h, w) bool dynamic mask (a full frame, "edges").
         files_sha256: sha256 over the names and bytes of every annotation file read.
         params: how the folder was read (for the `labelers` attribute).
+        span_note: appended to "out_of_range" errors, e.g. why the annotated span ends there.
     """
 
     kind: str
@@ -112,10 +127,17 @@ class AnnotationSet:
     K_normalised: np.ndarray
     files_sha256: str
     params: dict[str, Any] = field(default_factory=dict)
+    scaling: str = "edges"
     depth_frames: np.ndarray | None = None
     depth_loader: Any = None
+    depth_frame: Callable[[tuple[int, int], tuple[int, int]], tuple[int, int]] | None = None
     mask_frames: np.ndarray | None = None
     mask_loader: Any = None
+    span_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -176,28 +198,37 @@ def to_label_frames(
     source_to_label = _check_affine(source_to_label)
     ann = annotations
 
-    _check_in_span(ann.source, "poses", ann.pose_frames, frames)
-    _check_in_span(ann.source, "intrinsics", ann.intrinsics_frames, frames)
+    _check_in_span(ann.source, "poses", ann.pose_frames, frames, ann.span_note)
+    _check_in_span(ann.source, "intrinsics", ann.intrinsics_frames, frames, ann.span_note)
     c2w_world, interpolated = _interpolate_poses(ann.pose_frames, ann.c2w, frames)
     c2w = np.linalg.inv(c2w_world[0]) @ c2w_world  # first-label-frame coordinates
     c2w[0] = np.eye(4)
     K_norm = _interpolate_linear(ann.intrinsics_frames, ann.K_normalised, frames)
-    K = source_to_label @ _normalised_to_pixels(source_size) @ K_norm
+    K = source_to_label @ normalised_to_pixels(source_size, ann.scaling) @ K_norm
 
     arrays: dict[str, np.ndarray] = {"K": K.astype(np.float32), "c2w": c2w.astype(np.float32)}
     flags: dict[str, np.ndarray] = {"pose_interpolated": interpolated}
     label_to_source = np.linalg.inv(source_to_label)
     if ann.depth_frames is not None:
+
+        def depth_to_source(shape: tuple[int, int]) -> np.ndarray:
+            frame = shape if ann.depth_frame is None else ann.depth_frame(source_size, shape)
+            return image_to_source(frame, source_size, ann.scaling)
+
         depth, exact = _exact_frames(
-            ann.depth_frames, ann.depth_loader, frames, source_size, label_size, label_to_source, np.float32
+            ann.depth_frames, ann.depth_loader, frames, label_size, label_to_source, depth_to_source, np.float32
         )
         valid = np.isfinite(depth) & (depth > 0)
         arrays["depth"] = np.where(valid, depth, 0.0).astype(np.float32)
         arrays["depth_valid"] = valid
         flags["depth_exact"] = exact
     if ann.mask_frames is not None:
+
+        def mask_to_source(shape: tuple[int, int]) -> np.ndarray:
+            return image_to_source(shape, source_size, "edges")
+
         mask, exact = _exact_frames(
-            ann.mask_frames, ann.mask_loader, frames, source_size, label_size, label_to_source, np.bool_
+            ann.mask_frames, ann.mask_loader, frames, label_size, label_to_source, mask_to_source, np.bool_
         )
         arrays["dynamic_mask"] = mask
         flags["mask_exact"] = exact
@@ -218,12 +249,15 @@ def _exact_frames(
     annotated: np.ndarray,
     loader,
     frames: np.ndarray,
-    source_size: tuple[int, int],
     label_size: tuple[int, int],
     label_to_source: np.ndarray,
+    image_to_source_of: Callable[[tuple[int, int]], np.ndarray],
     dtype: type,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel annotations at label frames that are exactly annotated, resampled to label pixels.
+
+    Args:
+        image_to_source_of: annotation image shape (h, w) -> (3, 3) map of its pixels to source pixels.
 
     Returns:
         values: (T, H, W) `dtype` (0 / False at frames without an annotation; NaN / False
@@ -236,20 +270,19 @@ def _exact_frames(
     for t in np.flatnonzero(exact):
         frame = int(frames[t])
         if frame not in decoded:  # repeated label frames decode once
-            decoded[frame] = _nearest_resample(loader(frame), source_size, label_size, label_to_source)
+            image = loader(frame)
+            label_to_image = np.linalg.inv(image_to_source_of(image.shape)) @ label_to_source
+            decoded[frame] = _nearest_resample(image, label_size, label_to_image)
         values[t] = decoded[frame]
     return values, exact
 
 
-def _nearest_resample(
-    image: np.ndarray, source_size: tuple[int, int], label_size: tuple[int, int], label_to_source: np.ndarray
-) -> np.ndarray:
+def _nearest_resample(image: np.ndarray, label_size: tuple[int, int], label_to_image: np.ndarray) -> np.ndarray:
     """Nearest-neighbour resampling of an annotation image (h, w) to label pixels (H, W).
 
     Label pixels mapping outside the image get NaN (float images) or False (bool images).
     """
     h, w = image.shape
-    label_to_image = np.linalg.inv(_image_to_source((h, w), source_size)) @ label_to_source
     H, W = label_size
     u = label_to_image[0, 0] * np.arange(W) + label_to_image[0, 2]
     v = label_to_image[1, 1] * np.arange(H) + label_to_image[1, 2]
@@ -265,24 +298,25 @@ def _nearest_resample(
     return np.where(inside, out, fill)
 
 
-def _normalised_to_pixels(size: tuple[int, int]) -> np.ndarray:
-    """(3, 3) map of normalised image coordinates to pixels of an image of `size` (height, width)."""
+def normalised_to_pixels(size: tuple[int, int], scaling: str = "edges") -> np.ndarray:
+    """(3, 3) map of normalised image coordinates (`scaling` convention) to pixels of an image of `size` (h, w)."""
     h, w = size
-    return np.array([[w, 0.0, -0.5], [0.0, h, -0.5], [0.0, 0.0, 1.0]])
+    offset = -0.5 if scaling == "edges" else 0.0
+    return np.array([[w, 0.0, offset], [0.0, h, offset], [0.0, 0.0, 1.0]])
 
 
-def pixels_to_normalised(size: tuple[int, int]) -> np.ndarray:
+def pixels_to_normalised(size: tuple[int, int], scaling: str = "edges") -> np.ndarray:
     """(3, 3) map of pixels of an image of `size` (height, width) to normalised image coordinates."""
-    return np.linalg.inv(_normalised_to_pixels(size))
+    return np.linalg.inv(normalised_to_pixels(size, scaling))
 
 
-def _image_to_source(image_size: tuple[int, int], source_size: tuple[int, int]) -> np.ndarray:
-    """(3, 3) map of annotation-image pixels to source pixels (both images span the whole frame)."""
-    return _normalised_to_pixels(source_size) @ pixels_to_normalised(image_size)
+def image_to_source(frame_size: tuple[int, int], source_size: tuple[int, int], scaling: str) -> np.ndarray:
+    """(3, 3) map of pixels of a full frame of `frame_size` (annotation resolution) to source pixels."""
+    return normalised_to_pixels(source_size, scaling) @ pixels_to_normalised(frame_size, scaling)
 
 
 # --------------------------------------------------------------------------- timeline
-def _check_in_span(source: str, what: str, annotated: np.ndarray, frames: np.ndarray) -> None:
+def _check_in_span(source: str, what: str, annotated: np.ndarray, frames: np.ndarray, note: str = "") -> None:
     lo, hi = int(annotated[0]), int(annotated[-1])
     outside = frames[(frames < lo) | (frames > hi)]
     if outside.size:
@@ -290,7 +324,8 @@ def _check_in_span(source: str, what: str, annotated: np.ndarray, frames: np.nda
             source,
             "out_of_range",
             f"label frames {outside[:5].tolist()}{'...' if outside.size > 5 else ''} lie outside the "
-            f"annotated {what} span [{lo}, {hi}] (source-video frames); shorten the clip or fix frame_offset",
+            f"annotated {what} span [{lo}, {hi}] (source-video frames); "
+            + (note or "shorten the clip or fix frame_offset"),
         )
 
 

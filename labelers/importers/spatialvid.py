@@ -1,26 +1,37 @@
-"""Import SpatialVID per-clip annotations (reference/labeling_anchors.md section 1).
+"""Import SpatialVID per-clip annotations (reference/datasets.md, section SpatialVID).
 
-Folder of one clip (`annotations/<group>/<id>/` in the release):
+Two layouts hold the same files. The public release (SpatialVID-HQ):
+
+    annotations/group_XXXX/<id>/   indexes.txt, poses.npy, intrinsics.npy, dyn_masks.npz
+    depths/group_XXXX/<id>.zip     one float16 EXR of DISPARITY per annotated frame
+
+and the internal pipeline's clip folder `<id>/` with the same files under
+`<id>/reconstructions/` (depth as `depth_opt.zip`, disparity EXRs, or `sgd_cvd_hr.npz`,
+clipped depth) and the extracted frames `<id>/img/frame_%06d.jpg`.
 
     indexes.txt      one line per annotated frame, two integers; the second is the frame
-                     number in the clip video (the first is ignored)
+                     number in the clip video (the first is ignored); without it (internal
+                     layout) the numbers come from the names of `img/frame_%06d.jpg`
     poses.npy        (N, 7) tx, ty, tz, qx, qy, qz, qw: WORLD-TO-CAMERA, quaternion scalar last
-    intrinsics.npy   (N, 4) fx, fy, cx, cy NORMALISED by the image size (cx = cy = 0.5)
-    dyn_masks.npz    per-frame CSR matrices: `shape`, `f_{i}_data`, `f_{i}_indices`, `f_{i}_indptr`
-    depth zip        one float16 EXR per annotated frame (channel Z) holding DISPARITY (1/depth),
-                     in name order; at `<folder>/<id>.zip` or, in the release layout,
-                     `depths/<group>/<id>.zip` beside `annotations/`
+    intrinsics.npy   (N, 4) fx, fy, cx, cy normalised "origin"-style (common module docstring):
+                     pixels = normalised * size, cx = cy = 0.5 (upstream `load_intrinsics`)
+    dyn_masks.npz    per-frame CSR matrices: `shape`, `f_{i}_data`, `f_{i}_indices`,
+                     `f_{i}_indptr`, at the extracted frames' (source) resolution
 
 Row i of every file is annotated frame i. Conversion: c2w = inverse of the w2c pose; depth =
-1 / disparity, invalid where the disparity is not finite or below float16's smallest normal
-number (6.1e-5: below it the value has lost precision, and its depth would overflow float16
-storage); intrinsics stay normalised (x_n = (u + 0.5) / W); any non-zero mask entry is
-dynamic. Pose translation and depth come from one optimisation and share its unknown scale,
-so `metric_scale` is False.
+clip(1 / disparity, 1e-3, 100) exactly as upstream `utils/read_depth.py`, invalid where the
+disparity is not finite or <= 0 (no depth at all, not a far one). Depth footprint: the
+tracker resized each frame to (h1, w1) = int((h0, w0) * sqrt(384 * 512 / (h0 * w0))) and
+cropped bottom and right to multiples of 8 (`camera_tracking.py`, `preprocess_flow.py`);
+the depth map is that crop, so depth pixel (x, y) is source pixel (x * w0 / w1, y * h0 / h1)
+and label pixels past the crop get no depth. Any non-zero mask entry is dynamic. Pose
+translation and depth come from one optimisation and share its scale; SpatialVID's depth
+is aligned to a metric prior but not metric by construction, so `metric_scale` is False.
 """
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -43,9 +54,11 @@ from labelers.importers.common import (
     unit_quaternions,
 )
 
-__all__ = ["read_spatialvid", "import_spatialvid"]
+__all__ = ["read_spatialvid", "import_spatialvid", "tracker_frame_size", "DEPTH_CLIP"]
 
-_MIN_DISPARITY = float(np.finfo(np.float16).tiny)
+DEPTH_CLIP = (1e-3, 100.0)  # upstream read_depth: np.clip(1 / disparity, 1e-3, 1e2)
+_TRACKER_AREA = 384 * 512
+_FRAME_NAME = re.compile(r"^frame_(\d+)\.(?:jpg|png)$")
 
 
 def import_spatialvid(
@@ -84,13 +97,16 @@ def read_spatialvid(
     """Read and check a SpatialVID clip folder.
 
     Args:
-        annotation_dir: the clip's folder holding `poses.npy`, `intrinsics.npy`, `indexes.txt`, ...
+        annotation_dir: the clip's folder: `annotations/group_XXXX/<id>` (release) or `<id>`
+            holding `reconstructions/` (internal pipeline).
         name: the clip's SpatialVID id, which names its depth archive; default: the folder's name.
         frame_offset: source-video frame number of the clip video's frame 0 (the clip's
             `frame_start` when the source is the uncut video; 0 when it is the clip itself).
         parts: what to read: "camera" (always), "depth", "mask". A part asked for whose
             files are missing is an error.
-        depth_zip: explicit path of the depth archive; default: searched as described above.
+        depth_zip: explicit depth file (zip of disparity EXRs, or `sgd_cvd_hr.npz`); default:
+            `<folder>/<name>.zip`, `reconstructions/depth_opt.zip`, `reconstructions/sgd_cvd_hr.npz`,
+            then the release's `../../depths/group_XXXX/<name>.zip`.
 
     Raises:
         AnnotationError: missing files, wrong shapes or values, counts that disagree.
@@ -102,41 +118,97 @@ def read_spatialvid(
         raise ValueError(f"frame_offset must be an integer >= 0, got {frame_offset!r}")
     if not folder.is_dir():
         raise AnnotationError(folder, "missing_file", "SpatialVID annotation folder not found")
+    files_dir = folder / "reconstructions" if (folder / "reconstructions").is_dir() else folder
 
-    frames = _read_indexes(require_file(folder / "indexes.txt", "frame index file")) + int(frame_offset)
+    index_path = files_dir / "indexes.txt"
+    if not index_path.is_file() and (folder / "img").is_dir():
+        clip_frames, index_files = _frames_from_images(folder / "img"), []
+    else:
+        clip_frames, index_files = _read_indexes(require_file(index_path, "frame index file")), [index_path]
+    frames = clip_frames + int(frame_offset)
     n = len(frames)
-    w2c = check_array(folder / "poses.npy", "poses", load_npy(folder / "poses.npy", "poses"), (None, 7))
+    w2c = check_array(files_dir / "poses.npy", "poses", load_npy(files_dir / "poses.npy", "poses"), (None, 7))
     intrinsics = check_array(
-        folder / "intrinsics.npy", "intrinsics", load_npy(folder / "intrinsics.npy", "intrinsics"), (None, 4)
+        files_dir / "intrinsics.npy",
+        "intrinsics",
+        load_npy(files_dir / "intrinsics.npy", "intrinsics"),
+        (None, 4),
     )
-    for path, rows in ((folder / "poses.npy", len(w2c)), (folder / "intrinsics.npy", len(intrinsics))):
+    for path, rows in ((files_dir / "poses.npy", len(w2c)), (files_dir / "intrinsics.npy", len(intrinsics))):
         if rows != n:
-            raise AnnotationError(path, "inconsistent", f"{rows} rows but indexes.txt lists {n} annotated frames")
+            raise AnnotationError(path, "inconsistent", f"{rows} rows but {n} annotated frames are listed")
 
-    files = [folder / "indexes.txt", folder / "poses.npy", folder / "intrinsics.npy"]
+    files = index_files + [files_dir / "poses.npy", files_dir / "intrinsics.npy"]
     annotations = AnnotationSet(
         kind="spatialvid",
         source=str(folder),
         metric_scale=False,
         pose_frames=frames,
-        c2w=_w2c_to_c2w(folder / "poses.npy", w2c),
+        c2w=_w2c_to_c2w(files_dir / "poses.npy", w2c),
         intrinsics_frames=frames,
-        K_normalised=_normalised_K(folder / "intrinsics.npy", intrinsics),
+        K_normalised=_normalised_K(files_dir / "intrinsics.npy", intrinsics),
+        scaling="origin",
         files_sha256="",
-        params={"name": name, "frame_offset": int(frame_offset), "parts": list(parts)},
+        params={
+            "name": name,
+            "frame_offset": int(frame_offset),
+            "parts": list(parts),
+            "depth_clip": list(DEPTH_CLIP),
+            "depth_footprint": "tracker crop",
+        },
     )
     if "depth" in parts:
-        archive = _find_depth_zip(folder, name, depth_zip)
+        archive = _find_depth(folder, files_dir, name, depth_zip)
         annotations.depth_frames = frames
-        annotations.depth_loader = _depth_loader(archive, frames)
+        if archive.suffix == ".npz":
+            annotations.depth_loader = _npz_depth_loader(archive, frames)
+        else:
+            annotations.depth_loader = _depth_loader(archive, frames)
+        annotations.depth_frame = _tracker_footprint(archive)
         files.append(archive)
     if "mask" in parts:
-        masks = require_file(folder / "dyn_masks.npz", "dynamic masks")
+        masks = require_file(files_dir / "dyn_masks.npz", "dynamic masks")
         annotations.mask_frames = frames
         annotations.mask_loader = _mask_loader(masks, frames)
         files.append(masks)
     annotations.files_sha256 = sha256_files(files, folder)
     return annotations
+
+
+def tracker_frame_size(source_size: tuple[int, int]) -> tuple[int, int]:
+    """(h1, w1): the size SpatialVID's tracker resized (h0, w0) source frames to, before its crop.
+
+    The same float expression as upstream (`camera_tracking.py` image_stream,
+    `preprocess_flow.py`): int(h0 * sqrt(384 * 512 / (h0 * w0))), so the truncation agrees.
+    """
+    h0, w0 = source_size
+    scale = np.sqrt(_TRACKER_AREA / (h0 * w0))
+    return int(h0 * scale), int(w0 * scale)
+
+
+def _tracker_footprint(archive: Path):
+    """`AnnotationSet.depth_frame` for SpatialVID: the tracker's resized frame; checks the crop."""
+
+    def frame(source_size: tuple[int, int], depth_shape: tuple[int, int]) -> tuple[int, int]:
+        h1, w1 = tracker_frame_size(source_size)
+        crop = (h1 - h1 % 8, w1 - w1 % 8)
+        if tuple(depth_shape) != crop:
+            raise AnnotationError(
+                archive,
+                "inconsistent",
+                f"depth maps are {depth_shape[0]}x{depth_shape[1]} but SpatialVID's tracker makes {crop[0]}x{crop[1]} "
+                f"(cropped from {h1}x{w1}) for {source_size[0]}x{source_size[1]} source frames: "
+                "the video is not the one that was annotated",
+            )
+        return h1, w1
+
+    return frame
+
+
+def _frames_from_images(img_dir: Path) -> np.ndarray:
+    """Clip frame numbers from upstream's extracted frames `frame_%06d.jpg` (internal layout)."""
+    numbers = sorted(int(m.group(1)) for m in map(_FRAME_NAME.match, (p.name for p in img_dir.iterdir())) if m)
+    return check_frames(img_dir, "frame numbers of img/frame_%06d.jpg", np.array(numbers, np.int64))
 
 
 def _read_indexes(path: Path) -> np.ndarray:
@@ -175,18 +247,28 @@ def _normalised_K(path: Path, intrinsics: np.ndarray) -> np.ndarray:
     return K
 
 
-def _find_depth_zip(folder: Path, name: str, explicit: str | Path | None) -> Path:
+def _find_depth(folder: Path, files_dir: Path, name: str, explicit: str | Path | None) -> Path:
+    """The depth file: explicit, beside the annotations, or in the release's `depths/` tree."""
     if explicit is not None:
         return require_file(Path(explicit), "depth archive")
-    candidates = [folder / f"{name}.zip"]
-    if folder.parent.parent.name == "annotations":  # <root>/annotations/<group>/<id>
-        candidates.append(folder.parents[2] / "depths" / folder.parent.name / f"{name}.zip")
-    for path in candidates:
+    candidates = [folder / f"{name}.zip", files_dir / "depth_opt.zip", files_dir / "sgd_cvd_hr.npz"]
+    # Release: <root>/annotations/group_XXXX/<id> beside <root>/depths/group_XXXX/<id>.zip.
+    absolute = folder.resolve()
+    if len(absolute.parents) > 2:
+        candidates.append(absolute.parents[2] / "depths" / absolute.parent.name / f"{name}.zip")
+    for path in dict.fromkeys(candidates):
         if path.is_file():
             return path
-    raise AnnotationError(
-        folder, "missing_file", f"depth archive not found at {' or '.join(str(p) for p in candidates)}"
-    )
+    where = " or ".join(str(p) for p in dict.fromkeys(candidates))
+    raise AnnotationError(folder, "missing_file", f"depth archive not found at {where}")
+
+
+def disparity_to_depth(disparity: np.ndarray) -> np.ndarray:
+    """Upstream's clip(1 / disparity, 1e-3, 100); NaN where the disparity is not finite or <= 0."""
+    valid = np.isfinite(disparity) & (disparity > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.clip(1.0 / np.where(valid, disparity, 1.0), *DEPTH_CLIP)
+    return np.where(valid, depth, np.nan).astype(np.float32)
 
 
 def _depth_loader(archive: Path, frames: np.ndarray):
@@ -198,7 +280,7 @@ def _depth_loader(archive: Path, frames: np.ndarray):
         raise AnnotationError(archive, "bad_format", f"not a readable zip archive: {exc}") from exc
     if len(members) != len(frames):
         raise AnnotationError(
-            archive, "inconsistent", f"{len(members)} EXR files but indexes.txt lists {len(frames)} annotated frames"
+            archive, "inconsistent", f"{len(members)} EXR files but {len(frames)} annotated frames are listed"
         )
     row_of = {int(f): i for i, f in enumerate(frames)}
 
@@ -206,10 +288,28 @@ def _depth_loader(archive: Path, frames: np.ndarray):
         member = members[row_of[frame]]
         with zipfile.ZipFile(archive) as z:
             disparity = decode_exr_depth(z.read(member), f"{archive}:{member}")
-        with np.errstate(divide="ignore"):
-            return np.where(np.isfinite(disparity) & (disparity >= _MIN_DISPARITY), 1.0 / disparity, np.nan).astype(
-                np.float32
-            )
+        return disparity_to_depth(disparity)
+
+    return load
+
+
+def _npz_depth_loader(path: Path, frames: np.ndarray):
+    """Internal layout's `sgd_cvd_hr.npz`: `depths` (N, h, w), already clipped depth (not disparity)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "depths" not in npz.files:
+                raise AnnotationError(path, "bad_format", f"needs an entry 'depths', has {sorted(npz.files)}")
+            depths = np.asarray(npz["depths"], np.float32)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise AnnotationError(path, "bad_format", f"cannot read depth: {exc}") from exc
+    if depths.ndim != 3 or len(depths) != len(frames):
+        detail = f"depths must be (N, h, w) with N = {len(frames)} annotated frames, got {depths.shape}"
+        raise AnnotationError(path, "inconsistent", detail)
+    row_of = {int(f): i for i, f in enumerate(frames)}
+
+    def load(frame: int) -> np.ndarray:
+        depth = depths[row_of[frame]]
+        return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
 
     return load
 
@@ -230,7 +330,7 @@ def _mask_loader(path: Path, frames: np.ndarray):
         odd = sorted(keys ^ expected)[:3]
         raise AnnotationError(path, "bad_format", f"keys must be shape and f_{{i}}_data/indices/indptr; odd keys {odd}")
     if count != len(frames):
-        detail = f"{count} masks but indexes.txt lists {len(frames)} annotated frames"
+        detail = f"{count} masks but {len(frames)} annotated frames are listed"
         raise AnnotationError(path, "inconsistent", detail)
     height, width = (int(s) for s in shape)
     row_of = {int(f): i for i, f in enumerate(frames)}

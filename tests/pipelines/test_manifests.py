@@ -299,6 +299,73 @@ def test_plain_manifest_streams_and_counts_extra_fields(tmp_path):
     assert isinstance(items[1], ClipSpec) and (items[1].start_sec, items[1].end_sec) == (1.0, 8.0)
 
 
+# ---------------------------------------------------------------- SpatialVID-HQ release
+
+# The release metadata's header as third-party loaders read it (an assumption, see
+# docs/datasets_annotations.md): columns matched by name, so order and extra columns do not matter.
+HQ_HEADER = "id,video path,annotation path,group id,num frames,fps,resolution,distLevel,ocr score"
+HQ_A = "0a00f99d-9d9a-5265-9548-e97a34c1302c"
+HQ_B = "0a7b25d8-41fd-563f-bec3-9fb2b675be3e"
+
+
+def hq_release(root: Path, rows: str, header: str = HQ_HEADER) -> Path:
+    """A release tree: data/train/SpatialVID_HQ_metadata.csv, videos/ and annotations/ group folders."""
+    (root / "videos" / "group_0001").mkdir(parents=True)
+    (root / "annotations" / "group_0001" / HQ_A).mkdir(parents=True)
+    return write(root / "data" / "train" / "SpatialVID_HQ_metadata.csv", f"{header}\n{rows}")
+
+
+def test_spatialvid_hq_release_layout(tmp_path):
+    rows = (
+        f"{HQ_A},videos/group_0001/{HQ_A}.mp4,annotations/group_0001/{HQ_A},1,150,30.0,1280x720,3,0.01\n"
+        f"{HQ_B},videos/group_0012/{HQ_B}.mp4,annotations/group_0012/{HQ_B},12,241,29.97,1920x1080,2,0.0\n"
+    )
+    manifest = hq_release(tmp_path / "HQ", rows)
+    assert detect_format(HQ_HEADER.split(",")) == "spatialvid-hq"
+    result = read_manifest(manifest, fps_target=None)
+    assert result.format == "spatialvid-hq" and not result.errors
+    a, b = result.specs
+    root = tmp_path / "HQ"
+    assert a.uri == str(root / "videos" / "group_0001" / f"{HQ_A}.mp4")
+    assert (a.start_sec, a.end_sec) == (0.0, 5.0)  # the whole clip video: 150 frames at 30 fps
+    assert b.end_sec == pytest.approx(241 / 29.97)
+    assert a.annotations == Annotations("spatialvid", str(root / "annotations" / "group_0001" / HQ_A), HQ_A, 0)
+    assert b.annotations.dir == str(root / "annotations" / "group_0012" / HQ_B)
+    assert a.clip_id.startswith(HQ_A + "-") and a.native_id == HQ_A and a.dataset == "spatialvid-hq"
+    # Explicit roots win over the release defaults.
+    moved = read_manifest(manifest, "spatialvid-hq", video_root=tmp_path / "v", annotation_root=tmp_path / "a")
+    assert moved.specs[0].uri == str(tmp_path / "v" / "group_0001" / f"{HQ_A}.mp4")
+    assert moved.specs[0].annotations.dir == str(tmp_path / "a" / "group_0001" / HQ_A)
+    assert moved.specs[0].clip_id == a.clip_id  # ids do not depend on where the data sits
+
+
+def test_spatialvid_hq_columns_by_name_and_bad_rows(tmp_path):
+    header = "FPS,Num_Frames,Group_ID,ID"  # other order, other spelling of the same names
+    rows = f"30,90,1,{HQ_A}\n30,0,1,{HQ_B}\n25,50,,{HQ_B}\n30,90,1,../x\n"
+    result = read_manifest(hq_release(tmp_path / "HQ", rows, header), fps_target=None)
+    assert result.format == "spatialvid-hq" and [s.native_id for s in result.specs] == [HQ_A]
+    assert [(e.row, e.message) for e in result.errors] == [
+        (3, "num frames (0) and fps (30.0) must be > 0"),
+        (4, "empty group id"),
+        (5, "id '../x' is not a folder name"),
+    ]
+
+
+def test_spatialvid_hq_missing_column_is_named(tmp_path):
+    manifest = hq_release(tmp_path / "HQ", f"{HQ_A},1,30\n", header="id,group id,fps")
+    with pytest.raises(ManifestError, match=r"lacks columns \['num frames'\]"):
+        read_manifest(manifest, "spatialvid-hq")
+    with pytest.raises(ManifestError, match="cannot tell"):
+        read_manifest(manifest)
+
+
+def test_spatialvid_hq_without_annotations_folder(tmp_path):
+    csv_path = tmp_path / "HQ" / "data" / "train" / "SpatialVID_HQ_metadata.csv"
+    manifest = write(csv_path, f"{HQ_HEADER}\n{HQ_A},,,1,30,30,,,\n")
+    (spec,) = read_manifest(manifest).specs
+    assert spec.annotations is None and spec.uri == str(tmp_path / "HQ" / "videos" / "group_0001" / f"{HQ_A}.mp4")
+
+
 # ---------------------------------------------------------------- whole-file problems and CLI
 
 
