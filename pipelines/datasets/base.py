@@ -27,6 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
@@ -105,6 +106,8 @@ class SequenceReader(ABC):
             ("exact" where shipped, "absent" where not; the import turns absent parts into
             "derived" or "estimated" where it can).
         licence: one line, e.g. "CC BY-NC-SA 4.0 (non-commercial)".
+        refusals: part -> one-line reason for each part the reader refuses to read although the
+            set ships it (an encoding not settled upstream); the import records them per clip.
     """
 
     dataset: str
@@ -115,6 +118,7 @@ class SequenceReader(ABC):
     metric_scale: bool
     provenance: Mapping[str, str]
     licence: str
+    refusals: Mapping[str, str] = MappingProxyType({})
 
     @property
     @abstractmethod
@@ -141,8 +145,9 @@ class SequenceReader(ABC):
         """Shipped forward flow from `frame`, or None when the set ships none."""
         return None
 
-    def read_dynamic_mask(self, frame: int) -> np.ndarray | None:
-        """(H, W) bool: pixels whose surface moves in world coordinates at `frame`, or None if unknown."""
+    def read_dynamic_mask(self, frame: int, target_frame: int | None = None) -> np.ndarray | None:
+        """(H, W) bool: pixels of `frame` whose surface moves in world coordinates between `frame` and
+        `target_frame` (default: the next frame; for the last frame, the previous one), or None if unknown."""
         return None
 
     def read_world_motion(self, frame: int, target_frame: int) -> tuple[np.ndarray, np.ndarray] | None:
