@@ -31,8 +31,9 @@ import argparse
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,6 +45,7 @@ __all__ = [
     "PRED_KEYS",
     "camera_metrics",
     "depth_metrics",
+    "EvaluateConfig",
     "evaluate_clip",
     "evaluate_main",
     "mask_iou",
@@ -144,17 +146,35 @@ def evaluate_clip(pred: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarra
 
 
 # ============================================================================ CLI
+@dataclass
+class EvaluateConfig:
+    """`worldreel evaluate`: a checkpoint's 4D geometry on label-store clips (reconstruction mode)."""
+
+    checkpoint: str = field(metadata={"help": "training checkpoint folder, or a run folder (its latest checkpoint)"})
+    stores: list[str] = field(metadata={
+        "name": "stores", "flag": "--store", "aliases": ("--data",), "repeat": True,
+        "help": "label store to evaluate on"})
+    steps: int = field(default=10, metadata={"ge": 1, "help": "denoising steps of the geometry-motion latents"})
+    seed: int = field(default=0, metadata={"help": "random seed of the sampler"})
+    limit: int | None = field(default=None, metadata={"ge": 1, "help": "evaluate at most this many clips"})
+    scheduler: Literal["dpm", "ddim"] = field(default="ddim", metadata={"help": "diffusion sampler"})
+    pretrained: str | None = field(default=None, metadata={
+        "name": "weights", "aliases": ("--pretrained",),
+        "help": "local diffusers folder of the base model (default: the run's)"})
+    device: str = field(default="auto", metadata={"help": "torch device; auto takes cuda when available"})
+    json_path: str | None = field(default=None, metadata={
+        "name": "json", "help": "also write per-clip metrics and their mean to this file"})
+
+
+def _job():
+    from pipelines.jobconfig import JobConfig
+
+    return JobConfig(EvaluateConfig)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldreel evaluate", description="4D geometry metrics of a checkpoint on label stores.")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint folder, or a run folder (latest checkpoint)")
-    p.add_argument("--store", "--data", dest="data", action="append", required=True, help="label store (repeatable)")
-    p.add_argument("--steps", type=int, default=10, help="denoising steps of the geometry-motion latents")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many clips")
-    p.add_argument("--scheduler", choices=("dpm", "ddim"), default="ddim", help="diffusion sampler")
-    p.add_argument("--weights", "--pretrained", dest="pretrained", default=None, help="local diffusers folder of the base model (default: the run's)")
-    p.add_argument("--device", default="auto", help="torch device; auto takes cuda when available")
-    p.add_argument("--json", dest="json_path", default=None, help="also write per-clip metrics and their mean here")
+    _job().add_arguments(p)
     return p
 
 
@@ -173,13 +193,14 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from model.data import LabelClipDataset
     from model.pipeline import WorldReelPipeline
 
-    args = _parser().parse_args(argv)
+    job = _job()
+    (args,) = job.build(job.from_args(_parser().parse_args(argv)))
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
         pipe = WorldReelPipeline.from_checkpoint(args.checkpoint, args.pretrained, device, dtype, args.scheduler)
         T, H, W = pipe.video_size
-        dataset = LabelClipDataset(args.data, num_frames=T)
+        dataset = LabelClipDataset(args.stores, num_frames=T)
         rows = []
         for index in range(len(dataset) if args.limit is None else min(args.limit, len(dataset))):
             sample = dataset[index]
