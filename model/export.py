@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from model.pipeline import SCHEDULERS, WorldReelOutput, WorldReelPipeline
+from model.pipeline import WorldReelOutput, WorldReelPipeline
 from pipelines.video_io import write_video
 
 __all__ = ["export_sample", "load_image", "read_cameras_json", "sample_main", "write_cameras_json", "write_ply"]
@@ -166,27 +167,43 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
 
 
 # ============================================================================ CLI
+@dataclass
+class SampleConfig:
+    """`worldreel sample`: one video and its 4D scene from a checkpoint, a prompt and a first frame."""
+
+    checkpoint: str = field(metadata={"help": "training checkpoint folder, or a run folder (its latest checkpoint)"})
+    image: str = field(metadata={"help": "first frame (any format OpenCV reads)"})
+    prompt: str = field(metadata={"help": "text prompt"})
+    out: str = field(metadata={"help": "output folder"})
+    steps: int = field(default=50, metadata={"ge": 1, "help": "denoising steps"})
+    seed: int = field(default=0, metadata={"help": "random seed of the sampler"})
+    guidance: float = field(default=6.0, metadata={"help": "classifier-free guidance scale (<= 1: off)"})
+    negative_prompt: str = field(default="", metadata={"help": "negative prompt of classifier-free guidance"})
+    scheduler: Literal["dpm", "ddim"] = field(default="dpm", metadata={"help": "diffusion sampler"})
+    pretrained: str | None = field(default=None, metadata={
+        "name": "weights", "aliases": ("--pretrained",),
+        "help": "local diffusers folder of the base model (default: the run's)"})
+    fps: float = field(default=8.0, metadata={"gt": 0, "help": "frame rate written into the mp4"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    dtype: Literal["auto", "bf16", "fp32"] = field(default="auto", metadata={"help": "auto: bf16 on CUDA, fp32 on CPU"})
+
+
+def _job():
+    from pipelines.jobconfig import JobConfig
+
+    return JobConfig(SampleConfig)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldreel sample", description="Sample a video and its 4D scene from text + one image.")
-    p.add_argument("--checkpoint", required=True, help="training checkpoint folder, or a run folder (latest checkpoint)")
-    p.add_argument("--image", required=True, help="first frame (any format OpenCV reads)")
-    p.add_argument("--prompt", required=True, help="text prompt")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (<= 1: off)")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--scheduler", choices=SCHEDULERS, default="dpm")
-    p.add_argument("--pretrained", default=None, help="local diffusers folder of the base model (default: the run's)")
-    p.add_argument("--fps", type=float, default=8.0, help="frame rate written into the mp4")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    _job().add_arguments(p)
     return p
 
 
 def sample_main(argv: list[str] | None = None) -> int:
     """`worldreel sample`: load a checkpoint, sample one video, export it. Returns 0 on success, 2 on bad input."""
-    args = _parser().parse_args(argv)
+    job = _job()
+    (args,) = job.build(job.from_args(_parser().parse_args(argv)))
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     bf16 = args.dtype == "bf16" or (args.dtype == "auto" and device.type == "cuda")
     try:
