@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from labelers.geometry import nearest_rotation
+from labelers.geometry import check_frames, nearest_rotation
 
 __all__ = [
     "MOTIONS",
@@ -143,12 +143,7 @@ class CameraEstimator(Protocol):
 
 def check_camera_inputs(frames: np.ndarray, K: np.ndarray | None) -> np.ndarray | None:
     """Validate `CameraEstimator.estimate` arguments; returns K as (T, 3, 3) float64 or None."""
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        got = f"{getattr(frames, 'shape', type(frames))} {getattr(frames, 'dtype', '')}"
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {got}")
-    num_frames = frames.shape[0]
-    if num_frames < 2:
-        raise ValueError(f"need at least 2 frames, got {num_frames}")
+    num_frames, _, _ = check_frames(frames, min_frames=2)
     if K is None:
         return None
     K = np.asarray(K, np.float64)

@@ -21,7 +21,25 @@ __all__ = [
     "relative_pose",
     "nearest_rotation",
     "rigid_fit",
+    "check_frames",
 ]
+
+
+def check_frames(frames: np.ndarray, min_frames: int = 1, name: str = "frames") -> tuple[int, int, int]:
+    """The input check every labeler shares: `frames` is (T, H, W, 3) uint8 RGB with T >= `min_frames`.
+
+    Returns:
+        (T, H, W).
+
+    Raises:
+        ValueError: naming the shape and dtype received.
+    """
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        got = f"{getattr(frames, 'shape', type(frames).__name__)} {getattr(frames, 'dtype', '')}".strip()
+        raise ValueError(f"{name} must be (T, H, W, 3) uint8, got {got}")
+    if frames.shape[0] < min_frames:
+        raise ValueError(f"{name}: need at least {min_frames} frames, got {frames.shape[0]}")
+    return frames.shape[0], frames.shape[1], frames.shape[2]
 
 
 def pixel_grid(height: int, width: int) -> np.ndarray:
