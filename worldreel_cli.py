@@ -66,7 +66,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} clips and {Path(args.out) / 'manifest.csv'}")
     if store is not None:
         store.compact_index()
-        print(f"ground truth committed to {store.root}")
+        print(f"ground truth committed to {store.location}")
     return 0
 
 
@@ -196,7 +196,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     index = store.index()
     rows = index.to_pylist()
     accepted = [r for r in rows if r["status"] == "accepted"]
-    print(f"store {store.root}: {len(rows)} clips, {len(accepted)} accepted, {len(rows) - len(accepted)} rejected")
+    print(f"store {store.location}: {len(rows)} clips, {len(accepted)} accepted, {len(rows) - len(accepted)} rejected")
     if rows:
         print(f"  bytes per accepted clip: {sum(r['nbytes'] for r in accepted) / max(len(accepted), 1):,.0f}")
     if args.json:

@@ -22,7 +22,7 @@ from flows.report import ReportParams, report_flow, report_reference
 from pipelines.jobconfig import JobConfig, Pair
 from pipelines.labeling import ClipOutcome, LabelConfig, plan, summarise
 from pipelines.manifests import read_manifest
-from pipelines.report import save_manifest_errors
+from pipelines.report import default_report_dir, save_manifest_errors
 from storage import LabelStore
 
 __all__ = ["LABEL_JOB", "LabelRun", "LabelRunParams", "label_clips_flow", "label_config", "label_job"]
@@ -123,20 +123,17 @@ def label_clips_flow(params: LabelRunParams) -> dict:
 
     if todo:
         init_ray(run.ray_address, run.workers)
-        run_on_ray(todo, cfg, str(store.root), run.batch_size, run.gpu_fraction,
+        run_on_ray(todo, cfg, store.location, run.batch_size, run.gpu_fraction,
                    redo_failed=run.redo_failed, on_outcomes=on_outcomes)
     update_progress_artifact(progress_id, 100.0)
     store.compact_index()
     summary = summarise(outcomes, manifest.errors)
-    summary["store"] = str(Path(run.store).resolve())
+    summary["store"] = store.location
     summary["seconds"] = time.perf_counter() - start
-    save_manifest_errors(store.root, run.manifest, manifest.errors)  # the report lists them
+    save_manifest_errors(store, run.manifest, manifest.errors)  # the report lists them
     if run.write_report:
         # absolute, so the artifact's link works from the UI whatever the working directory
-        store_path = Path(run.store).resolve()
-        report_dir = str(Path(run.report_dir).resolve()) if run.report_dir else str(
-            store_path.parent / f"{store_path.name}_report"
-        )
+        report_dir = str(Path(run.report_dir or default_report_dir(store.location)).resolve())
         summary["report"] = report_flow(ReportParams(store=run.store, out=report_dir))
     _publish_summary(summary, outcomes, manifest.errors)
     return summary

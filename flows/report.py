@@ -108,7 +108,7 @@ def report_flow(params: ReportParams) -> str:
     summary = json.loads((path.parent / "summary.json").read_text())
     store = LabelStore.open(params.store)
     rows = store.index().to_pylist()
-    errors = load_manifest_errors(store.root)
+    errors = load_manifest_errors(store)
     create_markdown_artifact(_markdown(summary, rows, errors, path), key="label-quality",
                              description=f"Label quality of {params.store}")
     table = [

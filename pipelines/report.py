@@ -23,7 +23,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
@@ -41,6 +41,7 @@ __all__ = [
     "field_gaps",
     "run_gates",
     "save_manifest_errors",
+    "default_report_dir",
     "load_manifest_errors",
     "flow_to_rgb",
     "histogram_svg",
@@ -466,34 +467,41 @@ def _depth_advice(attrs: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- manifest row errors
-def _errors_path(store_root: str | Path) -> Path:
-    return Path(store_root) / "index" / MANIFEST_ERRORS_FILE
+_ERRORS_RELPATH = f"index/{MANIFEST_ERRORS_FILE}"
 
 
-def save_manifest_errors(store_root: str | Path, manifest: str | Path, errors: Sequence[Any]) -> Path:
+def save_manifest_errors(store: LabelStore, manifest: str | Path, errors: Sequence[Any]) -> None:
     """Record the row errors of one manifest beside the store's index (replacing that manifest's
     earlier record: its rows are read again on every run). `errors`: `pipelines.manifests.RowError`s."""
-    path = _errors_path(store_root)
-    manifest = str(Path(manifest).resolve())
-    kept = [e for e in load_manifest_errors(store_root) if e.get("manifest") != manifest]
+    manifest = str(manifest) if "://" in str(manifest) else str(Path(manifest).resolve())
+    kept = [e for e in load_manifest_errors(store) if e.get("manifest") != manifest]
     fresh = [
         {"manifest": manifest, "row": getattr(e, "row", None), "entry": getattr(e, "entry", None),
          "message": str(getattr(e, "message", e))}
         for e in errors
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(kept + fresh, indent=1))
-    tmp.replace(path)
-    return path
+    store.put_file(_ERRORS_RELPATH, json.dumps(kept + fresh, indent=1).encode())
 
 
-def load_manifest_errors(store_root: str | Path) -> list[dict[str, Any]]:
+def load_manifest_errors(store: LabelStore) -> list[dict[str, Any]]:
     """The recorded manifest row errors of a store ([] when none were recorded)."""
-    path = _errors_path(store_root)
-    if not path.exists():
-        return []
-    return list(json.loads(path.read_text()))
+    data = store.get_file(_ERRORS_RELPATH)
+    return [] if data is None else list(json.loads(data))
+
+
+def _store_name(store: LabelStore) -> str:
+    return _location_name(store.location)
+
+
+def _location_name(location: str) -> str:
+    return PurePosixPath(str(location).rstrip("/")).name or str(location)
+
+
+def default_report_dir(store_location: str) -> Path:
+    """Where a run writes its store's report by default: `<store>_report` beside a local store, or in
+    the working directory for a store in object storage (the page is read from a local disk)."""
+    name = f"{_location_name(store_location)}_report"
+    return Path(name) if "://" in str(store_location) else Path(store_location).resolve().parent / name
 
 
 # ---------------------------------------------------------------------------- summary
@@ -514,7 +522,7 @@ def report_summary(store: LabelStore) -> dict[str, Any]:
         "accepted": sum(r["status"] == "accepted" for r in rows),
         "rejected": sum(r["status"] == "rejected" for r in rows),
         "rejected_by_reason": dict(reasons.most_common()),
-        "manifest_row_errors": len(load_manifest_errors(store.root)),
+        "manifest_row_errors": len(load_manifest_errors(store)),
         "metric_medians": medians,
     }
 
@@ -687,7 +695,7 @@ def _gates_section(gates: RunGates) -> str:
 
 def _manifest_errors_section(store: LabelStore, errors: list[dict[str, Any]]) -> str:
     if not errors:
-        recorded = _errors_path(store.root).exists()
+        recorded = store.get_file(_ERRORS_RELPATH) is not None
         text = "none" if recorded else "none recorded (the store was not written by a labeling run that records them)"
         return f'<p id="manifest-errors">{text}</p>'
     rows = "".join(
@@ -729,7 +737,7 @@ def build_report(store_path: str | Path, out_dir: str | Path, options: ReportOpt
     store = LabelStore.open(store_path)
     rows = store.index().to_pylist()
     summary = report_summary(store)
-    errors = load_manifest_errors(store.root)
+    errors = load_manifest_errors(store)
     gates = run_gates(store, [r["clip_id"] for r in rows], options.thresholds)
     metrics = sorted({k[3:] for row in rows for k in row if k.startswith("qa_")})
     hists = []
@@ -756,8 +764,8 @@ def build_report(store_path: str | Path, out_dir: str | Path, options: ReportOpt
     summary["gates"] = {m: [list(b) for b in bs] for m, bs in gates.bounds.items()}
     summary["gate_sets"] = len(gates.sets)
     page = _TEMPLATE.format(
-        title=html.escape(f"Label quality: {store.root.name}"),
-        store=html.escape(str(store.root)),
+        title=html.escape(f"Label quality: {_store_name(store)}"),
+        store=html.escape(store.location),
         clips=summary["clips"],
         accepted=summary["accepted"],
         rejected=summary["rejected"],

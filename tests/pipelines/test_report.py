@@ -38,7 +38,7 @@ def labelled(tmp_path_factory):
     label_clips([s for s in manifest.specs if s not in run2], LabelConfig(**size, thresholds=RUN1_GATES), store)
     label_clips(run2, LabelConfig(**size, thresholds=RUN2_GATES), store)
     store.compact_index()
-    save_manifest_errors(store.root, manifest_path, manifest.errors)
+    save_manifest_errors(store, manifest_path, manifest.errors)
     path = build_report(store.root, root / "report")
     return store, path, good, bad
 

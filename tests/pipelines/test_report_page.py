@@ -16,6 +16,7 @@ from pipelines.report import (
     save_manifest_errors,
 )
 from pipelines.manifests import RowError
+from storage import LabelStore
 
 
 def _ticks(svg: str) -> list[str]:
@@ -98,12 +99,13 @@ def test_field_gaps_names_the_cause_of_missing_scene_flow(clip, cause, phrase):
 
 
 def test_manifest_errors_replace_their_manifests_record_and_keep_the_others(tmp_path):
-    assert load_manifest_errors(tmp_path) == []
+    store = LabelStore.create(tmp_path / "store")
+    assert load_manifest_errors(store) == []
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    save_manifest_errors(tmp_path, a, [RowError(str(a), 3, "bad time"), RowError(str(a), 5, "no video", entry=1)])
-    save_manifest_errors(tmp_path, b, [RowError(str(b), 2, "bad fps")])
-    save_manifest_errors(tmp_path, a, [RowError(str(a), 4, "fixed 3, broke 4")])  # a rerun of a
-    errors = load_manifest_errors(tmp_path)
+    save_manifest_errors(store, a, [RowError(str(a), 3, "bad time"), RowError(str(a), 5, "no video", entry=1)])
+    save_manifest_errors(store, b, [RowError(str(b), 2, "bad fps")])
+    save_manifest_errors(store, a, [RowError(str(a), 4, "fixed 3, broke 4")])  # a rerun of a
+    errors = load_manifest_errors(store)
     assert [(e["row"], e["entry"], e["message"]) for e in errors] == [(2, None, "bad fps"), (4, None, "fixed 3, broke 4")]
 
 
