@@ -432,6 +432,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="4D geometry metrics of a checkpoint's predictions against label-store clips",
         add_help=False,
     )
+    sub.add_parser(
+        "evaluate-video",
+        help="generate videos from held-out clips with a checkpoint (and a baseline): the paper's metrics, 4D "
+        "consistency with our labelers, an HTML report (see `worldreel evaluate-video --help`)",
+        add_help=False,
+    )
 
     info = sub.add_parser("info", help="summarise a label store", description="Print what a label store holds.")
     _add_store(info, "label store")
@@ -512,6 +518,10 @@ def _run(argv: list[str]) -> int:
         from model.evaluate import evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["evaluate-video"]:
+        from model.video_eval import evaluate_video_main
+
+        return evaluate_video_main(argv[1:])
     args = build_parser(argv[0] if argv else "").parse_args(argv)
     return int(args.func(args) or 0)
 

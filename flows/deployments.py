@@ -16,12 +16,14 @@ from prefect import serve
 from flows.labeling import label_clips_flow
 from flows.report import report_flow
 from flows.training import train_flow, worldreel_pipeline_flow
+from flows.video_eval import evaluate_video_flow, train_then_evaluate_flow
 
 __all__ = ["build_deployments", "serve_deployments"]
 
 
 def build_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> list:
-    """The deployments: labeling (optionally on a cron schedule with default parameters), report, training, pipeline."""
+    """The deployments: labeling (optionally on a cron schedule with default parameters), report, training,
+    pipeline, video evaluation, training followed by video evaluation."""
     label_kwargs: dict[str, Any] = {"name": "label", "tags": ["labeling"],
                                     "description": "Label the clips of a manifest into a label store"}
     if label_cron:
@@ -34,6 +36,14 @@ def build_deployments(label_cron: str | None = None, label_defaults: dict[str, A
         train_flow.to_deployment(name="train", tags=["training"], description="Train one stage of the WorldReel model"),
         worldreel_pipeline_flow.to_deployment(
             name="pipeline", tags=["labeling", "training"], description="Label, report, then train on the accepted clips"
+        ),
+        evaluate_video_flow.to_deployment(
+            name="evaluate", tags=["evaluation"],
+            description="Generate from held-out clips with a checkpoint and a baseline: paper metrics, 4D consistency",
+        ),
+        train_then_evaluate_flow.to_deployment(
+            name="train-evaluate", tags=["training", "evaluation"],
+            description="Train one stage, then evaluate its latest checkpoint on held-out clips",
         ),
     ]
 

@@ -307,12 +307,54 @@ def plan(
 
 
 @contextmanager
-def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+def timed_stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the `with` block to `seconds[name]`."""
     start = time.perf_counter()
     try:
         yield
     finally:
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tuple[PairFlows, PairFlows]:
+    """Consecutive-frame flows and key-frame flows of (T, H, W, 3) frames; key flows repaired from
+    the chains of consecutive ones when `cfg.key_flow_chains`."""
+    T = frames.shape[0]
+    flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
+    key_flows = compute_pair_flows(backends.flow, frames, key_frame_pairs(T, cfg.stride), cfg.max_flow_uncertainty_px)
+    if cfg.key_flow_chains:
+        key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
+    return flows, key_flows
+
+
+def label_arrays(
+    K: np.ndarray,
+    c2w: np.ndarray,
+    depth: np.ndarray,
+    depth_valid: np.ndarray,
+    flows: PairFlows,
+    key_flows: PairFlows,
+    dynamic_key: np.ndarray,
+    scene_flow: np.ndarray,
+    scene_flow_valid: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The LABELS.md arrays of a labelled clip but `frame_index` and `timestamps`, with `c2w[0] = I`."""
+    c2w = c2w.astype(np.float32)
+    c2w[0] = np.eye(4, dtype=np.float32)
+    return {
+        "K": K.astype(np.float32),
+        "c2w": c2w,
+        "depth": np.where(depth_valid, depth, 0).astype(np.float32),
+        "depth_valid": depth_valid,
+        "flow": flows.flow_fwd_px,
+        "flow_valid": flows.valid_fwd,
+        "flow_uncertainty": flows.uncertainty_fwd_px,
+        "key_flow": key_flows.flow_fwd_px,
+        "key_flow_valid": key_flows.valid_fwd,
+        "dynamic_mask": dynamic_key,
+        "scene_flow": scene_flow.astype(np.float32),
+        "scene_flow_valid": scene_flow_valid,
+    }
 
 
 def label_clip(
@@ -325,45 +367,30 @@ def label_clip(
     """
     seconds = {} if seconds is None else seconds
     T, stride = cfg.num_frames, cfg.stride
-    with _stage(seconds, "decode"):
+    with timed_stage(seconds, "decode"):
         decoded = decode_clip(spec, cfg.decode)
     frames = decoded.frames
-    with _stage(seconds, "flow"):
-        flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
-        key_flows = compute_pair_flows(backends.flow, frames, key_frame_pairs(T, stride), cfg.max_flow_uncertainty_px)
-        if cfg.key_flow_chains:
-            key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
+    with timed_stage(seconds, "flow"):
+        flows, key_flows = pair_flows(frames, cfg, backends)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
-    with _stage(seconds, "camera"):
+    with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported, cfg)
     pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
     key_frames = list(range(0, T, stride))
-    with _stage(seconds, "depth_and_masks"):
+    with timed_stage(seconds, "depth_and_masks"):
         if imported is not None:
             depth, depth_valid, dynamic_key = _imported_depth_and_masks(imported, backends, pairs, c2w, K, key_frames)
         else:
             result = label_depth_and_masks(frames, pairs, c2w, K, key_frames, backends.depth, backends.masks)
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
-    with _stage(seconds, "scene_flow"):
+    with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
     arrays = {
         "frame_index": decoded.frame_index,
         "timestamps": decoded.timestamps,
-        "K": K.astype(np.float32),
-        "c2w": c2w.astype(np.float32),
-        "depth": np.where(depth_valid, depth, 0).astype(np.float32),
-        "depth_valid": depth_valid,
-        "flow": flows.flow_fwd_px,
-        "flow_valid": flows.valid_fwd,
-        "flow_uncertainty": flows.uncertainty_fwd_px,
-        "key_flow": key_flows.flow_fwd_px,
-        "key_flow_valid": key_flows.valid_fwd,
-        "dynamic_mask": dynamic_key,
-        "scene_flow": flow3d.astype(np.float32),
-        "scene_flow_valid": flow3d_valid,
+        **label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic_key, flow3d, flow3d_valid),
     }
-    arrays["c2w"][0] = np.eye(4, dtype=np.float32)
-    with _stage(seconds, "qa"):
+    with timed_stage(seconds, "qa"):
         inside = ~np.isnan(flows.fb_error_fwd_px)
         qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa}
         reasons = gate(qa, cfg.thresholds)
