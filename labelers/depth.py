@@ -34,8 +34,9 @@ several neighbouring frames j and fuses them:
 
    The parallax test is there because the fused sigma treats the views as independent, yet
    they share flow hops (5 -> 8 and 5 -> 12 both start with 5 -> 8), so their errors are
-   correlated and the fused sigma of a far point is too small: on a sky 80 m away the
-   views' agreement alone let 1-5 % of the sky through, at depths 2-20x too near.
+   correlated and the fused sigma of a far point is too small: the views' agreement alone lets
+   part of a far sky through, far too near (measured: docs/benchmarks.md, "Labeler design
+   measurements", multi-view depth).
 
 Moving objects whose motion leaves the epipolar line fail step 2's check by themselves;
 motion along it is caught by the dynamic mask (see `labelers.dynamic_mask`, which also

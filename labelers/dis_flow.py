@@ -1,12 +1,10 @@
 """Weight-free optical flow with OpenCV's DIS, refined, with forward-backward uncertainty.
 
 Plain DIS at PRESET_MEDIUM stops its coarse-to-fine patch search at half resolution.
-This backend keeps the preset's other settings and improves on it in three ways, each
-measured on the synthetic reference scenes (see tests/labelers/test_dis_flow.py and
-bench/bench_flow.py for the numbers):
+This backend keeps the preset's other settings and improves on it in three ways:
 
 1. patch search down to full resolution (`finest_scale=0`), the largest gain and most of
-   the extra cost (about 4x the preset's time per direction);
+   the extra cost;
 2. one more full-resolution variational refinement pass (`cv2.VariationalRefinement`,
    10 fixed-point iterations) on the DIS result;
 3. forward-backward fusion: flow in both directions is computed anyway (for the
@@ -14,25 +12,14 @@ bench/bench_flow.py for the numbers):
    flow is replaced by the mean of F(x) and -B(x + F(x)), two nearly independent
    estimates of the same displacement.
 
-Each step pays for itself on every scene class we render (120x180, T = 9, with the
-validity checks of `labelers.flow.compute_pair_flows`; EPE on our valid pixels, the same
-pixels for every setting): rooms under dolly, orbit and pan, open yards under a far sky,
-low and repeated texture, noise 3 + motion blur 0.5 + exposure drift 0.2, a fixed camera
-with a large mover. Plain DIS-medium is 1.4-2.2x our consecutive EPE and 1.4-3.4x our
-key-pair EPE; without step 2 our EPE rises 2-19 % (consecutive) and 0-34 % (key pairs) and
-coverage drops up to 1.6 points, for 20-30 % of our time. With JPEG quality 30 or noise of
-6 levels the gap narrows (plain 1.13x and 1.32x on an open orbit) but holds; fusion (step 3)
-changes the EPE by under 1 % and costs almost nothing. Per clip, with both directions and
-the validity checks, our flow takes 1.3-2.2x the time of plain DIS-medium.
+Each step pays for itself on every scene class we render (measured: docs/benchmarks.md,
+"Labeler design measurements", DIS flow; tests/labelers/test_dis_flow.py checks the gains).
 
 The uncertainty (expected end-point error in pixels) is `uncertainty_scale` times the
 forward-backward error |F + B(x + F)| of the unfused flows. The default scale 1.2 is
-calibrated on the synthetic scenes (pipelines.synthetic, 120x180, four camera motions,
-consecutive and 4-apart pairs, GT-visible pixels): binned by forward-backward error from
-0.1 to 5 px, the mean end-point error of the fused flow is 1.04-1.47 times that error, 1.2
-overall. Other settings need their own scale: plain DIS-medium flows are smoother and
-wrong more consistently in both directions, their error is 1.3-2.4 times the
-forward-backward error.
+calibrated on the synthetic scenes (same section). Other settings need their own scale:
+plain DIS-medium flows are smoother and wrong more consistently in both directions, so their
+error is a larger multiple of the forward-backward error.
 
 Where x + F(x) leaves the image there is no backward flow to compare with; there the
 backward flow is read at the nearest in-image position and the distance by which the

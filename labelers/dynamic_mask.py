@@ -23,7 +23,8 @@ Residual of one flow field F_{i->j} against a static world (`rigidity_residual`)
   valid one, because far points are exactly those whose depth the views cannot determine
   (`labelers.depth.MultiViewDepth` leaves them invalid). A sky 80 m away, beyond a ground whose
   depth is valid to 20 m, would otherwise be flagged wherever its parallax differs from the
-  ground's by more than tau (measured: 3-68 % of sky pixels). The price: a mover whose flow
+  ground's by more than tau (measured: docs/benchmarks.md, "Labeler design measurements",
+  dynamic masks). The price: a mover whose flow
   lies between the rotation-only position and the farthest static surface is taken as static.
   When the camera barely translates (pan, tripod) the
   segment shrinks to a point and the residual becomes the homography residual
@@ -55,10 +56,10 @@ the image are dropped.
 Limitation: an object moving along the epipolar lines by an amount a static point of
 plausible depth could also show (e.g. sideways, beside a camera that moves sideways) is
 indistinguishable from a static one by flow and camera alone: triangulation gives it a
-consistent wrong depth. The weight-free chain leaves such objects unmasked (measured in
-`bench/bench_masks.py`); a depth prior finds them (previous paragraph). The prior's own
-errors bound its use: a static surface where the aligned network is off by more than the
-margin, in a view with parallax, is a false alarm.
+consistent wrong depth. The weight-free chain leaves such objects unmasked (measured by
+`bench/bench_masks.py`, docs/benchmarks.md); a depth prior finds them (previous paragraph).
+The prior's own errors bound its use: a static surface where the aligned network is off by
+more than the margin, in a view with parallax, is a false alarm.
 
 Order (the cycle "depth needs a static mask, masks need depth" is broken by the
 depth-free residual), implemented by `label_depth_and_masks`:
@@ -72,13 +73,13 @@ depth-free residual), implemented by `label_depth_and_masks`:
    where depth is valid; where the key-frame flow is invalid, the frame mask of step 1
    decides. Key frame k is also compared with the frames m times as far as its label pair's
    other frame in the same direction, or the other one past the clip's end (m in
-   `key_view_multiples`, flows composed): a slow
-   mover stays under the threshold over one key interval (0.4-1 px in
-   `bench/bench_masks.py`'s failures) but exceeds it over several, while the residual of
-   static pixels grows much less (composed-flow noise and depth error). These views leave
-   the prior out (its error grows with the baseline as the motion does). A pixel is dynamic
-   when any view finds it moving; so the label errs towards "moving" for a surface that
-   moves within a few key intervals of k but not between k and k + 1;
+   `key_view_multiples`, flows composed): a slow mover stays under the threshold over one
+   key interval (measured: docs/benchmarks.md, "Labeler design measurements", dynamic masks)
+   but exceeds it over several, while the residual of static pixels grows much less
+   (composed-flow noise and depth error). These views leave the prior out (its error grows
+   with the baseline as the motion does). A pixel is dynamic when any view finds it moving;
+   so the label errs towards "moving" for a surface that moves within a few key intervals of
+   k but not between k and k + 1;
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving

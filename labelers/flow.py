@@ -19,8 +19,8 @@ that adopts its occluder's motion, a repeated pattern matched one period off. Th
 those: texture support, photometric (ZNCC) consistency at the target, and isolated islands.
 A pattern that repeats within the search range over a large region (the sum-of-sinusoids sky
 of an open orbit, 4 frames apart) can still be matched a period off with a high ZNCC: there
-only the chain check of `fill_from_chains` helps, and not fully (120x180, two key pairs:
-valid sky pixels 12-15 px off 427 and 170 directly, 100 and 79 after the chains).
+only the chain check of `fill_from_chains` helps, and not fully (measured: docs/benchmarks.md,
+"Labeler design measurements", optical flow: repeated texture).
 """
 
 from __future__ import annotations
@@ -238,43 +238,27 @@ def _confident(uncertainty_px: np.ndarray, max_uncertainty_px: float) -> np.ndar
 @dataclass(frozen=True)
 class ValidityChecks:
     """Checks `compute_pair_flows` adds to the forward-backward test (serialised into the flow
-    labeler's params, so that a label can be traced to them).
-
-    Measured with DIS (bench/bench_flow.py --real-pairs --classes): on OpenCV's real pairs at
-    320 px wide, valid pixels more than 3 px off went from 5.9 % to 4.2 % (aloe stereo; coverage
-    0.69 -> 0.64) and from 18 % to 0.6 % (graf1 -> graf3, coverage 0.049 -> 0.032); on a noisy
-    white wall from hundreds to thousands of valid pixels over 1 px off to none.
+    labeler's params, so that a label can be traced to them). Measured, with the defaults'
+    sweeps: docs/benchmarks.md, "Labeler design measurements", optical flow: validity checks.
 
     Attributes:
         texture_window_px: side of the window of the structure tensor: the support of the flow
             (DIS's 8 px patches spread by its variational smoothing), so that a pixel a few
             pixels from texture keeps the flow its neighbourhood determines. The patch ZNCC
-            below asks for structure at the pixel itself. On a noisy open yard (240x360, noise
-            4 levels, motion blur 0.5) windows of 9, 13, 17 and 21 px kept 0.74, 0.84, 0.89 and
-            0.91 of the visible pixels (at texture_min_snr 1.0), 0.9-1.0 % of them over 1 px off
-            for all four; the real
-            pairs and the wall stayed as good (aloe 4.2 % over 3 px, graf 0.6 %, the wall
-            nothing valid).
+            below asks for structure at the pixel itself. A larger window keeps more of a noisy
+            scene valid at the same error.
         texture_min_snr: a pixel needs the smaller eigenvalue of its structure tensor (gradients
             in 8-bit levels per pixel, averaged over the window) to be at least this times the
-            image noise variance. Pure noise reaches 0.67 / 0.48 / 0.43 (9 / 17 / 21 px
-            windows, 240x360, sigma 0.5-4 levels, maximum over all pixels of 12 images), so
-            0.75 leaves a margin of 1.7; from 1.0 to 0.75 the noisy open yard above went from
-            0.91 to 0.94 coverage, with nothing over 3 px off, the real pairs and the wall as
-            before.
+            image noise variance; pure noise stays below the default with a margin.
         noise_floor_levels: the noise sigma used is at least this: 8-bit quantisation alone
-            is 1/sqrt(12) = 0.29 levels. (With a 9 px window, 0.5 cut a noise-free low-texture
-            clip's coverage from 0.95 to 0.79, dropping pixels with 0.16 px median error.)
+            is 1/sqrt(12) = 0.29 levels.
         zncc_radius_px: the photometric check compares (2 r + 1)^2 patches.
         min_zncc: zero-mean normalised cross-correlation, at least this, between the patch at
             the source pixel and the patch at its target (gain and offset invariant, so exposure
-            changes pass). It catches occluded bands that took a neighbour's motion: on aloe,
-            valid pixels > 3 px off 5.9 % without it, 4.5 / 4.2 / 3.9 % at 0.5 / 0.6 / 0.7, for
-            a room orbit's consecutive coverage 0.974 / 0.970 / 0.967 / 0.962.
+            changes pass). It catches occluded bands that took a neighbour's motion; a higher
+            value trades coverage for fewer wrong pixels.
         min_region_fraction: valid pixels form 8-connected regions of at least this fraction of
-            the image; smaller islands amid invalid flow are chance agreements (0 disables):
-            with them, 9.7 % of graf1 -> graf3's valid pixels are more than 3 px off, without
-            them 0.6 % (aloe: 4.5 % and 4.2 %).
+            the image; smaller islands amid invalid flow are chance agreements (0 disables).
     """
 
     texture_window_px: int = 21
@@ -310,8 +294,9 @@ def image_noise_sigma(gray: np.ndarray, block_px: int = 8, percentile: float = 1
     Immerkaer's residual (the 3x3 kernel [1 -2 1; -2 4 -2; 1 -2 1] cancels planes and turns
     white noise of sigma into 6 sigma) taken over the flattest blocks: its RMS per
     `block_px` block, at the given low percentile, so that texture and edges do not count as
-    noise. Measured on pure Gaussian noise: 0.8-0.9 of the true sigma. An image without flat
-    blocks gets a larger estimate, which only makes the texture check stricter.
+    noise. On pure Gaussian noise it reads slightly low (measured: docs/benchmarks.md, "Labeler
+    design measurements", optical flow: noise estimate). An image without flat blocks gets a
+    larger estimate, which only makes the texture check stricter.
     """
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
     if gray.ndim != 2 or min(gray.shape) < 3:
@@ -600,30 +585,25 @@ def fill_from_chains(
     valid pixels it grossly contradicts are replaced.
 
     A fast object moves tens of pixels over a key-frame interval: a direct estimate loses it
-    there (DIS at 240x360: 72 % of a mover moving 32 px invalid, 36 px error), while the same
-    motion in single-frame steps is tracked. A composed pixel is kept where every hop is valid,
+    there, while the same motion in single-frame steps is tracked. A composed pixel is kept where every hop is valid,
     the composed backward flow is valid at its target, the two pass the forward-backward check, and its
     uncertainty, the root sum of squares of the hops' uncertainties along the chain (hop errors
     taken as independent), is at most `max_uncertainty_px`, and it differs from the direct flow
     by more than `min_correction_px`: the direct estimate lost the motion there. Pixels whose
     direct flow is merely inconsistent (occlusion borders, the image edge) stay invalid, as the
-    chain is no better there: filling them too added pixels with 0.2-0.8 px median error,
-    which reached the multi-view depth and doubled the false alarms of the masks on a
-    120x180 dolly clip.
+    chain is no better there: filling them too added errors that reached the multi-view depth
+    and the masks' false alarms.
 
     Pixels whose direct flow is valid keep it (one estimate does not accumulate the hops'
     errors) unless the chain differs from it by more than `replace_gap_px`. Over four frames
     DIS can lock onto a wrong match in repeated texture that the backward estimate repeats,
-    so the check passes: on an orbit clip at 480x720, 4-5 % of the valid pixels of two key
-    pairs were wrong by 35 px (median), on static objects that the masks then flagged as moving
-    (5.7 % false alarms). Where a confident chain disagreed by more than 8 px, it was the closer to
-    the truth on all 34,895 such pixels of three clips (median error 0.05-0.17 px against the
-    direct flow's 35-43 px); between 3 and 8 px the direct flow was the closer on 239 of 286.
-    Closer is not right, though: where a confident chain and a valid direct flow disagree by
-    more than `disagree_gap_px` (and at most `replace_gap_px`) neither is trusted and the pixel
-    becomes invalid. On a repeated-texture orbit clip (120x180, 8 key pairs in both
-    directions) that took the valid key pixels more than 3 px off from 4.9 % to 2.3 % for 2.5
-    points of coverage; on five other scene classes it changed coverage by at most 0.2 points.
+    so the check passes, and the masks then flag static objects as moving. Where a confident
+    chain disagrees by more than `replace_gap_px` it is the closer to the truth; between
+    `disagree_gap_px` and `replace_gap_px` the direct flow mostly is. Closer is not right,
+    though: where a confident chain and a valid direct flow disagree by more than
+    `disagree_gap_px` (and at most `replace_gap_px`) neither is trusted and the pixel becomes
+    invalid. Measured: docs/benchmarks.md, "Labeler design measurements", optical flow: chain
+    fill.
 
     Args:
         direct: flows of the pairs to fill (e.g. `key_frame_pairs`).
