@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import serve
 
+from flows.importing import import_flow
 from flows.labeling import label_clips_flow
 from flows.report import report_flow
 from flows.training import train_flow, worldreel_pipeline_flow
@@ -22,7 +23,7 @@ __all__ = ["build_deployments", "serve_deployments"]
 
 
 def build_deployments(label_cron: str | None = None, label_defaults: dict[str, Any] | None = None) -> list:
-    """The deployments: labeling (optionally on a cron schedule with default parameters), report, training,
+    """The deployments: labeling (optionally on a cron schedule with default parameters), import, report, training,
     pipeline, video evaluation, training followed by video evaluation."""
     label_kwargs: dict[str, Any] = {"name": "label", "tags": ["labeling"],
                                     "description": "Label the clips of a manifest into a label store"}
@@ -32,6 +33,9 @@ def build_deployments(label_cron: str | None = None, label_defaults: dict[str, A
         label_kwargs["parameters"] = {"params": label_defaults}
     return [
         label_clips_flow.to_deployment(**label_kwargs),
+        import_flow.to_deployment(
+            name="import", tags=["import"], description="Import a data set with exact labels into a label store"
+        ),
         report_flow.to_deployment(name="report", tags=["audit"], description="Write a store's label-quality report"),
         train_flow.to_deployment(name="train", tags=["training"], description="Train one stage of the WorldReel model"),
         worldreel_pipeline_flow.to_deployment(

@@ -9,7 +9,12 @@ frames (every `stride`-th frame; LABELS.md). Which supervision exists is said by
 - has_depth / has_points: some depth is valid;
 - has_camera: K and c2w are finite with positive focal lengths;
 - has_mask / has_scene_flow: the arrays are present and finite;
-- metric_scale: the clip attribute of the same name.
+- metric_scale: the clip attribute of the same name;
+- provenance: each label part's provenance, exact, derived, estimated or absent (`provenance`),
+  so training can weight supervision by it (collated as a list of dicts).
+
+RGB comes from the clip's source: its video, or, for clips imported from a data set, the set's
+image files (`source.frames`).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from torch.utils.data import Dataset, Sampler
 from model.gm_video import encode_gm_video
 from model.losses import DPTTargets
 from storage import LabelStore
+from storage.schema import PROVENANCE_PARTS
 
 __all__ = [
     "FramesLoader",
     "LabelClipDataset",
     "MixtureSampler",
     "collate_samples",
+    "provenance",
     "source_frames",
     "targets_from_batch",
 ]
@@ -48,16 +55,50 @@ _GM_FIELDS = ("flow", "flow_valid")
 
 
 def source_frames(clip_id: str, attrs: Mapping[str, Any], frame_index: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames of the clip's source video at `frame_index`, resize-cropped to `size`."""
-    import decord
+    """(T, H, W, 3) uint8 source frames at `frame_index`, resize-cropped to `size`.
 
+    Labelled clips read their source video (`source.uri`); imported clips (`worldreel import`)
+    read the set's image files, `source.frames[i]` being the image of set frame
+    `source.frame_numbers[i]`.
+    """
     from pipelines.decode import ResizeCrop
 
-    uri = attrs["source"]["uri"]
-    reader = decord.VideoReader(str(uri), num_threads=1)
-    frames = reader.get_batch([int(i) for i in frame_index]).asnumpy()
+    source = attrs["source"]
+    if source.get("frames"):
+        frames = _image_frames(clip_id, source, frame_index)
+    else:
+        import decord
+
+        reader = decord.VideoReader(str(source["uri"]), num_threads=1)
+        frames = reader.get_batch([int(i) for i in frame_index]).asnumpy()
     transform = ResizeCrop.from_sizes(frames.shape[1], frames.shape[2], *size)
     return transform.apply_frames(frames)
+
+
+def _image_frames(clip_id: str, source: Mapping[str, Any], frame_index: np.ndarray) -> np.ndarray:
+    import cv2
+
+    paths = dict(zip((int(n) for n in source["frame_numbers"]), source["frames"], strict=True))
+    images = []
+    for number in (int(i) for i in frame_index):
+        if number not in paths:
+            raise ValueError(f"clip {clip_id}: no image of set frame {number} in its source frames")
+        image = cv2.imread(str(paths[number]), cv2.IMREAD_COLOR)  # drops alpha; 8-bit BGR
+        if image is None:
+            raise ValueError(f"clip {clip_id}: cannot read image {paths[number]}")
+        images.append(image[..., ::-1])
+    if len({im.shape for im in images}) > 1:
+        raise ValueError(f"clip {clip_id}: source images differ in size")
+    return np.ascontiguousarray(np.stack(images))
+
+
+def provenance(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """Each label part's provenance (`storage.schema.PROVENANCE_PARTS`): the clip's `provenance`
+    attribute (imported clips); exact for synthetic ground truth; estimated for labelled clips."""
+    if attrs.get("provenance"):
+        return {str(k): str(v) for k, v in attrs["provenance"].items()}
+    exact = attrs.get("labelers", {}).get("camera", {}).get("name") == "synthetic-ground-truth"
+    return {part: "exact" if exact else "estimated" for part in PROVENANCE_PARTS}
 
 
 @dataclass(frozen=True)
@@ -157,6 +198,7 @@ class LabelClipDataset(Dataset):
             ),
             "has_mask": True,
             "has_scene_flow": bool(torch.isfinite(scene_flow).all()),
+            "provenance": provenance(attrs),
         }
         return sample
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.datasets.base import DatasetError, SequenceReader
 
-__all__ = ["FORMATS", "list_sequences"]
+__all__ = ["FORMATS", "DatasetError", "list_sequences"]
 
 FORMATS: dict[str, str] = {
     "kubric-movi": "pipelines.datasets.kubric_movi",

@@ -243,7 +243,8 @@ class BedlamSequence(SequenceReader):
         return depth_m.astype(np.float32), valid
 
     # ------------------------------------------------------------------ masks
-    def read_dynamic_mask(self, frame: int) -> np.ndarray | None:
+    def read_dynamic_mask(self, frame: int, target_frame: int | None = None) -> np.ndarray | None:
+        """The bodies of `frame` (SMPL-X people are animated throughout a sequence, whatever the target frame)."""
         mask_dir = self.root / "masks" / self.seq
         if not mask_dir.is_dir():
             return None

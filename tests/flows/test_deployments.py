@@ -85,10 +85,10 @@ def test_deployments_serve_a_labeling_run_started_through_the_api(server, tmp_pa
     try:
         deadline = time.time() + 120
         names = []
-        while time.time() < deadline and len(names) < 6:
+        while time.time() < deadline and len(names) < 7:
             names = asyncio.run(_deployment_names(api))
             time.sleep(1)
-        expected = ["evaluate-video/evaluate", "label-clips/label", "label-report/report",
+        expected = ["evaluate-video/evaluate", "import-dataset/import", "label-clips/label", "label-report/report",
                     "train-then-evaluate-video/train-evaluate", "train-worldreel/train", "worldreel-pipeline/pipeline"]
         assert names == expected, (tmp_path / "serve.log").read_text()[-3000:]
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from labelers.geometry import project_points, transform_points
+from labelers.geometry import project_points, rigid_fit, transform_points
 from pipelines.synthetic import SceneConfig, SyntheticClip, render_clip
 
 FIRST_OBJECT_ID = 6  # synthetic ids 0-5 are the room's walls
@@ -71,12 +71,9 @@ def object_motions(clip: SyntheticClip) -> dict[int, np.ndarray]:
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    mean_src, mean_dst = src.mean(0), dst.mean(0)
-    U, _, Vt = np.linalg.svd((src - mean_src).T @ (dst - mean_dst))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    """The rigid motion (4, 4) taking src to dst (N, 3), least squares."""
     M = np.eye(4)
-    M[:3, :3] = Vt.T @ D @ U.T
-    M[:3, 3] = mean_dst - M[:3, :3] @ mean_src
+    M[:3, :3], M[:3, 3] = rigid_fit(src, dst)
     return M
 
 
