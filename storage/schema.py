@@ -24,6 +24,9 @@ __all__ = [
     "ClipDims",
     "validate_clip",
     "validate_attrs",
+    "validate_provenance",
+    "PROVENANCES",
+    "PROVENANCE_PARTS",
 ]
 
 
@@ -73,6 +76,12 @@ FIELDS: dict[str, FieldSpec] = {
 }
 DERIVED_FIELDS = ("points",)  # computed on read from depth, K and c2w
 STORED_FIELDS = tuple(name for name in FIELDS if name not in DERIVED_FIELDS)
+
+# Attribute `provenance` = {part: how the set gave it}, written by the dataset importer:
+# exact (read from the set's files), derived (follows exactly from exact fields), estimated
+# (from a labeler), absent (not provided). The index has one column per part.
+PROVENANCES = ("exact", "derived", "estimated", "absent")
+PROVENANCE_PARTS = ("camera", "depth", "flow", "key_flow", "dynamic_mask", "scene_flow")
 
 _REQUIRED_ATTRS = ("source", "fps", "stride", "metric_scale", "labelers")
 _REQUIRED_SOURCE = ("dataset", "uri", "start_sec", "end_sec", "caption")
@@ -129,6 +138,21 @@ def validate_attrs(clip_id: str, attrs: Mapping[str, Any]) -> None:
         raise LabelValidationError(clip_id, "fps", f"must be a positive number, got {attrs['fps']!r}")
     if not isinstance(attrs["labelers"], Mapping):
         raise LabelValidationError(clip_id, "labelers", "must be a mapping of family -> description")
+    validate_provenance(clip_id, attrs)
+
+
+def validate_provenance(clip_id: str, attrs: Mapping[str, Any]) -> None:
+    """Check the optional `provenance` attribute: parts of `PROVENANCE_PARTS` -> one of `PROVENANCES`."""
+    provenance = attrs.get("provenance")
+    if provenance is None:
+        return
+    if not isinstance(provenance, Mapping):
+        raise LabelValidationError(clip_id, "provenance", f"must be a mapping of part -> one of {PROVENANCES}")
+    for part, value in provenance.items():
+        if part not in PROVENANCE_PARTS:
+            raise LabelValidationError(clip_id, "provenance", f"unknown part {part!r}; parts are {PROVENANCE_PARTS}")
+        if value not in PROVENANCES:
+            raise LabelValidationError(clip_id, f"provenance.{part}", f"must be one of {PROVENANCES}, got {value!r}")
 
 
 def validate_clip(clip_id: str, arrays: Mapping[str, np.ndarray], stride: int) -> ClipDims:

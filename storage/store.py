@@ -19,6 +19,10 @@ most a staging directory (ignored, cleaned up later) or a published clip without
 row (found again by `repair_index`). The directory under `clips/` is the truth about what
 is committed; the index is the fast view of it.
 
+Object storage (`s3://`, `gs://`, `az://`): `storage.object_store.ObjectLabelStore`, the same
+API with a publish protocol that needs no rename (see that module). `create`/`open` pick the
+backend from the location; plain paths and `file://` URLs are local directories.
+
 Rounding (`rounding="compact"`): before compression, the float fields in `ROUNDINGS[name]`
 keep only that many mantissa bits (round to nearest), so their low bits are zeros that the
 compressor removes. The stored values stay ordinary float16/float32 that every reader
@@ -38,6 +42,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +57,13 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from storage.schema import (
     DERIVED_FIELDS,
     FIELDS,
+    PROVENANCE_PARTS,
     SCHEMA_VERSION,
     STORED_FIELDS,
     LabelValidationError,
     validate_attrs,
     validate_clip,
+    validate_provenance,
 )
 
 __all__ = [
@@ -70,6 +77,7 @@ __all__ = [
 ]
 
 _STATUSES = ("accepted", "rejected")
+OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure")
 _PRECISIONS = {"float16": np.float16, "float32": np.float32}
 ROUNDINGS: dict[str, dict[str, int]] = {
     "none": {},
@@ -99,12 +107,14 @@ class ClipLabels(dict):
 
 @dataclass(frozen=True)
 class CommitResult:
-    """What a commit did: `committed` is False when the clip was already there."""
+    """What a commit did: `committed` is False when the clip was already there.
+
+    `path`: the clip's directory, or its URL in an object store."""
 
     clip_id: str
     status: str
     committed: bool
-    path: Path
+    path: Path | str
     nbytes: int
 
 
@@ -176,7 +186,8 @@ class LabelStore:
         """Create a store (or open it, if it exists and `exist_ok`).
 
         Args:
-            path: directory of the store.
+            path: directory of the store, a `file://` URL, or an object-storage URL
+                (`s3://bucket/prefix`, `gs://`, `az://`; see `storage.object_store`).
             precision: "float16" (contract default for depth, flows, uncertainty, scene flow)
                 or "float32" (for exact synthetic labels).
             codec: compression of every array, one of `CODECS`.
@@ -184,12 +195,12 @@ class LabelStore:
 
         An existing store keeps the settings it was created with.
         """
-        compressors_for(codec, np.float32)  # fail early on an unknown codec
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {sorted(ROUNDINGS)}, got {rounding!r}")
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
-        root = Path(path)
+        if is_object_url(path):
+            from storage.object_store import ObjectLabelStore
+
+            return ObjectLabelStore.create(object_url(path), precision, exist_ok, codec, rounding)
+        check_settings(precision, codec, rounding)
+        root = local_path(path)
         if (root / "zarr.json").exists():
             if not exist_ok:
                 raise FileExistsError(f"label store already exists: {root}")
@@ -197,36 +208,34 @@ class LabelStore:
         if root.exists() and any(root.iterdir()):
             raise FileExistsError(f"{root} exists, is not empty and is not a label store")
         root.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "precision": precision,
-            "codec": codec,
-            "rounding": rounding,
-            "mantissa_bits": ROUNDINGS[rounding],
-        }
-        zarr.open_group(zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": meta})
+        zarr.open_group(
+            zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": store_meta(precision, codec, rounding)}
+        )
         for sub in ("clips", "index/rows", ".staging", ".locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         return cls(root, precision, codec, rounding)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelStore":
-        """Open an existing store, checking its schema version."""
-        root = Path(path)
+        """Open an existing store (a directory, `file://` URL or object-storage URL), checking its schema version."""
+        if is_object_url(path):
+            from storage.object_store import ObjectLabelStore
+
+            return ObjectLabelStore.open(object_url(path))
+        root = local_path(path)
         if not (root / "zarr.json").exists():
             raise FileNotFoundError(f"no label store at {root} (missing zarr.json)")
         group = zarr.open_group(zarr.storage.LocalStore(root, read_only=True), mode="r")
-        meta = group.attrs.get("worldreel")
-        if not isinstance(meta, dict):
-            raise SchemaVersionError(f"{root} is a Zarr group but not a WorldReel label store")
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{root} has schema_version {meta.get('schema_version')!r}; this reader knows {SCHEMA_VERSION}"
-            )
-        rounding = meta.get("rounding", "none")
-        if rounding not in ROUNDINGS:
-            raise SchemaVersionError(f"{root} uses rounding {rounding!r}; this reader knows {sorted(ROUNDINGS)}")
-        return cls(root, meta["precision"], meta.get("codec", "blosc-zstd"), rounding)
+        precision, codec, rounding = check_store_meta(str(root), group.attrs.get("worldreel"))
+        return cls(root, precision, codec, rounding)
+
+    @property
+    def location(self) -> str:
+        """Where the store lives: a directory path, or an object-storage URL (never credentials)."""
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r}, precision={self.precision!r})"
 
     # ------------------------------------------------------------------ paths
     def clip_path(self, clip_id: str) -> Path:
@@ -291,6 +300,7 @@ class LabelStore:
         attrs = _plain(dict(attrs))
         if "source" not in attrs:
             raise LabelValidationError(clip_id, "source", "missing attribute")
+        validate_provenance(clip_id, attrs)
         full_attrs = {**attrs, "clip_id": clip_id, "status": "rejected", "reasons": [str(r) for r in reasons]}
         full_attrs.setdefault("qa", {})
         return self._publish(clip_id, full_attrs, {}, replace)
@@ -330,20 +340,7 @@ class LabelStore:
         return CommitResult(clip_id, attrs["status"], committed, final, nbytes)
 
     def _write_group(self, path: Path, attrs: dict, arrays: dict[str, np.ndarray]) -> int:
-        attrs = {**attrs, "schema_version": SCHEMA_VERSION, "committed_at": time.time()}
-        store = zarr.storage.LocalStore(path)
-        group = zarr.open_group(store, mode="w-", attributes=attrs)
-        for name, value in arrays.items():
-            # One chunk per frame (a training read of a few frames touches little), one shard
-            # per array (one file, one writer).
-            chunks = (1,) + value.shape[1:] if value.ndim > 1 else value.shape
-            group.create_array(
-                name,
-                data=value,
-                chunks=chunks,
-                shards=value.shape,
-                compressors=compressors_for(self.codec, value.dtype),
-            )
+        write_clip_group(zarr.storage.LocalStore(path), "", attrs, arrays, self.codec)
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
     def _rename_into_place(self, staging: Path, final: Path, replace: bool) -> bool:
@@ -361,7 +358,8 @@ class LabelStore:
 
     # ------------------------------------------------------------------ index
     def _write_index_row(self, attrs: dict, nbytes: int) -> None:
-        table = pa.Table.from_pylist([_index_row(self, attrs, nbytes)])
+        shard = str(self.clip_path(attrs["clip_id"]).relative_to(self.root))
+        table = index_row_table(index_row(attrs, nbytes, shard))
         rows = self.root / "index" / "rows"
         rows.mkdir(parents=True, exist_ok=True)
         tmp = rows / f".{attrs['clip_id']}.{uuid.uuid4().hex}.tmp"
@@ -369,15 +367,21 @@ class LabelStore:
         os.replace(tmp, rows / f"{attrs['clip_id']}.parquet")
 
     def index(self) -> pa.Table:
-        """The index as a pyarrow Table: one row per committed clip, newest commit wins."""
+        """The index as a pyarrow Table: one row per committed clip, newest commit wins.
+
+        Columns: see `_EMPTY_INDEX_SCHEMA`, plus `qa_<metric>` per QA metric. Indexes written
+        before the `provenance_<part>` columns existed read with those columns null.
+        """
+        return merge_index_parts(self._index_parts())
+
+    def _index_parts(self) -> list[pa.Table]:
         parts = []
         compacted = self.root / "index" / "index.parquet"
         if compacted.exists():
             parts.append(pq.read_table(compacted))
-        parts.extend(pq.read_table(p) for p in self._row_files())
-        if not parts:
-            return pa.Table.from_pylist([], schema=_EMPTY_INDEX_SCHEMA)
-        return _latest_per_clip(pa.concat_tables(parts, promote_options="permissive"))
+        with ThreadPoolExecutor(8) as pool:  # pending rows: many tiny files, decoding releases the GIL
+            parts.extend(pool.map(pq.read_table, self._row_files()))
+        return parts
 
     def _row_files(self) -> list[Path]:
         return sorted((self.root / "index" / "rows").glob("*.parquet"))
@@ -426,6 +430,19 @@ class LabelStore:
                 shutil.rmtree(p, ignore_errors=True)
                 removed += 1
         return removed
+
+    def put_file(self, relpath: str, data: bytes) -> None:
+        """Write a small side file of the store (e.g. "index/manifest_errors.json"), atomically."""
+        path = self.root / _check_relpath(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get_file(self, relpath: str) -> bytes | None:
+        """A side file written by `put_file`, or None when there is none."""
+        path = self.root / _check_relpath(relpath)
+        return path.read_bytes() if path.is_file() else None
 
     @contextmanager
     def _lock(self, name: str) -> Iterator[None]:
@@ -479,20 +496,41 @@ class LabelStore:
             raise RejectedClipError(
                 f"clip {clip_id!r} was rejected ({reasons}): it has no label arrays; attrs() has its QA metrics"
             )
-        arrays = {name: group[name][...] for name in wanted if name not in DERIVED_FIELDS}
+        arrays = self._read_arrays(group, [name for name in wanted if name not in DERIVED_FIELDS])
         if "points" in wanted:
             arrays["points"] = _points_from_group(group, int(attrs["stride"]))
         return ClipLabels(arrays, attrs)
 
     def _open_clip(self, clip_id: str) -> zarr.Group:
-        path = self.clip_path(clip_id)
-        if not (path / "zarr.json").exists():
-            raise ClipNotFoundError(f"clip {clip_id!r} is not committed in {self.root}")
-        group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+        group = self._clip_group(clip_id)
         version = group.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise SchemaVersionError(f"clip {clip_id!r} has schema_version {version!r}; reader knows {SCHEMA_VERSION}")
         return group
+
+
+    def _read_arrays(self, group: zarr.Group, names: Sequence[str]) -> dict[str, np.ndarray]:
+        return {name: group[name][...] for name in names}
+
+    def _clip_group(self, clip_id: str) -> zarr.Group:
+        path = self.clip_path(clip_id)
+        if not (path / "zarr.json").exists():
+            raise ClipNotFoundError(f"clip {clip_id!r} is not committed in {self.root}")
+        return zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+
+
+def write_clip_group(
+    store: zarr.abc.store.Store, path: str, attrs: dict, arrays: dict[str, np.ndarray], codec: str
+) -> None:
+    """Write one clip as a Zarr group at `path` of `store`: its attributes and one array per field."""
+    attrs = {**attrs, "schema_version": SCHEMA_VERSION, "committed_at": time.time()}
+    group = zarr.open_group(store, path=path, mode="w-", attributes=attrs)
+    for name, value in arrays.items():
+        # One chunk per frame (a training read of a few frames touches little), one shard
+        # per array (one file or object, one writer).
+        chunks = (1,) + value.shape[1:] if value.ndim > 1 else value.shape
+        compressors = compressors_for(codec, value.dtype)
+        group.create_array(name, data=value, chunks=chunks, shards=value.shape, compressors=compressors)
 
 
 def _points_from_group(group: zarr.Group, stride: int) -> np.ndarray:
@@ -511,11 +549,12 @@ def _points_from_group(group: zarr.Group, stride: int) -> np.ndarray:
     return world.astype(np.float32)
 
 
-def _index_row(store: LabelStore, attrs: Mapping[str, Any], nbytes: int) -> dict[str, Any]:
+def index_row(attrs: Mapping[str, Any], nbytes: int, shard: str) -> dict[str, Any]:
+    """The index row of a clip's attributes; `shard`: where its group lives, relative to the store root."""
     source = attrs.get("source", {})
     row = {
         "clip_id": attrs["clip_id"],
-        "shard": str(store.clip_path(attrs["clip_id"]).relative_to(store.root)),
+        "shard": shard,
         "status": attrs["status"],
         "reasons": list(attrs.get("reasons", [])),
         "dataset": str(source.get("dataset", "")),
@@ -532,6 +571,9 @@ def _index_row(store: LabelStore, attrs: Mapping[str, Any], nbytes: int) -> dict
     row["fps"] = float(attrs["fps"]) if "fps" in attrs else None
     for key in ("height", "width", "T", "stride"):
         row[key] = int(attrs[key]) if key in attrs else None
+    provenance = attrs.get("provenance") or {}
+    for part in PROVENANCE_PARTS:
+        row[f"provenance_{part}"] = provenance.get(part)
     for name, value in attrs.get("qa", {}).items():
         if isinstance(value, (bool, int, float, np.floating, np.integer)) or value is None:
             row[f"qa_{name}"] = None if value is None else float(value)
@@ -561,8 +603,30 @@ _EMPTY_INDEX_SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("T", pa.int64()),
         ("stride", pa.int64()),
+        *[(f"provenance_{part}", pa.string()) for part in PROVENANCE_PARTS],
     ]
 )
+
+
+def index_row_table(row: dict[str, Any]) -> pa.Table:
+    """One index row as a table whose known columns have their types even when the value is null."""
+    table = pa.Table.from_pylist([row])
+    for i, name in enumerate(table.column_names):
+        if table.schema.field(i).type == pa.null() and name in _EMPTY_INDEX_SCHEMA.names:
+            table = table.set_column(i, name, table.column(i).cast(_EMPTY_INDEX_SCHEMA.field(name).type))
+    return table
+
+
+def merge_index_parts(parts: Sequence[pa.Table]) -> pa.Table:
+    """One row per clip (newest commit wins) from the compacted index and pending rows, every
+    column of `_EMPTY_INDEX_SCHEMA` present (older stores lack the provenance columns)."""
+    if not parts:
+        return pa.Table.from_pylist([], schema=_EMPTY_INDEX_SCHEMA)
+    table = _latest_per_clip(pa.concat_tables(parts, promote_options="permissive"))
+    for field in _EMPTY_INDEX_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 def _latest_per_clip(table: pa.Table) -> pa.Table:
@@ -573,6 +637,83 @@ def _latest_per_clip(table: pa.Table) -> pa.Table:
     ids = order.column("clip_id").to_pylist()
     keep = [i for i, c in enumerate(ids) if i == 0 or ids[i - 1] != c]
     return order.take(keep)
+
+
+def object_url(location: str | os.PathLike) -> str | None:
+    """The object-storage URL of a store location (s3://, gs://, az://, ...), or None for a local one.
+
+    A URL that went through `pathlib.Path` ("s3:/bucket/prefix": Path folds the double slash)
+    is recognised too, so a CLI argument typed as Path still reaches the bucket.
+    """
+    text = os.fspath(location)
+    scheme, sep, rest = text.partition(":/")
+    if not sep or scheme.lower() not in OBJECT_SCHEMES:
+        return None
+    return f"{scheme.lower()}://{rest.lstrip('/')}"
+
+
+def is_object_url(location: str | os.PathLike) -> bool:
+    """Whether a store location names object storage rather than a local directory."""
+    return object_url(location) is not None
+
+
+def local_path(location: str | os.PathLike) -> Path:
+    """The directory of a local location: a path or a `file://` URL."""
+    if isinstance(location, str) and location.startswith("file://"):
+        return Path(location[len("file://") :])
+    if isinstance(location, str) and "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise ValueError(
+            f"unsupported store location scheme {scheme!r}; use a path, file:// or one of {OBJECT_SCHEMES}"
+        )
+    return Path(location)
+
+
+def check_settings(precision: str, codec: str, rounding: str) -> None:
+    """Fail early on an unknown precision, codec or rounding."""
+    compressors_for(codec, np.float32)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {sorted(ROUNDINGS)}, got {rounding!r}")
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+
+
+def store_meta(precision: str, codec: str, rounding: str) -> dict[str, Any]:
+    """The root group's "worldreel" attribute of a new store."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "precision": precision,
+        "codec": codec,
+        "rounding": rounding,
+        "mantissa_bits": ROUNDINGS[rounding],
+    }
+
+
+def check_store_meta(location: str, meta: Any) -> tuple[str, str, str]:
+    """(precision, codec, rounding) of a store's "worldreel" attribute; SchemaVersionError if unknown."""
+    if not isinstance(meta, dict):
+        raise SchemaVersionError(f"{location} is a Zarr group but not a WorldReel label store")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{location} has schema_version {meta.get('schema_version')!r}; this reader knows {SCHEMA_VERSION}"
+        )
+    rounding = meta.get("rounding", "none")
+    if rounding not in ROUNDINGS:
+        raise SchemaVersionError(f"{location} uses rounding {rounding!r}; this reader knows {sorted(ROUNDINGS)}")
+    return meta["precision"], meta.get("codec", "blosc-zstd"), rounding
+
+
+_RESERVED = ("zarr.json", "clips/", "commits/", ".staging/", ".locks/", "index/rows/", "index/index.parquet")
+
+
+def _check_relpath(relpath: str) -> str:
+    """A side file's path: relative, plain, and none of the store's own objects."""
+    parts = relpath.split("/")
+    if not relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid side-file path {relpath!r}: must be a plain relative path")
+    if any(relpath == r or (r.endswith("/") and relpath.startswith(r)) for r in _RESERVED):
+        raise ValueError(f"side-file path {relpath!r} would overwrite the store's own data ({', '.join(_RESERVED)})")
+    return relpath
 
 
 def _check_clip_id(clip_id: str) -> None:

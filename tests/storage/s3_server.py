@@ -54,6 +54,7 @@ class S3Server:
     process: subprocess.Popen
     endpoint: str
     workdir: Path
+    ports: list[int]
 
     @classmethod
     def start(cls, workdir: Path, timeout_s: float = 60.0) -> "S3Server":
@@ -73,7 +74,8 @@ class S3Server:
         log = open(workdir / "weed.log", "wb")
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
         log.close()
-        server = cls(process, f"http://127.0.0.1:{s3}", workdir)
+        ports = [s3, master, volume, filer, s3g, masterg, volumeg, filerg]
+        server = cls(process, f"http://127.0.0.1:{s3}", workdir, ports)
         server._wait_ready(timeout_s)
         return server
 
@@ -103,16 +105,25 @@ class S3Server:
         self._request("PUT", f"/{name}")
 
     def stop(self) -> None:
-        """Stop the server process (its own session: the PID is its process group)."""
+        """Stop the server process (its own session: the PID is its process group).
+
+        weed takes ~10 s to shut down on SIGTERM; a test server's data is thrown away, so it
+        gets a second and then SIGKILL."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        # weed puts a unix socket per port in /tmp (it ignores TMPDIR) and leaves them there
+        for port in self.ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
-    def env(self, access_key_id: str = TEST_ACCESS_KEY_ID, secret_access_key: str = TEST_SECRET_ACCESS_KEY) -> dict[str, str]:
+    def env(
+        self, access_key_id: str = TEST_ACCESS_KEY_ID, secret_access_key: str = TEST_SECRET_ACCESS_KEY
+    ) -> dict[str, str]:
         """Environment variables that point obstore (and boto3, s3fs) at this server."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,

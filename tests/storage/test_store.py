@@ -18,6 +18,7 @@ from storage import FIELDS, LabelStore, LabelValidationError, RejectedClipError,
 from storage.store import ClipNotFoundError
 
 WRITER = Path(__file__).parent / "writer_proc.py"
+SIZE = "9x24x32"  # T x H x W of the writer processes' clips: tiny, the protocol is what is tested
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ def test_repair_index_finds_clip_published_without_index_row(store):
     assert store.clip_ids() == ["c"]
 
 
-def _run_writer(store_path, first, last, size="9x48x64"):
+def _run_writer(store_path, first, last, size=SIZE):
     return subprocess.Popen(
         [sys.executable, str(WRITER), str(store_path), str(first), str(last), size],
         stdout=subprocess.PIPE,
@@ -216,7 +217,8 @@ def _assert_store_consistent(store_path, expected_ids):
     assert store.clip_ids() == expected_ids
     assert store.index().num_rows == len(expected_ids)
     for clip_id in expected_ids:
-        arrays, _ = random_clip(T=9, H=48, W=64, seed=int(clip_id.split("-")[1]))
+        T, H, W = (int(x) for x in SIZE.split("x"))
+        arrays, _ = random_clip(T=T, H=H, W=W, seed=int(clip_id.split("-")[1]))
         _assert_clip_matches(store.read(clip_id), arrays, atol_half=2e-3)
 
 
@@ -224,7 +226,7 @@ def test_writer_killed_mid_clip_leaves_no_partial_clip_and_rerun_completes(tmp_p
     store_path = tmp_path / "s.zarr"
     LabelStore.create(store_path)
     staging = store_path / ".staging"
-    proc = _run_writer(store_path, 0, 40)
+    proc = _run_writer(store_path, 0, 16)
     deadline = time.time() + 60
     committed_before = 0
     while time.time() < deadline:  # kill -9 while a clip is half written in staging
@@ -236,28 +238,28 @@ def test_writer_killed_mid_clip_leaves_no_partial_clip_and_rerun_completes(tmp_p
     assert proc.returncode == -signal.SIGKILL, "writer finished before it could be killed"
     visible = sorted(p.name for p in (store_path / "clips").glob("*/*"))
     committed_before = len(visible)
-    assert 2 <= committed_before < 40
+    assert 2 <= committed_before < 16
     _assert_store_consistent(store_path, visible)  # every visible clip is complete
-    rerun = _run_writer(store_path, 0, 40)
+    rerun = _run_writer(store_path, 0, 16)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
-    assert len(out.splitlines()) == 40 - committed_before  # only what was missing
-    _assert_store_consistent(store_path, [f"clip-{i:03d}" for i in range(40)])
+    assert len(out.splitlines()) == 16 - committed_before  # only what was missing
+    _assert_store_consistent(store_path, [f"clip-{i:03d}" for i in range(16)])
     assert LabelStore.open(store_path).clean_staging(older_than_s=0) <= 1
 
 
 def test_two_concurrent_writers_lose_nothing(tmp_path):
     store_path = tmp_path / "s.zarr"
     LabelStore.create(store_path)
-    # Overlapping ranges: both processes race on clips 8..15.
-    a, b = _run_writer(store_path, 0, 16), _run_writer(store_path, 8, 24)
+    # Overlapping ranges: both processes race on clips 5..10.
+    a, b = _run_writer(store_path, 0, 11), _run_writer(store_path, 5, 16)
     for proc in (a, b):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    _assert_store_consistent(store_path, [f"clip-{i:03d}" for i in range(24)])
+    _assert_store_consistent(store_path, [f"clip-{i:03d}" for i in range(16)])
     store = LabelStore.open(store_path)
     store.compact_index()
-    assert store.index().num_rows == 24
+    assert store.index().num_rows == 16
 
 
 @pytest.mark.parametrize("dtype, width", [(np.float16, 10), (np.float32, 23)])
@@ -303,3 +305,45 @@ def test_compact_rounding_store_is_smaller_and_within_its_bound(tmp_path):
         assert np.all(np.abs(rounded - exact) <= 2.0 ** -(bits + 1) * np.abs(exact) + 1e-5), name
     with pytest.raises(ValueError, match="rounding"):
         LabelStore.create(tmp_path / "bad.zarr", rounding="lossy")
+
+
+def test_provenance_columns_in_index_and_old_index_stays_readable(store):
+    arrays, attrs = random_clip()
+    store.commit("plain", arrays, attrs)  # labelled footage: no provenance attribute
+    attrs["provenance"] = {"camera": "exact", "depth": "exact", "flow": "derived", "scene_flow": "absent"}
+    store.commit("imported", arrays, attrs)
+    store.commit_rejected("rej", {**attrs, "provenance": {"camera": "estimated"}}, ["camera: too little parallax"])
+    rows = {r["clip_id"]: r for r in store.index().to_pylist()}
+    assert rows["imported"]["provenance_flow"] == "derived" and rows["imported"]["provenance_scene_flow"] == "absent"
+    assert rows["imported"]["provenance_key_flow"] is None  # not in the attribute: null, not a guess
+    assert all(rows["plain"][f"provenance_{p}"] is None for p in ("camera", "depth", "flow", "dynamic_mask"))
+    assert rows["rej"]["provenance_camera"] == "estimated"
+    assert store.attrs("imported")["provenance"]["camera"] == "exact"
+    store.compact_index()
+    assert store.index().schema.field("provenance_depth").type == pa.string()
+    # an index written before the provenance columns existed reads with them null
+    import pyarrow.parquet as pq
+
+    compacted = store.root / "index" / "index.parquet"
+    old = pq.read_table(compacted)
+    pq.write_table(old.drop_columns([c for c in old.column_names if c.startswith("provenance_")]), compacted)
+    reopened = LabelStore.open(store.root)
+    assert reopened.index().column("provenance_camera").to_pylist() == [None, None, None]
+    store.commit("new", arrays, attrs)
+    # rows sorted by clip id: imported (its column dropped above), new, plain, rej
+    assert reopened.index().column("provenance_camera").to_pylist() == [None, "exact", None, None]
+
+
+@pytest.mark.parametrize(
+    "provenance, field, message",
+    [
+        ({"camera": "guessed"}, "provenance.camera", "must be one of"),
+        ({"rgb": "exact"}, "provenance", "unknown part 'rgb'"),
+        (["exact"], "provenance", "mapping"),
+    ],
+)
+def test_invalid_provenance_is_refused(store, provenance, field, message):
+    arrays, attrs = random_clip()
+    with pytest.raises(LabelValidationError, match=message) as err:
+        store.commit("c", arrays, {**attrs, "provenance": provenance})
+    assert err.value.field == field and not store.has_clip("c")
