@@ -33,11 +33,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def _add_store(parser: argparse.ArgumentParser, help_text: str) -> None:
     """--store PATH, and the positional STORE that earlier versions took."""
-    parser.add_argument("--store", type=Path, help=help_text)
-    parser.add_argument("store_positional", nargs="?", type=Path, metavar="STORE", help="same as --store")
+    parser.add_argument("--store", help=help_text + ": a directory, or s3://bucket/prefix (gs://, az://)")
+    parser.add_argument("store_positional", nargs="?", metavar="STORE", help="same as --store")
 
 
-def _store(args: argparse.Namespace) -> Path:
+def _store(args: argparse.Namespace) -> str:
     given = {path for path in (args.store, args.store_positional) if path is not None}
     if len(given) != 1:
         args.parser.error("give the label store once: --store PATH" if given else "the label store is required: --store PATH")

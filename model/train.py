@@ -115,6 +115,7 @@ from model.losses import (
     sample_timesteps,
     stage2_regularisers,
 )
+from storage.store import is_object_url
 
 __all__ = ["TrainConfig", "Trainer", "main"]
 
@@ -577,9 +578,12 @@ class Trainer:
 
     def _batches(self):
         batch_sampler = _Batches(shard_stream(iter(self.sampler), self.dist), self.cfg.batch_size)
-        loader = DataLoader(
-            self.dataset, batch_sampler=batch_sampler, collate_fn=collate_samples, num_workers=self.cfg.num_workers
-        )
+        # obstore's client does not survive a fork: loader processes reading object storage are spawned
+        remote = any(is_object_url(store) for store in self.cfg.data)
+        context = "spawn" if remote and self.cfg.num_workers > 0 else None
+        loader = DataLoader(self.dataset, batch_sampler=batch_sampler, collate_fn=collate_samples,
+                            num_workers=self.cfg.num_workers, multiprocessing_context=context,
+                            prefetch_factor=2 if self.cfg.num_workers > 0 else None)
         return iter(loader)
 
     def run(self) -> dict[str, float]:

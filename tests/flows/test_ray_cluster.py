@@ -1,4 +1,5 @@
-"""`worldreel label --ray-address` against a real two-node Ray cluster on loopback, with token auth.
+"""`worldreel label --ray-address` against a real two-node Ray cluster on loopback, with token auth,
+into a label store on a real S3 server (SeaweedFS).
 
 Both nodes are `ray start --block` processes, each with its own temporary directory and free
 ports; they are stopped by PID (SIGTERM makes `ray start --block` stop what it started), never
@@ -58,14 +59,16 @@ def _stop(proc: subprocess.Popen, temp_dir: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_node_cluster():
+def two_node_cluster(s3_server):
     if not RAY.is_file():
         pytest.skip(f"no `ray` command next to {sys.executable}")
     # short paths: Ray's socket names must stay under the 107-byte limit of AF_UNIX
     head_dir, worker_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp"), tempfile.mkdtemp(prefix="rw", dir="/tmp")
     token = Path(head_dir) / "token"
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    # every node gets the object-store credentials from its own environment, as a real cluster's nodes do
+    env = {**os.environ, **s3_server.env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "RAY_USAGE_STATS_ENABLED": "0"}
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = _ray_start(env, head_dir, "--head", f"--port={port}", "--include-dashboard=false",
@@ -97,17 +100,24 @@ def _label(address: str, env: dict, manifest: Path, store: Path) -> subprocess.C
                           capture_output=True, text=True, timeout=600)
 
 
-def test_labels_across_two_nodes_and_says_which_node_did_what(two_node_cluster, tmp_path):
+def test_labels_across_two_nodes_into_s3_and_says_which_node_did_what(two_node_cluster, s3_server, tmp_path,
+                                                                     monkeypatch):
     address, env, _ = two_node_cluster
     manifest, good, _ = write_manifest(tmp_path / "data", num_good=4, with_bad=False)
-    store = tmp_path / "labels.zarr"
+    bucket = f"wr-{secrets.token_hex(6)}"
+    s3_server.create_bucket(bucket)
+    store = f"s3://{bucket}/labels"
     run = _label(address, env, manifest, store)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     nodes = dict(re.findall(r"node (\S+): (\d+) clips labelled", run.stdout))
     assert len(nodes) == 2, run.stdout[-2000:]  # both machines labelled
     assert sum(map(int, nodes.values())) == len(good)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
     labels = LabelStore.open(store)
     assert sorted(labels.index().column("clip_id").to_pylist()) == sorted(good)
+    for clip_id in labels.clip_ids(status="accepted"):
+        assert labels.read(clip_id)["depth"].shape[0] == FRAMES  # complete and readable
 
 
 def test_a_wrong_token_is_one_line_and_fast(two_node_cluster, tmp_path):

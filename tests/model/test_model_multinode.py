@@ -1,8 +1,9 @@
 """Training on several machines: two `worldreel train --nnodes 2` commands meet at a c10d rendezvous.
 
 Two CPU processes with gloo stand for the two nodes (each runs torchrun with one process), share
-one output folder as nodes share a network path, and read one store; a single process then
-resumes the run under world size 1.
+one output folder as nodes share a network path, and read one label store on a real S3 server; a
+single process then resumes the run under world size 1, its data loaded by a spawned worker
+process with prefetch.
 """
 
 import json
@@ -33,13 +34,13 @@ def _train(store, out, steps: int, *extra: str) -> list[str]:
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
-def test_two_nodes_train_then_one_resumes(tmp_path):
-    store = LabelStore.create(tmp_path / "store", precision="float32")
+def test_two_nodes_train_then_one_resumes(tmp_path, s3_url):
+    store = LabelStore.create(s3_url, precision="float32")  # the AWS_* variables reach the subprocesses
     write_synthetic_set(tmp_path / "set", scene_configs(2, H, W, seed=5, num_frames=T), store)
     out = tmp_path / "run"
     endpoint = f"127.0.0.1:{_free_port()}"
     nodes = [
-        subprocess.Popen(_train(store.root, out, 2, "--nnodes", "2", "--node-rank", str(rank), "--rdzv-endpoint", endpoint,
+        subprocess.Popen(_train(store.location, out, 2, "--nnodes", "2", "--node-rank", str(rank), "--rdzv-endpoint", endpoint,
                                 "--rdzv-id", "test-two-nodes"),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         for rank in (0, 1)
@@ -52,7 +53,8 @@ def test_two_nodes_train_then_one_resumes(tmp_path):
     assert state["samples_consumed"] == 4  # 2 steps x 1 clip x 2 ranks
     assert sum(line.startswith("step=") for log in logs for line in log.splitlines()) == 2  # rank 0 alone logs
 
-    resumed = subprocess.run(_train(store.root, out, 3), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    resumed = subprocess.run(_train(store.location, out, 3, "--num-workers", "1"), capture_output=True, text=True,
+                             cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]

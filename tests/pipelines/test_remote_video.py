@@ -80,3 +80,4 @@ def test_cache_keeps_to_its_bound_least_recently_used_first(bucket, local_videos
     second = cache.local_path(uris[1])
     assert not first.exists() and second.exists()
     assert sorted(tmp_path.iterdir()) == [second]
+
