@@ -69,11 +69,12 @@ class Annotations:
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """One clip to label: a time span of a local source video plus what is known about it.
+    """One clip to label: a time span of a source video plus what is known about it.
 
     Attributes:
         clip_id: stable id, safe as a file or directory name (see `check_clip_id`).
-        uri: local path of the source video (absolute once read from a manifest).
+        uri: the source video: a local path (absolute once read from a manifest) or an object-storage
+            URL (s3://, gs://, az://; decoded through a local cache, `pipelines.remote_video`).
         start_sec, end_sec: span in seconds of the source video, measured from its first
             frame (the convention of PySceneDetect timecodes used by SpatialVID and Panda-70M).
         caption: text caption ("" when none).
