@@ -32,6 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
+from storage.schema import PROVENANCE_PARTS, PROVENANCES
+
 __all__ = [
     "PROVENANCES",
     "LABEL_PARTS",
@@ -41,10 +43,9 @@ __all__ = [
 ]
 
 # exact: read from the set's files to their precision; derived: follows exactly from exact
-# fields (e.g. rigid flow from depth and cameras); estimated: from a labeler; absent: not provided
-PROVENANCES = ("exact", "derived", "estimated", "absent")
-# the label families whose provenance a clip records
-LABEL_PARTS = ("camera", "depth", "flow", "key_flow", "dynamic_mask", "scene_flow")
+# fields (e.g. rigid flow from depth and cameras); estimated: from a labeler; absent: not provided.
+# The values and parts are the store's (`storage.schema`), which checks them on commit.
+LABEL_PARTS = PROVENANCE_PARTS
 
 
 class DatasetError(ValueError):
