@@ -80,7 +80,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
         args.parser.error(str(e))
     _check_label_inputs(run, cfg)
     summary = label_clips_flow(LabelRunParams(**values))
-    _print_label_summary(summary)
+    _print_run_summary(summary)
     return 0
 
 
@@ -103,18 +103,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         _check_reachable(run.ray_address)
         _connect_ray(run.ray_address)
     summary = import_flow(ImportRunParams(**values))
-    print(
-        f"imported into {summary['store']}: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-        f"{summary['skipped']} skipped (already committed) in {summary['seconds']:.1f} s"
-    )
-    if "report" in summary:
-        print(f"quality report: {summary['report']}")
-    for reason, count in summary["rejected_by_reason"].items():
-        print(f"  rejected {count:4d}  {reason}")
-    for part, counts in summary.get("provenance", {}).items():
-        print(f"  {part}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
-    for node, count in summary.get("clips_by_node", {}).items():
-        print(f"  node {node}: {count} clips imported")
+    _print_run_summary(summary, "imported")
     return 0
 
 
@@ -167,18 +156,21 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise UsageError(f"--ray-address {address}: cluster unreachable ({e.strerror or e})") from None
 
 
-def _print_label_summary(summary: dict) -> None:
+def _print_run_summary(summary: dict, done: str = "labelled") -> None:
+    """The closing lines of a labeling or import run: counts, report, reasons, provenance, nodes."""
+    errors = f", {summary['manifest_row_errors']} manifest row errors" if done == "labelled" else ""
     print(
-        f"labelled into {summary['store']}: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-        f"{summary['skipped']} skipped (already committed), {summary['manifest_row_errors']} manifest row errors "
-        f"in {summary['seconds']:.1f} s"
+        f"{done} into {summary['store']}: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+        f"{summary['skipped']} skipped (already committed){errors} in {summary['seconds']:.1f} s"
     )
     if "report" in summary:
         print(f"quality report: {summary['report']}")
     for reason, count in summary["rejected_by_reason"].items():
         print(f"  rejected {count:4d}  {reason}")
+    for part, counts in summary.get("provenance", {}).items():
+        print(f"  {part}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     for node, count in summary.get("clips_by_node", {}).items():
-        print(f"  node {node}: {count} clips labelled")
+        print(f"  node {node}: {count} clips {done}")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -261,7 +253,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         height=height, width=width, frames=args.frames, batch_size=1, report_dir=str(out / "report"),
     )
     summary = label_clips_flow(params)
-    _print_label_summary(summary)
+    _print_run_summary(summary)
 
     print("== 3. pseudo-labels against the exact labels of the same clips")
     _print_label_quality(LabelStore.open(params.store), truth)

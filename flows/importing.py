@@ -25,7 +25,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.ray_fanout import batches, init_ray, node_label
+from flows.ray_fanout import batches, gather_batches, init_ray, node_label
 from flows.report import ReportParams, report_flow, report_reference
 from pipelines.dataset_import import ImportConfig, ImportTask, committed, import_tasks, plan_imports
 from pipelines.jobconfig import JobConfig, Pair
@@ -88,19 +88,7 @@ def run_imports_on_ray(
     pending: dict[Any, list[ImportTask]] = {
         _import_batch.remote(batch, cfg, redo_failed): batch for batch in batches(list(tasks), batch_size)
     }
-    outcomes: list[ClipOutcome] = []
-    while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        batch = pending.pop(ref)
-        try:
-            result = ray.get(ref)
-        except (ray.exceptions.RayError, OSError) as e:
-            message = f"worker failure after retries: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            result = [ClipOutcome(t.clip_id, "rejected", ["system: " + message], error=message) for t in batch]
-        outcomes.extend(result)
-        if on_outcomes is not None:
-            on_outcomes(result)
-    return outcomes
+    return gather_batches(pending, on_outcomes)
 
 
 @flow(name="import-dataset", log_prints=True)

@@ -23,7 +23,7 @@ from pipelines.clips import ClipSpec
 from pipelines.labeling import ClipOutcome, LabelConfig, build_backends, label_clips, plan
 from storage import LabelStore
 
-__all__ = ["RayConnectError", "init_ray", "node_label", "run_on_ray", "batches"]
+__all__ = ["RayConnectError", "batches", "gather_batches", "init_ray", "node_label", "run_on_ray"]
 
 _AUTH_MODE = "RAY_AUTH_MODE"
 
@@ -181,16 +181,24 @@ def run_on_ray(
     for n, batch in enumerate(batches(list(specs), batch_size)):
         actor = actors[n % len(actors)] if actors else None
         pending[_label_batch.remote(batch, cfg, store_path, actor, redo_failed)] = batch
+    return gather_batches(pending, on_outcomes)
+
+
+def gather_batches(
+    pending: dict[Any, list[Any]], on_outcomes: Callable[[list[ClipOutcome]], None] | None = None
+) -> list[ClipOutcome]:
+    """Collect the outcomes of batch tasks as they finish (`pending`: Ray ref -> the batch's items, each
+    with a `clip_id`). A batch whose worker kept dying past Ray's retries is reported as failed clips:
+    nothing was committed for them, so a re-run tries them again."""
     outcomes: list[ClipOutcome] = []
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        ref = done[0]
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
         batch = pending.pop(ref)
         try:
             result = ray.get(ref)
         except (ray.exceptions.RayError, OSError) as e:  # retries exhausted: a system failure
             message = f"worker failure after retries: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            result = [ClipOutcome(s.clip_id, "rejected", ["system: " + message], error=message) for s in batch]
+            result = [ClipOutcome(item.clip_id, "rejected", ["system: " + message], error=message) for item in batch]
         outcomes.extend(result)
         if on_outcomes is not None:
             on_outcomes(result)
