@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import obstore
+import ray
 from synthetic_manifest import FRAMES, SIZE, write_manifest
 
 from storage import LabelStore
@@ -31,6 +32,9 @@ def test_label_videos_in_s3_into_an_s3_store_then_info_and_report(s3_url, tmp_pa
     args = ["label", "--manifest", str(remote_manifest), "--store", s3_url, "--size", f"{SIZE[0]}x{SIZE[1]}",
             "--frames", str(FRAMES), "--workers", "1", "--batch-size", "1", "--video-cache-dir", str(tmp_path / "cache"),
             "--report-dir", str(tmp_path / "report")]
+    # Ray workers read the credentials from their environment when they start: a local Ray that an
+    # earlier test started has none; a fresh `worldreel label` process starts its own, as here
+    ray.shutdown()
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "rejected" in out and "missing_file" in out  # the absent object: one clip's reason, the run goes on
