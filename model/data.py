@@ -11,7 +11,9 @@ frames (every `stride`-th frame; LABELS.md). Which supervision exists is said by
 - has_mask / has_scene_flow: the arrays are present and finite;
 - metric_scale: the clip attribute of the same name;
 - provenance: each label part's provenance, exact, derived, estimated or absent (`provenance`),
-  so training can weight supervision by it (collated as a list of dicts).
+  so training can weight supervision by it (`model.losses.ProvenanceWeights`). A sample holds
+  a dict; `collate_samples` turns the batch's into (B, len(PROVENANCE_PARTS)) integer codes
+  (`model.losses.provenance_codes`), which `targets_from_batch` hands to the DPT losses.
 
 RGB comes from the clip's source: its video, or, for clips imported from a data set, the set's
 image files (`source.frames`).
@@ -31,7 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from model.gm_video import encode_gm_video
-from model.losses import DPTTargets
+from model.losses import DPTTargets, provenance_codes
 from storage import LabelStore
 from storage.schema import PROVENANCE_PARTS
 
@@ -94,11 +96,12 @@ def _image_frames(clip_id: str, source: Mapping[str, Any], frame_index: np.ndarr
 
 def provenance(attrs: Mapping[str, Any]) -> dict[str, str]:
     """Each label part's provenance (`storage.schema.PROVENANCE_PARTS`): the clip's `provenance`
-    attribute (imported clips); exact for synthetic ground truth; estimated for labelled clips."""
-    if attrs.get("provenance"):
-        return {str(k): str(v) for k, v in attrs["provenance"].items()}
+    attribute (imported clips); exact for synthetic ground truth; estimated for labelled clips.
+    A part the attribute leaves out (the schema allows it) takes the rule for clips without one."""
     exact = attrs.get("labelers", {}).get("camera", {}).get("name") == "synthetic-ground-truth"
-    return {part: "exact" if exact else "estimated" for part in PROVENANCE_PARTS}
+    parts = {part: "exact" if exact else "estimated" for part in PROVENANCE_PARTS}
+    parts.update({str(k): str(v) for k, v in (attrs.get("provenance") or {}).items()})
+    return parts
 
 
 @dataclass(frozen=True)
@@ -244,11 +247,14 @@ class MixtureSampler(Sampler[int]):
 
 
 def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, turn flags into (B,) bool tensors, keep strings as lists."""
+    """Stack tensors, turn flags into (B,) bool tensors and provenance dicts into (B, P) int64
+    codes (`model.losses.provenance_codes`), keep strings as lists."""
     out: dict[str, Any] = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor):
+        if key == "provenance":
+            out[key] = provenance_codes(values)
+        elif isinstance(values[0], torch.Tensor):
             out[key] = torch.stack(values)
         elif isinstance(values[0], bool):
             out[key] = torch.tensor(values, dtype=torch.bool)
@@ -258,7 +264,7 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def targets_from_batch(batch: Mapping[str, Any], device: torch.device | str = "cpu") -> DPTTargets:
-    """The DPT targets and flags of a collated batch."""
+    """The DPT targets, flags and provenance codes (all exact when the batch has none) of a collated batch."""
     fields = {k: batch[k] for k in _TARGET_FIELDS}
     flags = {k: batch[k] for k in _FLAGS if k != "has_gm"}
-    return DPTTargets(**fields, **flags).to(device)
+    return DPTTargets(**fields, **flags, provenance=batch.get("provenance")).to(device)

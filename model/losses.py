@@ -19,12 +19,21 @@ use s = 1 and so teach absolute scale. Those four terms need ground-truth depth 
 Supervision flags. Every sample carries `has_*` flags; a term is averaged over the samples
 whose flag is set (and the valid pixels inside them) and is exactly 0, with no gradient, when
 none are. Absent labels may hold anything (NaN included): they are never read into a loss.
+
+Provenance. A sample may also carry each label part's provenance (`DPTTargets.provenance`;
+exact, derived, estimated or absent, `storage.schema`). `ProvenanceWeights` turns it into a
+per-sample weight of each term, from the parts the term reads (`TERM_PARTS`; a term reading
+several parts takes the smallest weight). Weight 0 (always for absent parts) drops the sample
+from the term exactly like an unset flag; a positive weight multiplies the sample's
+contribution, so it acts at batch size 1 too. Weights of 1 leave every term bit-identical.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,10 +42,14 @@ from diffusers import CogVideoXDDIMScheduler
 
 from model.camera import decode_camera, encode_camera
 from model.dpt_head import DPTOutput
+from storage.schema import PROVENANCE_PARTS, PROVENANCES
 
 __all__ = [
     "DPTTargets",
+    "GM_PARTS",
     "LossWeights",
+    "ProvenanceWeights",
+    "TERM_PARTS",
     "cogvideox_scheduler",
     "depth_reprojection_loss",
     "diffusion_loss",
@@ -44,9 +57,74 @@ __all__ = [
     "flow_smoothness_loss",
     "load_scheduler",
     "noisy_latents_and_target",
+    "provenance_codes",
     "sample_timesteps",
     "stage2_regularisers",
 ]
+
+
+# the label parts (`storage.schema.PROVENANCE_PARTS`) each DPT term reads: points are
+# depth lifted by the cameras; scene flow splits pixels into moving (target the label) and
+# static (target 0) by the dynamic mask
+TERM_PARTS: dict[str, tuple[str, ...]] = {
+    "depth": ("depth",),
+    "points": ("depth", "camera"),
+    "camera": ("camera",),
+    "mask": ("dynamic_mask",),
+    "flow": ("scene_flow", "dynamic_mask"),
+}
+GM_PARTS = ("depth", "flow")  # the geometry-motion video is built from these (`model.gm_video`)
+
+
+@dataclass
+class ProvenanceWeights:
+    """Supervision weight of a label part by its provenance; absent parts always weigh 0.
+
+    Each weight lies in [0, 1]: the share of full supervision a label of that provenance gets.
+    """
+
+    exact: float = 1.0
+    derived: float = 1.0
+    estimated: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("exact", "derived", "estimated"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"provenance weight {name} must be a number in [0, 1], got {value!r}")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"provenance weight {name} must be in [0, 1], got {value:g}")
+
+    def table(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(len(PROVENANCES),) float32 weight of each provenance code, absent 0."""
+        by_name = {"exact": self.exact, "derived": self.derived, "estimated": self.estimated, "absent": 0.0}
+        return torch.tensor([float(by_name[p]) for p in PROVENANCES], dtype=torch.float32, device=device)
+
+    def sample_weights(self, codes: torch.Tensor, parts: Sequence[str]) -> torch.Tensor:
+        """(B,) float32: the smallest weight over `parts` of each sample.
+
+        Args:
+            codes: (B, len(PROVENANCE_PARTS)) integer provenance codes (`provenance_codes`).
+        """
+        if codes.ndim != 2 or codes.shape[1] != len(PROVENANCE_PARTS):
+            raise ValueError(f"provenance codes must be (B, {len(PROVENANCE_PARTS)}), got {tuple(codes.shape)}")
+        columns = [PROVENANCE_PARTS.index(part) for part in parts]
+        per_part = self.table(codes.device)[codes[:, columns].long()]
+        return per_part.min(dim=1).values
+
+
+def provenance_codes(provenances: Sequence[Mapping[str, str]]) -> torch.Tensor:
+    """(B, len(PROVENANCE_PARTS)) int64 index into PROVENANCES of each sample's part, in PROVENANCE_PARTS order."""
+    rows = []
+    for i, provenance in enumerate(provenances):
+        missing = [part for part in PROVENANCE_PARTS if part not in provenance]
+        if missing:
+            raise ValueError(f"sample {i}: provenance lacks part(s) {missing}")
+        bad = {part: provenance[part] for part in PROVENANCE_PARTS if provenance[part] not in PROVENANCES}
+        if bad:
+            raise ValueError(f"sample {i}: provenance {bad} is not one of {PROVENANCES}")
+        rows.append([PROVENANCES.index(provenance[part]) for part in PROVENANCE_PARTS])
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(PROVENANCE_PARTS))
 
 
 @dataclass
@@ -59,6 +137,7 @@ class LossWeights:
     flow_background_weight: float = 0.1  # static pixels' weight in L_flow (target 0); dynamic = 1
     camera_huber_delta: float = 0.1
     reprojection_max_gap: int | None = None  # frame pairs (i, j) with |i - j| <= gap; None: all
+    provenance: ProvenanceWeights = field(default_factory=ProvenanceWeights)  # per label part, see TERM_PARTS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,21 +189,33 @@ def noisy_latents_and_target(
     return scheduler.add_noise(x0, noise, timesteps), scheduler.get_velocity(x0, noise, timesteps)
 
 
-def diffusion_loss(v_pred: torch.Tensor, v_target: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+def diffusion_loss(
+    v_pred: torch.Tensor,
+    v_target: torch.Tensor,
+    keep: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MSE between predicted and target v, per sample over all other dims, averaged over kept samples.
 
     Args:
         v_pred, v_target: (B, ...) e.g. (B, F, C, h, w).
         keep: optional (B,) bool, e.g. `has_gm` for the geometry-motion latents.
+        sample_weight: optional (B,) >= 0 factor per sample (e.g. a provenance weight); samples of
+            weight 0 are dropped like unkept ones, the others' MSE is multiplied by it.
     """
     if v_pred.shape != v_target.shape:
         raise ValueError(f"v_pred {tuple(v_pred.shape)} and v_target {tuple(v_target.shape)} differ")
+    if sample_weight is not None:
+        sample_weight = sample_weight.to(v_pred.device).float()
+        positive = sample_weight > 0
+        keep = positive if keep is None else keep.to(v_pred.device).bool() & positive
     if keep is not None:  # select first: dropped samples (e.g. no gm latents) may hold anything
         keep = keep.to(v_pred.device).bool()
         if not keep.any():
             return v_pred.new_zeros((), dtype=torch.float32)
         v_pred, v_target = v_pred[keep], v_target[keep]
-    return (v_pred.float() - v_target.float()).square().flatten(1).mean(dim=1).mean()
+    mse = (v_pred.float() - v_target.float()).square().flatten(1).mean(dim=1)
+    return mse.mean() if sample_weight is None else (mse * sample_weight[keep]).mean()
 
 
 # ============================================================================ DPT
@@ -134,7 +225,8 @@ class DPTTargets:
 
     depth, depth_valid: (B, S, H, W); points: (B, S, H, W, 3); c2w: (B, S, 4, 4);
     K: (B, S, 3, 3); dynamic_mask: (B, S, H, W); scene_flow: (B, S-1, H, W, 3);
-    scene_flow_valid: (B, S-1, H, W). Flags: (B,) bool each.
+    scene_flow_valid: (B, S-1, H, W). Flags: (B,) bool each. provenance:
+    (B, len(PROVENANCE_PARTS)) integer codes (`provenance_codes`); not given, every part is exact.
     """
 
     depth: torch.Tensor
@@ -151,9 +243,20 @@ class DPTTargets:
     has_camera: torch.Tensor
     has_mask: torch.Tensor
     has_scene_flow: torch.Tensor
+    provenance: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.provenance is None:
+            shape = (self.has_depth.shape[0], len(PROVENANCE_PARTS))
+            exact = PROVENANCES.index("exact")
+            self.provenance = torch.full(shape, exact, dtype=torch.int64, device=self.has_depth.device)
 
     def to(self, device: torch.device | str) -> DPTTargets:
         return DPTTargets(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    def term_weights(self, weights: ProvenanceWeights) -> dict[str, torch.Tensor]:
+        """(B,) float32 provenance weight of each DPT term (`TERM_PARTS`)."""
+        return {term: weights.sample_weights(self.provenance, parts) for term, parts in TERM_PARTS.items()}
 
 
 def _sanitize(targets: DPTTargets) -> DPTTargets:
@@ -189,6 +292,7 @@ def _sanitize(targets: DPTTargets) -> DPTTargets:
         has_camera=targets.has_camera.bool(),
         has_mask=targets.has_mask.bool(),
         has_scene_flow=targets.has_scene_flow.bool(),
+        provenance=targets.provenance,
     )
 
 
@@ -224,6 +328,11 @@ def dpt_losses(
     Args:
         sample_weight: optional (B,) factor per sample (e.g. to down-weight very noisy timesteps).
 
+    Each term's samples are further weighted by the provenance of the label parts it reads
+    (`targets.provenance`, `weights.provenance`, `TERM_PARTS`): weight 0 drops a sample from
+    the term like an unset flag; the term is sum(w_prov * sample_weight * loss) over the kept
+    samples divided by their number.
+
     Returns:
         dict with "depth", "points", "camera", "mask", "flow" and "dpt" (their weighted sum).
     """
@@ -235,18 +344,20 @@ def dpt_losses(
     scale = (s / n)[:, None, None, None]
     gt_scale = (1.0 / n)[:, None, None, None]
     valid = targets.depth_valid.bool().float()
+    term_w = {k: v.to(pred.depth.device) for k, v in targets.term_weights(weights.provenance).items()}
 
-    def reduce(per_sample: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        keep = keep.bool()
+    def reduce(per_sample: torch.Tensor, keep: torch.Tensor, term: str) -> torch.Tensor:
+        # a weight of exactly 1 leaves the product, hence the term, bit-identical
+        keep = keep.bool() & (term_w[term] > 0)
         if not keep.any():
             return per_sample.new_zeros(())
-        return (per_sample * sw)[keep].sum() / keep.float().sum()
+        return (per_sample * sw * term_w[term])[keep].sum() / keep.float().sum()
 
     depth_err = (pred.depth.float() * scale - targets.depth.float() * gt_scale).abs()
-    losses = {"depth": reduce(_weighted_mean(depth_err, valid), targets.has_depth & depth_ok)}
+    losses = {"depth": reduce(_weighted_mean(depth_err, valid), targets.has_depth & depth_ok, "depth")}
 
     pts_err = (pred.points.float() * scale[..., None] - targets.points.float() * gt_scale[..., None]).abs().mean(-1)
-    losses["points"] = reduce(_weighted_mean(pts_err, valid), targets.has_points & depth_ok)
+    losses["points"] = reduce(_weighted_mean(pts_err, valid), targets.has_points & depth_ok, "points")
 
     gt_cam = encode_camera(targets.c2w.float(), targets.K.float(), H, W)
     cam_pred = pred.camera.float()
@@ -260,10 +371,10 @@ def dpt_losses(
         huber(cam_pred[..., 3:7], gt_cam[..., 3:7]).sum(-1), huber(cam_pred[..., 3:7], -gt_cam[..., 3:7]).sum(-1)
     )
     fov_err = huber(cam_pred[..., 7:], gt_cam[..., 7:]).sum(-1)
-    losses["camera"] = reduce(((t_err + q_err + fov_err) / 9.0).mean(dim=1), targets.has_camera)
+    losses["camera"] = reduce(((t_err + q_err + fov_err) / 9.0).mean(dim=1), targets.has_camera, "camera")
 
     bce = F.binary_cross_entropy_with_logits(pred.mask_logits.float(), targets.dynamic_mask.float(), reduction="none")
-    losses["mask"] = reduce(bce.flatten(1).mean(dim=1), targets.has_mask)
+    losses["mask"] = reduce(bce.flatten(1).mean(dim=1), targets.has_mask, "mask")
 
     dyn = targets.dynamic_mask[:, :-1].bool()
     fg = (dyn & targets.scene_flow_valid.bool()).float()
@@ -271,7 +382,8 @@ def dpt_losses(
     flow_w = fg + weights.flow_background_weight * bg
     gt_flow = targets.scene_flow.float() * fg[..., None]
     flow_err = (pred.scene_flow.float() * scale[..., None] - gt_flow * gt_scale[..., None]).abs().mean(-1)
-    losses["flow"] = reduce(_weighted_mean(flow_err, flow_w), targets.has_scene_flow & targets.has_mask & depth_ok)
+    flow_keep = targets.has_scene_flow & targets.has_mask & depth_ok
+    losses["flow"] = reduce(_weighted_mean(flow_err, flow_w), flow_keep, "flow")
 
     losses["dpt"] = losses["depth"] + losses["points"] + losses["camera"] + losses["mask"] + weights.lambda_flow * losses["flow"]
     return losses
@@ -384,7 +496,8 @@ def stage2_regularisers(
 ) -> dict[str, torch.Tensor]:
     """Stage-2 terms on the head's own predictions (depth, decoded cameras, scene flow).
 
-    Masks: the ground-truth dynamic mask where a sample has one, else the predicted mask
+    Masks: the ground-truth dynamic mask where a sample has one of positive provenance weight
+    (an absent mask is stored as zeros, not as "all static"), else the predicted mask
     (sigmoid of the logits, detached: the regularisers must not teach the mask to shrink).
 
     Returns:
@@ -395,7 +508,8 @@ def stage2_regularisers(
     dyn = torch.sigmoid(pred.mask_logits.detach().float())
     if targets is not None:
         gt = torch.nan_to_num(targets.dynamic_mask.float()).clamp(0, 1)
-        dyn = torch.where(targets.has_mask.bool()[:, None, None, None], gt, dyn)
+        use_gt = targets.has_mask.bool() & (targets.term_weights(weights.provenance)["mask"].to(gt.device) > 0)
+        dyn = torch.where(use_gt[:, None, None, None], gt, dyn)
     c2w, K = decode_camera(pred.camera.float(), H, W)
     reg_depth = depth_reprojection_loss(pred.depth, c2w, K, 1.0 - dyn, max_gap=weights.reprojection_max_gap)
     scale = pred.depth.detach().float().flatten(1).mean(dim=1)

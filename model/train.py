@@ -108,7 +108,9 @@ from model.distributed import (
 )
 from model.latent_cache import LatentCache, cache_fingerprint, fill_latent_cache
 from model.losses import (
+    GM_PARTS,
     LossWeights,
+    ProvenanceWeights,
     diffusion_loss,
     dpt_losses,
     noisy_latents_and_target,
@@ -130,7 +132,8 @@ class TrainConfig:
     Each field's metadata (help, bounds, public name) generates `worldreel train`'s options and
     the Prefect form `flows.training.TrainRunParams` (`pipelines.jobconfig`). Four attributes keep
     the names saved checkpoints use and show their public ones: `model` is `config`, `data` is
-    `stores` (`--store`), `data_weights` is `store_weights`, `pretrained` is `weights`.
+    `stores` (`--store`), `data_weights` is `store_weights`, `pretrained` is `weights`; and
+    `provenance_weights` is `provenance_weight` (one `--provenance-weight NAME=VALUE` per weight).
     """
 
     model: Literal["tiny", "cogvideox-5b-i2v"] = field(default="tiny", metadata={
@@ -173,6 +176,13 @@ class TrainConfig:
         "ge": 1, "help": "depth reprojection regulariser over frame pairs at most this far apart (default all)"})
     dpt_weighting: Literal["alpha_bar", "none"] = field(default="alpha_bar", metadata={
         "help": "weight each sample's DPT and regulariser terms by abar_t (geometry is ill-posed at high noise)"})
+    provenance_weights: ProvenanceWeights = field(default_factory=ProvenanceWeights, metadata={
+        "name": "provenance_weight", "flag": "--provenance-weight",
+        "help": "weight of each DPT term per sample by the provenance of the labels it reads, each in [0, 1] "
+        "(absent labels weigh 0), e.g. estimated=0.5 to halve pseudo-label supervision"})
+    provenance_weight_gm: bool = field(default=False, metadata={
+        "help": "also weight the geometry-motion diffusion loss by the smaller of the depth and flow "
+        "provenance weights"})
     mixed_precision: Literal["bf16", "no"] = field(default="bf16", metadata={
         "help": "bf16 autocast on CUDA (weights stay fp32)"})
     gradient_checkpointing: bool = field(default=True, metadata={
@@ -222,6 +232,7 @@ class TrainConfig:
             lambda_dpt=self.lambda_dpt,
             lambda_reg=self.lambda_reg,
             reprojection_max_gap=self.reprojection_max_gap,
+            provenance=self.provenance_weights,
         )
 
 
@@ -504,7 +515,10 @@ class Trainer:
         total = torch.zeros((), device=dev)
         if cfg.stage in ("1a", "2"):
             losses["diff_rgb"] = diffusion_loss(out.rgb, v_rgb)
-            losses["diff_gm"] = diffusion_loss(out.gm, v_gm, keep=has_gm)
+            gm_weight = None
+            if cfg.provenance_weight_gm and "provenance" in batch:
+                gm_weight = self.weights.provenance.sample_weights(batch["provenance"].to(dev), GM_PARTS)
+            losses["diff_gm"] = diffusion_loss(out.gm, v_gm, keep=has_gm, sample_weight=gm_weight)
             total = total + losses["diff_rgb"] + losses["diff_gm"]
         if m.head is not None:
             hidden = out.hidden_states if cfg.stage != "1b" else [h.detach() for h in out.hidden_states]
@@ -519,6 +533,10 @@ class Trainer:
             losses.update(d)
             scale = 1.0 if cfg.stage == "1b" else self.weights.lambda_dpt
             total = total + scale * d["dpt"]
+            if not total.requires_grad and torch.is_grad_enabled():
+                # no term supervises any sample of this batch (e.g. only pseudo-labels at estimated=0):
+                # a zero loss still tied to the head, so backward and DDP's reduction run as usual
+                total = total + 0.0 * sum(x.float().mean() for x in pred.__dict__.values())
             if cfg.stage == "2":
                 reg = stage2_regularisers(pred, targets, self.label_size, self.weights)
                 w = 1.0 if weight is None else weight.mean()

@@ -295,6 +295,20 @@ def _overridable(nested: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(nested) if _strip_none(hints[f.name]) in _SCALARS}
 
 
+def _any_optional(nested: type) -> bool:
+    return any(_strip_none(t) is not t for t in _overridable(nested).values())
+
+
+def _parse_bool(text: str) -> bool:
+    """"true"/"false" (also yes/no, 1/0, on/off): bool("false") would be True."""
+    word = text.strip().lower()
+    if word in ("true", "yes", "1", "on"):
+        return True
+    if word in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(text)
+
+
 def _override(option: Option, overrides: Mapping[str, Any]) -> Any:
     known = _overridable(option.nested)
     unknown = sorted(set(overrides) - set(known))
@@ -318,7 +332,8 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
         help_text = option.help + f" (default {flag if option.default_value() else '--no-' + flag[2:]})"
     elif option.nested is not None:
         kwargs.update(action="append", type=_override_type(option), metavar="NAME=VALUE")
-        help_text += f"; repeatable; VALUE {option.none_word!r} removes one ({_override_defaults(option)})"
+        removes = f"; VALUE {option.none_word!r} removes one" if _any_optional(option.nested) else ""
+        help_text += f"; repeatable{removes} ({_override_defaults(option)})"
     elif typing.get_origin(base) in (list, tuple):
         item = _strip_none(typing.get_args(base)[0])
         kwargs.update(type=_scalar_type(option, item, _choices(item)), metavar=option.name.rstrip("s").upper())
@@ -384,13 +399,14 @@ def _override_type(option: Option):
             raise argparse.ArgumentTypeError(f"unknown {option.flags[0].lstrip('-')} {name!r}; "
                                              f"known: {', '.join(sorted(known))}")
         base = _strip_none(known[name])
-        if value.strip().lower() == option.none_word and base is not known[name]:
+        optional = base is not known[name]
+        if value.strip().lower() == option.none_word and optional:
             return name, None
         try:
-            return name, base(value)
+            return name, _parse_bool(value) if base is bool else base(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: expected {base.__name__} or {option.none_word!r}, "
-                                             f"got {value!r}") from None
+            alternative = f" or {option.none_word!r}" if optional else ""
+            raise argparse.ArgumentTypeError(f"{name}: expected {base.__name__}{alternative}, got {value!r}") from None
 
     return parse
 
@@ -432,7 +448,8 @@ def _form_field(option: Option) -> Any:
     bounds = {} if typing.get_origin(option.base) is list else option.bounds
     kwargs: dict[str, Any] = {"description": option.help, **bounds}
     if option.nested is not None:
-        kwargs["description"] += f"; a mapping of NAME to VALUE, null removes one ({_override_defaults(option)})"
+        removes = ", null removes one" if _any_optional(option.nested) else ""
+        kwargs["description"] += f"; a mapping of NAME to VALUE{removes} ({_override_defaults(option)})"
         return pydantic.Field(default_factory=dict, **kwargs)
     if option.default_factory is not MISSING:
         return pydantic.Field(default_factory=option.default_factory, **kwargs)
