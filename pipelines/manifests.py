@@ -20,7 +20,7 @@ Formats (`format="auto"` picks one from the header):
   offset 0. `video_root` is the folder of the `group_XXXX/` video folders, default
   `<release>/videos`; `annotation_root` that of the annotation folders, default
   `<release>/annotations` when it exists (`<release>` = three levels above the CSV, as laid
-  out on the dataset card). docs/datasets_annotations.md lists what is assumed.
+  out on the dataset card). docs/datasets.md ("SpatialVID") lists what is assumed.
 - ``panda70m``: one row per source video, `videoID,url,timestamp,caption,matching_score`
   (later releases add columns); `timestamp` is a list literal of `[start, end]` pairs like
   `"0:00:15.982"` and `caption` a parallel list: one clip per entry. Expects whole source

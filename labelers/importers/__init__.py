@@ -2,7 +2,7 @@
 
 `import_spatialvid` / `import_vipe` read one clip's annotation folder and return its camera,
 depth and dynamic masks at the clip's label frames and resolution (`ImportedAnnotations`).
-docs/datasets_annotations.md says what is read, the conventions and the assumptions.
+docs/datasets.md ("Imported annotations") says what is read, the conventions and the assumptions.
 Conventions, interpolation and resampling rules are in `labelers.importers.common`; each
 format's files and conversions in its own module.
 """

@@ -293,14 +293,20 @@ class BedlamSequence(SequenceReader):
         if self._camera_rows is None:
             if not path.is_file():
                 raise DatasetError(path, "missing_file", "camera CSV not found")
-            with path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                header = [h.strip() for h in reader.fieldnames or ()]
-                missing = [c for c in CAMERA_COLUMNS if c not in header]
-                if missing:
-                    raise DatasetError(path, "bad_format", f"camera CSV lacks column(s) {', '.join(missing)}")
-                reader.fieldnames = header
-                self._camera_rows = {row["name"].strip(): row for row in reader}
+            try:
+                with path.open(newline="", encoding="utf-8") as f:
+                    reader = csv.DictReader(f)
+                    header = [h.strip() for h in reader.fieldnames or ()]
+                    reader.fieldnames = header
+                    rows = list(reader)
+            except (OSError, ValueError, csv.Error) as exc:  # undecodable bytes, NUL characters
+                raise DatasetError(path, "bad_format", f"unreadable camera CSV ({type(exc).__name__})") from None
+            missing = [c for c in CAMERA_COLUMNS if c not in header]
+            if missing:
+                raise DatasetError(path, "bad_format", f"camera CSV lacks column(s) {', '.join(missing)}")
+            if any(not isinstance(row["name"], str) or None in row.values() for row in rows):
+                raise DatasetError(path, "bad_format", "camera CSV has a row with fewer values than columns")
+            self._camera_rows = {row["name"].strip(): row for row in rows}
         return self._camera_rows
 
 

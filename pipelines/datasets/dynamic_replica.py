@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -85,7 +86,7 @@ def _load_index(path: Path, camera: str) -> dict[str, list[dict]]:
     try:
         with gzip.open(path, "rt", encoding="utf8") as f:
             entries = json.load(f)
-    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (OSError, EOFError, zlib.error, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(path, "bad_format", f"not a gzipped JSON list ({type(err).__name__})") from None
     if not isinstance(entries, list):
         raise DatasetError(path, "bad_format", "not a JSON list of frame annotations")

@@ -92,7 +92,13 @@ def decode_depth(png: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def list_sequences(root: Path, split: str | None = None, names: Sequence[str] | None = None) -> list[SequenceReader]:
-    """The splits of the OmniWorld-Game scenes under `root` (see the module docstring)."""
+    """The splits of the OmniWorld-Game scenes under `root` (see the module docstring).
+
+    Listing reads only how many splits each `split_info.json` holds; each reader reads its
+    split's frames and `fps.txt` on first use, so a broken scene fails its own clips only. A
+    scene whose `split_info.json` does not even give a split count is listed as its split 0,
+    which raises the file's reason when read.
+    """
     base = Path(root) / split if split else Path(root)
     if not base.is_dir():
         raise DatasetError(base, "missing_file", f"split folder {split!r} not found under {root}")
@@ -107,9 +113,12 @@ def list_sequences(root: Path, split: str | None = None, names: Sequence[str] | 
         selected = wanted is None or scene.name in wanted or any(n.startswith(scene.name + "_split") for n in wanted)
         if not selected:
             continue
-        fps = _read_fps(scene / "fps.txt")
-        for k, frames in enumerate(_read_splits(scene / "split_info.json")):
-            reader = OmniWorldGameSequence(scene, k, frames, fps)
+        try:
+            count = len(_split_lists(scene / "split_info.json"))
+        except DatasetError:
+            count = 1  # split 0 carries the reason to its clip
+        for k in range(count):
+            reader = OmniWorldGameSequence(scene, k)
             if wanted is None or reader.name in wanted or scene.name in wanted:
                 readers.append(reader)
     if wanted is not None:
@@ -123,7 +132,10 @@ def list_sequences(root: Path, split: str | None = None, names: Sequence[str] | 
 def _read_fps(path: Path) -> float:
     if not path.is_file():
         raise DatasetError(path, "missing_file", "fps.txt not found")
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, ValueError) as exc:
+        raise DatasetError(path, "bad_format", f"not readable text: {type(exc).__name__}") from None
     try:
         fps = float(text)
     except ValueError:
@@ -133,7 +145,8 @@ def _read_fps(path: Path) -> float:
     return fps
 
 
-def _read_splits(path: Path) -> list[np.ndarray]:
+def _split_lists(path: Path) -> list:
+    """The raw `split` list of `split_info.json` (one entry per split, each checked by `_read_split`)."""
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -141,19 +154,25 @@ def _read_splits(path: Path) -> list[np.ndarray]:
     splits = info.get("split") if isinstance(info, dict) else None
     if not isinstance(splits, list) or not splits:
         raise DatasetError(path, "bad_format", "'split' must be a non-empty list of frame lists")
-    out = []
-    for k, frames in enumerate(splits):
-        if not isinstance(frames, list) or not frames or not all(isinstance(f, int) and f >= 0 for f in frames):
-            raise DatasetError(path, "bad_format", f"split {k} must be a non-empty list of frame numbers >= 0")
-        frames = np.asarray(frames, np.int64)
-        if np.any(np.diff(frames) <= 0):
-            raise DatasetError(path, "inconsistent", f"split {k} frame numbers are not strictly increasing")
-        out.append(frames)
-    return out
+    return splits
+
+
+def _read_split(path: Path, k: int) -> np.ndarray:
+    """The frame numbers of split `k`, checked."""
+    splits = _split_lists(path)
+    if k >= len(splits):
+        raise DatasetError(path, "missing_file", f"no split {k} (the file lists {len(splits)})")
+    frames = splits[k]
+    if not isinstance(frames, list) or not frames or not all(isinstance(f, int) and f >= 0 for f in frames):
+        raise DatasetError(path, "bad_format", f"split {k} must be a non-empty list of frame numbers >= 0")
+    frames = np.asarray(frames, np.int64)
+    if np.any(np.diff(frames) <= 0):
+        raise DatasetError(path, "inconsistent", f"split {k} frame numbers are not strictly increasing")
+    return frames
 
 
 class OmniWorldGameSequence(SequenceReader):
-    """One split of one OmniWorld-Game scene; files are read when asked."""
+    """One split of one OmniWorld-Game scene; its frame list, frame rate and files are read when asked."""
 
     dataset = DATASET
     metric_scale = False
@@ -161,24 +180,34 @@ class OmniWorldGameSequence(SequenceReader):
     licence = LICENCE
     refusals = REFUSALS
 
-    def __init__(self, scene_dir: Path, split_index: int, frames: np.ndarray, fps: float) -> None:
+    def __init__(self, scene_dir: Path, split_index: int) -> None:
         self.root = Path(scene_dir)
         self.split_index = split_index
         self.name = f"{self.root.name}_split{split_index}"
-        self.fps = fps
-        self._frames = frames
-        self._row = {int(f): i for i, f in enumerate(frames)}
+        self._frames: np.ndarray | None = None
+        self._row: dict[int, int] | None = None
+        self._fps: float | None = None
         self._camera: dict[str, np.ndarray] | None = None
         self._size: tuple[int, int] | None = None
 
     @property
     def frame_numbers(self) -> np.ndarray:
+        if self._frames is None:
+            frames = _read_split(self.root / "split_info.json", self.split_index)
+            self._row = {int(f): i for i, f in enumerate(frames)}
+            self._frames = frames
         return self._frames.copy()
+
+    @property
+    def fps(self) -> float:  # type: ignore[override]
+        if self._fps is None:
+            self._fps = _read_fps(self.root / "fps.txt")
+        return self._fps
 
     @property
     def image_size(self) -> tuple[int, int]:
         if self._size is None:
-            self._size = self._read_color(int(self._frames[0])).shape[:2]
+            self._size = self._read_color(int(self.frame_numbers[0])).shape[:2]
         return self._size
 
     def rgb_path(self, frame: int) -> Path:
@@ -226,6 +255,7 @@ class OmniWorldGameSequence(SequenceReader):
 
     # ------------------------------------------------------------------ helpers
     def _row_of(self, frame: int) -> int:
+        self.frame_numbers  # reads the split (and its row of each frame) on first use
         if frame not in self._row:
             where = self.root / "split_info.json"
             raise DatasetError(where, "missing_file", f"frame {frame} is not in split {self.split_index}")
@@ -249,7 +279,7 @@ class OmniWorldGameSequence(SequenceReader):
 
     def _cameras(self) -> dict[str, np.ndarray]:
         if self._camera is None:
-            self._camera = _read_camera_file(self._camera_path(), len(self._frames))
+            self._camera = _read_camera_file(self._camera_path(), len(self.frame_numbers))
         return self._camera
 
 

@@ -23,6 +23,7 @@ refused with a reason instead of being unpickled.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -119,11 +120,15 @@ class PointOdysseySequence(SequenceReader):
             if key not in self._anno_files():
                 raise DatasetError(path, "bad_format", f"no {key!r} array (has {', '.join(self._anno_files())})")
             try:
-                with np.load(path, allow_pickle=False) as npz:
+                with _open_npz(path) as npz:
                     self._arrays[key] = npz[key]
+            except DatasetError:
+                raise
+            except zlib.error:
+                raise DatasetError(path, "bad_format", f"{key} holds corrupt compressed data") from None
             except ValueError:  # object arrays, e.g. trajs_3d = None in early releases
                 raise DatasetError(path, "bad_format", f"{key} is not a numeric array (None or pickled objects)") from None
-            except (OSError, zipfile.BadZipFile, EOFError) as err:
+            except _NPZ_ERRORS as err:
                 raise DatasetError(path, "bad_format", f"unreadable {key} ({type(err).__name__})") from None
         return self._arrays[key]
 
@@ -134,9 +139,11 @@ class PointOdysseySequence(SequenceReader):
             if not path.is_file():
                 raise DatasetError(path, "missing_file", "no anno.npz")
             try:
-                with np.load(path, allow_pickle=False) as npz:
+                with _open_npz(path) as npz:
                     self._files = sorted(npz.files)
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            except DatasetError:
+                raise
+            except (ValueError, *_NPZ_ERRORS) as err:
                 raise DatasetError(path, "bad_format", f"unreadable npz ({type(err).__name__})") from None
         return self._files
 
@@ -306,6 +313,18 @@ def checked_rotation(R: np.ndarray, tol: float) -> np.ndarray:
     if not error <= tol or np.linalg.det(R) <= 0:
         raise ValueError(f"not a rotation (orthonormality error {min(error, 99.0):.2g})")
     return nearest_rotation(R)
+
+
+# what a damaged archive raises while it is opened or an array read (zlib.error: handled apart)
+_NPZ_ERRORS = (OSError, EOFError, zipfile.BadZipFile)
+
+
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """`anno.npz` opened without pickles; a file that is not an npz archive (e.g. one .npy array) is refused."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DatasetError(path, "bad_format", "not an npz archive (a single array)")
+    return loaded
 
 
 def _read_png(path: Path, missing: str) -> np.ndarray:

@@ -212,17 +212,20 @@ def test_training_reads_imported_clips_from_image_files(movi, imported):
     import torch
 
     from model.data import LabelClipDataset, collate_samples
+    from model.losses import provenance_codes
 
     _, good = movi
     _, store, tasks, _ = imported
     dataset = LabelClipDataset([store.root])
     assert len(dataset) == 2
-    batch = collate_samples([dataset[i] for i in range(2)])
+    samples = [dataset[i] for i in range(2)]
+    batch = collate_samples(samples)
     for i, clip_id in enumerate(batch["clip_id"]):
         fixture = next(f for name, f in good.items() if name in clip_id)
         frames = torch.from_numpy(fixture.clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1
         torch.testing.assert_close(batch["rgb"][i], frames)  # PNG frames: lossless
-        assert batch["provenance"][i]["key_flow"] == "derived" and batch["provenance"][i]["camera"] == "exact"
+        assert samples[i]["provenance"]["key_flow"] == "derived" and samples[i]["provenance"]["camera"] == "exact"
+    assert torch.equal(batch["provenance"], provenance_codes([s["provenance"] for s in samples]))
     assert batch["has_scene_flow"].all() and batch["metric_scale"].all()
 
 

@@ -302,7 +302,7 @@ def test_plain_manifest_streams_and_counts_extra_fields(tmp_path):
 # ---------------------------------------------------------------- SpatialVID-HQ release
 
 # The release metadata's header as third-party loaders read it (an assumption, see
-# docs/datasets_annotations.md): columns matched by name, so order and extra columns do not matter.
+# docs/datasets.md, "SpatialVID"): columns matched by name, so order and extra columns do not matter.
 HQ_HEADER = "id,video path,annotation path,group id,num frames,fps,resolution,distLevel,ocr score"
 HQ_A = "0a00f99d-9d9a-5265-9548-e97a34c1302c"
 HQ_B = "0a7b25d8-41fd-563f-bec3-9fb2b675be3e"

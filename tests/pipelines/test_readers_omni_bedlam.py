@@ -156,12 +156,15 @@ def test_omniworld_bad_frames_give_their_reason(omni, tmp_path, case):
 @pytest.mark.parametrize("case", ["order", "fps", "frame"])
 def test_omniworld_bad_scene_files_give_their_reason(omni, tmp_path, case):
     scene = _copy_scene(omni[0] / UID, tmp_path, UID)
-    if case == "order":
-        (scene / "split_info.json").write_text(json.dumps({"split": [[0, 2, 1]]}))
-        _reason(lambda: omniworld_game.list_sequences(scene.parent), "inconsistent", "split 0")
+    if case == "order":  # listed (the split count is known); the split's reader gives the reason
+        (scene / "split_info.json").write_text(json.dumps({"split": [[0, 2, 1], [3, 4]]}))
+        first, second = omniworld_game.list_sequences(scene.parent)
+        _reason(lambda: first.frame_numbers, "inconsistent", "split 0")
+        assert second.frame_numbers.tolist() == [3, 4]
     elif case == "fps":
         (scene / "fps.txt").unlink()
-        _reason(lambda: omniworld_game.list_sequences(scene.parent), "missing_file", "fps.txt")
+        reader = omniworld_game.list_sequences(scene.parent)[0]
+        _reason(lambda: reader.fps, "missing_file", "fps.txt")
     else:  # a frame the split does not list
         reader = omniworld_game.list_sequences(scene.parent)[1]
         _reason(lambda: reader.read_camera(2), "missing_file", "frame 2")
@@ -290,3 +293,62 @@ def test_bedlam_bad_data_gives_its_reason(bedlam_z, tmp_path, case):
         assert reader.frame_numbers.tolist() == [0, 1, 3, 4, 5, 6, 7, 8]  # the gap is visible to the import
     if case not in ("column", "aspect"):
         reader.read_camera(1), reader.read_dynamic_mask(1)  # the other frames still read
+
+
+# ====================================================================== one broken sequence of a run
+def _import_run(root: Path, format: str, frames: int, stride: int, options: list[str] | None = None) -> dict:
+    """Plan and import every sequence of `root`: sequence name -> [(status, reasons), ...] of its clips."""
+    from pipelines.dataset_import import ImportConfig, import_tasks, plan_imports
+    from storage import LabelStore
+
+    cfg = ImportConfig(format=format, root=str(root), store=str(root.parent / "labels.zarr"), height=H, width=W,
+                       num_frames=frames, stride=stride, fps=None, dataset_options=options)
+    tasks = plan_imports(cfg)
+    outcomes = import_tasks(tasks, cfg, LabelStore.create(cfg.store))
+    sequence_of = {t.clip_id: t.sequence for t in tasks}
+    result: dict[str, list] = {}
+    for o in outcomes:
+        assert o.error is None, o.error  # a DatasetError with its reason, never an importer bug
+        result.setdefault(sequence_of[o.clip_id], []).append((o.status, o.reasons))
+    return result
+
+
+def test_omniworld_broken_scenes_are_their_own_rejected_clips(omni, tmp_path):
+    good = _copy_scene(omni[0] / UID, tmp_path, UID)
+    no_fps = _copy_scene(omni[0] / UID, tmp_path, "b0rked0fps000")
+    (no_fps / "fps.txt").unlink()
+    bad_json = _copy_scene(omni[0] / UID, tmp_path, "b0rked0json00")
+    (bad_json / "split_info.json").write_text("{not json")
+    result = _import_run(good.parent, "omniworld-game", 4, 3)
+    assert [s for s, _ in result[f"{UID}_split0"]] == ["accepted"]
+    assert [s for s, _ in result[f"{UID}_split1"]] == ["accepted"]
+    for k in (0, 1):
+        ((status, reasons),) = result[f"b0rked0fps000_split{k}"]
+        assert status == "rejected" and reasons[0].startswith("missing_file:") and "b0rked0fps000/fps.txt" in reasons[0]
+    ((status, reasons),) = result["b0rked0json00_split0"]  # the split count is unknown: split 0 carries it
+    assert status == "rejected" and reasons[0].startswith("bad_format:") and "split_info.json" in reasons[0]
+    assert len(result) == 5
+
+
+def test_bedlam_broken_sequences_are_their_own_rejected_clips(bedlam_z, tmp_path):
+    scene = _copy_scene(bedlam_z[0] / SCENE, tmp_path, SCENE)
+    for seq, damage in (("seq_000001", "csv"), ("seq_000002", "frames")):
+        for sub in ("png", "depth", "masks"):
+            shutil.copytree(scene / sub / "seq_000000", scene / sub / seq)
+            for path in sorted((scene / sub / seq).iterdir()):
+                path.rename(path.with_name(path.name.replace("seq_000000", seq)))
+        cameras = scene / "ground_truth" / "camera"
+        text = (cameras / "seq_000000_camera.csv").read_text().replace("seq_000000", seq)
+        if damage == "csv":  # undecodable bytes in the camera table
+            text = text.encode("utf-8") + b"\xff\xfe\x00broken\n"
+            (cameras / f"{seq}_camera.csv").write_bytes(text)
+        else:  # no frame images at all
+            (cameras / f"{seq}_camera.csv").write_text(text)
+            for path in (scene / "png" / seq).iterdir():
+                path.unlink()
+    result = _import_run(scene.parent, "bedlam", 9, 4, ["depth_type=z"])
+    assert [s for s, _ in result[f"{SCENE}_seq_000000"]] == ["accepted"]
+    ((status, reasons),) = result[f"{SCENE}_seq_000001"]
+    assert status == "rejected" and reasons[0].startswith("bad_format:") and "seq_000001_camera.csv" in reasons[0]
+    ((status, reasons),) = result[f"{SCENE}_seq_000002"]
+    assert status == "rejected" and reasons[0].startswith("missing_file:") and "no frames" in reasons[0]

@@ -403,3 +403,60 @@ def test_dr_listing(tmp_path, clip):
     write_dr(tmp_path, clip)
     assert [r.name for r in list_sequences("dynamic-replica", tmp_path)] == ["seq_a", "seq_b"]
     assert_reason(lambda: list_sequences("dynamic-replica", tmp_path, "valid", ["nope"]), "missing_file", str(tmp_path))
+
+
+# ---------------------------------------------------------------------- one broken sequence of a run
+def import_run(root: Path, format: str, size: tuple[int, int], frames: int, stride: int) -> dict[str, list]:
+    """Plan and import every sequence of `root`: sequence name -> [(status, reasons), ...] of its clips."""
+    from pipelines.dataset_import import ImportConfig, import_tasks, plan_imports
+    from storage import LabelStore
+
+    cfg = ImportConfig(format=format, root=str(root), store=str(root / "labels.zarr"), height=size[0],
+                       width=size[1], num_frames=frames, stride=stride, fps=None)
+    tasks = plan_imports(cfg)
+    outcomes = import_tasks(tasks, cfg, LabelStore.create(cfg.store))
+    sequence_of = {t.clip_id: t.sequence for t in tasks}
+    result: dict[str, list] = {}
+    for o in outcomes:
+        assert o.error is None, o.error  # a DatasetError with its reason, never an importer bug
+        result.setdefault(sequence_of[o.clip_id], []).append((o.status, o.reasons))
+    return result
+
+
+def _corrupt_anno(seq: Path) -> None:
+    """A compressed anno.npz whose deflate stream is damaged (the zip directory still reads)."""
+    arrays = dict(np.load(seq / "anno.npz"))
+    np.savez_compressed(seq / "anno.npz", **arrays)
+    data = bytearray((seq / "anno.npz").read_bytes())
+    middle = len(data) // 3
+    data[middle : middle + 64] = b"\xff" * 64
+    (seq / "anno.npz").write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["one_array", "corrupt_deflate"])
+def test_po_broken_sequence_is_its_own_rejected_clip(tmp_path, clip, damage):
+    write_po(tmp_path, clip)
+    broken = tmp_path / "train" / "seq_broken"
+    shutil.copytree(tmp_path / "train" / "seq_po", broken)
+    if damage == "one_array":  # a bare .npy saved under the npz name
+        np.save(broken / "anno.npy", np.zeros(3))
+        (broken / "anno.npy").replace(broken / "anno.npz")
+    else:
+        _corrupt_anno(broken)
+    result = import_run(tmp_path, "pointodyssey", (48, 64), 5, 4)
+    assert sorted(result) == ["seq_broken", "seq_po"]
+    assert [s for s, _ in result["seq_po"]] == ["accepted"]
+    ((status, reasons),) = result["seq_broken"]
+    assert status == "rejected" and reasons[0].startswith("bad_format:") and "seq_broken/anno.npz" in reasons[0]
+
+
+def test_dr_broken_sequence_is_its_own_rejected_clip(tmp_path, clip):
+    write_dr(tmp_path, clip)
+    # seq_b loses its frame 2 in the shared index; seq_a is untouched
+    index = tmp_path / "valid" / "frame_annotations_valid.jgz"
+    entries = [e for e in read_index(index) if not (e["sequence_name"] == "seq_b" and e["frame_number"] == 2)]
+    write_index(tmp_path / "valid", "valid", entries)
+    result = import_run(tmp_path, "dynamic-replica", (48, 64), 5, 4)
+    assert [s for s, _ in result["seq_a"]] == ["accepted"]
+    ((status, reasons),) = result["seq_b"]
+    assert status == "rejected" and reasons[0].startswith("missing_file:") and "seq_b: frame 2 is missing" in reasons[0]
