@@ -9,6 +9,15 @@ probes, pairs with still borders), the rotation error against ground truth where
 the failure reason if any, and seconds.
 
     python bench/bench_camera_fixed.py [--size 240x360] [--frames 17] [--seeds 0,1] [--real-only]
+
+`--sweep` runs the fixed-camera test alone (`labelers.sfm.fixed_camera_evidence`, no SfM) over
+the scene classes of `pipelines.synthetic_set.SCENE_CLASSES` (seeds 0-3 each), slow pans,
+dollies and orbits (`camera_speed` 0.05-0.25, rich and low texture), fixed cameras in front of a
+textureless wall with a large mover, and the real regression clips as `bench_real_footage.py`
+decodes them; it prints, per class, how many clips the test calls fixed: the false-static rate
+over moving cameras and the recall over fixed ones.
+
+    python bench/bench_camera_fixed.py --sweep [--size 120x180] [--frames 17]
 """
 
 from __future__ import annotations
@@ -27,7 +36,11 @@ from common import image_size  # noqa: E402
 from labelers.camera import CameraFailure, relative_rotation_errors_deg, rotation_angle_deg  # noqa: E402
 from labelers.sfm import SfmCamera  # noqa: E402
 from pipelines.regression_footage import REGRESSION_CLIPS, capture_frames, locate  # noqa: E402
+from labelers.sfm import SfmConfig, fixed_camera_evidence  # noqa: E402
+from pipelines.clips import ClipSpec  # noqa: E402
+from pipelines.decode import DecodeConfig, decode_clip  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+from pipelines.synthetic_set import SCENE_CLASSES  # noqa: E402
 
 REAL = [  # (regression clip, start frames)
     ("vtest_pedestrians", (0, 40, 200, 400)),
@@ -62,16 +75,70 @@ def show(name: str, row: dict) -> None:
     print(f"{name:<34} " + " ".join(fields), flush=True)
 
 
+def sweep_configs(height: int, width: int, frames: int) -> list[tuple[str, bool, SceneConfig]]:
+    """(class, camera truly fixed, config) of the sweep (module docstring)."""
+    rows = []
+    for name, make in SCENE_CLASSES.items():
+        for seed in range(4):
+            cfg = make(seed, height, width, frames)
+            rows.append((name if cfg.camera != "static" or name == "fixed_large_mover" else f"{name}_static",
+                         cfg.camera == "static", cfg))
+    for camera in ("pan", "dolly", "orbit"):
+        for speed in (0.05, 0.1, 0.25):
+            for texture in ("rich", "low"):
+                cfg = SceneConfig(seed=int(speed * 100), height=height, width=width, num_frames=frames, stride=4,
+                                  camera=camera, camera_speed=speed, texture=texture, large_mover=True)
+                rows.append((f"slow_{camera}", False, cfg))
+    for seed in range(4):
+        cfg = SceneConfig(seed=seed, height=height, width=width, num_frames=frames, stride=4, camera="static",
+                          texture="low", large_mover=True, scene=("room", "open")[seed % 2])
+        rows.append(("fixed_textureless_wall", True, cfg))
+    return rows
+
+
+def sweep(height: int, width: int, frames: int) -> None:
+    counts: dict[str, list[int]] = {}
+    moving_fixed = moving_total = 0
+    for name, truly_fixed, cfg in sweep_configs(height, width, frames):
+        evidence = fixed_camera_evidence(render_clip(cfg).frames, SfmConfig())
+        tally = counts.setdefault(f"{name} ({'fixed' if truly_fixed else 'moving'})", [0, 0])
+        tally[0] += int(evidence.fixed)
+        tally[1] += 1
+        if not truly_fixed:
+            moving_fixed += int(evidence.fixed)
+            moving_total += 1
+    for key, (fixed, total) in counts.items():
+        print(f"{key:<40} called fixed {fixed}/{total}", flush=True)
+    print(f"false static over moving cameras: {moving_fixed}/{moving_total}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in REGRESSION_CLIPS:
+            path = locate(clip, tmp)
+            if path is None:
+                print(f"{clip.name}: not installed ({clip.package}), skipped")
+                continue
+            spec = ClipSpec(clip.name, str(path), clip.start_sec, clip.start_sec + 60.0, fps_target=None)
+            decoded = decode_clip(spec, DecodeConfig(frames, height, width, num_threads=1))
+            evidence = fixed_camera_evidence(decoded.frames, SfmConfig())
+            diag = evidence.diagnostics()
+            print(f"{clip.name:<20} expected {clip.expected_camera:<6} called fixed {evidence.fixed!s:<5} "
+                  f"pairs fixed {diag['static_pairs_fixed']:.2f} bottom {diag['static_pairs_bottom_still']:.2f}",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=image_size, default=(240, 360))
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--real-only", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="the fixed-camera test alone over every camera class")
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0 at 120x180, T=9")
     args = parser.parse_args()
     if args.quick:
         args.size, args.frames, args.seeds = (120, 180), 9, "0"
+    if args.sweep:
+        sweep(*args.size, args.frames)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for name, starts in REAL:
             path = locate(next(c for c in REGRESSION_CLIPS if c.name == name), tmp)

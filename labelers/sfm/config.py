@@ -30,6 +30,10 @@ class SfmConfig:
             min_still_fraction of them do not move; the camera is fixed when at least
             min_fixed_pairs of the analysed frame pairs show still regions on three of the four
             borders, and min_bottom_pairs of them on the bottom border.
+        static_noise_sigmas: a region is also still when its unchanged pixels (RMS change of
+            their patch, patch_radius_px, below this many times the noise of a frame difference:
+            sqrt(2) x `labelers.flow.image_noise_sigma`, at least 8-bit rounding) moved less than
+            static_motion_px by their summed texture (`labelers.sfm.fixed.photometric_still_regions`).
         parallax_inlier_px, max_homography_ratio, min_translation_px, translation_ratio: when
             a frame pair shows translation (`labelers.sfm.motion`).
         ransac_max_px: inlier threshold of the two-view and PnP estimators.
@@ -86,6 +90,7 @@ class SfmConfig:
     min_still_fraction: float = 0.5
     min_fixed_pairs: float = 0.9
     min_bottom_pairs: float = 0.5
+    static_noise_sigmas: float = 3.0
     parallax_inlier_px: float = 0.5
     max_homography_ratio: float = 0.75
     min_translation_px: float = 1.0
@@ -136,6 +141,8 @@ class SfmConfig:
             )
         if self.static_grid < 3 or self.static_probes_per_region < 1 or self.min_region_probes < 1:
             raise ValueError("need static_grid >= 3, static_probes_per_region >= 1 and min_region_probes >= 1")
+        if not self.static_noise_sigmas > 1:
+            raise ValueError(f"static_noise_sigmas must be > 1 (noise alone reaches 1), got {self.static_noise_sigmas}")
         if not all(0 < v <= 1 for v in (self.min_still_fraction, self.min_fixed_pairs, self.min_bottom_pairs)):
             raise ValueError("min_still_fraction, min_fixed_pairs and min_bottom_pairs must be in (0, 1]")
         if not 0 < self.min_registered_fraction <= 1:

@@ -6,7 +6,12 @@ the largest coherent motion. Probe corners per region of a `static_grid` x `stat
 mover), moved directly from frame i to j by pyramidal Lucas-Kanade over every consecutive
 pair, every pair from frame 0 and the long baselines of the motion analysis. A region is
 still when most of its probes move less than `static_motion_px` (lost probes count as
-moving). The camera is fixed (`static`, c2w = I, intrinsics from `prior_fov_x_deg` unless
+moving), or photometrically (`photometric_still_regions`): on a weakly textured wall the
+corners are too faint to probe (the mover takes the region's probes) or to track, yet its
+pixels stand still. There the region's unchanged pixels (patch change at the noise level)
+are still when their change energy is below what a displacement of `static_motion_px`
+would give them, their faint texture summed over the region; a textureless region says
+nothing, a moving camera changes its textured pixels. The camera is fixed (`static`, c2w = I, intrinsics from `prior_fov_x_deg` unless
 given) when, in `min_fixed_pairs` of the pairs, still regions lie on three of the four
 borders of the grid, and in `min_bottom_pairs` of them on the bottom border. Why the bottom:
 points at infinity (sky, distant scenery) stand still under a camera translation too, and
@@ -16,7 +21,8 @@ translation. Limits: a moving camera whose bottom border shows only something th
 with it (a car's bonnet) can pass; a fixed camera whose bottom third is covered by a mover
 most of the time, or whose background has no texture, or that shakes by more than
 `static_motion_px`, falls through to the motion analysis (where a median track motion below
-`static_motion_px` still makes it static, `static_result`).
+`static_motion_px` still makes it static, `static_result`). OpenCV's cup.mp4 is of the last
+kind: its wall moves by about 1 % of the image height (0.5 deg) within 0.6 s (docs/benchmarks.md, "Fixed cameras in front of textureless walls").
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import cv2
 import numpy as np
 
 from labelers.camera import CameraResult
+from labelers.flow import image_noise_sigma
 from labelers.sfm.common import centred_K, error_stats, prior_focal_px
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.pairs import analysis_pairs
@@ -96,6 +103,9 @@ def fixed_camera_evidence(frames: np.ndarray, cfg: SfmConfig) -> FixedCameraEvid
     """
     num_frames, height, width = frames.shape[:3]
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    gray_f = [g.astype(np.float32) for g in gray]
+    # 8-bit rounding (1/sqrt(12) level) is the noise floor of any frame
+    noise_sigma = max(float(np.median([image_noise_sigma(g) for g in gray[:: max(1, num_frames // 4)]])), 12**-0.5)
     lk = {
         "winSize": (cfg.klt_window_px, cfg.klt_window_px),
         "maxLevel": cfg.klt_levels,
@@ -119,7 +129,8 @@ def fixed_camera_evidence(frames: np.ndarray, cfg: SfmConfig) -> FixedCameraEvid
             still = motion < cfg.static_motion_px
         num_probes.append(len(xy))
         still_fraction.append(float(still.mean()) if len(xy) else 0.0)
-        still_sides.append(still_region_borders(region, still, cfg))
+        photometric = photometric_still_regions(gray_f[i], gray_f[j], noise_sigma, cfg)
+        still_sides.append(still_region_borders(region, still, cfg, photometric))
         if i == 0:
             frame_still[j] = int(still.sum())
             frame_motion[j] = float(motion[still].mean()) if still.any() else np.nan
@@ -136,6 +147,52 @@ def fixed_camera_evidence(frames: np.ndarray, cfg: SfmConfig) -> FixedCameraEvid
         cfg.min_fixed_pairs,
         cfg.min_bottom_pairs,
     )
+
+
+def _change_level(noise_sigma: float, cfg: SfmConfig) -> float:
+    """RMS patch change (grey levels) that noise alone stays below: `static_noise_sigmas` x the
+    noise of a frame difference (sqrt(2) sigma)."""
+    return cfg.static_noise_sigmas * np.sqrt(2.0) * noise_sigma
+
+
+def photometric_still_regions(
+    gray_i: np.ndarray, gray_j: np.ndarray, noise_sigma: float, cfg: SfmConfig
+) -> np.ndarray:
+    """(grid, grid) bool: regions whose unchanged pixels moved less than `cfg.static_motion_px`.
+
+    Unchanged pixels: RMS change of their patch (`cfg.patch_radius_px`) below `_change_level`;
+    the movers are not (whatever the camera does), nor, under a moving camera, any textured
+    patch. If a region's unchanged pixels moved by a common d, their change energy
+    E = sum((I_j - I_i)^2) is at least d^T S d >= lambda_min(S) |d|^2 to first order (S: sum
+    of their gradient outer products, Sobel / 8), noise only adding to it; so
+    E < lambda_min(S) x static_motion_px^2 means |d| < static_motion_px. Faint texture counts
+    through its sum over the region; a textureless region has lambda_min(S) ~ 0 and says
+    nothing: it must see the displacement at least as clearly as one patch of texture at the
+    noise level (lambda_min(S) x static_motion_px^2 >= patch area x `_change_level`^2).
+
+    Args:
+        gray_i, gray_j: (H, W) float32 grey frames i and j.
+    """
+    window = (2 * cfg.patch_radius_px + 1,) * 2
+    level = _change_level(noise_sigma, cfg)
+    change = gray_j - gray_i
+    unchanged = np.sqrt(cv2.boxFilter(change**2, -1, window)) < level
+    gx = cv2.Sobel(gray_i, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(gray_i, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    grid = cfg.static_grid
+    height, width = gray_i.shape
+    still = np.zeros((grid, grid), bool)
+    for row in range(grid):
+        for col in range(grid):
+            cell = (slice(row * height // grid, (row + 1) * height // grid),
+                    slice(col * width // grid, (col + 1) * width // grid))
+            keep = unchanged[cell]
+            x, y = gx[cell][keep].astype(np.float64), gy[cell][keep].astype(np.float64)
+            structure = np.array([[x @ x, x @ y], [x @ y, y @ y]])
+            seen = float(np.linalg.eigvalsh(structure)[0]) * cfg.static_motion_px**2
+            energy = float(np.sum(change[cell][keep].astype(np.float64) ** 2))
+            still[row, col] = seen >= window[0] * window[1] * level**2 and energy < seen
+    return still
 
 
 def _region_probes(gray: np.ndarray, cfg: SfmConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -165,13 +222,18 @@ def _region_probes(gray: np.ndarray, cfg: SfmConfig) -> tuple[np.ndarray, np.nda
     return np.concatenate(xy), np.concatenate(region)
 
 
-def still_region_borders(region: np.ndarray, still: np.ndarray, cfg: SfmConfig) -> np.ndarray:
+def still_region_borders(
+    region: np.ndarray, still: np.ndarray, cfg: SfmConfig, photometric: np.ndarray | None = None
+) -> np.ndarray:
     """(4,) bool: top, bottom, left, right border rows/columns of the region grid holding a still
-    region (enough probes, most of them still)."""
+    region (enough probes, most of them still; or, where given, photometrically still: (grid,
+    grid) bool from `photometric_still_regions`)."""
     grid = cfg.static_grid
     count = np.bincount(region, minlength=grid * grid).reshape(grid, grid)
     num_still = np.bincount(region, weights=still.astype(np.float64), minlength=grid * grid).reshape(grid, grid)
     region_still = (count >= cfg.min_region_probes) & (num_still >= cfg.min_still_fraction * np.maximum(count, 1))
+    if photometric is not None:
+        region_still |= photometric
     return np.array(
         [region_still[0].any(), region_still[-1].any(), region_still[:, 0].any(), region_still[:, -1].any()]
     )

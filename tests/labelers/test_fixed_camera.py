@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from depth_anything_writer import save_depth_anything
 from labelers.camera import relative_rotation_errors_deg, rotation_angle_deg
 from labelers.neural_depth import NeuralDepth, has_parallax
 from labelers.sfm import SfmCamera, SfmConfig, fixed_camera_evidence
+from labelers.sfm.fixed import photometric_still_regions
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.labeling import LabelConfig, build_backends, label_clip
 from pipelines.regression_footage import REGRESSION_CLIPS, capture_frames, locate
@@ -58,6 +60,49 @@ def test_a_dolly_under_a_far_sky_shows_no_still_background():
     evidence = fixed_camera_evidence(render_clip(cfg).frames, SfmConfig())
     assert not evidence.fixed
     assert evidence.pair_fixed.mean() < 0.5, evidence.diagnostics()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_camera_in_front_of_a_textureless_wall_is_static(seed):
+    """Faint wall texture (1/10 amplitude), a large mover: the probes sit on the mover, the wall
+    is still photometrically (old probe-only test: pairs with still borders 0.00 and 0.35)."""
+    cfg = SceneConfig(seed=seed, height=SIZE[0], width=SIZE[1], num_frames=9, stride=4, camera="static",
+                      texture="low", large_mover=True)
+    clip = render_clip(cfg)
+    assert clip.labels["dynamic_mask"].mean() > 0.2
+    evidence = fixed_camera_evidence(clip.frames, SfmConfig())
+    assert evidence.fixed and evidence.pair_fixed.mean() > 0.9, evidence.diagnostics()
+    result = SfmCamera().estimate(clip.frames, None)
+    assert result.motion == "static"
+    np.testing.assert_array_equal(result.c2w, np.tile(np.eye(4), (9, 1, 1)))
+
+
+@pytest.mark.parametrize("camera, speed", [("pan", 0.1), ("dolly", 0.25), ("orbit", 0.1)])
+def test_slow_moving_camera_in_front_of_a_textureless_wall_is_not_fixed(camera, speed):
+    """The same wall, the camera moving by 0.05 deg (pan) per frame or less: over the clip the
+    wall moves by more than static_motion_px, which the photometric test must see."""
+    cfg = SceneConfig(seed=0, height=SIZE[0], width=SIZE[1], num_frames=9, stride=4, camera=camera,
+                      camera_speed=speed, texture="low", large_mover=True)
+    evidence = fixed_camera_evidence(render_clip(cfg).frames, SfmConfig())
+    assert not evidence.fixed, evidence.diagnostics()
+
+
+def test_photometric_stillness_bounds_the_displacement():
+    """A faint texture shifted by known sub-pixel amounts: never still at static_motion_px or more."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (160, 220)).astype(np.float32), (0, 0), 1.5)
+    texture = 128 + 4.0 * texture / texture.std()  # RMS 4 grey levels
+    cfg = SfmConfig()
+
+    def shifted(dx: float) -> np.ndarray:
+        return cv2.warpAffine(texture, np.float32([[1, 0, dx], [0, 1, 0]]), (220, 160))[20:140, 20:200]
+
+    still = [photometric_still_regions(np.round(shifted(0.0)), np.round(shifted(dx)), 12**-0.5, cfg).all()
+             for dx in (0.0, 0.2, 0.5, 0.7, 1.5)]
+    # conservative: 8-bit rounding adds to the change energy (measured: still up to 0.3 px)
+    assert still == [True, True, False, False, False]
+    flat = np.full((120, 180), 128.0, np.float32)
+    assert not photometric_still_regions(flat, flat, 12**-0.5, cfg).any()  # a blank wall says nothing
 
 
 def _opencv_frames(path: Path, start: int, num_frames: int = 17) -> np.ndarray:

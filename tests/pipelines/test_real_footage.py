@@ -43,9 +43,12 @@ def _decode(spec: ClipSpec):
     return decode_clip(spec, DecodeConfig(FRAMES, *SIZE, num_threads=1))
 
 
-# cup_hand: a white wall with faint scribbles the cup passes over; at this size too few still
-# background probes remain for the fixed-camera test, and the clip falls through to SfM.
-KNOWN_FAILURES = {"cup_hand": "textureless background: too few still probes for the fixed-camera test"}
+# cup_hand: the camera is not fixed to the test's precision: three far-apart wall patches move
+# together about 5 px upward at 640x480 within the clip (a ~0.5 deg tilt, 1.3 px at 120x180), so
+# the fixed-camera test rightly refuses it; the right label is a small rotation, which SfM does not
+# yet give (it rejects the clip as intrinsics_unobservable). docs/benchmarks.md, "Fixed cameras in front of textureless walls".
+KNOWN_FAILURES = {"cup_hand": "the camera tilts by about 0.5 deg within the clip (the wall moves 1.3 px at 120x180): "
+                              "not fixed to static_motion_px, and SfM rejects it as intrinsics_unobservable"}
 
 
 @pytest.mark.parametrize(
