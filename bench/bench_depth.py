@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests" / "labelers"))
 
 from common import image_sizes, timed  # noqa: E402
 from depth_anything_writer import save_depth_anything  # noqa: E402
-from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows, median_scale  # noqa: E402
+from labelers.depth import MultiViewDepth, median_scale  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import FlowRigidityMasks, label_depth_and_masks  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
                           scene=args.scene)
         clip = render_clip(cfg)
         pairs = consecutive_pairs(frames) + key_frame_pairs(frames, stride)
-        flows = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+        flows = compute_pair_flows(DisFlow(), clip.frames, pairs)
         print(f"# {height}x{width}: rendered and DIS flow in {time.perf_counter() - start:.1f} s (not timed)")
         c2w = clip.labels["c2w"].astype(np.float64)
         c2w[:, :3, 3] *= CAMERA_SCALE

@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 
 from common import image_size
-from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows
+from labelers.depth import MultiViewDepth
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import label_depth_and_masks
-from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
+from labelers.flow import PairFlows, compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
 from pipelines.synthetic import SCENES, SKY_ID, SceneConfig, render_clip
 
@@ -62,13 +62,13 @@ def simulated_prediction(depth: np.ndarray, rel_error: float, seed: int) -> np.n
     return (2.7 * inverse + 0.04).astype(np.float32)
 
 
-def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> dict:
+def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> PairFlows:
     """Consecutive and key-pair DIS flows as `pipelines.labeling` makes them."""
     consecutive = compute_pair_flows(DisFlow(), frames, consecutive_pairs(len(frames)))
     key = compute_pair_flows(DisFlow(), frames, key_frame_pairs(len(frames), stride))
     if key_chains:
         key = fill_from_chains(key, consecutive)
-    return {**flow_pairs_from_pair_flows(consecutive), **flow_pairs_from_pair_flows(key)}
+    return consecutive.merged(key)
 
 
 def run_chain(clip, flows, prior_error: float | None, seed: int) -> np.ndarray:

@@ -32,9 +32,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common import image_size  # noqa: E402
-from labelers.depth import flow_pairs_from_pair_flows  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
-from labelers.dynamic_mask import FlowRigidityMasks  # noqa: E402
+from labelers.dynamic_mask import label_masks_given_depth  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs  # noqa: E402
 from pipelines.labeling import LabelConfig, label_scene_flow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
@@ -62,12 +61,9 @@ def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig):
 
 def estimated_masks(labels: dict, flows, key_flows, stride: int) -> np.ndarray:
     """Key-frame dynamic masks the pipeline estimates from the flow, exact depth and cameras (as for an import)."""
-    pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
     c2w, K = labels["c2w"].astype(np.float64), labels["K"].astype(np.float64)
     depth = np.where(labels["depth_valid"], labels["depth"], 0.0)
-    masks = FlowRigidityMasks()
-    key_frames = list(range(0, len(c2w), stride))
-    return masks.key_masks(pairs, c2w, K, key_frames, depth, masks.frame_masks(pairs, c2w, K, depth))
+    return label_masks_given_depth(flows.merged(key_flows), c2w, K, list(range(0, len(c2w), stride)), depth)
 
 
 def scene_flow_stage(labels: dict, flows, key_flows, dynamic_key: np.ndarray, cfg: LabelConfig, frames: np.ndarray | None = None,

@@ -56,25 +56,19 @@ from labelers.flow import PairFlows, compose_flows
 from labelers.geometry import pixel_grid, relative_pose
 
 __all__ = [
-    "FlowPairs",
     "DepthResult",
     "DepthEstimator",
     "TwoViewTriangulation",
     "MultiViewDepthConfig",
     "MultiViewDepth",
-    "flow_pairs_from_pair_flows",
     "check_depth_inputs",
-    "check_flow_pairs",
+    "check_pair_flows",
     "compose_flows",
     "flow_paths",
     "correspondences_along",
     "triangulate_flow",
     "median_scale",
 ]
-
-# (i, j) -> (flow_px (H, W, 2) F_{i->j}, valid (H, W) bool)
-FlowPairs = Mapping[tuple[int, int], tuple[np.ndarray, np.ndarray]]
-
 
 @dataclass(frozen=True)
 class DepthResult:
@@ -129,7 +123,7 @@ class DepthEstimator(Protocol):
     def estimate(
         self,
         frames: np.ndarray,
-        flows: FlowPairs,
+        flows: PairFlows,
         c2w: np.ndarray,
         K: np.ndarray,
         dynamic_mask: np.ndarray | None = None,
@@ -138,7 +132,7 @@ class DepthEstimator(Protocol):
 
         Args:
             frames: (T, H, W, 3) uint8 RGB.
-            flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)), F_{i->j}; any set of pairs.
+            flows: flows of any set of frame pairs, both directions (`PairFlows.lookup`).
             c2w: (T, 4, 4) camera-to-world in first-frame coordinates (any global scale).
             K: (T, 3, 3) intrinsics in pixels of (H, W).
             dynamic_mask: optional (T, H, W) bool, True where the pixel of frame t moves.
@@ -146,17 +140,8 @@ class DepthEstimator(Protocol):
         ...
 
 
-def flow_pairs_from_pair_flows(pair_flows: PairFlows) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """The (i, j) -> (flow_px, valid) mapping of both directions of `labelers.flow.PairFlows`."""
-    out: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for p, (i, j) in enumerate(pair_flows.pairs.tolist()):
-        out[(i, j)] = (pair_flows.flow_fwd_px[p], pair_flows.valid_fwd[p])
-        out[(j, i)] = (pair_flows.flow_bwd_px[p], pair_flows.valid_bwd[p])
-    return out
-
-
 def check_depth_inputs(
-    frames: np.ndarray, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, dynamic_mask: np.ndarray | None
+    frames: np.ndarray, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, dynamic_mask: np.ndarray | None
 ) -> tuple[int, int, int]:
     """Validate the `DepthEstimator.estimate` arguments; returns (T, H, W)."""
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -172,21 +157,30 @@ def check_depth_inputs(
     expected = (num_frames, height, width)
     if dynamic_mask is not None and (np.shape(dynamic_mask) != expected or dynamic_mask.dtype != bool):
         raise ValueError(f"dynamic_mask must be (T, H, W) = {expected} bool, got {np.shape(dynamic_mask)}")
-    check_flow_pairs(flows, num_frames, height, width)
+    check_pair_flows(flows, num_frames, height, width)
     return num_frames, height, width
 
 
-def check_flow_pairs(flows: FlowPairs, num_frames: int, height: int, width: int) -> None:
-    """Raise unless `flows` maps in-range (i, j), i != j, to ((H, W, 2), (H, W) bool) arrays."""
-    if not isinstance(flows, Mapping) or not flows:
-        raise ValueError("flows must be a non-empty mapping (i, j) -> (flow_px, valid)")
-    for (i, j), (flow_px, valid) in flows.items():
+def check_pair_flows(flows: PairFlows, num_frames: int, height: int, width: int) -> None:
+    """Raise unless `flows` holds P >= 1 pairs (i, j) of distinct frames in [0, T), with (P, H, W, 2)
+    flows and (P, H, W) bool validity in both directions."""
+    if not isinstance(flows, PairFlows):
+        raise TypeError(f"flows must be labelers.flow.PairFlows, got {type(flows).__name__}")
+    pairs = np.asarray(flows.pairs)
+    if pairs.ndim != 2 or pairs.shape[1:] != (2,) or len(pairs) == 0:
+        raise ValueError(f"flows must hold (P, 2) frame pairs, P >= 1, got pairs of shape {pairs.shape}")
+    for i, j in pairs.tolist():
         if not (0 <= i < num_frames and 0 <= j < num_frames) or i == j:
             raise ValueError(f"flow pair ({i}, {j}) is not two distinct frames of [0, {num_frames})")
-        if np.shape(flow_px) != (height, width, 2):
-            raise ValueError(f"flow ({i}, {j}) must be (H, W, 2) = ({height}, {width}, 2), got {np.shape(flow_px)}")
-        if np.shape(valid) != (height, width) or np.asarray(valid).dtype != bool:
-            raise ValueError(f"flow validity ({i}, {j}) must be (H, W) bool, got {np.shape(valid)}")
+    expected = (len(pairs), height, width)
+    for name in ("flow_fwd_px", "flow_bwd_px"):
+        shape = np.shape(getattr(flows, name))
+        if shape != (*expected, 2):
+            raise ValueError(f"flows.{name} must be (P, H, W, 2) = {(*expected, 2)}, got {shape}")
+    for name in ("valid_fwd", "valid_bwd"):
+        valid = getattr(flows, name)
+        if np.shape(valid) != expected or np.asarray(valid).dtype != bool:
+            raise ValueError(f"flow validity flows.{name} must be (P, H, W) = {expected} bool, got {np.shape(valid)}")
 
 
 def flow_paths(
@@ -218,7 +212,7 @@ def flow_paths(
 
 
 def correspondences_along(
-    flows: FlowPairs, paths: Mapping[int, tuple[int, ...]]
+    flows: PairFlows, paths: Mapping[int, tuple[int, ...]]
 ) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
     """Flow along each path (composed hop by hop; shared prefixes are composed once).
 
@@ -229,7 +223,7 @@ def correspondences_along(
 
     def along(path: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         if path not in composed:
-            flow_px, valid = flows[path[-2:]]
+            flow_px, valid = flows.lookup(*path[-2:])
             if len(path) > 2:
                 flow_px, valid = compose_flows(*along(path[:-1]), flow_px, valid)
             composed[path] = (np.asarray(flow_px, np.float32), np.asarray(valid, bool))
@@ -396,7 +390,7 @@ class MultiViewDepth:
     def estimate(
         self,
         frames: np.ndarray,
-        flows: FlowPairs,
+        flows: PairFlows,
         c2w: np.ndarray,
         K: np.ndarray,
         dynamic_mask: np.ndarray | None = None,
@@ -413,12 +407,12 @@ class MultiViewDepth:
         return DepthResult(depth, valid, rel_sigma)
 
     def frame_depth(
-        self, t: int, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, static: np.ndarray | None = None
+        self, t: int, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, static: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Depth, validity and relative sigma (each (H, W)) of frame t; `static` (H, W) bool restricts it."""
         cfg = self.config
-        height, width = next(iter(flows.values()))[1].shape
-        paths = flow_paths(flows.keys(), t, cfg.max_frame_gap, cfg.max_hops)
+        height, width = flows.valid_fwd.shape[1:]
+        paths = flow_paths(flows.directed_pairs(), t, cfg.max_frame_gap, cfg.max_hops)
         # Longest baselines first: parallax, and so precision, grows with them.
         baseline = {dst: float(np.linalg.norm(c2w[dst][:3, 3] - c2w[t][:3, 3])) for dst in paths}
         chosen = sorted(paths, key=lambda dst: (-baseline[dst], len(paths[dst]), dst))[: cfg.max_views]

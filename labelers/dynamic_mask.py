@@ -84,12 +84,16 @@ depth-free residual), implemented by `label_depth_and_masks`:
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
    through the prior get the prior's depth, with `rel_sigma` = `prior_rel_tol`.
+
+With depth known beforehand (imported annotations, ground truth) there is no cycle to break:
+`label_masks_given_depth` runs steps 1 and 3 with that depth, which stays as given (exact:
+no tolerance, no prior).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -97,14 +101,14 @@ import numpy as np
 from labelers.depth import (
     DepthEstimator,
     DepthResult,
-    FlowPairs,
     TwoViewTriangulation,
     check_depth_inputs,
-    check_flow_pairs,
+    check_pair_flows,
     correspondences_along,
     flow_paths,
     triangulate_flow,
 )
+from labelers.flow import PairFlows
 from labelers.geometry import pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
@@ -115,6 +119,7 @@ __all__ = [
     "residual_threshold",
     "clean_mask",
     "label_depth_and_masks",
+    "label_masks_given_depth",
 ]
 
 
@@ -406,12 +411,12 @@ class FlowRigidityMasks:
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
     def frame_masks(
-        self, flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
+        self, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
     ) -> np.ndarray:
         """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
 
         Args:
-            flows: (i, j) -> (flow_px (H, W, 2), valid (H, W)).
+            flows: flows of frame pairs, both directions (`PairFlows.lookup`).
             c2w: (T, 4, 4); K: (T, 3, 3).
             depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
         """
@@ -420,7 +425,7 @@ class FlowRigidityMasks:
         c2w = np.asarray(c2w, np.float64)
         masks = np.zeros((num_frames, height, width), bool)
         for t in range(num_frames):
-            paths = flow_paths(flows.keys(), t, max(cfg.view_gaps), cfg.max_hops)
+            paths = flow_paths(flows.directed_pairs(), t, max(cfg.view_gaps), cfg.max_hops)
             wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
             views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
             dynamic_votes = np.zeros((height, width))
@@ -436,7 +441,7 @@ class FlowRigidityMasks:
 
     def key_masks(
         self,
-        flows: FlowPairs,
+        flows: PairFlows,
         c2w: np.ndarray,
         K: np.ndarray,
         key_frames: Sequence[int],
@@ -491,7 +496,7 @@ class FlowRigidityMasks:
         return masks
 
     def _longer_views(
-        self, flows: FlowPairs, src: int, dst: int, num_frames: int
+        self, flows: PairFlows, src: int, dst: int, num_frames: int
     ) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
         """Flows from src to the frames `key_view_multiples` times as far as dst, in its direction
         or, past the clip's end, in the other."""
@@ -502,14 +507,14 @@ class FlowRigidityMasks:
             wanted |= {ahead} if 0 <= ahead < num_frames else {behind} if 0 <= behind < num_frames else set()
         if not wanted:
             return {}
-        paths = flow_paths(flows.keys(), src, max(abs(w - src) for w in wanted), self.config.max_hops)
+        paths = flow_paths(flows.directed_pairs(), src, max(abs(w - src) for w in wanted), self.config.max_hops)
         return correspondences_along(flows, {w: paths[w] for w in wanted if w in paths})
 
-    def _flow(self, flows: FlowPairs, src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
-        if (src, dst) in flows:
-            flow_px, valid = flows[(src, dst)]
+    def _flow(self, flows: PairFlows, src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+        if (src, dst) in flows.directed_pairs():
+            flow_px, valid = flows.lookup(src, dst)
             return np.asarray(flow_px, np.float32), np.asarray(valid, bool)
-        path = flow_paths(flows.keys(), src, abs(dst - src), self.config.max_hops).get(dst)
+        path = flow_paths(flows.directed_pairs(), src, abs(dst - src), self.config.max_hops).get(dst)
         if path is None:
             hops = self.config.max_hops
             raise ValueError(f"no flow from frame {src} to {dst}, and no chain of given pairs within {hops} hops")
@@ -518,15 +523,17 @@ class FlowRigidityMasks:
 
 
 def _check_mask_inputs(
-    flows: FlowPairs, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None
+    flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None
 ) -> tuple[int, int, int]:
     num_frames = np.shape(c2w)[0] if np.ndim(c2w) == 3 else -1
     if np.shape(c2w) != (num_frames, 4, 4) or np.shape(K) != (num_frames, 3, 3):
         raise ValueError(f"c2w must be (T, 4, 4) and K (T, 3, 3), got {np.shape(c2w)} and {np.shape(K)}")
-    if not isinstance(flows, Mapping) or not flows:
-        raise ValueError("flows must be a non-empty mapping (i, j) -> (flow_px, valid)")
-    height, width = np.shape(next(iter(flows.values()))[1])
-    check_flow_pairs(flows, num_frames, height, width)
+    if not isinstance(flows, PairFlows):
+        raise TypeError(f"flows must be labelers.flow.PairFlows, got {type(flows).__name__}")
+    if np.ndim(flows.valid_fwd) != 3:
+        raise ValueError(f"flows.valid_fwd must be (P, H, W), got {np.shape(flows.valid_fwd)}")
+    height, width = np.shape(flows.valid_fwd)[1:]
+    check_pair_flows(flows, num_frames, height, width)
     if depth is not None and np.shape(depth) != (num_frames, height, width):
         raise ValueError(f"depth must be (T, H, W) = {(num_frames, height, width)}, got {np.shape(depth)}")
     return num_frames, height, width
@@ -550,7 +557,7 @@ class DepthAndMasks:
 
 def label_depth_and_masks(
     frames: np.ndarray,
-    flows: FlowPairs,
+    flows: PairFlows,
     c2w: np.ndarray,
     K: np.ndarray,
     key_frames: Sequence[int],
@@ -560,7 +567,8 @@ def label_depth_and_masks(
     """Masks without depth, then depth, then key-frame masks with depth (module docstring, steps 1-4).
 
     Args:
-        frames: (T, H, W, 3) uint8; flows: (i, j) -> (flow_px, valid); c2w: (T, 4, 4); K: (T, 3, 3).
+        frames: (T, H, W, 3) uint8; flows: flows of frame pairs (e.g. consecutive and key pairs,
+            `PairFlows.merged`); c2w: (T, 4, 4); K: (T, 3, 3).
         key_frames: the S key-frame indices.
         depth_estimator: any `DepthEstimator` (e.g. `labelers.depth.MultiViewDepth`).
         masks: the mask labeler (default settings if None).
@@ -590,6 +598,28 @@ def label_depth_and_masks(
         depth.prior_depth,
     )
     return DepthAndMasks(refined, frame_masks, dynamic)
+
+
+def label_masks_given_depth(
+    flows: PairFlows,
+    c2w: np.ndarray,
+    K: np.ndarray,
+    key_frames: Sequence[int],
+    depth: np.ndarray,
+    masks: FlowRigidityMasks | None = None,
+) -> np.ndarray:
+    """Key-frame masks M_k (S, H, W) bool of a clip whose depth is known: frame masks, then
+    key-frame masks, both with that depth (module docstring, last paragraph).
+
+    Args:
+        flows: flows of frame pairs; c2w: (T, 4, 4); K: (T, 3, 3).
+        key_frames: the S key-frame indices.
+        depth: (T, H, W) z-depth in the scale of c2w, 0 where invalid.
+        masks: the mask labeler (default settings if None).
+    """
+    masks = masks or FlowRigidityMasks()
+    frame_masks = masks.frame_masks(flows, c2w, K, depth)
+    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks)
 
 
 def _with_prior_on_moving(

@@ -25,7 +25,9 @@ only the chain check of `fill_from_chains` helps, and not fully (measured: docs/
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import KeysView
+from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 import cv2
@@ -421,6 +423,10 @@ class PairFlows:
         uncertainty_fwd_px, uncertainty_bwd_px: (P, H, W) float32 expected EPE of each.
         valid_fwd, valid_bwd: (P, H, W) bool `flow_valid` of each direction.
         fb_error_fwd_px, fb_error_bwd_px: (P, H, W) float32 |F + B(x + F)|, NaN off-image.
+
+    The depth and mask labelers read it as flows F_{i->j} by directed pair (`directed_pairs`,
+    `lookup`): pair (i, j) gives F_{i->j} (forward) and F_{j->i} (backward). Where a pair occurs
+    twice, in either orientation, the later one is read.
     """
 
     pairs: np.ndarray
@@ -432,6 +438,47 @@ class PairFlows:
     valid_bwd: np.ndarray
     fb_error_fwd_px: np.ndarray
     fb_error_bwd_px: np.ndarray
+
+    @cached_property
+    def _directions(self) -> dict[tuple[int, int], tuple[int, bool]]:
+        """(i, j) -> (index p of the pair holding F_{i->j}, whether it is p's forward flow)."""
+        out: dict[tuple[int, int], tuple[int, bool]] = {}
+        for p, (i, j) in enumerate(self.pairs.tolist()):
+            out[(i, j)] = (p, True)
+            out[(j, i)] = (p, False)
+        return out
+
+    def directed_pairs(self) -> KeysView[tuple[int, int]]:
+        """Every (i, j) whose flow F_{i->j} is held: both orientations of each pair."""
+        return self._directions.keys()
+
+    def lookup(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """F_{i->j}: flow_px (H, W, 2) and its validity (H, W), views of the forward flow of pair
+        (i, j) or the backward flow of pair (j, i).
+
+        Raises:
+            KeyError: no pair links frames i and j.
+        """
+        p, forward = self._directions[(i, j)]
+        if forward:
+            return self.flow_fwd_px[p], self.valid_fwd[p]
+        return self.flow_bwd_px[p], self.valid_bwd[p]
+
+    def merged(self, other: PairFlows) -> PairFlows:
+        """The pairs of both in one `PairFlows` (a copy); a pair `other` holds too, in either
+        orientation, keeps only `other`'s flows.
+
+        Raises:
+            ValueError: the two differ in image size.
+        """
+        if self.flow_fwd_px.shape[1:] != other.flow_fwd_px.shape[1:]:
+            sizes = (self.flow_fwd_px.shape[1:3], other.flow_fwd_px.shape[1:3])
+            raise ValueError(f"pair flows differ in size: {sizes[0]} vs {sizes[1]}")
+        theirs = {frozenset(pair) for pair in other.pairs.tolist()}
+        keep = np.array([frozenset(pair) not in theirs for pair in self.pairs.tolist()], bool)
+        return PairFlows(
+            **{f.name: np.concatenate([getattr(self, f.name)[keep], getattr(other, f.name)]) for f in fields(self)}
+        )
 
 
 def consecutive_pairs(num_frames: int) -> list[tuple[int, int]]:

@@ -49,7 +49,8 @@ import cv2
 import numpy as np
 import torch
 
-from labelers.depth import DepthEstimator, DepthResult, FlowPairs, MultiViewDepth, check_depth_inputs
+from labelers.depth import DepthEstimator, DepthResult, MultiViewDepth, check_depth_inputs
+from labelers.flow import PairFlows
 
 __all__ = ["ScaleShift", "fit_scale_shift", "NeuralDepthConfig", "NeuralDepth", "load_depth_model", "has_parallax"]
 
@@ -303,7 +304,7 @@ class NeuralDepth:
     def estimate(
         self,
         frames: np.ndarray,
-        flows: FlowPairs,
+        flows: PairFlows,
         c2w: np.ndarray,
         K: np.ndarray,
         dynamic_mask: np.ndarray | None = None,

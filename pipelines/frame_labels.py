@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelers.depth import flow_pairs_from_pair_flows
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.geometry import check_frames
 from pipelines.clips import ClipRejected
@@ -59,10 +58,9 @@ def label_frames(
         flows, key_flows = pair_flows(frames, cfg, backends)
     with timed_stage(seconds, "camera"):
         c2w, K = _cameras(frames, K, backends, cfg, clip_id)
-    pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
     with timed_stage(seconds, "depth_and_masks"):
-        result = label_depth_and_masks(frames, pairs, c2w, K, list(range(0, T, cfg.stride)), backends.depth,
-                                       backends.masks)
+        result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
+                                       backends.depth, backends.masks)
     depth, depth_valid, dynamic = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)

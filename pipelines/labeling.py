@@ -24,8 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from labelers.depth import flow_pairs_from_pair_flows
-from labelers.dynamic_mask import label_depth_and_masks
+from labelers.dynamic_mask import label_depth_and_masks, label_masks_given_depth
 from labelers.flow import (
     CHAIN_DISAGREE_GAP_PX,
     CHAIN_FILL_VERSION,
@@ -375,13 +374,17 @@ def label_clip(
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported, cfg)
-    pairs = {**flow_pairs_from_pair_flows(flows), **flow_pairs_from_pair_flows(key_flows)}
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
+        # one set of pair flows for depth and masks: a copy, freed when the stage ends
         if imported is not None:
-            depth, depth_valid, dynamic_key = _imported_depth_and_masks(imported, backends, pairs, c2w, K, key_frames)
+            depth, depth_valid, dynamic_key = _imported_depth_and_masks(
+                imported, backends, flows.merged(key_flows), c2w, K, key_frames
+            )
         else:
-            result = label_depth_and_masks(frames, pairs, c2w, K, key_frames, backends.depth, backends.masks)
+            result = label_depth_and_masks(
+                frames, flows.merged(key_flows), c2w, K, key_frames, backends.depth, backends.masks
+            )
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
@@ -454,13 +457,11 @@ def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
         raise ClipRejected(spec.clip_id, f"annotations_{e.reason}", str(e)) from e
 
 
-def _imported_depth_and_masks(imported, backends: Backends, pairs, c2w, K, key_frames) -> tuple:
+def _imported_depth_and_masks(imported, backends: Backends, flows: PairFlows, c2w, K, key_frames) -> tuple:
     """Imported depth (kept on moving objects: scene flow needs it) and key-frame masks from flow rigidity."""
     depth_valid = imported.arrays["depth_valid"]
     depth = np.where(depth_valid, imported.arrays["depth"], 0.0)
-    frame_masks = backends.masks.frame_masks(pairs, c2w, K, depth)
-    dynamic_key = backends.masks.key_masks(pairs, c2w, K, key_frames, depth, frame_masks)
-    return depth, depth_valid, dynamic_key
+    return depth, depth_valid, label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks)
 
 
 def label_scene_flow(

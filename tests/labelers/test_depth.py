@@ -12,14 +12,14 @@ from labelers.depth import (
     MultiViewDepthConfig,
     compose_flows,
     correspondences_along,
-    flow_pairs_from_pair_flows,
     flow_paths,
     median_scale,
     triangulate_flow,
 )
 from labelers.dis_flow import DisFlow
-from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
+from labelers.flow import PairFlows, compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.geometry import bilinear_sample, inside_image, pixel_grid, relative_pose, rigid_flow
+from pair_flows_helpers import make_pair_flows, select_pairs
 from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 SCALE = 0.37  # the unknown per-clip scale of the cameras
@@ -30,7 +30,7 @@ def moving_pixels(clip) -> np.ndarray:
     return clip.object_ids >= 6 + clip.config.num_static
 
 
-def gt_flow_pairs(clip, noise_px: float = 0.0, seed: int = 0) -> dict:
+def gt_flow_pairs(clip, noise_px: float = 0.0, seed: int = 0) -> PairFlows:
     """Exact forward consecutive/key flows (+ spatially smooth noise) and rigid backward flows on static pixels."""
     labels, stride = clip.labels, clip.config.stride
     T = labels["depth"].shape[0]
@@ -43,17 +43,20 @@ def gt_flow_pairs(clip, noise_px: float = 0.0, seed: int = 0) -> dict:
         noise = np.stack([cv2.GaussianBlur(white[..., c], (0, 0), 2.0) for c in range(2)], -1)
         return (flow + noise / noise.std() * noise_px).astype(np.float32)
 
-    pairs = {(t, t + 1): (noisy(labels["flow"][t]), labels["flow_valid"][t]) for t in range(T - 1)}
-    for n, k in enumerate(range(0, T - stride, stride)):
-        pairs[(k, k + stride)] = (noisy(labels["key_flow"][n]), labels["key_flow_valid"][n])
+    keys = range(0, T - stride, stride)
+    pairs = [(t, t + 1) for t in range(T - 1)] + [(k, k + stride) for k in keys]
+    fwd = [noisy(labels["flow"][t]) for t in range(T - 1)] + [noisy(labels["key_flow"][n]) for n in range(len(keys))]
+    valid_fwd = list(labels["flow_valid"][: T - 1]) + list(labels["key_flow_valid"][: len(keys)])
     moving = moving_pixels(clip)
-    for i, j in list(pairs):
+    bwd, valid_bwd = [], []
+    for i, j in pairs:
         flow, z = rigid_flow(labels["depth"][j], labels["K"][j], labels["c2w"][j], labels["K"][i], labels["c2w"][i])
         target = pixel_grid(*flow.shape[:2]) + flow
         with np.errstate(invalid="ignore"):
             visible = np.abs(bilinear_sample(labels["depth"][i], target) - z) < 0.01 * z
-        pairs[(j, i)] = (noisy(np.nan_to_num(flow)), inside_image(target, *flow.shape[:2]) & ~moving[j] & visible)
-    return pairs
+        bwd.append(noisy(np.nan_to_num(flow)))
+        valid_bwd.append(inside_image(target, *flow.shape[:2]) & ~moving[j] & visible)
+    return make_pair_flows(pairs, fwd, valid_fwd, bwd, valid_bwd)
 
 
 def scaled_c2w(clip) -> np.ndarray:
@@ -84,7 +87,7 @@ def dis_flows(clips):
     for camera, clip in clips.items():
         T = clip.frames.shape[0]
         pairs = consecutive_pairs(T) + key_frame_pairs(T, clip.config.stride)
-        out[camera] = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+        out[camera] = compute_pair_flows(DisFlow(), clip.frames, pairs)
     return out
 
 
@@ -167,10 +170,9 @@ def test_flow_paths_take_fewest_hops_within_the_gap():
 def test_correspondences_along_composes_each_prefix_once():
     depth, K, c2w_a, c2w_b, c2w_c = _plane_scene()
     valid = np.ones(depth.shape, bool)
-    flows = {
-        (0, 1): (rigid_flow(depth, K, c2w_a, K, c2w_b)[0].astype(np.float32), valid),
-        (1, 2): (rigid_flow(plane_depth(c2w_b, K, depth.shape), K, c2w_b, K, c2w_c)[0].astype(np.float32), valid),
-    }
+    flow_01 = rigid_flow(depth, K, c2w_a, K, c2w_b)[0]
+    flow_12 = rigid_flow(plane_depth(c2w_b, K, depth.shape), K, c2w_b, K, c2w_c)[0]
+    flows = make_pair_flows([(0, 1), (1, 2)], [flow_01, flow_12], [valid, valid])
     views = correspondences_along(flows, {1: (0, 1), 2: (0, 1, 2)})
     assert views[1][2] == 1 and views[2][2] == 2
     inner = views[2][1]
@@ -182,7 +184,7 @@ def test_multiview_depth_satisfies_protocol_and_scales_with_cameras(clips):
     flows = gt_flow_pairs(clip)
     estimator = MultiViewDepth()
     assert isinstance(estimator, DepthEstimator)
-    sub = {k: v for k, v in flows.items() if max(k) < 9}
+    sub = select_pairs(flows, lambda i, j: max(i, j) < 9)
     frames, K = clip.frames[:9], clip.labels["K"][:9]
     one = estimator.estimate(frames, sub, scaled_c2w(clip)[:9], K)
     c2w_twice = scaled_c2w(clip)[:9].copy()
@@ -235,7 +237,7 @@ def test_inconsistent_views_are_invalid_not_averaged():
     # A block whose second view implies a depth 30 % off (motion along the epipolar line).
     wrong = rigid_flow(depth * 1.3, K, c2w_a, K, c2w_c)[0].astype(np.float32)
     flow_ac[10:30, 10:30] = wrong[10:30, 10:30]
-    flows = {(0, 1): (flow_ab, valid), (0, 2): (flow_ac, valid)}
+    flows = make_pair_flows([(0, 1), (0, 2)], [flow_ab, flow_ac], [valid, valid])
     cfg = MultiViewDepthConfig(min_views=2, edge_radius_px=0)
     depth_0, valid_0, _ = MultiViewDepth(cfg).frame_depth(0, flows, c2w, np.stack([K] * 3))
     assert not valid_0[12:28, 12:28].any()
@@ -250,15 +252,18 @@ def test_input_checks():
     frames = np.zeros((3, 8, 10, 3), np.uint8)
     c2w = np.tile(np.eye(4), (3, 1, 1))
     K = np.tile(np.eye(3), (3, 1, 1))
-    good = {(0, 1): (np.zeros((8, 10, 2), np.float32), np.ones((8, 10), bool))}
+    still, everywhere = np.zeros((8, 10, 2), np.float32), np.ones((8, 10), bool)
+    good = make_pair_flows([(0, 1)], [still], [everywhere])
     with pytest.raises(ValueError, match="frames"):
         estimator.estimate(frames.astype(np.float32), good, c2w, K)
     with pytest.raises(ValueError, match="c2w"):
         estimator.estimate(frames, good, c2w[:2], K)
     with pytest.raises(ValueError, match="pair"):
-        estimator.estimate(frames, {(0, 5): good[(0, 1)]}, c2w, K)
+        estimator.estimate(frames, make_pair_flows([(0, 5)], [still], [everywhere]), c2w, K)
     with pytest.raises(ValueError, match="flow"):
-        estimator.estimate(frames, {(0, 1): (np.zeros((8, 9, 2)), np.ones((8, 10), bool))}, c2w, K)
+        estimator.estimate(frames, make_pair_flows([(0, 1)], [np.zeros((8, 9, 2))], [everywhere]), c2w, K)
+    with pytest.raises(TypeError, match="PairFlows"):
+        estimator.estimate(frames, {(0, 1): (still, everywhere)}, c2w, K)
     with pytest.raises(ValueError, match="dynamic_mask"):
         estimator.estimate(frames, good, c2w, K, np.zeros((3, 8, 10), np.uint8))
     with pytest.raises(ValueError, match="max_rel_sigma"):
@@ -288,3 +293,23 @@ def test_far_sky_depth_is_invalid_not_guessed(open_clips, camera):
     assert valid[sky].mean() < 0.02
     assert np.mean(ratio < 1.25) > 0.94
     assert (valid & static_ground).sum() / static_ground.sum() > 0.6
+
+
+def test_pair_flows_lookup_both_directions_and_merge_keeps_the_later_pair():
+    def constant(values, shape=(4, 5)):
+        return [np.full((*shape, 2), v, np.float32) for v in values]
+
+    ones = [np.ones((4, 5), bool)] * 2
+    first = make_pair_flows([(0, 1), (1, 2)], constant([1, 2]), ones, constant([-1, -2]), ones)
+    second = make_pair_flows([(2, 1), (0, 3)], constant([5, 6]), ones, constant([-5, -6]), [~v for v in ones])
+    merged = first.merged(second)
+    np.testing.assert_array_equal(merged.pairs, [(0, 1), (2, 1), (0, 3)])
+    assert set(merged.directed_pairs()) == {(0, 1), (1, 0), (2, 1), (1, 2), (0, 3), (3, 0)}
+    expected = {(0, 1): (1, True), (1, 0): (-1, True), (2, 1): (5, True), (1, 2): (-5, False), (3, 0): (-6, False)}
+    for (i, j), (value, valid) in expected.items():
+        flow_px, flow_valid = merged.lookup(i, j)
+        assert np.all(flow_px == value) and np.all(flow_valid == valid), (i, j)
+    with pytest.raises(KeyError):
+        merged.lookup(0, 2)
+    with pytest.raises(ValueError, match="differ in size"):
+        first.merged(make_pair_flows([(0, 1)], constant([1], (4, 6)), [np.ones((4, 6), bool)]))

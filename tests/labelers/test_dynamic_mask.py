@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from labelers.depth import MultiViewDepth, flow_pairs_from_pair_flows
+from labelers.depth import MultiViewDepth
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import (
     DynamicMaskConfig,
@@ -18,6 +18,7 @@ from labelers.dynamic_mask import (
 )
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
+from pair_flows_helpers import make_pair_flows, select_pairs
 from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 SCALE = 0.37  # the unknown per-clip scale of the cameras
@@ -50,8 +51,8 @@ def clips():
     for camera, num_moving in (("dolly", 2), ("orbit", 2), ("pan", 2), ("static", 2), ("dolly", 0), ("orbit", 0)):
         cfg = SceneConfig(seed=0, height=120, width=180, num_frames=9, stride=4, camera=camera, num_moving=num_moving)
         clip = render_clip(cfg)
-        pair_flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(9) + key_frame_pairs(9, 4))
-        out[(camera, num_moving)] = (clip, flow_pairs_from_pair_flows(pair_flows))
+        pairs = consecutive_pairs(9) + key_frame_pairs(9, 4)
+        out[(camera, num_moving)] = (clip, compute_pair_flows(DisFlow(), clip.frames, pairs))
     return out
 
 
@@ -130,7 +131,7 @@ def test_clean_mask_removes_specks_and_fills_holes():
 
 def test_key_masks_compose_missing_key_flows_and_check_inputs(clips):
     clip, flows = clips[("orbit", 2)]
-    consecutive_only = {pair: value for pair, value in flows.items() if abs(pair[0] - pair[1]) == 1}
+    consecutive_only = select_pairs(flows, lambda i, j: abs(i - j) == 1)
     masks = FlowRigidityMasks()
     dynamic = masks.key_masks(consecutive_only, scaled_c2w(clip), clip.labels["K"], KEYS)
     assert iou(dynamic, clip.labels["dynamic_mask"]) > 0.5  # 4 composed hops per key pair
@@ -139,7 +140,7 @@ def test_key_masks_compose_missing_key_flows_and_check_inputs(clips):
     with pytest.raises(ValueError, match="depth"):
         masks.key_masks(flows, scaled_c2w(clip), clip.labels["K"], KEYS, np.zeros((9, 10, 10)))
     with pytest.raises(ValueError, match="no flow"):
-        masks.key_masks({(0, 1): flows[(0, 1)]}, scaled_c2w(clip), clip.labels["K"], KEYS)
+        masks.key_masks(select_pairs(flows, lambda i, j: (i, j) == (0, 1)), scaled_c2w(clip), clip.labels["K"], KEYS)
     with pytest.raises(ValueError, match="view_gaps"):
         DynamicMaskConfig(view_gaps=())
 
@@ -170,7 +171,7 @@ def sideways_mover():
     cfg = SceneConfig(seed=6, height=120, width=180, num_frames=17, stride=4, camera="orbit", num_moving=2)
     clip = render_clip(cfg)
     pairs = consecutive_pairs(17) + key_frame_pairs(17, 4)
-    return clip, flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+    return clip, compute_pair_flows(DisFlow(), clip.frames, pairs)
 
 
 def test_a_depth_prior_shows_motion_along_epipolar_lines(sideways_mover):
@@ -196,7 +197,7 @@ def test_chain_with_a_network_prior_finds_what_geometry_alone_cannot(sideways_mo
         cfg = SceneConfig(seed=6, height=120, width=180, num_frames=17, stride=4, camera="orbit", num_moving=0)
         clip = render_clip(cfg)
         pairs = consecutive_pairs(17) + key_frame_pairs(17, 4)
-        flows = flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+        flows = compute_pair_flows(DisFlow(), clip.frames, pairs)
     c2w, K, keys, truth = scaled_c2w(clip), clip.labels["K"], [0, 4, 8, 12, 16], clip.labels["dynamic_mask"]
     # A network 5 % off in inverse depth after alignment, three draws of its error field.
     depth = clip.labels["depth"] * SCALE
@@ -222,9 +223,7 @@ def test_longer_views_find_slow_movers(camera):
     2-5 px over four; with exact depth only the longer views find them."""
     cfg = SceneConfig(seed=5, height=120, width=180, num_frames=17, stride=4, camera=camera, num_moving=2)
     clip = render_clip(cfg)
-    flows = flow_pairs_from_pair_flows(
-        compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17) + key_frame_pairs(17, 4))
-    )
+    flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17) + key_frame_pairs(17, 4))
     c2w, K, keys, truth = scaled_c2w(clip), clip.labels["K"], [0, 4, 8, 12, 16], clip.labels["dynamic_mask"]
     depth = clip.labels["depth"] * SCALE
     found = {}
@@ -241,11 +240,11 @@ def test_longer_views_find_slow_movers(camera):
 
 def test_longer_views_stay_inside_the_clip():
     masks = FlowRigidityMasks(DynamicMaskConfig(key_view_multiples=(2, 4)))
-    hops = (-2, -1, 1, 2)
-    flows = {(i, i + h): (np.zeros((4, 5, 2), np.float32), np.ones((4, 5), bool)) for i in range(9) for h in hops
-             if 0 <= i + h < 9}
+    pairs = [(i, i + h) for i in range(9) for h in (1, 2) if i + h < 9]  # both directions: hops -2, -1, 1, 2
+    flows = make_pair_flows(pairs, [np.zeros((4, 5, 2))] * len(pairs), [np.ones((4, 5), bool)] * len(pairs),
+                            [np.zeros((4, 5, 2))] * len(pairs), [np.ones((4, 5), bool)] * len(pairs))
     assert sorted(masks._longer_views(flows, 0, 2, 9)) == [4, 8]
-    only_neighbours = {pair: flow for pair, flow in flows.items() if abs(pair[1] - pair[0]) == 1}
+    only_neighbours = select_pairs(flows, lambda i, j: abs(j - i) == 1)
     assert sorted(masks._longer_views(only_neighbours, 0, 2, 9)) == [4]  # 8 is more than max_hops (6) away
     assert sorted(masks._longer_views(flows, 6, 8, 9)) == [2]  # 10 and 14 are past the end: 2 looks back, -2 is out
     assert sorted(masks._longer_views(flows, 8, 6, 9)) == [0, 4]
@@ -259,7 +258,7 @@ def open_clip():
     cfg = SceneConfig(seed=0, height=120, width=180, num_frames=9, stride=4, camera="orbit", num_moving=2, scene="open")
     clip = render_clip(cfg)
     pairs = consecutive_pairs(9) + key_frame_pairs(9, 4)
-    return clip, flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+    return clip, compute_pair_flows(DisFlow(), clip.frames, pairs)
 
 
 @pytest.mark.parametrize("pair", [0, 1])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from depth_anything_writer import save_depth_anything
-from labelers.depth import DepthEstimator, DepthResult, flow_pairs_from_pair_flows
+from labelers.depth import DepthEstimator, DepthResult
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.dis_flow import DisFlow
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
@@ -31,7 +31,7 @@ def clip():
 def dis_flows(clip):
     T = clip.frames.shape[0]
     pairs = consecutive_pairs(T) + key_frame_pairs(T, clip.config.stride)
-    return flow_pairs_from_pair_flows(compute_pair_flows(DisFlow(), clip.frames, pairs))
+    return compute_pair_flows(DisFlow(), clip.frames, pairs)
 
 
 def oracle_backend(folder, clip):
