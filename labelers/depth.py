@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from labelers.flow import PairFlows, compose_flows
-from labelers.geometry import pixel_grid, relative_pose
+from labelers.geometry import check_frames, pixel_grid, relative_pose
 
 __all__ = [
     "DepthResult",
@@ -144,12 +144,7 @@ def check_depth_inputs(
     frames: np.ndarray, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, dynamic_mask: np.ndarray | None
 ) -> tuple[int, int, int]:
     """Validate the `DepthEstimator.estimate` arguments; returns (T, H, W)."""
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be (T, H, W, 3) uint8, got {getattr(frames, 'shape', type(frames))} "
-            f"{getattr(frames, 'dtype', '')}"
-        )
-    num_frames, height, width = frames.shape[:3]
+    num_frames, height, width = check_frames(frames)
     if np.shape(c2w) != (num_frames, 4, 4):
         raise ValueError(f"c2w must be (T, 4, 4) = ({num_frames}, 4, 4), got {np.shape(c2w)}")
     if np.shape(K) != (num_frames, 3, 3):

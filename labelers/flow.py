@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from labelers.geometry import bilinear_sample, inside_image, pixel_grid
+from labelers.geometry import bilinear_sample, check_frames, inside_image, pixel_grid
 
 __all__ = [
     "FB_ALPHA",
@@ -516,11 +516,7 @@ def compute_pair_flows(
         batch_size: pairs handed to the estimator per call.
         checks: validity checks beyond forward-backward (None: forward-backward and uncertainty only).
     """
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be (T, H, W, 3) uint8, got {getattr(frames, 'shape', type(frames))} "
-            f"{getattr(frames, 'dtype', '')}"
-        )
+    check_frames(frames)
     if not pairs:
         raise ValueError("pairs is empty")
     if batch_size < 1:

@@ -51,6 +51,7 @@ import torch
 
 from labelers.depth import DepthEstimator, DepthResult, MultiViewDepth, check_depth_inputs
 from labelers.flow import PairFlows
+from labelers.geometry import check_frames
 
 __all__ = ["ScaleShift", "fit_scale_shift", "NeuralDepthConfig", "NeuralDepth", "load_depth_model", "has_parallax"]
 
@@ -283,9 +284,7 @@ class NeuralDepth:
             (T, H, W) float32; the network output resized bilinearly back to (H, W), inverted
             first for "metric" models.
         """
-        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be (T, H, W, 3) uint8, got {getattr(frames, 'shape', type(frames))}")
-        height, width = frames.shape[1:3]
+        _, height, width = check_frames(frames)
         out = []
         for start in range(0, len(frames), self.config.batch_size):
             batch = self.processor(images=list(frames[start : start + self.config.batch_size]), return_tensors="pt")
