@@ -2,13 +2,17 @@
 
 For each held-out clip (accepted clips of label stores, or the rows of a manifest) the run takes
 the first frame and the caption, samples a video and its 4D outputs (`model.pipeline`) with the
-checkpoint and, in the same run with the same noise, with a baseline checkpoint, and computes:
+checkpoint and, in the same run with the same first frame, caption and noise seed, with a baseline
+checkpoint and / or the base CogVideoX image-to-video model (`model.base_pipeline`: diffusers' own
+pipeline, RGB only), and computes:
 
 - the paper's table (FVD, FID, dynamic degree, motion smoothness, subject and background
-  consistency) of the generated videos against the held-out real clips, by
-  `model.video_metrics.paper_metrics` (imported when the run needs it; a metric it cannot
-  compute, e.g. for missing weights, is reported as not computed with the option that would
-  compute it);
+  consistency) of the generated videos against the held-out real clips, streamed clip by clip
+  through `model.video_metrics.PaperMetricsAccumulator` (imported when the run needs it; a
+  metric it cannot compute, e.g. for missing weights, is reported as not computed with the
+  option that would compute it);
+- labeler acceptance: the share of generated videos the project's labelers label without
+  rejecting them (RGB only, so the base model has it too);
 - 4D consistency: the project's labelers (`pipelines.frame_labels.label_frames`, the labeling
   pipeline's stages on in-memory frames) label the generated RGB video, and the model's own
   4D outputs on the S key frames are scored against those labels with `model.evaluate`'s
@@ -31,6 +35,11 @@ checkpoint and, in the same run with the same noise, with a baseline checkpoint,
     reproj_flow_px     mean |q - (u + F_k(u))| where the labelers' key flow F_k is valid: the
                        geometry's motion against the motion measured in the generated video.
   Pairs pool over all key pairs of a clip; clips are averaged.
+  The base model has no 4D outputs: its 4D-consistency rows say so.
+
+Memory is bounded by one clip: held-out clips are read one at a time, and of each generated
+video the run keeps only the metric values and accumulator state (and the key frames of the
+first `--report-clips` clips for the report).
 
 Results: a table of metrics, one row each, the checkpoint beside the baseline, with the reason
 (and the option that would change it) for every value not computed; `results.json`; and an HTML
@@ -46,7 +55,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,12 +68,14 @@ __all__ = [
     "CONSISTENCY_METRICS",
     "EvaluateVideoConfig",
     "HeldOutClip",
+    "LABELER_METRICS",
     "PAPER_METRICS",
     "VideoEvalResult",
     "consistency_metrics",
     "evaluate_video",
     "evaluate_video_main",
     "held_out_clips",
+    "iter_held_out_clips",
     "label_metrics",
     "markdown_table",
     "point_cloud_preview",
@@ -99,6 +110,15 @@ PAPER_METRICS: dict[str, tuple[str, str]] = {
 """The paper's table: name -> (which way is better, the option whose weights it needs, "" when none).
 Dynamic degree is "higher" as in the paper's table, although a still scene should score 0."""
 
+LABELER_METRICS: dict[str, tuple[str, str]] = {
+    "labeler_acceptance": ("higher", "share of generated videos the project's labelers label without rejecting them"),
+}
+"""Metrics of the labelers on the generated RGB alone (no 4D output needed): name -> (better, definition)."""
+
+NO_4D_OUTPUTS = "the base model has no 4D outputs"
+BASE_MODEL = "base_model"
+"""Column of the base model (`--baseline-base-model`)."""
+
 _LABEL_METRICS = tuple(m for m in CONSISTENCY_METRICS if not m.startswith("reproj_")) + ("reproj_flow_px",)
 _MISSING_LIBRARY = "the paper-metric library model.video_metrics is not installed"
 
@@ -114,6 +134,10 @@ class EvaluateVideoConfig:
     baseline: str | None = field(default=None, metadata={
         "help": "baseline checkpoint generated in the same run with the same noise (e.g. the previous checkpoint); "
                 "none: the checkpoint alone"})
+    baseline_base_model: str | None = field(default=None, metadata={
+        "help": "local diffusers folder of the base CogVideoX image-to-video model (no geometry channels), "
+                "generated in the same run with the same first frames, captions and noise seeds: RGB only, so its "
+                "column has the paper metrics and labeler acceptance, not 4D consistency; may be given with --baseline"})
     stores: list[str] = field(default_factory=list, metadata={
         "flag": "--store", "repeat": True,
         "help": "held-out label store: its accepted clips' first frames, captions, real videos and intrinsics"})
@@ -160,6 +184,11 @@ class EvaluateVideoConfig:
         if self.label_depth == "neural" and not self.depth_weights:
             raise ValueError("--label-depth neural needs --depth-weights: a local transformers depth model")
 
+    def models(self) -> dict[str, str]:
+        """Column label -> what generates it: the checkpoint, then the baselines given."""
+        return {"checkpoint": self.checkpoint, **({"baseline": self.baseline} if self.baseline else {}),
+                **({BASE_MODEL: self.baseline_base_model} if self.baseline_base_model else {})}
+
     def weights(self) -> dict[str, str | None]:
         return {"inception": self.inception_weights, "i3d": self.i3d_weights, "dino": self.dino_weights,
                 "clip": self.clip_weights}
@@ -178,14 +207,21 @@ class HeldOutClip:
 
 
 def held_out_clips(cfg: EvaluateVideoConfig, size: tuple[int, int, int]) -> tuple[list[HeldOutClip], list[str]]:
-    """Up to `cfg.num_clips` clips of `size` = (T, H, W) (the model's), and one line per clip left out.
+    """Up to `cfg.num_clips` clips of `size` = (T, H, W) (the model's), and one line per clip left out
+    (all in memory: `iter_held_out_clips` reads them one at a time)."""
+    skipped: list[str] = []
+    return list(iter_held_out_clips(cfg, size, skipped)), skipped
+
+
+def iter_held_out_clips(cfg: EvaluateVideoConfig, size: tuple[int, int, int], skipped: list[str]) -> Iterator[HeldOutClip]:
+    """Up to `cfg.num_clips` clips of `size` = (T, H, W) (the model's), read one at a time; one line
+    per clip left out is appended to `skipped` as the reading passes it.
 
     Store clips are read at their label resolution, which must be (H, W), with at least T frames
     (the first T are used); manifest clips are decoded at (T, H, W) as the labeling decode does.
     """
     T, H, W = size
-    clips: list[HeldOutClip] = []
-    skipped: list[str] = []
+    yielded = 0
     if cfg.manifest:
         from pipelines.clips import ClipRejected
         from pipelines.decode import DecodeConfig, decode_clip
@@ -194,23 +230,24 @@ def held_out_clips(cfg: EvaluateVideoConfig, size: tuple[int, int, int]) -> tupl
         manifest = read_manifest(cfg.manifest)
         skipped += [f"{cfg.manifest} row {e.row}: {e.message}" for e in manifest.errors]
         for spec in manifest.specs:
-            if len(clips) == cfg.num_clips:
-                break
+            if yielded == cfg.num_clips:
+                return
             try:
                 decoded = decode_clip(spec, DecodeConfig(num_frames=T, height=H, width=W, num_threads=1))
             except ClipRejected as e:
                 skipped.append(f"{spec.clip_id}: {e.reason}: {e.message}")
                 continue
-            clips.append(HeldOutClip(spec.clip_id, decoded.frames, spec.caption or "", decoded.K, decoded.fps))
-        return clips, skipped
+            yielded += 1
+            yield HeldOutClip(spec.clip_id, decoded.frames, spec.caption or "", decoded.K, decoded.fps)
+        return
     from model.data import source_frames
     from storage import LabelStore
 
     for path in cfg.stores:
         store = LabelStore.open(path)
         for clip_id in store.clip_ids(status="accepted"):
-            if len(clips) == cfg.num_clips:
-                return clips, skipped
+            if yielded == cfg.num_clips:
+                return
             labels = store.read(clip_id, fields=["frame_index", "K"])
             attrs = labels.attrs
             frames_have = len(labels["frame_index"])
@@ -225,9 +262,9 @@ def held_out_clips(cfg: EvaluateVideoConfig, size: tuple[int, int, int]) -> tupl
                 continue
             caption = str(attrs.get("source", {}).get("caption") or "")
             fps = attrs.get("fps")
-            clips.append(HeldOutClip(clip_id, frames, caption, np.asarray(labels["K"][:T], np.float64),
-                                     None if fps is None else float(fps)))
-    return clips, skipped
+            yielded += 1
+            yield HeldOutClip(clip_id, frames, caption, np.asarray(labels["K"][:T], np.float64),
+                              None if fps is None else float(fps))
 
 
 # ============================================================================ consistency metrics
@@ -431,7 +468,8 @@ class VideoEvalResult:
     """What a run measured.
 
     Attributes:
-        models: label -> checkpoint path ("checkpoint", and "baseline" when given).
+        models: column label -> what generated it: "checkpoint", and "baseline" (a checkpoint) and
+            "base_model" (a diffusers folder) when given.
         rows: the table: one dict per metric (metric, group, better, definition, and per model
             label its value (None when not computed) and `<label>_note`).
         clips: per clip and model, the consistency values and notes.
@@ -462,14 +500,19 @@ def _add(seconds: dict[str, float], name: str, start: float) -> None:
     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def _generate(pipe, clip: HeldOutClip, cfg: EvaluateVideoConfig, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(T, H, W, 3) uint8 video and the 4D outputs (numpy) on the key frames."""
+def _generate(pipe, clip: HeldOutClip, cfg: EvaluateVideoConfig, index: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """(T, H, W, 3) uint8 video and the 4D outputs (numpy) on the key frames; None for the base model (RGB only)."""
     import torch
+
+    from model.base_pipeline import BaseModelSampler
 
     image = torch.from_numpy(clip.frames[0]).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     generator = torch.Generator().manual_seed(cfg.seed + index)
     out = pipe(image, clip.caption, cfg.steps, cfg.guidance, generator=generator, num_frames=clip.frames.shape[0])
-    video = (out.video[0].permute(0, 2, 3, 1).float().cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    rgb = out if isinstance(pipe, BaseModelSampler) else out.video
+    video = (rgb[0].permute(0, 2, 3, 1).float().cpu().numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    if isinstance(pipe, BaseModelSampler):
+        return video, None
     pred = {k: getattr(out, k)[0].float().cpu().numpy()
             for k in ("depth", "points", "c2w", "K", "scene_flow", "mask_logits")}
     return video, pred
@@ -485,36 +528,50 @@ def _label_config(cfg: EvaluateVideoConfig, size: tuple[int, int, int], stride: 
                        scene_flow_max_uncertainty_px=None if cfg.label_flow == "sea-raft" else 0.5)
 
 
+def _load_pipes(cfg: EvaluateVideoConfig, models: Mapping[str, str], device, dtype) -> dict[str, Any]:
+    from model.base_pipeline import BaseModelSampler
+    from model.pipeline import WorldReelPipeline
+
+    return {name: BaseModelSampler.from_folder(path, device, dtype, cfg.scheduler) if name == BASE_MODEL
+            else WorldReelPipeline.from_checkpoint(path, cfg.pretrained, device, dtype, cfg.scheduler)
+            for name, path in models.items()}
+
+
 def evaluate_video(cfg: EvaluateVideoConfig, log: Callable[[str], None] = print) -> VideoEvalResult:
-    """Generate from the held-out clips with the checkpoint (and the baseline), score, write the report.
+    """Generate from the held-out clips with the checkpoint (and the baselines), score, write the report.
+
+    Clips stream: each held-out clip is read, generated from, labelled and scored, then dropped.
 
     Raises:
-        ValueError / FileNotFoundError: a checkpoint that cannot sample, or no usable held-out clip
-            (one line naming it and the cause).
+        ValueError / FileNotFoundError: a checkpoint or base-model folder that cannot sample, or no
+            usable held-out clip (one line naming it and the cause).
     """
     import torch
 
-    from model.pipeline import WorldReelPipeline
     from pipelines.clips import ClipRejected
     from pipelines.frame_labels import label_frames
     from pipelines.labeling import build_backends
 
     device = _device(cfg.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    models = {"checkpoint": cfg.checkpoint, **({"baseline": cfg.baseline} if cfg.baseline else {})}
+    models = cfg.models()
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    pipes = {name: WorldReelPipeline.from_checkpoint(path, cfg.pretrained, device, dtype, cfg.scheduler)
-             for name, path in models.items()}
+    pipes = _load_pipes(cfg, models, device, dtype)
     _add(seconds, "load_models", start)
     size = pipes["checkpoint"].video_size
     for name, pipe in pipes.items():
         if pipe.video_size != size:
             raise ValueError(f"{name} {models[name]} generates {pipe.video_size} (T, H, W), the checkpoint {size}")
+        if pipe.temporal_scale != pipes["checkpoint"].temporal_scale:
+            raise ValueError(f"{name} {models[name]} has a VAE of temporal stride {pipe.temporal_scale}, the "
+                             f"checkpoint {pipes['checkpoint'].temporal_scale}")
+    skipped: list[str] = []
     start = time.perf_counter()
-    clips, skipped = held_out_clips(cfg, size)
+    held_out = iter_held_out_clips(cfg, size, skipped)
+    first = next(held_out, None)  # no usable clip fails here, before anything is generated
     _add(seconds, "read_held_out", start)
-    if not clips:
+    if first is None:
         source = cfg.manifest or ", ".join(cfg.stores)
         why = f": {skipped[0]}" + (f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else "") if skipped else ""
         raise ValueError(f"no held-out clip of {size[0]}x{size[1]}x{size[2]} frames in {source}{why}")
@@ -524,17 +581,21 @@ def evaluate_video(cfg: EvaluateVideoConfig, log: Callable[[str], None] = print)
     backends = build_backends(label_cfg)
     networks = _metric_networks(cfg, device)
     _add(seconds, "load_models", start)
-    generated: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    paper = _PaperTable(list(models), cfg, device, networks, backends.flow, first.fps)
     per_clip: list[dict[str, Any]] = []
     previews: list[dict[str, Any]] = []
-    for index, clip in enumerate(clips):
+    index = 0
+    clip: HeldOutClip | None = first
+    while clip is not None:
         entry: dict[str, Any] = {"clip_id": clip.clip_id, "caption": clip.caption}
         preview: dict[str, Any] = {"clip_id": clip.clip_id, "caption": clip.caption, "reference": clip.frames[::stride]}
+        start = time.perf_counter()
+        paper.add_reference(clip.frames)
+        _add(seconds, "paper_metrics", start)
         for name, pipe in pipes.items():
             start = time.perf_counter()
             video, pred = _generate(pipe, clip, cfg, index)
             _add(seconds, "generation", start)
-            generated[name].append(video)
             K = clip.K if cfg.labeler_intrinsics == "reference" else None
             label_seconds: dict[str, float] = {}
             try:
@@ -545,27 +606,36 @@ def evaluate_video(cfg: EvaluateVideoConfig, log: Callable[[str], None] = print)
                 labels, failure = None, f"error: {type(e).__name__}: {_one_line(e)}"
             for stage, s in label_seconds.items():
                 seconds[f"labeling_{stage}"] = seconds.get(f"labeling_{stage}", 0.0) + s
-            metric_seconds: dict[str, float] = {}
-            values, notes = consistency_metrics(video, pred, labels, stride, cfg.reprojection_tolerance, failure,
-                                                metric_seconds)
-            for stage, s in metric_seconds.items():
-                seconds[f"metric_{stage}"] = seconds.get(f"metric_{stage}", 0.0) + s
-            entry[name] = {"values": values, "notes": notes}
+            if pred is None:
+                values = {m: math.nan for m in CONSISTENCY_METRICS}
+                notes = {m: NO_4D_OUTPUTS for m in CONSISTENCY_METRICS}
+            else:
+                metric_seconds: dict[str, float] = {}
+                values, notes = consistency_metrics(video, pred, labels, stride, cfg.reprojection_tolerance, failure,
+                                                    metric_seconds)
+                for stage, s in metric_seconds.items():
+                    seconds[f"metric_{stage}"] = seconds.get(f"metric_{stage}", 0.0) + s
+            entry[name] = {"values": values, "notes": notes, "labeled": labels is not None, "label_failure": failure}
+            start = time.perf_counter()
+            paper.add(name, video)
+            _add(seconds, "paper_metrics", start)
             if index < cfg.report_clips:
-                preview[name] = {"video": video[::stride], "depth": pred["depth"], "points": pred["points"]}
+                preview[name] = {"video": video[::stride]} if pred is None else {
+                    "video": video[::stride], "depth": pred["depth"], "points": pred["points"]}
+            del video, pred, labels  # only the scores of this clip stay
         per_clip.append(entry)
         if index < cfg.report_clips:
             previews.append(preview)
-        log(f"clip {index + 1}/{len(clips)} {clip.clip_id}: " + "; ".join(
-            f"{name} log-RMSE {entry[name]['values'].get('depth_log_rmse', math.nan):.4g}" for name in models))
-    reference = [clip.frames for clip in clips]
-    paper = {}
-    for name in models:
+        log(f"clip {index + 1} {clip.clip_id}: " + "; ".join(_clip_summary(name, entry[name]) for name in models))
+        index += 1
         start = time.perf_counter()
-        paper[name] = _paper_metrics(generated[name], reference, cfg, device, networks, backends.flow, clips[0].fps)
-        _add(seconds, "paper_metrics", start)
-    rows = _table(list(models), per_clip, paper)
-    protocol = {"frames": size[0], "height": size[1], "width": size[2], "clips": len(clips), "steps": cfg.steps,
+        clip = next(held_out, None)
+        _add(seconds, "read_held_out", start)
+    start = time.perf_counter()
+    paper_results = paper.results()
+    _add(seconds, "paper_metrics", start)
+    rows = _table(list(models), per_clip, paper_results)
+    protocol = {"frames": size[0], "height": size[1], "width": size[2], "clips": len(per_clip), "steps": cfg.steps,
                 "guidance": cfg.guidance, "scheduler": cfg.scheduler, "seed": cfg.seed, "stride": stride,
                 "labelers": {"flow": cfg.label_flow, "camera": "sfm", "depth": cfg.label_depth,
                              "intrinsics": cfg.labeler_intrinsics},
@@ -580,6 +650,14 @@ def evaluate_video(cfg: EvaluateVideoConfig, log: Callable[[str], None] = print)
     return result
 
 
+def _clip_summary(name: str, entry: Mapping[str, Any]) -> str:
+    if not entry["labeled"]:
+        return f"{name} rejected by the labelers ({entry['label_failure'].split(':')[0]})"
+    if entry["notes"].get("depth_log_rmse") == NO_4D_OUTPUTS:
+        return f"{name} labelled"
+    return f"{name} log-RMSE {entry['values'].get('depth_log_rmse', math.nan):.4g}"
+
+
 def _metric_networks(cfg: EvaluateVideoConfig, device):
     """The paper-metric networks, loaded once before any generation (a bad weight file fails here,
     in one line); None when `model.video_metrics` is not installed."""
@@ -590,32 +668,78 @@ def _metric_networks(cfg: EvaluateVideoConfig, device):
     return MetricNetworks.load(VideoMetricWeights(**cfg.weights()), str(device))
 
 
-def _paper_metrics(generated: list[np.ndarray], reference: list[np.ndarray], cfg: EvaluateVideoConfig, device,
-                   networks, flow, fps: float | None) -> dict[str, tuple[float | None, str]]:
-    """metric -> (value or None, note); a metric not computed names the option that would compute it.
+class _PaperTable:
+    """The paper metrics of every model, streamed: one `PaperMetricsAccumulator` per model for its
+    generated clips and one for the held-out clips, encoded once and shared by all models. A clip the
+    library cannot score turns the rows it touches into "not computed" with the reason; the run goes on."""
 
-    Dynamic degree and motion smoothness use the project's flow labeler (`--label-flow`)."""
-    if networks is None:
-        return {m: (None, _MISSING_LIBRARY) for m in PAPER_METRICS}
-    from model.video_metrics import VideoMetricConfig, VideoMetricWeights, paper_metrics
+    def __init__(self, names: list[str], cfg: EvaluateVideoConfig, device, networks, flow, fps: float | None) -> None:
+        self.names = names
+        self.failures: dict[str, str] = {}
+        self.generated: dict[str, Any] = {}
+        self.reference: Any = None
+        if networks is None:
+            return
+        from model.video_metrics import PaperMetricsAccumulator, VideoMetricConfig, VideoMetricWeights
 
-    try:
-        results = paper_metrics(generated, reference, VideoMetricWeights(**cfg.weights()), device=str(device),
-                                config=VideoMetricConfig(fps=fps), networks=networks, flow=flow)
-    except ValueError as e:  # clips the library cannot score: the table says so, the run goes on
-        return {m: (None, f"model.video_metrics: {e}") for m in PAPER_METRICS}
-    out = {}
-    for metric, result in results.items():
-        note = result.note or ""
-        option = PAPER_METRICS.get(metric, ("", ""))[1]
-        if result.value is None and option and option not in note:
-            note = f"{note} ({option} computes it)" if note else f"not computed: give {option}"
-        out[metric] = (None if result.value is None else float(result.value), note)
-    return out
+        def accumulator():
+            return PaperMetricsAccumulator(VideoMetricWeights(**cfg.weights()), str(device),
+                                           config=VideoMetricConfig(fps=fps), networks=networks, flow=flow)
+
+        try:
+            self.reference = accumulator()
+            self.generated = {name: accumulator() for name in names}
+        except ValueError as e:  # e.g. an fps the protocol rejects
+            self.failures = {name: f"model.video_metrics: {e}" for name in names}
+
+    def add_reference(self, clip: np.ndarray) -> None:
+        if self.reference is None or "reference" in self.failures:
+            return
+        try:
+            self.reference.add_reference(clip)
+        except ValueError as e:
+            self.failures["reference"] = f"model.video_metrics: reference: {e}"
+
+    def add(self, name: str, video: np.ndarray) -> None:
+        if name not in self.generated or name in self.failures:
+            return
+        try:
+            self.generated[name].add_generated(video)
+        except ValueError as e:
+            self.failures[name] = f"model.video_metrics: {e}"
+
+    def results(self) -> dict[str, dict[str, tuple[float | None, str]]]:
+        """model -> metric -> (value or None, note); a metric not computed names the option that would compute it.
+
+        Dynamic degree and motion smoothness use the project's flow labeler (`--label-flow`)."""
+        return {name: self._result(name) for name in self.names}
+
+    def _result(self, name: str) -> dict[str, tuple[float | None, str]]:
+        if self.reference is None and not self.failures:
+            return {m: (None, _MISSING_LIBRARY) for m in PAPER_METRICS}
+        failure = self.failures.get(name)
+        if failure:
+            return {m: (None, failure) for m in PAPER_METRICS}
+        try:
+            results = self.generated[name].result(reference=self.reference)
+        except ValueError as e:
+            return {m: (None, f"model.video_metrics: {e}") for m in PAPER_METRICS}
+        out = {}
+        for metric, result in results.items():
+            note = result.note or ""
+            if metric in ("fvd", "fid") and "reference" in self.failures and result.value is not None:
+                result, note = None, self.failures["reference"]
+            option = PAPER_METRICS.get(metric, ("", ""))[1]
+            value = None if result is None or result.value is None else float(result.value)
+            if value is None and option and option not in note:
+                note = f"{note} ({option} computes it)" if note else f"not computed: give {option}"
+            out[metric] = (value, note)
+        return out
 
 
 def _table(names: Sequence[str], per_clip: list[dict[str, Any]], paper: dict[str, dict]) -> list[dict[str, Any]]:
-    """One row per metric: paper metrics first, then consistency means over the clips that have a value."""
+    """One row per metric: paper metrics first, then labeler acceptance, then consistency means over the
+    clips that have a value."""
     rows = []
     metrics = list(dict.fromkeys(m for name in names for m in paper[name]))
     for metric in metrics:
@@ -625,6 +749,15 @@ def _table(names: Sequence[str], per_clip: list[dict[str, Any]], paper: dict[str
         for name in names:
             value, note = paper[name].get(metric, (None, "not returned by model.video_metrics"))
             row[name], row[f"{name}_note"] = value, note
+        rows.append(row)
+    for metric, (better, definition) in LABELER_METRICS.items():
+        row = {"metric": metric, "group": "labelers", "better": better, "definition": definition}
+        for name in names:
+            accepted = [c[name]["labeled"] for c in per_clip]
+            failures = [c[name]["label_failure"] for c in per_clip if not c[name]["labeled"]]
+            row[name] = float(np.mean(accepted))
+            row[f"{name}_note"] = f"{sum(accepted)} of {len(accepted)} videos labelled" + (
+                f"; first rejection: {failures[0]}" if failures else "")
         rows.append(row)
     for metric, (better, definition) in CONSISTENCY_METRICS.items():
         row = {"metric": metric, "group": "4d_consistency", "better": better, "definition": definition}
@@ -725,9 +858,11 @@ def write_report(result: VideoEvalResult, previews: list[dict[str, Any]], out: s
             if name not in preview:
                 continue
             shown = preview[name]
+            strips.append(_strip(f"{name}: generated key frames", shown["video"], png_data_uri))
+            if "points" not in shown:  # the base model: RGB only
+                continue
             step = max(1, int(math.sqrt(shown["points"][..., 0].size / PREVIEW_POINTS)))  # every step-th row and column
             cloud = point_cloud_preview(shown["points"][:, ::step, ::step], shown["video"][:, ::step, ::step])
-            strips.append(_strip(f"{name}: generated key frames", shown["video"], png_data_uri))
             strips.append(_strip(f"{name}: depth (near = warm)", np.stack([_depth_rgb(d) for d in shown["depth"]]),
                                  png_data_uri))
             strips.append(f'<div class="row"><span class="lab">{html.escape(name)}: point cloud</span>'

@@ -215,3 +215,79 @@ def test_a_perfect_output_against_the_real_labelers_scores_their_accuracy():
     assert values["camera_rre_deg"] < 1.0 and values["mask_iou"] > 0.7
     assert values["reproj_flow_px"] < 1.0  # the DIS key flow agrees with the exact warp on static pixels
     assert values["reproj_depth_rel"] < 1e-3  # labels play no part in the model's self-consistency
+
+
+def _tiny_base_model_folder(root, height: int, width: int, frames: int):
+    """A random CogVideoX image-to-video diffusers folder (transformer, VAE, T5, tokenizer, scheduler) saved to disk."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    from model.dit import tiny_transformer_config
+    from model.encoders import tiny_vae_config
+    from model.losses import cogvideox_scheduler
+
+    spm = pytest.importorskip("sentencepiece")
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel.from_config(
+        tiny_transformer_config(sample_height=height // 8, sample_width=width // 8, sample_frames=frames))
+    vae = AutoencoderKLCogVideoX(**tiny_vae_config(2 * height, 2 * width))  # tiles of twice the clip: one tile
+    text = T5EncoderModel(T5Config(vocab_size=48, d_model=24, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    (root / "tokenizer").mkdir(parents=True)
+    (root / "corpus.txt").write_text("a dolly shot of a textured room with still and moving objects\n" * 20)
+    spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "tokenizer" / "spiece"),
+                                   vocab_size=30, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    (root / "tokenizer" / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 0}))
+    tokenizer = T5Tokenizer.from_pretrained(root / "tokenizer")
+    folder = root / "cogvideox-i2v"
+    CogVideoXImageToVideoPipeline(tokenizer, text, vae, transformer, cogvideox_scheduler()).save_pretrained(folder)
+    return folder
+
+
+def test_the_base_model_as_a_baseline(tiny_run):
+    """The base CogVideoX-I2V folder beside the checkpoint: paper metrics and labeler acceptance from its RGB,
+    its 4D rows "not computed", and the same first frame, caption and seed as the checkpoint."""
+    import torch
+
+    from model.base_pipeline import BaseModelSampler
+    from model.video_metrics import VideoMetricWeights, paper_metrics
+    from storage import LabelStore
+
+    folder = _tiny_base_model_folder(tiny_run / "base", 64, 96, 9)
+    out = tiny_run / "eval_base"
+    cfg = EvaluateVideoConfig(checkpoint=str(tiny_run / "run"), baseline_base_model=str(folder),
+                              stores=[str(tiny_run / "store")], out=str(out), num_clips=1, steps=1, guidance=1.0,
+                              seed=3, report_clips=1, device="cpu")
+    result = evaluate_video(cfg, log=lambda line: None)
+    assert list(result.models) == ["checkpoint", "base_model"]
+    rows = {row["metric"]: row for row in result.rows}
+    for metric in CONSISTENCY_METRICS:
+        assert rows[metric]["base_model"] is None
+        assert rows[metric]["base_model_note"] == "not computed: the base model has no 4D outputs"
+    assert rows["reproj_depth_rel"]["checkpoint"] is not None  # the checkpoint keeps its 4D rows
+    assert rows["fvd"]["base_model"] is None and "--i3d-weights" in rows["fvd"]["base_model_note"]
+    accepted = rows["labeler_acceptance"]
+    assert accepted["base_model"] in (0.0, 1.0) and accepted["base_model_note"].startswith(
+        f"{int(accepted['base_model'])} of 1 videos labelled")
+
+    # the run generated from the clip's first frame and caption with seed + 0: regenerating that way
+    # gives the same video, so the same motion smoothness and dynamic degree
+    store = LabelStore.open(tiny_run / "store")
+    clips, _ = held_out_clips(cfg, (9, 64, 96))
+    clip = clips[0]
+    assert result.clips[0]["clip_id"] == clip.clip_id == store.clip_ids(status="accepted")[0]
+    sampler = BaseModelSampler.from_folder(folder, scheduler="dpm")
+    image = torch.from_numpy(clip.frames[0]).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    video = sampler(image, clip.caption, 1, 1.0, torch.Generator().manual_seed(3), 9)
+    assert video.shape == (1, 9, 3, 64, 96)
+    frames = (video[0].permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    again = paper_metrics([frames], [clip.frames], VideoMetricWeights())
+    for metric in ("motion_smoothness", "dynamic_degree"):
+        assert rows[metric]["base_model"] == pytest.approx(again[metric].value, abs=1e-12), metric
+    page = (out / "index.html").read_text()
+    assert page.count('src="data:image/png') == 1 + 3 + 1  # reference; checkpoint frames, depth, cloud; base frames
+
+    # a folder that is not a diffusers base model fails before anything is generated, in one line
+    with pytest.raises(FileNotFoundError, match="no model_index.json"):
+        BaseModelSampler.from_folder(tiny_run / "store")

@@ -14,13 +14,26 @@ from safetensors.torch import save_file
 
 from model.video_metrics import (
     MetricNetworks,
+    PaperMetricsAccumulator,
     VideoMetricConfig,
     VideoMetricWeights,
     paper_metrics,
 )
-from model.video_metrics.frechet import feature_statistics, frechet_distance, frechet_distance_of_features
-from model.video_metrics.i3d import I3DConfig, InceptionI3d, _fill_num_batches_tracked, load_i3d, preprocess_i3d
-from model.video_metrics.inception import FIDInceptionV3, InceptionConfig, load_fid_inception
+from model.video_metrics.frechet import (
+    RunningFeatureStatistics,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_of_features,
+)
+from model.video_metrics.i3d import (
+    I3DConfig,
+    InceptionI3d,
+    _fill_num_batches_tracked,
+    i3d_features,
+    load_i3d,
+    preprocess_i3d,
+)
+from model.video_metrics.inception import FIDInceptionV3, InceptionConfig, inception_features, load_fid_inception
 from model.video_metrics.vbench import (
     CLIP_B32,
     DINO_B16,
@@ -374,3 +387,79 @@ def test_paper_metrics_tiny_end_to_end_and_missing_weights():
     assert few["dynamic_degree"].note == "not computed: generated clip 0 has 4 frames, needs >= 5"  # 1 in 4 kept
     with pytest.raises(ValueError, match="reference clip 1"):
         paper_metrics(clips, [clips[0], clips[1].astype(np.float32)], VideoMetricWeights())
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_running_statistics_equal_the_statistics_of_all_features():
+    rng = np.random.default_rng(4)
+    # a large common offset: raw second moments would cancel badly, the pairwise update must not
+    batches = [1e3 + rng.normal(size=(n, 6)) @ rng.normal(size=(6, 6)) for n in (1, 5, 3, 1)]
+    running = RunningFeatureStatistics()
+    for batch in batches:
+        running.add(batch)
+    expected = feature_statistics(np.concatenate(batches))
+    got = running.statistics()
+    assert got.count == expected.count == 10 and running.dim == 6
+    np.testing.assert_allclose(got.mu, expected.mu, rtol=1e-12)
+    np.testing.assert_allclose(got.sigma, expected.sigma, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="differs"):
+        running.add(np.zeros((2, 5)))
+    one = RunningFeatureStatistics()
+    one.add(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="at least 2"):
+        one.statistics()
+
+
+def test_streamed_accumulator_equals_the_metrics_on_all_clips_at_once():
+    """Clip pairs fed one at a time (as evaluate-video does, dropping the frames) give the
+    formulas' values on the full feature sets: FVD / FID from all features, VBench means."""
+    from labelers.dis_flow import DisFlow
+
+    torch.manual_seed(0)
+    config = VideoMetricConfig(fvd_num_frames=8, fvd_resolution=64, batch_size=2, inception=TINY_INCEPTION,
+                               i3d=TINY_I3D, dino=TINY_DINO, clip=TINY_CLIP)
+    nets = MetricNetworks(inception=lively(FIDInceptionV3(TINY_INCEPTION)), i3d=lively(InceptionI3d(TINY_I3D)),
+                          dino=TINY_DINO.build().eval(), clip=TINY_CLIP.build().eval())
+    flow = DisFlow()
+    rng = np.random.default_rng(1)
+    generated = [translating([speed * t for t in range(8)], 32, 48) for speed in (0.0, 2.0, 3.5)]
+    reference = [rng.integers(0, 256, (8, 32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    streamed = PaperMetricsAccumulator(networks=nets, config=config, flow=flow)
+    for gen, ref in zip(generated, reference):
+        streamed.add(gen, ref.copy())  # batch of 2 I3D clips: one full batch, one flushed by result()
+    got = streamed.result()
+
+    with torch.no_grad():
+        fvd = frechet_distance_of_features(*(i3d_features(nets.i3d, clips, num_frames=8, resolution=64, batch_size=2)
+                                             for clips in (generated, reference)))
+        fid = frechet_distance_of_features(*(np.concatenate([inception_features(nets.inception, c) for c in clips])
+                                             for clips in (generated, reference)))
+    assert got["fvd"].value == pytest.approx(fvd, rel=1e-6) and got["fvd"].details["num_reference"] == 3
+    assert got["fid"].value == pytest.approx(fid, rel=1e-6) and got["fid"].details["num_generated_frames"] == 24
+    flags = [float(dynamic_degree_video(c, flow).is_dynamic) for c in generated]
+    assert flags == [0.0, 1.0, 1.0] and got["dynamic_degree"].value == pytest.approx(2 / 3)
+    smooth = [motion_smoothness_video(c, flow) for c in generated]
+    assert got["motion_smoothness"].value == pytest.approx(np.mean(smooth), rel=1e-12)
+    for metric, kind in (("subject_consistency", "dino"), ("background_consistency", "clip")):
+        parts = [FeatureEncoder(getattr(nets, kind), kind).consistency(c) for c in generated]
+        expected = sum(p.total for p in parts) / sum(p.count for p in parts)
+        assert got[metric].value == pytest.approx(expected, rel=1e-9) and got[metric].value < 1.0
+
+    # paper_metrics on the lists is the same table
+    listed = paper_metrics(generated, reference, VideoMetricWeights(), networks=nets, config=config, flow=flow)
+    for name, result in listed.items():
+        assert result.value == pytest.approx(got[name].value, rel=1e-9), name
+        assert result.note == got[name].note, name
+    # a second model against the same reference: the reference is encoded once, by the first accumulator
+    other = PaperMetricsAccumulator(networks=nets, config=config, flow=flow)
+    for gen in generated:
+        other.add(gen)
+    shared = other.result(reference=streamed)
+    assert shared["fvd"].value == pytest.approx(got["fvd"].value, rel=1e-9)
+    assert shared["fid"].value == pytest.approx(got["fid"].value, rel=1e-9)
+    with pytest.raises(ValueError, match="no reference clip"):
+        other.result()
+    with pytest.raises(ValueError, match="generated clip 3"):
+        other.add(generated[0].astype(np.float32))
