@@ -16,7 +16,8 @@ from prefect import serve
 from flows.importing import import_flow
 from flows.labeling import label_clips_flow
 from flows.report import report_flow
-from flows.training import train_flow, worldreel_pipeline_flow
+from flows.pipeline import worldreel_pipeline_flow
+from flows.training import train_flow
 from flows.video_eval import evaluate_video_flow, train_then_evaluate_flow
 
 __all__ = ["build_deployments", "serve_deployments"]
@@ -39,7 +40,7 @@ def build_deployments(label_cron: str | None = None, label_defaults: dict[str, A
         report_flow.to_deployment(name="report", tags=["audit"], description="Write a store's label-quality report"),
         train_flow.to_deployment(name="train", tags=["training"], description="Train one stage of the WorldReel model"),
         worldreel_pipeline_flow.to_deployment(
-            name="pipeline", tags=["labeling", "training"], description="Label, report, then train on the accepted clips"
+            name="pipeline", tags=["labeling", "training"], description="Label, report, train on the accepted clips, then optionally evaluate the checkpoint"
         ),
         evaluate_video_flow.to_deployment(
             name="evaluate", tags=["evaluation"],

@@ -5,8 +5,7 @@
 help as `worldreel train`). The job runs in its own process (torchrun when several GPUs are asked
 for), so a crash of the trainer never takes the flow with it; the task retries, and the
 retry resumes from the last complete checkpoint (the trainer resumes by default).
-`worldreel_pipeline_flow` chains the whole DAG: label a manifest, publish the quality
-report, then train on the accepted clips.
+The whole DAG (label, report, train, evaluate) is `flows.pipeline.worldreel_pipeline_flow`.
 """
 
 from __future__ import annotations
@@ -19,11 +18,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from flows.labeling import LabelRunParams, label_clips_flow
 from model.train import TrainConfig, check_stores_fit
 from pipelines.jobconfig import JobConfig
 
-__all__ = ["TRAIN_JOB", "TrainRunParams", "train_command", "train_config", "train_flow", "worldreel_pipeline_flow"]
+__all__ = ["TRAIN_JOB", "TrainRunParams", "train_command", "train_config", "train_flow"]
 
 
 TRAIN_JOB = JobConfig(TrainConfig)
@@ -87,14 +85,3 @@ def train_flow(params: TrainRunParams) -> dict:
     metrics = run_training(params)
     checkpoints = _publish_checkpoints(Path(params.output_dir), metrics)
     return {"metrics": metrics, "checkpoints": checkpoints}
-
-
-@flow(name="worldreel-pipeline", log_prints=True)
-def worldreel_pipeline_flow(label: LabelRunParams, train: TrainRunParams, report_dir: str) -> dict:
-    """The DAG end to end: label a manifest, publish the quality report, train on the accepted clips."""
-    summary = label_clips_flow(label.model_copy(update={"report_dir": report_dir, "write_report": True}))
-    report = summary["report"]
-    stores = train.stores if label.store in train.stores else [*train.stores, label.store]
-    weights = train.store_weights + [1.0] if train.store_weights and label.store not in train.stores else train.store_weights
-    trained = train_flow(train.model_copy(update={"stores": stores, "store_weights": weights}))
-    return {"labeling": summary, "report": report, "training": trained}

@@ -7,7 +7,8 @@ from prefect.utilities.callables import parameter_schema
 from synthetic_manifest import write_manifest
 
 from flows.labeling import LabelRunParams
-from flows.training import TrainRunParams, train_command, train_flow, worldreel_pipeline_flow
+from flows.pipeline import worldreel_pipeline_flow
+from flows.training import TrainRunParams, train_command, train_flow
 from pipelines.synthetic_set import scene_configs, write_synthetic_set
 from storage import LabelStore
 
