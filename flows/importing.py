@@ -27,9 +27,9 @@ from prefect.artifacts import (
 
 from flows.ray_fanout import batches, gather_batches, init_ray, node_label
 from flows.report import ReportParams, report_flow, report_reference
-from pipelines.dataset_import import ImportConfig, ImportTask, committed, import_tasks, plan_imports
+from pipelines.dataset_import import ImportConfig, ImportTask, import_tasks, plan_imports
 from pipelines.jobconfig import JobConfig, Pair
-from pipelines.labeling import ClipOutcome, summarise
+from pipelines.labeling import ClipOutcome, plan, summarise
 from pipelines.report import default_report_dir
 from storage import LabelStore
 
@@ -105,7 +105,7 @@ def import_flow(params: ImportRunParams) -> dict:
     removed = store.clean_staging()
     if removed:
         logger.info("removed %d staging leftovers of crashed writers", removed)
-    todo, skipped = committed(tasks, store, run.redo_failed)
+    todo, skipped = plan(tasks, store, run.redo_failed)
     sequences = len({t.sequence for t in tasks})
     logger.info("%d clips from %d %s sequences: %d to import, %d already committed",
                 len(tasks), sequences, cfg.format, len(todo), len(skipped))

@@ -51,7 +51,7 @@ from pipelines.datasets import FORMATS, list_sequences
 from pipelines.datasets.base import DatasetError, SequenceReader
 from pipelines.decode import ResizeCrop
 from pipelines.geometry import point_maps, scene_flow
-from pipelines.labeling import ClipOutcome
+from pipelines.labeling import ClipOutcome, plan
 from storage import LabelStore
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "plan_imports",
     "import_window",
     "import_and_commit",
-    "committed",
     "import_tasks",
     "build_estimator",
 ]
@@ -707,27 +706,11 @@ def import_and_commit(task: ImportTask, cfg: ImportConfig, store: LabelStore, re
     return ClipOutcome(task.clip_id, "rejected", reasons=reasons, seconds=seconds, error=error)
 
 
-def committed(
-    tasks: Sequence[ImportTask], store: LabelStore, redo_failed: bool = False
-) -> tuple[list[ImportTask], list[ClipOutcome]]:
-    """Split tasks into those to import and those already committed (skipped; rejected ones again with
-    `redo_failed`)."""
-    status = {row["clip_id"]: row["status"] for row in store.index().select(["clip_id", "status"]).to_pylist()}
-    todo, skipped = [], []
-    for task in tasks:
-        done = status.get(task.clip_id) or ("accepted" if store.has_clip(task.clip_id) else None)
-        if done is None or (redo_failed and done == "rejected"):
-            todo.append(task)
-        else:
-            skipped.append(ClipOutcome(task.clip_id, "skipped", reasons=[f"already committed ({done})"]))
-    return todo, skipped
-
-
 def import_tasks(tasks: Sequence[ImportTask], cfg: ImportConfig, store: LabelStore, redo_failed: bool = False,
                  progress: Callable[[ClipOutcome], None] | None = None) -> list[ClipOutcome]:
     """Import tasks one after the other in this process (what each Ray task runs on its batch), skipping
     committed clips."""
-    todo, outcomes = committed(tasks, store, redo_failed)
+    todo, outcomes = plan(tasks, store, redo_failed)
     estimator = build_estimator(cfg) if todo else None
     readers: dict[str, SequenceReader | None] = {}
     for task in todo:

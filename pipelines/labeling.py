@@ -287,21 +287,21 @@ class _ImportedLabels:
     params: dict = field(default_factory=dict)
 
 
-def plan(
-    specs: Sequence[ClipSpec], store: LabelStore, redo_failed: bool = False
-) -> tuple[list[ClipSpec], list[ClipOutcome]]:
-    """Split clips into those to label and those already committed (skipped).
+def plan(items: Sequence[Any], store: LabelStore, redo_failed: bool = False) -> tuple[list[Any], list[ClipOutcome]]:
+    """Split clips (`ClipSpec`s, import tasks: anything with a `clip_id`) into those to do and those
+    already committed (skipped).
 
-    The clip directories are the truth; rejected clips are labelled again only with `redo_failed`.
+    The committed clips are the truth (the index, or the clip itself when its row is missing);
+    rejected clips are done again only with `redo_failed`.
     """
     status = {row["clip_id"]: row["status"] for row in store.index().select(["clip_id", "status"]).to_pylist()}
     todo, skipped = [], []
-    for spec in specs:
-        committed = status.get(spec.clip_id) or ("accepted" if store.has_clip(spec.clip_id) else None)
+    for item in items:
+        committed = status.get(item.clip_id) or ("accepted" if store.has_clip(item.clip_id) else None)
         if committed is None or (redo_failed and committed == "rejected"):
-            todo.append(spec)
+            todo.append(item)
         else:
-            skipped.append(ClipOutcome(spec.clip_id, "skipped", reasons=[f"already committed ({committed})"]))
+            skipped.append(ClipOutcome(item.clip_id, "skipped", reasons=[f"already committed ({committed})"]))
     return todo, skipped
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "DatasetError",
     "FlowFrame",
     "SequenceReader",
+    "read_rgb_file",
 ]
 
 # exact: read from the set's files to their precision; derived: follows exactly from exact
@@ -76,6 +77,21 @@ class DatasetError(ValueError):
 
     def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (Ray)
         return (type(self), (self.where, self.reason, self.detail))
+
+
+def read_rgb_file(path: Path, frame: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file of `frame`; DatasetError when it is missing, unreadable or
+    not `size` (H, W)."""
+    import cv2
+
+    if not path.is_file():
+        raise DatasetError(path, "missing_file", f"frame {frame} has no image")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(path, "bad_format", "unreadable image")
+    if size is not None and bgr.shape[:2] != tuple(size):
+        raise DatasetError(path, "inconsistent", f"image is {bgr.shape[:2]}, the sequence is {tuple(size)}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 @dataclass(frozen=True)

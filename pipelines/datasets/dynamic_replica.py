@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from pipelines.datasets.base import DatasetError, FlowFrame, SequenceReader
+from pipelines.datasets.base import DatasetError, FlowFrame, SequenceReader, read_rgb_file
 from pipelines.datasets.pointodyssey import (
     motion_step,
     moving_instance_mask,
@@ -257,15 +257,7 @@ class DynamicReplicaSequence(SequenceReader):
         return self._path(frame, "image", "path")
 
     def read_rgb(self, frame: int) -> np.ndarray:
-        path = self.rgb_path(frame)
-        if not path.is_file():
-            raise DatasetError(path, "missing_file", f"frame {frame} has no image")
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(path, "bad_format", "unreadable image")
-        if bgr.shape[:2] != self.image_size:
-            raise DatasetError(path, "inconsistent", f"image is {bgr.shape[:2]}, image.size says {self.image_size}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return read_rgb_file(self.rgb_path(frame), frame, self.image_size)
 
     def read_camera(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         viewpoint = self._entry(frame).get("viewpoint")

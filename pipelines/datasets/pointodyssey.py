@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from labelers.geometry import nearest_rotation
-from pipelines.datasets.base import DatasetError, SequenceReader
+from pipelines.datasets.base import DatasetError, SequenceReader, read_rgb_file
 
 __all__ = [
     "PointOdysseySequence",
@@ -184,15 +184,7 @@ class PointOdysseySequence(SequenceReader):
 
     # ------------------------------------------------------------------ images
     def read_rgb(self, frame: int) -> np.ndarray:
-        path = self.rgb_path(frame)
-        if not path.is_file():
-            raise DatasetError(path, "missing_file", f"frame {frame} has no image")
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DatasetError(path, "bad_format", "unreadable JPEG")
-        if self._size is not None and bgr.shape[:2] != self._size:
-            raise DatasetError(path, "inconsistent", f"image is {bgr.shape[:2]}, sequence is {self._size}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return read_rgb_file(self.rgb_path(frame), frame, self._size)
 
     def read_depth(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         self._check_frame(frame)
