@@ -2,6 +2,7 @@
 
 from storage.schema import FIELDS, SCHEMA_VERSION, STORED_FIELDS, LabelValidationError
 from storage.store import ClipLabels, ClipNotFoundError, CommitResult, LabelStore, RejectedClipError, SchemaVersionError
+from storage import object_store  # noqa: F401  (registers the s3://, gs://, az:// backend of LabelStore)
 
 __all__ = [
     "FIELDS",
@@ -14,4 +15,5 @@ __all__ = [
     "LabelStore",
     "RejectedClipError",
     "SchemaVersionError",
+    "object_store",
 ]

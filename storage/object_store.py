@@ -65,6 +65,7 @@ from storage.store import (
     index_row,
     index_row_table,
     merge_index_parts,
+    register_object_backend,
     store_meta,
     write_clip_group,
 )
@@ -502,3 +503,6 @@ def _parquet(data: bytes) -> pa.Table:
 def _list(objects: Any, prefix: str) -> Iterable[dict]:
     for batch in objects.list(prefix, chunk_size=1000):
         yield from batch
+
+
+register_object_backend(ObjectLabelStore)

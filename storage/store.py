@@ -196,9 +196,7 @@ class LabelStore:
         An existing store keeps the settings it was created with.
         """
         if is_object_url(path):
-            from storage.object_store import ObjectLabelStore
-
-            return ObjectLabelStore.create(object_url(path), precision, exist_ok, codec, rounding)
+            return _object_backend().create(object_url(path), precision, exist_ok, codec, rounding)
         check_settings(precision, codec, rounding)
         root = local_path(path)
         if (root / "zarr.json").exists():
@@ -219,9 +217,7 @@ class LabelStore:
     def open(cls, path: str | os.PathLike) -> "LabelStore":
         """Open an existing store (a directory, `file://` URL or object-storage URL), checking its schema version."""
         if is_object_url(path):
-            from storage.object_store import ObjectLabelStore
-
-            return ObjectLabelStore.open(object_url(path))
+            return _object_backend().open(object_url(path))
         root = local_path(path)
         if not (root / "zarr.json").exists():
             raise FileNotFoundError(f"no label store at {root} (missing zarr.json)")
@@ -650,6 +646,22 @@ def object_url(location: str | os.PathLike) -> str | None:
     if not sep or scheme.lower() not in OBJECT_SCHEMES:
         return None
     return f"{scheme.lower()}://{rest.lstrip('/')}"
+
+
+# The object-storage subclass (`storage.object_store.ObjectLabelStore`) registers itself when the
+# `storage` package is imported, so this module never imports its own subclass.
+_OBJECT_BACKENDS: list[type] = []
+
+
+def register_object_backend(backend: type) -> None:
+    """Make `backend` the class that `LabelStore.create/open` use for object-storage URLs."""
+    _OBJECT_BACKENDS[:] = [backend]
+
+
+def _object_backend() -> type:
+    if not _OBJECT_BACKENDS:
+        raise RuntimeError("no object-storage backend registered (import the storage package)")
+    return _OBJECT_BACKENDS[0]
 
 
 def is_object_url(location: str | os.PathLike) -> bool:
