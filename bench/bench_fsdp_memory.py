@@ -91,7 +91,7 @@ def worker(phase: str, config: dict, layers: int, out: Path) -> None:
     # the tiny code path at mid size: every rank builds it exactly as the trainer does
     train.tiny_transformer_config = lambda **kw: tiny(**kw, **HIDDEN, num_layers=layers)
     init_distributed("cpu")
-    LabelClipDataset(config["data"])[0]  # the trainer reads a first clip before building models
+    LabelClipDataset(config["stores"])[0]  # the trainer reads a first clip before building models
     baseline, baseline_now = _max_rss_mb(), sum(_rss_split_mb().values())  # imports, process group, data readers
     trainer = train.Trainer(train.TrainConfig(**config))
     record = {"baseline_mb": baseline, "startup_mb": _max_rss_mb(), "model_bytes": _model_bytes(trainer)}
@@ -186,7 +186,7 @@ def bench(layers: int, repeats: int, phases: list[str]) -> dict[str, list[list[d
         root = Path(tmp)
         trainer_phases = [p for p in TRAINER_PHASES if p in phases]
         if trainer_phases:
-            common = dict(model="tiny", stage="2", data=[_write_store(root)], device="cpu", strategy="fsdp", seed=3,
+            common = dict(config="tiny", stage="2", stores=[_write_store(root)], device="cpu", strategy="fsdp", seed=3,
                           gradient_checkpointing=False, keep_checkpoints=1)  # fmt: skip
         base = _write_encoders(root) if "encoders" in phases else None
         for i in range(repeats):

@@ -66,9 +66,9 @@ def bench_cpu_tiny(steps: int, height: int, width: int, frames: int) -> dict:
         store = _write_store(root, 2, height, width, frames)
         for stage in ("1a", "1b", "2"):
             cfg = TrainConfig(
-                model="tiny",
+                config="tiny",
                 stage=stage,
-                data=[store],
+                stores=[store],
                 output_dir=str(root / f"run_{stage}"),
                 steps=steps,
                 save_every=10**9,
@@ -136,9 +136,9 @@ def bench_loader(
             step_s = None
             for n_workers in workers:
                 cfg = TrainConfig(
-                    model="tiny",
+                    config="tiny",
                     stage=stage,
-                    data=[store],
+                    stores=[store],
                     output_dir=str(root / "run"),
                     latent_cache=str(root / "cache") if path == "latent cache" else None,
                     steps=10**9,

@@ -58,7 +58,7 @@ def bench_end_to_end(clips: int, steps: int, height: int, width: int, frames: in
         root = Path(tmp)
         store = LabelStore.create(root / "store", precision="float32")
         write_synthetic_set(root / "set", scene_configs(clips, height, width, seed=0, num_frames=frames), store)
-        Trainer(TrainConfig(model="tiny", stage="2", data=[str(root / "store")], output_dir=str(root / "run"), steps=1,
+        Trainer(TrainConfig(config="tiny", stage="2", stores=[str(root / "store")], output_dir=str(root / "run"), steps=1,
                             device="cpu")).run()
         cfg = EvaluateVideoConfig(checkpoint=str(root / "run"), baseline=str(root / "run"), stores=[str(root / "store")],
                                   out=str(root / "eval"), num_clips=clips, steps=steps, guidance=1.0, report_clips=1,

@@ -35,6 +35,7 @@ __all__ = [
     "load_head",
     "dit_from_state",
     "load_trainer_state",
+    "read_train_config",
     "write_checkpoint",
 ]
 
@@ -98,6 +99,16 @@ def _head_from_state(head: TemporalDPTHead, state: dict[str, torch.Tensor]) -> T
         copy = TemporalDPTHead.from_config(head.config)
     copy.load_state_dict({k: v.contiguous() for k, v in state.items()}, assign=True)
     return copy
+
+
+# TrainConfig attributes renamed since some checkpoints were written: old name -> new name
+_RENAMED_TRAIN_FIELDS = {"model": "config", "data": "stores", "data_weights": "store_weights", "pretrained": "weights"}
+
+
+def read_train_config(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's `train_config.json`, with the field names `TrainConfig` has today."""
+    run = json.loads((ckpt / "train_config.json").read_text())
+    return {_RENAMED_TRAIN_FIELDS.get(key, key): value for key, value in run.items()}
 
 
 def load_trainer_state(ckpt: Path, stage: str) -> dict[str, Any]:

@@ -31,7 +31,6 @@ latents are generated and the head reads features of the given video (`model.eva
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
 from model.builders import build_tiny_models
 from model.camera import decode_camera
-from model.checkpoints import has_head, load_head
+from model.checkpoints import has_head, load_head, read_train_config
 from model.dit import GeoMotionDiT, rotary_embeddings
 from model.dpt_head import TemporalDPTHead
 from model.encoders import T5TextEncoder, VideoLatentEncoder, load_vae
@@ -155,14 +154,14 @@ class WorldReelPipeline:
         ckpt = find_checkpoint(checkpoint)
         if not has_head(ckpt):
             raise ValueError(f"{ckpt} has no DPT head (a stage 1a checkpoint): sample from a stage 1b or 2 checkpoint")
-        run = json.loads((ckpt / "train_config.json").read_text())
-        folder = pretrained or run.get("pretrained")
-        if run["model"] != "tiny" and not folder:
-            raise ValueError(f"model {run['model']} needs the local diffusers folder it was trained from (--pretrained)")
+        run = read_train_config(ckpt)
+        folder = pretrained or run.get("weights")
+        if run["config"] != "tiny" and not folder:
+            raise ValueError(f"config {run['config']} needs the local diffusers folder it was trained from (--weights)")
         with torch.random.fork_rng(devices=[]):  # module constructors draw initial weights: leave the caller's RNG alone
             dit = GeoMotionDiT.from_pretrained(ckpt / "dit", torch_dtype=dtype)
             head = load_head(ckpt)
-            if run["model"] == "tiny":
+            if run["config"] == "tiny":
                 vae, text, base_scheduler = _tiny_encoders(run, dit)
             else:
                 vae = VideoLatentEncoder(load_vae(folder, torch_dtype=dtype))

@@ -130,27 +130,27 @@ class TrainConfig:
     """Everything a run needs; saved with every checkpoint.
 
     Each field's metadata (help, bounds, public name) generates `worldreel train`'s options and
-    the Prefect form `flows.training.TrainRunParams` (`pipelines.jobconfig`). Four attributes keep
-    the names saved checkpoints use and show their public ones: `model` is `config`, `data` is
-    `stores` (`--store`), `data_weights` is `store_weights`, `pretrained` is `weights`; and
-    `provenance_weights` is `provenance_weight` (one `--provenance-weight NAME=VALUE` per weight).
+    the Prefect form `flows.training.TrainRunParams` (`pipelines.jobconfig`), under the attribute's
+    own name, except `provenance_weights`, which is `provenance_weight` (one `--provenance-weight
+    NAME=VALUE` per weight). Checkpoints written before the names were aligned (`model`, `data`,
+    `data_weights`, `pretrained`) are read by `model.checkpoints.read_train_config`.
     """
 
-    model: Literal["tiny", "cogvideox-5b-i2v"] = field(default="tiny", metadata={
-        "name": "config", "aliases": ("--model",),
+    config: Literal["tiny", "cogvideox-5b-i2v"] = field(default="tiny", metadata={
+        "aliases": ("--model",),
         "help": "model configuration: tiny (random, sized to the data) or cogvideox-5b-i2v (needs --weights)"})
     stage: Literal["1a", "1b", "2"] = field(default="1a", metadata={
         "help": "1a DiT fine-tune, 1b DPT head on a frozen DiT, 2 joint"})
-    data: list[str] = field(default_factory=list, metadata={
-        "name": "stores", "flag": "--store", "aliases": ("--data",), "repeat": True,
+    stores: list[str] = field(default_factory=list, metadata={
+        "flag": "--store", "aliases": ("--data",), "repeat": True,
         "help": "label store to train on (synthetic or pseudo-labelled)"})
-    data_weights: list[float] | None = field(default=None, metadata={
-        "name": "store_weights", "aliases": ("--data-weights",), "ge": 0,
+    store_weights: list[float] | None = field(default=None, metadata={
+        "aliases": ("--data-weights",), "ge": 0,
         "help": "mixing weight per store, in --store order (default equal)"})
     output_dir: str = field(default="train_out", metadata={
         "help": "run folder: checkpoints/, metrics.jsonl, train_config.json"})
-    pretrained: str | None = field(default=None, metadata={
-        "name": "weights", "aliases": ("--pretrained",),
+    weights: str | None = field(default=None, metadata={
+        "aliases": ("--pretrained",),
         "help": "local diffusers folder of CogVideoX-5B-I2V (not for tiny)"})
     init_from: str | None = field(default=None, metadata={
         "help": "checkpoint folder to start from, e.g. stage 1a's step_N for stage 2"})
@@ -209,12 +209,12 @@ class TrainConfig:
         "optimizer state (needed for the full cogvideox-5b-i2v fine-tune on 80 GB GPUs)"})
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.config not in MODELS:
+            raise ValueError(f"config must be one of {MODELS}, got {self.config!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
-        if self.model != "tiny" and not self.pretrained:
-            raise ValueError(f"config {self.model} needs --weights LOCAL_DIFFUSERS_FOLDER")
+        if self.config != "tiny" and not self.weights:
+            raise ValueError(f"config {self.config} needs --weights LOCAL_DIFFUSERS_FOLDER")
         if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or self.log_every < 1 or self.gpus < 1:
             raise ValueError("steps, batch_size, save_every, log_every and gpus must be >= 1")
         if self.nnodes > 1 and not self.rdzv_endpoint:
@@ -223,8 +223,8 @@ class TrainConfig:
             raise ValueError(f"--node-rank must be in [0, {self.nnodes}), got {self.node_rank}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.data_weights is not None and len(self.data_weights) != len(self.data):
-            raise ValueError(f"{len(self.data_weights)} store weights for {len(self.data)} stores")
+        if self.store_weights is not None and len(self.store_weights) != len(self.stores):
+            raise ValueError(f"{len(self.store_weights)} store weights for {len(self.stores)} stores")
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -241,14 +241,14 @@ FULL_MODEL_CLIP = (49, 480, 720)  # T x H x W fixed by CogVideoX-5B-I2V's positi
 
 def check_stores_fit(cfg: TrainConfig) -> None:
     """Raise ValueError, naming the store and the sizes, unless every store has accepted clips of
-    one size that `cfg.model` can train on (checked before any model is built or process launched).
+    one size that `cfg.config` can train on (checked before any model is built or process launched).
 
     The tiny model needs H and W multiples of 16 and T = 1 + 4k (VAE downsampling 8, patch 2,
     temporal compression 4); the full model exactly 49 x 480 x 720.
     """
     from storage import LabelStore
 
-    for path in cfg.data:
+    for path in cfg.stores:
         rows = [r for r in LabelStore.open(path).index().to_pylist() if r["status"] == "accepted"]
         if not rows:
             raise ValueError(f"store {path} has no accepted clip to train on")
@@ -259,14 +259,14 @@ def check_stores_fit(cfg: TrainConfig) -> None:
         frames = cfg.num_frames or T
         if frames > T:
             raise ValueError(f"store {path}: --num-frames {frames} but its clips have T = {T}")
-        if cfg.model == "tiny" and (height % 16 or width % 16 or (frames - 1) % 4):
+        if cfg.config == "tiny" and (height % 16 or width % 16 or (frames - 1) % 4):
             raise ValueError(
                 f"store {path} has {frames}x{height}x{width} clips (T x H x W); the tiny model needs H and W "
                 "multiples of 16 and T = 1 + 4k (label with e.g. --size 240x368, or pick --num-frames)"
             )
-        if cfg.model != "tiny" and (frames, height, width) != FULL_MODEL_CLIP:
+        if cfg.config != "tiny" and (frames, height, width) != FULL_MODEL_CLIP:
             raise ValueError(
-                f"store {path} has {frames}x{height}x{width} clips (T x H x W); {cfg.model} trains on "
+                f"store {path} has {frames}x{height}x{width} clips (T x H x W); {cfg.config} trains on "
                 f"{'x'.join(map(str, FULL_MODEL_CLIP))} clips"
             )
 
@@ -277,7 +277,7 @@ class Trainer:
     optimiser steps in total."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        if not cfg.data:
+        if not cfg.stores:
             raise ValueError("no label store given (--data)")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
@@ -289,11 +289,11 @@ class Trainer:
         self.autocast = cfg.mixed_precision == "bf16" and self.device.type == "cuda"
         self.weights = cfg.loss_weights()
 
-        full_videos = LabelClipDataset(cfg.data, num_frames=cfg.num_frames)
+        full_videos = LabelClipDataset(cfg.stores, num_frames=cfg.num_frames)
         self.dataset = (
-            full_videos if not cfg.latent_cache else LabelClipDataset(cfg.data, num_frames=cfg.num_frames, load_videos=False)
+            full_videos if not cfg.latent_cache else LabelClipDataset(cfg.stores, num_frames=cfg.num_frames, load_videos=False)
         )
-        self.sampler = MixtureSampler(self.dataset, cfg.data_weights, seed=cfg.seed)
+        self.sampler = MixtureSampler(self.dataset, cfg.store_weights, seed=cfg.seed)
         first = full_videos[0]
         T, _, H, W = first["rgb"].shape
         self.label_size = (H, W)
@@ -310,11 +310,11 @@ class Trainer:
         follower = self.dist.enabled and not self.dist.is_main
         empty = self.fsdp and follower
         build = BuildPlan(checkpoint=None if empty else start_from, empty=empty, empty_frozen=follower)
-        if cfg.model == "tiny":
+        if cfg.config == "tiny":
             self.models = build_tiny_models(cfg.stage, cfg.seed, T, H, W, build)
         else:
             dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
-            self.models = build_full_models(cfg.stage, cfg.pretrained, dtype, build)
+            self.models = build_full_models(cfg.stage, cfg.weights, dtype, build)
             check_clip_size(self.models, T, H, W)
         for module in (self.models.dit, self.models.vae, self.models.text, self.models.head):
             if module is not None and not is_meta(module):
@@ -597,7 +597,7 @@ class Trainer:
     def _batches(self):
         batch_sampler = _Batches(shard_stream(iter(self.sampler), self.dist), self.cfg.batch_size)
         # obstore's client does not survive a fork: loader processes reading object storage are spawned
-        remote = any(is_object_url(store) for store in self.cfg.data)
+        remote = any(is_object_url(store) for store in self.cfg.stores)
         context = "spawn" if remote and self.cfg.num_workers > 0 else None
         loader = DataLoader(self.dataset, batch_sampler=batch_sampler, collate_fn=collate_samples,
                             num_workers=self.cfg.num_workers, multiprocessing_context=context,

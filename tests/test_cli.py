@@ -35,7 +35,7 @@ def test_train_accepts_old_and_new_spellings():
                                                         "--store-weights", "1", "2", "--weights", "w"])))
     old = job.build(job.from_args(_parser().parse_args(["--model", "tiny", "--data", "a", "--data", "b",
                                                         "--data-weights", "1", "2", "--pretrained", "w"])))
-    assert new == old and new[0].data == ["a", "b"] and new[0].pretrained == "w"
+    assert new == old and new[0].stores == ["a", "b"] and new[0].weights == "w"
 
 
 def test_every_label_and_train_option_has_help():

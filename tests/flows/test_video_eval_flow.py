@@ -12,7 +12,7 @@ from storage import LabelStore
 def test_evaluate_video_flow_on_a_tiny_checkpoint(tmp_path):
     store = LabelStore.create(tmp_path / "store", precision="float32")
     write_synthetic_set(tmp_path / "set", scene_configs(1, 64, 96, seed=4, num_frames=9), store)
-    Trainer(TrainConfig(model="tiny", stage="2", data=[str(store.root)], output_dir=str(tmp_path / "run"), steps=1,
+    Trainer(TrainConfig(config="tiny", stage="2", stores=[str(store.root)], output_dir=str(tmp_path / "run"), steps=1,
                         device="cpu")).run()
     params = VideoEvalParams(checkpoint=str(tmp_path / "run"), baseline=str(tmp_path / "run"), stores=[str(store.root)],
                              out=str(tmp_path / "eval"), clips=1, steps=1, guidance=1.0, report_clips=1, device="cpu")

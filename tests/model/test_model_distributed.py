@@ -56,7 +56,7 @@ def test_gpus_option_relaunches_under_torchrun(monkeypatch):
                         lambda n, module, argv, **rendezvous: calls.append((n, module, argv, rendezvous)) or 0)
     checked = []
     # the store check runs before the launch (tested in test_model_train.py); here there is no store
-    monkeypatch.setattr(train, "check_stores_fit", lambda cfg: checked.append(cfg.data))
+    monkeypatch.setattr(train, "check_stores_fit", lambda cfg: checked.append(cfg.stores))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     argv = ["--data", "somewhere", "--gpus", "4", "--steps", "3", "--strategy", "fsdp"]
     assert train.main(argv) == 0
@@ -73,7 +73,7 @@ def test_two_process_ddp_run(tmp_path):
     write_synthetic_set(tmp_path / "set", scene_configs(2, H, W, seed=5, num_frames=T), store)
     out = tmp_path / "run"
     config = dict(
-        model="tiny", stage="2", data=[str(tmp_path / "store")], output_dir=str(out), steps=2, save_every=1,
+        config="tiny", stage="2", stores=[str(tmp_path / "store")], output_dir=str(out), steps=2, save_every=1,
         warmup_steps=1, lr=1e-3, head_lr=1e-3, device="cpu", seed=3,
     )  # fmt: skip
     (tmp_path / "worker.py").write_text(WORKER)
@@ -262,7 +262,7 @@ def test_two_process_fsdp_matches_single_process_and_resumes_exactly(tmp_path):
     out = tmp_path / "run"
     # stage 2 trains the DiT (with gradient checkpointing, the default) and the head; clipping is active
     config = dict(
-        model="tiny", stage="2", data=[str(tmp_path / "store")], output_dir=str(out), save_every=1, warmup_steps=2,
+        config="tiny", stage="2", stores=[str(tmp_path / "store")], output_dir=str(out), save_every=1, warmup_steps=2,
         lr=1e-3, head_lr=1e-3, grad_clip=0.5, device="cpu", seed=3, strategy="fsdp",
     )  # fmt: skip
     (tmp_path / "worker.py").write_text(FSDP_WORKER)
@@ -458,7 +458,7 @@ ENCODER_WORKER = textwrap.dedent(
     held = {}
     for strategy in ("fsdp", "ddp"):
         folder = f"{root}/base" if rank == 0 else f"{root}/{strategy}_rank1"
-        trainer = Trainer(TrainConfig(**config, strategy=strategy, pretrained=folder, output_dir=f"{root}/{strategy}"))
+        trainer = Trainer(TrainConfig(**config, strategy=strategy, weights=folder, output_dir=f"{root}/{strategy}"))
         vae, text = trainer.models.vae.vae, trainer.models.text.model
         held[strategy] = dict(
             vae={n: t.detach().clone() for n, t in [*vae.named_parameters(), *vae.named_buffers()]},
@@ -487,7 +487,7 @@ def test_only_rank0_reads_the_frozen_encoders(tmp_path):
     store = LabelStore.create(tmp_path / "store", precision="float32")
     write_synthetic_set(tmp_path / "set", scene_configs(2, H, W, seed=5, num_frames=T), store)
     # bf16: the frozen encoders' dtype; the DiT trains in fp32
-    config = dict(model="cogvideox-5b-i2v", stage="2", data=[str(tmp_path / "store")], steps=1, device="cpu",
+    config = dict(config="cogvideox-5b-i2v", stage="2", stores=[str(tmp_path / "store")], steps=1, device="cpu",
                   mixed_precision="bf16", gradient_checkpointing=False)  # fmt: skip
     (tmp_path / "worker.py").write_text(ENCODER_WORKER)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

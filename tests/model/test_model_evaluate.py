@@ -146,7 +146,7 @@ def test_evaluate_cli_on_label_store_clips(tmp_path, capsys):
     store = LabelStore.create(tmp_path / "store", precision="float32")
     write_synthetic_set(tmp_path / "set", scene_configs(2, H, W, seed=11, num_frames=T), store)
     data = str(tmp_path / "store")
-    Trainer(TrainConfig(model="tiny", stage="2", data=[data], output_dir=str(tmp_path / "run"), steps=1, device="cpu")).run()
+    Trainer(TrainConfig(config="tiny", stage="2", stores=[data], output_dir=str(tmp_path / "run"), steps=1, device="cpu")).run()
 
     argv = ["--checkpoint", str(tmp_path / "run"), "--data", data, "--steps", "2", "--device", "cpu"]
     assert evaluate_main([*argv, "--json", str(tmp_path / "m.json")]) == 0

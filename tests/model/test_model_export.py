@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     store = LabelStore.create(root / "store", precision="float32")
     write_synthetic_set(root / "set", scene_configs(1, H, W, seed=3, num_frames=T), store)
-    cfg = TrainConfig(model="tiny", stage="2", data=[str(root / "store")], output_dir=str(root / "run"), steps=1, device="cpu")
+    cfg = TrainConfig(config="tiny", stage="2", stores=[str(root / "store")], output_dir=str(root / "run"), steps=1, device="cpu")
     trainer = Trainer(cfg)
     trainer.run()
     return root, trainer

@@ -48,7 +48,7 @@ def test_cache_holds_the_posterior_moments(store, tmp_path):
 
 
 def test_trainer_with_cache_matches_online_encoding(store, tmp_path):
-    common = dict(model="tiny", data=[store], steps=1, save_every=10, device="cpu", stage="2", dpt_weighting="none")
+    common = dict(config="tiny", stores=[store], steps=1, save_every=10, device="cpu", stage="2", dpt_weighting="none")
     online = Trainer(TrainConfig(output_dir=str(tmp_path / "online"), **common))
     cached = Trainer(TrainConfig(output_dir=str(tmp_path / "cached"), latent_cache=str(tmp_path / "lat"), **common))
     assert len(list((tmp_path / "lat").rglob("*.safetensors"))) == 2

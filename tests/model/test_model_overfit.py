@@ -39,9 +39,9 @@ def _sharp_posterior(trainer: Trainer, logvar: float = -12.0) -> None:
 
 def _trainer(store, out, stage, init_from=None, **kw):
     cfg = TrainConfig(
-        model="tiny",
+        config="tiny",
         stage=stage,
-        data=[store],
+        stores=[store],
         output_dir=str(out),
         init_from=init_from,
         resume=False,

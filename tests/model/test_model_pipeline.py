@@ -189,7 +189,7 @@ def test_from_checkpoint_with_a_local_base_model_folder(parts, tmp_path):
     ckpt = tmp_path / "step_00000001"
     parts["dit"].save_pretrained(ckpt / "dit")
     parts["head"].save_pretrained(ckpt / "dpt_head")
-    run = TrainConfig(model="cogvideox-5b-i2v", stage="2", data=["store"], pretrained=str(base))
+    run = TrainConfig(config="cogvideox-5b-i2v", stage="2", stores=["store"], weights=str(base))
     (ckpt / "train_config.json").write_text(json.dumps(dataclasses.asdict(run)))
 
     pipe = WorldReelPipeline.from_checkpoint(ckpt, scheduler="ddim")

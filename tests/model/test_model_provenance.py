@@ -253,7 +253,7 @@ def test_two_step_training_with_the_option_and_the_latent_cache(mixed_store, tmp
 
 def test_a_batch_no_term_supervises_still_takes_a_step(mixed_store, tmp_path):
     store, exact_id = mixed_store
-    cfg = TrainConfig(data=[store], stage="1b", steps=1, output_dir=str(tmp_path / "run"), device="cpu",
+    cfg = TrainConfig(stores=[store], stage="1b", steps=1, output_dir=str(tmp_path / "run"), device="cpu",
                       gradient_checkpointing=False, provenance_weights=ProvenanceWeights(estimated=0.0))
     trainer = Trainer(cfg)
     ds = trainer.dataset

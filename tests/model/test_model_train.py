@@ -20,8 +20,8 @@ def store(tmp_path_factory):
 
 def _cfg(store, out, **kw):
     base = dict(
-        model="tiny",
-        data=[store],
+        config="tiny",
+        stores=[store],
         output_dir=str(out),
         steps=2,
         warmup_steps=2,
@@ -147,14 +147,14 @@ def test_pretrained_folder_path_runs_on_cpu(store, tmp_path):
     """The production loading path (cogvideox-5b-i2v) on a tiny local folder: load, widen, train stage 2."""
     folder = _tiny_pretrained_folder(tmp_path / "pretrained")
     cfg = _cfg(
-        store, tmp_path / "run", model="cogvideox-5b-i2v", pretrained=str(folder), stage="2", steps=1, mixed_precision="no"
+        store, tmp_path / "run", config="cogvideox-5b-i2v", weights=str(folder), stage="2", steps=1, mixed_precision="no"
     )
     trainer = Trainer(cfg)
     assert trainer.models.dit.config.in_channels == 48 and trainer.models.dit.aug.tap_blocks == [0, 1, 1, 1]
     metrics = trainer.run()
     assert metrics["step"] == 1 and all(v == v for v in metrics.values())
     with pytest.raises(ValueError, match="trains on 9x32x64 clips"):
-        Trainer(_cfg(store, tmp_path / "bad", model="cogvideox-5b-i2v", pretrained=str(folder), num_frames=5))
+        Trainer(_cfg(store, tmp_path / "bad", config="cogvideox-5b-i2v", weights=str(folder), num_frames=5))
 
 
 def test_main_prints_one_console_line_per_logged_step(store, tmp_path, capsys):
@@ -207,7 +207,7 @@ def test_a_store_that_does_not_fit_the_model_stops_before_training(size, model, 
     if size is not None:
         T, H, W = size
         store.commit("c", *random_clip(T=T, H=H, W=W))
-    cfg = TrainConfig(model=model, data=[str(tmp_path / "s")], output_dir=str(tmp_path / "out"), pretrained="x")
+    cfg = TrainConfig(config=model, stores=[str(tmp_path / "s")], output_dir=str(tmp_path / "out"), weights="x")
     with pytest.raises(ValueError, match="store .* " + message.replace("(", r"\(").replace(")", r"\)")):
         check_stores_fit(cfg)
     argv = ["--config", model, "--store", str(tmp_path / "s"), "--output-dir", str(tmp_path / "out"), "--weights", "x"]

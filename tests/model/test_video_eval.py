@@ -145,7 +145,7 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("video_eval")
     store = LabelStore.create(tmp / "store", precision="float32")
     write_synthetic_set(tmp / "set", scene_configs(2, 64, 96, seed=11, num_frames=9), store)
-    Trainer(TrainConfig(model="tiny", stage="2", data=[str(tmp / "store")], output_dir=str(tmp / "run"), steps=2,
+    Trainer(TrainConfig(config="tiny", stage="2", stores=[str(tmp / "store")], output_dir=str(tmp / "run"), steps=2,
                         save_every=1, device="cpu")).run()
     return tmp
 

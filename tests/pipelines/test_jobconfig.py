@@ -184,6 +184,6 @@ def test_training_form_launches_the_trainer_with_the_same_configuration():
                           num_frames=9, resume=False, weights=None)
     job = _job()
     launched = job.build(job.from_args(_parser().parse_args(train_command(form)[4:])))[0]
-    assert launched == train_config(form) == TrainConfig(model="tiny", stage="2", data=["a.zarr", "b.zarr"],
-                                                         data_weights=[1.0, 3.0], steps=7, num_frames=9, resume=False)
+    assert launched == train_config(form) == TrainConfig(config="tiny", stage="2", stores=["a.zarr", "b.zarr"],
+                                                         store_weights=[1.0, 3.0], steps=7, num_frames=9, resume=False)
     assert TrainRunParams.model_json_schema()["properties"]["batch_size"]["description"]  # was undescribed
