@@ -1,9 +1,9 @@
 """Depth and dynamic-mask labelers on CPU: milliseconds per frame at 240x360 and 480x720.
 
-Data: a rendered synthetic dolly clip with two moving objects (T = 17 frames, key-frame
-stride 4), its DIS flows on consecutive and key-frame pairs in both directions (computed
-once, not timed), cameras with an arbitrary global scale. Timed, each the median of
-`--repeats` runs in this process:
+Data: a rendered synthetic dolly (or `--camera orbit`) clip with two moving objects (T = 17
+frames, key-frame stride 4), its DIS flows on consecutive and key-frame pairs in both
+directions (computed once, not timed), cameras with an arbitrary global scale. Timed, each
+the median of `--repeats` runs in this process:
 
 - mvs_depth:   `MultiViewDepth.estimate` with a given dynamic mask, ms per frame;
 - frame_masks: `FlowRigidityMasks.frame_masks` without depth (step 1), ms per frame;
@@ -20,9 +20,12 @@ Quality of the chain against the ground truth is printed alongside (delta < 1.25
 median scale, static coverage, key-mask IoU), so a speed-up that breaks labels shows. With
 `--scene open` (ground under a textured sky 80 m away) coverage counts the static pixels off
 the sky, and the share of sky pixels given a depth is printed too (the sky's parallax is within
-the flow noise: its depth should be invalid).
+the flow noise: its depth should be invalid). `--focal-error 0.01` gives the labelers a focal
+length 1 % too long, as SfM without intrinsics may (the truth keeps the exact one): far points
+whose parallax is within the camera error must stay invalid, not come out too near.
 
     .venv/bin/python bench/bench_depth.py [--quick] [--repeats 3] [--sizes 240x360,480x720] [--scene open]
+    .venv/bin/python bench/bench_depth.py --sizes 240x360 --repeats 1 --scene open --camera orbit --focal-error 0.01
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=image_sizes, default="240x360,480x720")
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--scene", choices=SCENES, default="room")
+    parser.add_argument("--camera", choices=("dolly", "orbit"), default="dolly")
+    parser.add_argument("--focal-error", type=float, default=0.0,
+                        help="relative error of the focal length given to the labelers (0.01: 1 %% too long)")
     args = parser.parse_args()
     sizes = args.sizes
     frames, repeats = args.frames, args.repeats
@@ -87,7 +93,8 @@ def main() -> None:
         )
         neural = NeuralDepth.from_pretrained(folder)
     millions = sum(p.numel() for p in neural.model.parameters()) / 1e6
-    print(f"depth + mask labelers, CPU: {args.scene} dolly clip, T={frames}, stride {stride}, median of {repeats} runs")
+    print(f"depth + mask labelers, CPU: {args.scene} {args.camera} clip, T={frames}, stride {stride}, "
+          f"focal error {args.focal_error:+.1%}, median of {repeats} runs")
     threads = torch.get_num_threads()
     print(f"neural depth: Depth Anything {millions:.1f} M parameters, random weights, torch {threads} threads")
     print(f"{'size':>8} {'mvs_depth':>10} {'frame_masks':>11} {'key_masks':>10} {'chain':>8}", end="")
@@ -95,7 +102,7 @@ def main() -> None:
     per_size = {}
     for height, width in sizes:
         start = time.perf_counter()
-        cfg = SceneConfig(seed=0, height=height, width=width, num_frames=frames, stride=stride, camera="dolly",
+        cfg = SceneConfig(seed=0, height=height, width=width, num_frames=frames, stride=stride, camera=args.camera,
                           scene=args.scene)
         clip = render_clip(cfg)
         pairs = consecutive_pairs(frames) + key_frame_pairs(frames, stride)
@@ -103,7 +110,8 @@ def main() -> None:
         print(f"# {height}x{width}: rendered and DIS flow in {time.perf_counter() - start:.1f} s (not timed)")
         c2w = clip.labels["c2w"].astype(np.float64)
         c2w[:, :3, 3] *= CAMERA_SCALE
-        K = clip.labels["K"]
+        K = clip.labels["K"].astype(np.float64).copy()
+        K[:, :2, :2] *= 1.0 + args.focal_error
         keys = list(range(0, frames, stride))
         moving = clip.object_ids >= 6 + clip.config.num_static
         masks = FlowRigidityMasks()

@@ -8,6 +8,7 @@ fraction, and, for fixed cameras, the mask's precision and recall against the im
 frames (`reference_movers`). Checks each clip's expectation and prints PASS/FAIL per clip.
 
     python bench/bench_real_footage.py [--size 240x360] [--frames 17] [--clips NAME,...] [--out JSON]
+        [--unknown-focal reject|prior]
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--clips", default="", help="comma-separated clip names (default: all)")
     parser.add_argument("--no-neural", action="store_true", help="skip the parallax-free depth run")
+    parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
+                        help="LabelConfig.unknown_focal")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: two clips at 120x180, T=9, weight-free only")
     args = parser.parse_args()
@@ -109,13 +112,13 @@ def main() -> None:
     height, width = args.size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        configs = [LabelConfig(height=height, width=width, num_frames=args.frames)]
+        configs = [LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal)]
         if not args.no_neural:
             from depth_anything_writer import save_depth_anything
 
             weights = save_depth_anything(Path(tmp) / "depth_tiny")
             configs.append(LabelConfig(height=height, width=width, num_frames=args.frames, depth="neural",
-                                       depth_weights=str(weights)))
+                                       depth_weights=str(weights), unknown_focal=args.unknown_focal))
         for cfg in configs:
             backends = build_backends(cfg)
             for clip in REGRESSION_CLIPS:

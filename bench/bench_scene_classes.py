@@ -19,6 +19,8 @@ with the default `LabelConfig` at the clip's size. Per clip, against the exact l
 
     python bench/bench_scene_classes.py --clips 2 --size 240x360 --frames 17 --out scene_classes.json
     python bench/bench_scene_classes.py --classes open_sky pan --clips 4
+    python bench/bench_scene_classes.py --classes room open_sky --clips 8 --cameras dolly \
+        --fovs 50 60 70 85 --unknown-focal prior     # the prior focal's tests on dollies
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -37,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import image_size  # noqa: E402
+from labelers.sfm import SfmCamera  # noqa: E402
 from pipelines.clips import ClipRejected  # noqa: E402
 from pipelines.decode import decode_clip  # noqa: E402
 from pipelines.label_eval import compare_labels  # noqa: E402
@@ -94,6 +98,12 @@ def clip_metrics(arrays: dict, truth: SyntheticClip, frames: np.ndarray) -> dict
     if cfg.scene == "open":
         sky = static & (truth.object_ids[key] == SKY_ID)
         out["false_alarm_sky"] = float((flagged & sky).sum() / max(sky.sum(), 1))
+        # the sky's depth must stay invalid: static coverage is scored off it
+        sky_all = truth.object_ids == SKY_ID
+        dynamic_all = np.repeat(labels["dynamic_mask"], cfg.stride, axis=0)[: cfg.num_frames]
+        static_ground = ~dynamic_all & labels["depth_valid"] & ~sky_all
+        out["depth_coverage_static"] = float(np.mean(np.asarray(arrays["depth_valid"])[static_ground]))
+        out["depth_valid_sky"] = float(np.mean(np.asarray(arrays["depth_valid"])[sky_all]))
     if cfg.num_moving == 0:
         out["dynamic_iou"] = float("nan")  # IoU is scored on clips with movers only
     truth_sf = labels["scene_flow_valid"]
@@ -117,10 +127,18 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         truth[row.clip_id] = clip
 
     configs = class_configs(name, args.clips, height, width, args.seed, args.frames, args.fps)
+    if args.cameras:
+        configs = [c for c in configs if c.camera in args.cameras]
+    if args.fovs:
+        configs = [replace(c, fov_x_deg=args.fovs[i % len(args.fovs)]) for i, c in enumerate(configs)]
+    if not configs:
+        return []
     write_synthetic_set(root / name, configs, with_intrinsics=False, on_render=keep)
     specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
-    cfg = LabelConfig(height=height, width=width, num_frames=args.frames)
+    cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal)
     backends = build_backends(cfg)
+    if args.dense_limit is not None:  # calibration: label clips the prior's dense test would reject
+        backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=args.dense_limit))
     results = []
     for spec, scene in zip(specs, configs):
         clip = truth[spec.clip_id]
@@ -129,7 +147,7 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         try:
-            arrays, _, reasons = label_clip(spec, cfg, backends, seconds)
+            arrays, attrs, reasons = label_clip(spec, cfg, backends, seconds)
         except ClipRejected as e:
             record.update(status="rejected", reasons=[f"{e.reason}: {e.message}"], metrics={},
                           seconds=time.perf_counter() - start)
@@ -143,13 +161,18 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
             raise RuntimeError(f"{spec.clip_id}: decoded frames {frames.frame_index} are not the rendered 0..T-1")
         metrics = clip_metrics(arrays, clip, frames.frames)
         metrics["seconds"] = record["seconds"]
+        metrics.update({k: v for k, v in attrs["qa"].items() if k.startswith("camera_")})
         record.update(status="rejected" if reasons else "accepted", reasons=list(reasons), metrics=metrics,
                       stage_seconds=seconds)
         results.append(record)
         print(f"  {name} seed {scene.seed} ({scene.camera}, {scene.scene}): {record['status']} "
               f"IoU {metrics['dynamic_iou']:.2f} FA {metrics['false_alarm_static']:.2%} "
               f"flow/DIS {metrics['flow_epe_ratio']:.2f} key/DIS {metrics['key_flow_epe_ratio']:.2f} "
-              f"RRE {metrics['rre_mean_deg']:.3f} {record['seconds']:.0f} s {'; '.join(reasons)}", flush=True)
+              f"RRE {metrics['rre_mean_deg']:.3f} d1.25 {metrics['depth_delta125']:.3f} "
+              f"cov {metrics['depth_coverage_static']:.2f} fov {scene.fov_x_deg:g} "
+              f"prior {metrics.get('camera_intrinsics_prior', 0):g} "
+              f"dense {metrics.get('camera_focal_prior_dense_agreement', float('nan')):.3f} "
+              f"{record['seconds']:.0f} s {'; '.join(reasons)}", flush=True)
     return results
 
 
@@ -184,6 +207,11 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the rendered videos")
     parser.add_argument("--seed", type=int, default=0, help="first seed of every class")
     parser.add_argument("--out", type=Path, help="write every clip's record as JSON here")
+    parser.add_argument("--cameras", nargs="+", help="keep only these camera paths (dolly, orbit, static, pan)")
+    parser.add_argument("--fovs", nargs="+", type=float, help="true horizontal fields of view, cycled over the clips")
+    parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
+                        help="LabelConfig.unknown_focal")
+    parser.add_argument("--dense-limit", type=float, help="SfmConfig.min_prior_dense_agreement (default: its own)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     args = parser.parse_args()
     if args.quick:

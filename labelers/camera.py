@@ -89,6 +89,10 @@ class CameraResult:
         scale_note: how the clip's single unknown scale is fixed.
         metric_scale: whether translations are in metres (never for structure from motion).
         diagnostics: JSON-able numbers and flags (tracks, parallax, timings, ...).
+        focal_alternatives: with a prior focal on a moving camera, (c2w (T, 4, 4), K (T, 3, 3))
+            of the same tracks re-adjusted with the focal at each end of the prior's plausible
+            span, so that the dense depth's dependence on the focal can be tested
+            (`labelers.sfm.focal_prior.dense_depth_agreement`); empty otherwise.
     """
 
     c2w: np.ndarray
@@ -102,6 +106,7 @@ class CameraResult:
     scale_note: str
     metric_scale: bool = False
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    focal_alternatives: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def __post_init__(self) -> None:
         T = self.c2w.shape[0] if self.c2w.ndim == 3 else -1
@@ -116,6 +121,10 @@ class CameraResult:
                 raise ValueError(f"{name} must be ({T},), got {getattr(self, name).shape}")
         if self.intrinsics_source not in ("given", "estimated", "prior"):
             raise ValueError(f"intrinsics_source must be given, estimated or prior, got {self.intrinsics_source!r}")
+        for c2w, K in self.focal_alternatives:
+            if c2w.shape != self.c2w.shape or K.shape != self.K.shape:
+                raise ValueError(f"focal_alternatives must be (c2w {self.c2w.shape}, K {self.K.shape}) pairs, "
+                                 f"got ({c2w.shape}, {K.shape})")
 
 
 @runtime_checkable

@@ -18,10 +18,16 @@ several neighbouring frames j and fuses them:
    q is split into its distance to that epipolar line (`epipolar_px`, the motion no static
    point can have) and its position along it, which gives rho in closed form, together with
    the sensitivity |dq/drho| (pixels per unit inverse depth) and hence the standard
-   deviation sigma_rho = sigma_px / |dq/drho| for a flow error sigma_px.
+   deviation sigma_rho = sigma_px / |dq/drho| for an error sigma_px of q. That error has two
+   parts: the flow's, and the cameras', which move the vanishing point itself by a share
+   `camera_sigma_rel` of the rotation's image motion |pi(a) - u| (measured on an orbit: a
+   focal length 1 % off moves it by 0.8 % of that motion, SfM's cameras whose focal was 1 %
+   off, poses fitted to it, by 1.9 %).
 3. Fusion per pixel in inverse depth: the weighted median (weights 1/sigma_rho^2) of the
    views that pass the epipolar check, then the inverse-variance mean of the views within
-   `inlier_sigmas` standard deviations of it.
+   `inlier_sigmas` standard deviations of it. Its sigma adds the flow parts in quadrature
+   but takes the weighted mean of the camera parts: every view of the clip shares one set of
+   cameras, so averaging views does not average a camera error away.
 4. A pixel is valid only if it is static (outside the given dynamic mask grown by
    `dynamic_margin_px`), at least `min_views` views agree and carry at least
    `min_inlier_weight_fraction` of the weight, the fused inverse depth is positive, its
@@ -37,6 +43,11 @@ several neighbouring frames j and fuses them:
    correlated and the fused sigma of a far point is too small: the views' agreement alone lets
    part of a far sky through, far too near (measured: docs/benchmarks.md, "Labeler design
    measurements", multi-view depth).
+
+   The camera part is there because the cameras of a clip come from SfM with an estimated
+   focal length: a far point's few pixels of parallax are then of the size of the camera
+   error, and without it the fused depth of a sky 80 m away was valid on 57 % of the sky,
+   20-40 % too near, on an orbit whose focal length SfM had 1 % off (same section).
 
 Moving objects whose motion leaves the epipolar line fail step 2's check by themselves;
 motion along it is caught by the dynamic mask (see `labelers.dynamic_mask`, which also
@@ -241,6 +252,8 @@ class TwoViewTriangulation:
         epipolar_px: signed distance of the flow target to the epipolar line.
         along_px: position of the target along the line, from the vanishing point.
         offset_px: distance of the target from the vanishing point (NaN where a_z <= 0).
+        rotation_px: distance of the vanishing point from the source pixel, the image motion of a
+            point at infinity (the rotation's alone; NaN where a_z <= 0).
         line_scale: |h| of the line, so that along(rho) = line_scale rho / (a_z (a_z + rho b_z)).
         a_z: (H, W) depth factor of the vanishing point.
         b_z: scalar, depth component of K_dst t.
@@ -252,6 +265,7 @@ class TwoViewTriangulation:
     epipolar_px: np.ndarray
     along_px: np.ndarray
     offset_px: np.ndarray
+    rotation_px: np.ndarray
     line_scale: np.ndarray
     a_z: np.ndarray
     b_z: float
@@ -291,7 +305,8 @@ def triangulate_flow(
     h_norm = np.linalg.norm(h, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         direction = h / h_norm[..., None]
-        offset = grid + flow_px - a[..., :2] / a_z[..., None]  # from the vanishing point
+        to_vanishing = a[..., :2] / a_z[..., None] - grid  # where a point at infinity moves
+        offset = flow_px - to_vanishing  # of the target from the vanishing point
         along = np.einsum("hwc,hwc->hw", offset, direction)
         epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
         denom = h_norm - along * a_z * b[2]
@@ -299,8 +314,11 @@ def triangulate_flow(
         z_ratio = a_z + inv_depth * b[2]  # z_dst * rho: positive iff the point is in front of dst
         sensitivity = h_norm / z_ratio**2
         ok = (a_z > 0) & (h_norm > 0) & (denom > 0) & (z_ratio > 0) & np.isfinite(inv_depth) & np.isfinite(epipolar)
+        rotation_px = np.where(a_z > 0, np.hypot(to_vanishing[..., 0], to_vanishing[..., 1]), np.nan)
     offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
-    return TwoViewTriangulation(inv_depth, sensitivity, epipolar, along, offset_px, h_norm, a_z, float(b[2]), ok)
+    return TwoViewTriangulation(
+        inv_depth, sensitivity, epipolar, along, offset_px, rotation_px, h_norm, a_z, float(b[2]), ok
+    )
 
 
 @dataclass(frozen=True)
@@ -314,8 +332,8 @@ class MultiViewDepthConfig:
         flow_sigma_px: assumed standard deviation of one flow field's error.
         flow_sigma_rel: extra flow error per pixel of flow magnitude (large motions are
             estimated less precisely).
-        epipolar_sigmas: a view whose target lies farther than this many flow sigmas from
-            the epipolar line is not a static observation and is dropped.
+        epipolar_sigmas: a view whose target lies farther than this many sigmas (flow and
+            camera) from the epipolar line is not a static observation and is dropped.
         inlier_sigmas: views within this many sigmas of the weighted median are fused.
         min_views: fewest agreeing views for a valid pixel.
         min_inlier_weight_fraction: agreeing views must carry at least this share of the weight.
@@ -329,6 +347,10 @@ class MultiViewDepthConfig:
             depth discontinuities, so depth right at them is unreliable (radius 0 disables it).
         min_parallax_sigmas: the view with the smallest sigma must place the point at least this
             many of its sigmas nearer than infinity (module docstring, step 4).
+        camera_sigma_rel: assumed error of the cameras (rotation and focal length) in where a
+            point at infinity lands, per pixel of its motion (`TwoViewTriangulation.rotation_px`);
+            0.02 matches the focal uncertainty that `labelers.sfm` accepts (`max_focal_rel_std`).
+            The views share it, so fusion does not average it down (module docstring, step 3).
     """
 
     max_frame_gap: int = 16
@@ -346,6 +368,7 @@ class MultiViewDepthConfig:
     edge_rel_jump: float = 0.1
     edge_sigmas: float = 2.0
     min_parallax_sigmas: float = 3.0
+    camera_sigma_rel: float = 0.02
 
     def __post_init__(self) -> None:
         if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
@@ -357,8 +380,8 @@ class MultiViewDepthConfig:
         if self.edge_sigmas < 0 or self.min_parallax_sigmas < 0:
             raise ValueError(f"need edge_sigmas >= 0 and min_parallax_sigmas >= 0, got {self.edge_sigmas}, "
                              f"{self.min_parallax_sigmas}")
-        if self.flow_sigma_rel < 0 or self.dynamic_margin_px < 0 or self.edge_radius_px < 0:
-            raise ValueError("flow_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
+        if min(self.flow_sigma_rel, self.camera_sigma_rel, self.dynamic_margin_px, self.edge_radius_px) < 0:
+            raise ValueError("flow_sigma_rel, camera_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
         if not 0 < self.min_inlier_weight_fraction <= 1:
             raise ValueError(f"min_inlier_weight_fraction must be in (0, 1], got {self.min_inlier_weight_fraction}")
 
@@ -372,7 +395,7 @@ class MultiViewDepth:
     """
 
     name = "multiview_flow_triangulation"
-    version = "2"  # 2: parallax test against infinity, edge test against invalid estimates
+    version = "3"  # 2: parallax test against infinity, edge test against invalid estimates; 3: camera error
     dense = False
 
     def __init__(self, config: MultiViewDepthConfig | None = None) -> None:
@@ -415,17 +438,21 @@ class MultiViewDepth:
         if not views:
             shape = (height, width)
             return np.zeros(shape, np.float32), np.zeros(shape, bool), np.full(shape, np.inf, np.float32)
-        inv_depth, sigma = [], []
+        inv_depth, flow_sigma, camera_sigma = [], [], []
         for dst, (flow_px, flow_valid, hops) in sorted(views.items()):
             tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]))
-            sigma_px = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
+            flow_px_sigma = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
+            camera_px_sigma = cfg.camera_sigma_rel * tri.rotation_px
             with np.errstate(invalid="ignore"):
-                keep = tri.ok & flow_valid & (np.abs(tri.epipolar_px) <= cfg.epipolar_sigmas * sigma_px)
-            with np.errstate(divide="ignore"):
-                view_sigma = sigma_px / tri.sensitivity
+                tolerance_px = cfg.epipolar_sigmas * np.hypot(flow_px_sigma, camera_px_sigma)
+                keep = tri.ok & flow_valid & (np.abs(tri.epipolar_px) <= tolerance_px)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sigmas = (flow_px_sigma / tri.sensitivity, camera_px_sigma / tri.sensitivity)
+            keep &= np.isfinite(sigmas[0]) & np.isfinite(sigmas[1])
             inv_depth.append(np.where(keep, tri.inv_depth, np.nan))
-            sigma.append(np.where(keep & np.isfinite(view_sigma), view_sigma, np.nan))
-        fused, valid, rel_sigma = self._fuse(np.stack(inv_depth), np.stack(sigma))
+            flow_sigma.append(np.where(keep, sigmas[0], np.nan))
+            camera_sigma.append(np.where(keep, sigmas[1], np.nan))
+        fused, valid, rel_sigma = self._fuse(np.stack(inv_depth), np.stack(flow_sigma), np.stack(camera_sigma))
         if static is not None:
             valid &= static
         if cfg.edge_radius_px:
@@ -437,13 +464,21 @@ class MultiViewDepth:
         depth = np.where(valid, 1.0 / np.where(valid, fused, 1.0), 0.0)
         return depth.astype(np.float32), valid, np.where(valid, rel_sigma, np.inf).astype(np.float32)
 
-    def _fuse(self, inv_depth: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _fuse(
+        self, inv_depth: np.ndarray, flow_sigma: np.ndarray, camera_sigma: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Robust inverse-variance fusion of V views (V, H, W) (module docstring, steps 3-4).
+
+        Args:
+            inv_depth: (V, H, W) inverse depth per view, NaN where the view is unusable.
+            flow_sigma: (V, H, W) its standard deviation from flow errors (independent per view).
+            camera_sigma: (V, H, W) its standard deviation from camera errors (shared by the views).
 
         Returns:
             fused inverse depth, validity and relative sigma, each (H, W).
         """
         cfg = self.config
+        sigma = np.hypot(flow_sigma, camera_sigma)
         usable = np.isfinite(inv_depth) & np.isfinite(sigma) & (sigma > 0)
         weight = np.where(usable, 1.0 / np.where(usable, sigma, 1.0) ** 2, 0.0)
         centre = _weighted_median(np.where(usable, inv_depth, np.inf), weight)
@@ -454,7 +489,11 @@ class MultiViewDepth:
         best_sigma = np.where(inlier, sigma, np.inf).min(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             fused = (np.where(inlier, inv_depth, 0.0) * w_in).sum(axis=0) / total_in
-            rel_sigma = 1.0 / np.sqrt(total_in) / fused
+            # Flow errors add in quadrature; camera errors move every view alike, so their
+            # weighted mean is the fused one (without them this is 1 / sqrt(total_in)).
+            flow_var = (w_in**2 * np.where(inlier, flow_sigma, 0.0) ** 2).sum(axis=0) / total_in**2
+            camera_sd = (w_in * np.where(inlier, camera_sigma, 0.0)).sum(axis=0) / total_in
+            rel_sigma = np.sqrt(flow_var + camera_sd**2) / fused
             valid = (
                 (inlier.sum(axis=0) >= cfg.min_views)
                 & (total_in >= cfg.min_inlier_weight_fraction * weight.sum(axis=0))

@@ -48,7 +48,20 @@ noise (the forward-backward check in `labelers.flow` admits 0.5 px inconsistency
 Pixels without valid flow (occluded, leaving the image) have no residual. Source pixels
 that the static depth of the destination frame hides (z-buffer test) get none either:
 their flow cannot be measured, and flow smeared over such disocclusions is the main
-source of false alarms. The raw mask is cleaned up with OpenCV: opening
+source of false alarms. On stripes or
+a single edge (`labelers.flow.texture_isotropy` over `isotropy_window_px` below
+`min_isotropy`; `stripe_normals`) the flow is measured across the stripes only: along them
+it slides with the estimator's smoothing, by the same amount in both directions, so the
+validity checks keep it. There the residual is measured across the stripes alone: the
+distance, along the stripes' normal, from the line through the flow target along the
+stripes to the static positions above (segment or point); 0 where the two cross. Without
+this, on a striped ground (the `repeated` scene class) consecutive flows slid 0.5-1 px along
+the stripes and key-frame flows 3-5 px, and that made three quarters of the masks' false
+alarms (measured: docs/benchmarks.md, "Labeler design measurements", dynamic masks). The
+window is smaller than the flow checks' so that ground beside an object does not borrow the
+object's texture.
+
+The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
 filling close gaps inside an object, and components smaller than `min_area_fraction` of
 the image are dropped.
@@ -108,8 +121,8 @@ from labelers.depth import (
     flow_paths,
     triangulate_flow,
 )
-from labelers.flow import PairFlows
-from labelers.geometry import pixel_grid, relative_pose, rigid_flow
+from labelers.flow import PairFlows, texture_isotropy, texture_normal
+from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
     "DynamicMaskConfig",
@@ -118,6 +131,7 @@ __all__ = [
     "rigidity_residual",
     "residual_threshold",
     "clean_mask",
+    "stripe_normals",
     "label_depth_and_masks",
     "label_masks_given_depth",
 ]
@@ -153,6 +167,9 @@ class DynamicMaskConfig:
         depth_sigmas: where depth is known, static points lie within a factor
             1 + depth_sigmas * rel_sigma of it (`DepthResult.rel_sigma`): a network's aligned
             depth is off by several percent, which the exact rigid flow would read as motion.
+        min_isotropy, isotropy_window_px: on source pixels whose texture is stripes or a single
+            edge (`labelers.flow.texture_isotropy` over the window below min_isotropy) the
+            residual is measured across the stripes only (module docstring); 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -172,6 +189,8 @@ class DynamicMaskConfig:
     min_depth_fraction: float = 0.01
     min_prior_rel_tol: float = 0.05
     depth_sigmas: float = 2.0
+    min_isotropy: float = 0.02
+    isotropy_window_px: int = 15
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -188,6 +207,9 @@ class DynamicMaskConfig:
             raise ValueError("radii must be >= 0 and min_area_fraction in [0, 1)")
         if self.occlusion_rel_tol < 0 or not 0 <= self.min_depth_fraction <= 1:
             raise ValueError("need occlusion_rel_tol >= 0 and min_depth_fraction in [0, 1]")
+        if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3:
+            raise ValueError(f"need min_isotropy in [0, 1) and isotropy_window_px >= 3, got {self.min_isotropy}, "
+                             f"{self.isotropy_window_px}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
             raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
                              f"{self.depth_sigmas}")
@@ -211,6 +233,7 @@ def rigidity_residual(
     prior_depth_src: np.ndarray | None = None,
     depth_rel_tol_src: np.ndarray | None = None,
     prior_rel_tol: float = 0.15,
+    stripe_normal_src: np.ndarray | None = None,
 ) -> np.ndarray:
     """How far (pixels) each flow target lies from where a static point could be (module docstring).
 
@@ -229,18 +252,27 @@ def rigidity_residual(
         depth_rel_tol_src: optional (H, W) relative tolerance of `depth_src` (static points lie
             within a factor 1 + tol of it); exact rigid flow if None.
         prior_rel_tol: relative tolerance of the prior.
+        stripe_normal_src: optional (H, W, 2) unit vectors across the stripes of the source
+            pixels whose flow is measured across them only (`stripe_normals`), NaN elsewhere:
+            there the residual is the distance across the stripes alone.
 
     Returns:
         (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.
     """
     cfg = config or DynamicMaskConfig()
+    if stripe_normal_src is not None and stripe_normal_src.shape != (*flow_px.shape[:2], 2):
+        raise ValueError(f"stripe_normal_src must be {(*flow_px.shape[:2], 2)}, got {stripe_normal_src.shape}")
     for name, depth in (("depth_src", depth_src), ("depth_dst", depth_dst), ("prior_depth_src", prior_depth_src)):
         if depth is not None and depth.shape != flow_px.shape[:2]:
             raise ValueError(f"{name} must be {flow_px.shape[:2]}, got {depth.shape}")
     if flow_valid.shape != flow_px.shape[:2]:
         raise ValueError(f"flow_valid must be {flow_px.shape[:2]}, got {flow_valid.shape}")
-    tri = triangulate_flow(flow_px, K_src, K_dst, relative_pose(c2w_src, c2w_dst))
+    src_to_dst = relative_pose(c2w_src, c2w_dst)
+    tri = triangulate_flow(flow_px, K_src, K_dst, src_to_dst)
     known = flow_valid & np.isfinite(tri.offset_px)
+    across = None
+    if stripe_normal_src is not None:
+        across = _across_stripes(flow_px, K_src, K_dst, src_to_dst, stripe_normal_src)
     src_valid = depth_src > 0 if depth_src is not None else np.zeros(known.shape, bool)
     if src_valid.mean() >= cfg.min_depth_fraction:
         static_inv_depth = 1.0 / depth_src[src_valid]
@@ -251,21 +283,25 @@ def rigidity_residual(
             candidates = known & tri.ok & (np.abs(tri.epipolar_px) <= cfg.residual_abs_px)
         static_inv_depth = tri.inv_depth[candidates]
     far, near = _plausible_inv_depths(static_inv_depth, cfg)
-    residual = np.where(tri.line_scale > 0, _segment_residual(tri, far, near), tri.offset_px)
+    no_line = tri.offset_px if across is None else np.where(across.stripes, across.offset_px, tri.offset_px)
+    residual = np.where(tri.line_scale > 0, _segment_residual(tri, far, near, across), no_line)
     if prior_depth_src is not None:
         has_prior = (prior_depth_src > 0) & ~src_valid & (tri.line_scale > 0) & ~_near_depth_edge(prior_depth_src, cfg)
         prior_inv = 1.0 / np.where(has_prior, prior_depth_src, 1.0)
         margin = 1.0 + prior_rel_tol
-        residual = np.where(has_prior, _segment_residual(tri, prior_inv / margin, prior_inv * margin), residual)
+        residual = np.where(has_prior, _segment_residual(tri, prior_inv / margin, prior_inv * margin, across), residual)
     if src_valid.any():
         rigid, z_dst = rigid_flow(np.where(src_valid, depth_src, 1.0), K_src, c2w_src, K_dst, c2w_dst)
         with np.errstate(invalid="ignore"):
             use_depth = src_valid & np.isfinite(rigid).all(axis=-1) & (z_dst > 0)
         rigid_residual = np.linalg.norm(flow_px - np.nan_to_num(rigid), axis=-1)
+        if across is not None:
+            normal_part = np.abs(np.einsum("hwc,hwc->hw", flow_px - np.nan_to_num(rigid), across.normal))
+            rigid_residual = np.where(across.stripes, normal_part, rigid_residual)
         if depth_rel_tol_src is not None:
             inv = 1.0 / np.where(src_valid, depth_src, 1.0)
             widen = 1.0 + np.where(src_valid & np.isfinite(depth_rel_tol_src), depth_rel_tol_src, 0.0)
-            tolerant = _segment_residual(tri, inv / widen, inv * widen)
+            tolerant = _segment_residual(tri, inv / widen, inv * widen, across)
             rigid_residual = np.where((tri.line_scale > 0) & np.isfinite(tolerant), tolerant, rigid_residual)
         residual = np.where(use_depth, rigid_residual, residual)
         if depth_dst is not None:
@@ -295,16 +331,74 @@ def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) 
     return min(low * margin, 0.0), (high * margin if high > 0 else high / margin)
 
 
+@dataclass(frozen=True)
+class _AcrossStripes:
+    """Where the source texture is stripes: the residual measured across them only.
+
+    Attributes:
+        stripes: (H, W) bool, pixels with a stripe normal.
+        normal: (H, W, 2) unit vectors across the stripes (0 elsewhere).
+        along_dot, epipolar_dot: (H, W) the normal's components on the epipolar line's direction
+            and on its normal (the axes of `TwoViewTriangulation.along_px` and `epipolar_px`).
+        offset_px: (H, W) |(target - vanishing point) . normal|, the residual without translation.
+    """
+
+    stripes: np.ndarray
+    normal: np.ndarray
+    along_dot: np.ndarray
+    epipolar_dot: np.ndarray
+    offset_px: np.ndarray
+
+
+def _across_stripes(
+    flow_px: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray, stripe_normal: np.ndarray
+) -> _AcrossStripes:
+    """The epipolar geometry of `labelers.depth.triangulate_flow` seen across the stripes."""
+    height, width = flow_px.shape[:2]
+    grid = pixel_grid(height, width)
+    M = np.asarray(K_dst, np.float64) @ src_to_dst[:3, :3] @ np.linalg.inv(np.asarray(K_src, np.float64))
+    a = grid @ M[:, :2].T + M[:, 2]
+    b = np.asarray(K_dst, np.float64) @ src_to_dst[:3, 3]
+    line = b[:2] * a[..., 2:] - a[..., :2] * b[2]  # direction of growing inverse depth, as triangulate_flow's
+    stripes = np.isfinite(stripe_normal).all(axis=-1)
+    normal = np.where(stripes[..., None], stripe_normal, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direction = line / np.linalg.norm(line, axis=-1, keepdims=True)
+        offset = grid + flow_px - a[..., :2] / a[..., 2:]
+    along_dot = np.einsum("hwc,hwc->hw", direction, normal)
+    epipolar_dot = direction[..., 1] * normal[..., 0] - direction[..., 0] * normal[..., 1]
+    offset_px = np.abs(np.einsum("hwc,hwc->hw", offset, normal))
+    return _AcrossStripes(stripes, normal, along_dot, epipolar_dot, offset_px)
+
+
 def _segment_residual(
-    tri: TwoViewTriangulation, far_inv_depth: np.ndarray | float, near_inv_depth: np.ndarray | float
+    tri: TwoViewTriangulation,
+    far_inv_depth: np.ndarray | float,
+    near_inv_depth: np.ndarray | float,
+    across: _AcrossStripes | None = None,
 ) -> np.ndarray:
     """Distance of the flow target from the segment of its epipolar line between the static
-    points at the two inverse depths (scalars or (H, W)); only the epipolar distance when unbounded."""
+    points at the two inverse depths (scalars or (H, W)); only the epipolar distance when unbounded.
+
+    On stripes (`across`) the target is known across them only: the distance, measured across
+    the stripes, from the line through the target along them to the segment (0 where they cross).
+    """
     along_near = tri.along_at(near_inv_depth) if np.all(np.isfinite(near_inv_depth)) else np.inf
     along_far = tri.along_at(far_inv_depth) if np.all(np.isfinite(far_inv_depth)) else -np.inf
     with np.errstate(invalid="ignore"):
         outside = np.maximum(along_far - tri.along_px, 0.0) + np.maximum(tri.along_px - along_near, 0.0)
-        return np.hypot(tri.epipolar_px, outside)
+        euclidean = np.hypot(tri.epipolar_px, outside)
+    if across is None:
+        return euclidean
+    # (p(lambda) - target) . normal for the static point at line position lambda, at both ends
+    constant = -tri.epipolar_px * across.epipolar_dot
+    with np.errstate(invalid="ignore"):
+        ends = [(end - tri.along_px) * across.along_dot + constant for end in (along_far, along_near)]
+    ends = [np.where(np.isnan(e) & np.isfinite(constant), constant, e) for e in ends]  # an infinite end, parallel
+    with np.errstate(invalid="ignore"):
+        crossing = ends[0] * ends[1] <= 0
+        normal_part = np.where(crossing, 0.0, np.minimum(np.abs(ends[0]), np.abs(ends[1])))
+    return np.where(across.stripes, normal_part, euclidean)
 
 
 def _hidden(rigid_px: np.ndarray, z_dst: np.ndarray, depth_dst: np.ndarray, rel_tol: float) -> np.ndarray:
@@ -350,6 +444,25 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return (mask.astype(bool) | hole[labels]).astype(np.uint8)
 
 
+def stripe_normals(frames: np.ndarray, config: DynamicMaskConfig) -> np.ndarray | None:
+    """(T, H, W, 2) unit vectors across the texture where it is stripes or an edge
+    (`labelers.flow.texture_isotropy` below `config.min_isotropy`), NaN where it determines the
+    flow in both directions (module docstring); None when `config.min_isotropy` is 0.
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB.
+    """
+    check_frames(frames)
+    if not config.min_isotropy:
+        return None
+    out = []
+    for frame in frames:
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        stripes = texture_isotropy(gray, config.isotropy_window_px) < config.min_isotropy
+        out.append(np.where(stripes[..., None], texture_normal(gray, config.isotropy_window_px), np.nan))
+    return np.stack(out).astype(np.float32)
+
+
 class FlowRigidityMasks:
     """Dynamic masks from the flow residual against a static world (CPU, no weights).
 
@@ -360,7 +473,9 @@ class FlowRigidityMasks:
     """
 
     name = "flow_rigidity"
-    version = "3"  # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity
+    # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity;
+    # 4: on stripes and edges the residual is measured across them only (min_isotropy)
+    version = "4"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -382,6 +497,7 @@ class FlowRigidityMasks:
         prior_depth: np.ndarray | None = None,
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
+        stripe_normals: np.ndarray | None = None,
     ) -> np.ndarray:
         """Residual (H, W) of F_{src->dst} over its threshold tau: > 1 dynamic, NaN unknown.
 
@@ -392,6 +508,8 @@ class FlowRigidityMasks:
             prior_depth: optional (T, H, W) dense depth prior, 0 where undefined.
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth`.
             prior_rel_tol: relative tolerance of `prior_depth`.
+            stripe_normals: optional (T, H, W, 2) (`stripe_normals`): on stripes the residual
+                is measured across them only.
         """
         cfg = self.config
         residual = rigidity_residual(
@@ -407,11 +525,17 @@ class FlowRigidityMasks:
             None if prior_depth is None else prior_depth[src],
             None if depth_rel_tol is None else depth_rel_tol[src],
             prior_rel_tol,
+            None if stripe_normals is None else stripe_normals[src],
         )
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
     def frame_masks(
-        self, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None
+        self,
+        flows: PairFlows,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        depth: np.ndarray | None = None,
+        stripe_normals: np.ndarray | None = None,
     ) -> np.ndarray:
         """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
 
@@ -419,8 +543,9 @@ class FlowRigidityMasks:
             flows: flows of frame pairs, both directions (`PairFlows.lookup`).
             c2w: (T, 4, 4); K: (T, 3, 3).
             depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
+            stripe_normals: optional (T, H, W, 2) (`stripe_normals`).
         """
-        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, stripe_normals)
         cfg = self.config
         c2w = np.asarray(c2w, np.float64)
         masks = np.zeros((num_frames, height, width), bool)
@@ -431,7 +556,7 @@ class FlowRigidityMasks:
             dynamic_votes = np.zeros((height, width))
             known_votes = np.zeros((height, width))
             for dst, (flow_px, flow_valid, _) in views.items():
-                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth)
+                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth, stripe_normals=stripe_normals)
                 known = np.isfinite(score)
                 known_votes += known
                 dynamic_votes += known & (np.nan_to_num(score) > 1.0)
@@ -450,6 +575,7 @@ class FlowRigidityMasks:
         prior_depth: np.ndarray | None = None,
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
+        stripe_normals: np.ndarray | None = None,
     ) -> np.ndarray:
         """M_k (S, H, W) bool for the key frames (module docstring, step 3).
 
@@ -465,8 +591,9 @@ class FlowRigidityMasks:
                 where `depth` is invalid.
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth` (exact if None).
             prior_rel_tol: relative tolerance of `prior_depth`.
+            stripe_normals: optional (T, H, W, 2) (`stripe_normals`).
         """
-        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth)
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, stripe_normals)
         if prior_depth is not None and np.shape(prior_depth) != (num_frames, height, width):
             expected = (num_frames, height, width)
             raise ValueError(f"prior_depth must be (T, H, W) = {expected}, got {np.shape(prior_depth)}")
@@ -480,7 +607,7 @@ class FlowRigidityMasks:
         pairs = list(zip(keys[:-1], keys[1:])) + [(keys[-1], keys[-2])]
         static = None if frame_masks is None else ~frame_masks
         geometry = dict(c2w=c2w, K=K, depth=depth, static_mask=static, prior_depth=prior_depth,
-                        depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol)
+                        depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol, stripe_normals=stripe_normals)
         # longer views go without the prior: a longer baseline magnifies its errors as much as the motion
         far_geometry = dict(geometry, prior_depth=None)
         masks = np.zeros((len(keys), height, width), bool)
@@ -523,7 +650,7 @@ class FlowRigidityMasks:
 
 
 def _check_mask_inputs(
-    flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None
+    flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None, stripe_normals: np.ndarray | None = None
 ) -> tuple[int, int, int]:
     num_frames = np.shape(c2w)[0] if np.ndim(c2w) == 3 else -1
     if np.shape(c2w) != (num_frames, 4, 4) or np.shape(K) != (num_frames, 3, 3):
@@ -536,6 +663,9 @@ def _check_mask_inputs(
     check_pair_flows(flows, num_frames, height, width)
     if depth is not None and np.shape(depth) != (num_frames, height, width):
         raise ValueError(f"depth must be (T, H, W) = {(num_frames, height, width)}, got {np.shape(depth)}")
+    if stripe_normals is not None and np.shape(stripe_normals) != (num_frames, height, width, 2):
+        expected = (num_frames, height, width, 2)
+        raise ValueError(f"stripe_normals must be (T, H, W, 2) = {expected}, got {np.shape(stripe_normals)}")
     return num_frames, height, width
 
 
@@ -575,14 +705,15 @@ def label_depth_and_masks(
     """
     check_depth_inputs(frames, flows, c2w, K, None)
     masks = masks or FlowRigidityMasks()
-    frame_masks = masks.frame_masks(flows, c2w, K)
+    normals = stripe_normals(frames, masks.config)
+    frame_masks = masks.frame_masks(flows, c2w, K, stripe_normals=normals)
     depth = depth_estimator.estimate(frames, flows, c2w, K, frame_masks)
     cfg = masks.config
     depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
     prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
     dynamic = masks.key_masks(
-        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol
+        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, normals
     )
     keys = list(key_frames)
     if depth_estimator.dense:
@@ -607,6 +738,7 @@ def label_masks_given_depth(
     key_frames: Sequence[int],
     depth: np.ndarray,
     masks: FlowRigidityMasks | None = None,
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Key-frame masks M_k (S, H, W) bool of a clip whose depth is known: frame masks, then
     key-frame masks, both with that depth (module docstring, last paragraph).
@@ -616,10 +748,13 @@ def label_masks_given_depth(
         key_frames: the S key-frame indices.
         depth: (T, H, W) z-depth in the scale of c2w, 0 where invalid.
         masks: the mask labeler (default settings if None).
+        frames: optional (T, H, W, 3) uint8 RGB: with them, the residual on stripes and edges is
+            measured across them only (`stripe_normals`).
     """
     masks = masks or FlowRigidityMasks()
-    frame_masks = masks.frame_masks(flows, c2w, K, depth)
-    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks)
+    normals = None if frames is None else stripe_normals(frames, masks.config)
+    frame_masks = masks.frame_masks(flows, c2w, K, depth, normals)
+    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks, stripe_normals=normals)
 
 
 def _with_prior_on_moving(

@@ -49,6 +49,8 @@ __all__ = [
     "ValidityChecks",
     "image_noise_sigma",
     "texture_snr",
+    "texture_isotropy",
+    "texture_normal",
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
@@ -311,6 +313,24 @@ def image_noise_sigma(gray: np.ndarray, block_px: int = 8, percentile: float = 1
     return float(np.percentile(rms, percentile) / 6.0)
 
 
+def _structure_tensor(gray: np.ndarray, window_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sxx, sxy, syy), each (H, W): the structure tensor of Sobel / 8 gradients (levels per
+    pixel on a ramp), averaged over a `window_px` box."""
+    gray = np.asarray(gray, np.float32)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    window = (window_px, window_px)
+    sxx, sxy, syy = (cv2.boxFilter(g, -1, window) for g in (gx * gx, gx * gy, gy * gy))
+    return sxx, sxy, syy
+
+
+def _structure_tensor_eigenvalues(gray: np.ndarray, window_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smaller and larger eigenvalue (H, W) of `_structure_tensor`."""
+    sxx, sxy, syy = _structure_tensor(gray, window_px)
+    half_trace, half_gap = 0.5 * (sxx + syy), np.sqrt(0.25 * (sxx - syy) ** 2 + sxy**2)
+    return np.maximum(half_trace - half_gap, 0), half_trace + half_gap
+
+
 def texture_snr(gray: np.ndarray, noise_sigma: float, window_px: int) -> np.ndarray:
     """Smaller eigenvalue of the structure tensor over a window, per unit noise variance.
 
@@ -320,13 +340,35 @@ def texture_snr(gray: np.ndarray, noise_sigma: float, window_px: int) -> np.ndar
     Returns:
         (H, W) float32.
     """
-    gray = np.asarray(gray, np.float32)
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    window = (window_px, window_px)
-    sxx, sxy, syy = (cv2.boxFilter(g, -1, window) for g in (gx * gx, gx * gy, gy * gy))
-    min_eig = 0.5 * (sxx + syy) - np.sqrt(0.25 * (sxx - syy) ** 2 + sxy**2)
-    return (np.maximum(min_eig, 0) / noise_sigma**2).astype(np.float32)
+    min_eig, _ = _structure_tensor_eigenvalues(gray, window_px)
+    return (min_eig / noise_sigma**2).astype(np.float32)
+
+
+def texture_isotropy(gray: np.ndarray, window_px: int) -> np.ndarray:
+    """Smaller over larger eigenvalue of the structure tensor over a window, in [0, 1]; 0 where flat.
+
+    Near 0 the texture is stripes or an edge: the estimator's data term is dominated by the
+    one direction, and the flow along the stripes is set by smoothing and by whichever
+    faint texture crosses them, however far above the noise that is.
+
+    Returns:
+        (H, W) float32.
+    """
+    min_eig, max_eig = _structure_tensor_eigenvalues(gray, window_px)
+    return np.where(max_eig > 0, min_eig / np.where(max_eig > 0, max_eig, 1.0), 0.0).astype(np.float32)
+
+
+def texture_normal(gray: np.ndarray, window_px: int) -> np.ndarray:
+    """Unit vector (dx, dy) across the dominant texture direction over a window: the structure
+    tensor's eigenvector of the larger eigenvalue, the one direction in which stripes determine
+    the flow (sign arbitrary; (1, 0) where flat).
+
+    Returns:
+        (H, W, 2) float32.
+    """
+    sxx, sxy, syy = _structure_tensor(gray, window_px)
+    angle = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    return np.stack([np.cos(angle), np.sin(angle)], axis=-1).astype(np.float32)
 
 
 def patch_zncc(gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, radius_px: int) -> np.ndarray:

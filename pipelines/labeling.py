@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from labelers.depth import MultiViewDepth
 from labelers.dynamic_mask import label_depth_and_masks, label_masks_given_depth
 from labelers.flow import (
     CHAIN_DISAGREE_GAP_PX,
@@ -153,11 +154,12 @@ class LabelConfig:
         "worldreel-video-cache in the system temp folder)"})
     video_cache_gb: float = field(default=20.0, metadata={
         "gt": 0, "help": "size bound of that cache per machine: least recently used videos are deleted beyond it"})
-    unknown_focal: str = field(default="reject", metadata={
+    unknown_focal: str = field(default="prior", metadata={
         "choices": ("reject", "prior"),
         "help": "a moving camera whose tracks do not determine the focal length (no intrinsics in the manifest, "
-        "little rotation, e.g. a dolly): reject it, or label it with the prior field of view when the cameras and "
-        "depth provably do not depend on it (recorded as the QA metric camera_intrinsics_prior)"})
+        "little rotation, e.g. a dolly): label it with the prior field of view when its rotations, sparse points "
+        "and dense depth do not depend on the focal (recorded as the QA metric camera_intrinsics_prior), or reject "
+        "it"})
     prior_fov_x_deg: float = field(default=60.0, metadata={
         "gt": 10, "lt": 170, "help": "horizontal field of view (degrees) assumed for unknown intrinsics: fixed "
         "cameras, and moving ones under --unknown-focal prior"})
@@ -248,7 +250,6 @@ def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
         skip: families not to build here (orchestration supplies them, e.g. from a GPU actor).
     """
     from labelers.sfm import SfmCamera, SfmConfig
-    from labelers.depth import MultiViewDepth
     from labelers.dis_flow import DisFlow
     from labelers.dynamic_mask import FlowRigidityMasks
 
@@ -373,19 +374,23 @@ def label_clip(
         flows, key_flows = pair_flows(frames, cfg, backends)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
-        c2w, K, metric_scale, camera_qa = _cameras(spec, decoded, backends, imported, cfg)
+        c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(spec, decoded, backends, imported, cfg)
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
+        merged = flows.merged(key_flows)
         if imported is not None:
             depth, depth_valid, dynamic_key = _imported_depth_and_masks(
-                imported, backends, flows.merged(key_flows), c2w, K, key_frames
+                imported, backends, frames, merged, c2w, K, key_frames
             )
         else:
-            result = label_depth_and_masks(
-                frames, flows.merged(key_flows), c2w, K, key_frames, backends.depth, backends.masks
-            )
+            result = label_depth_and_masks(frames, merged, c2w, K, key_frames, backends.depth, backends.masks)
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
+        if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
+            camera_qa.update(_check_prior_focal_depth(
+                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives
+            ))
+        del merged
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
     arrays = {
@@ -457,11 +462,14 @@ def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
         raise ClipRejected(spec.clip_id, f"annotations_{e.reason}", str(e)) from e
 
 
-def _imported_depth_and_masks(imported, backends: Backends, flows: PairFlows, c2w, K, key_frames) -> tuple:
-    """Imported depth (kept on moving objects: scene flow needs it) and key-frame masks from flow rigidity."""
+def _imported_depth_and_masks(
+    imported, backends: Backends, frames: np.ndarray, flows: PairFlows, c2w, K, key_frames
+) -> tuple:
+    """Imported depth (kept on moving objects: scene flow needs it) and key-frame masks from flow rigidity
+    (the frames let the masks judge striped texture across its stripes only)."""
     depth_valid = imported.arrays["depth_valid"]
     depth = np.where(depth_valid, imported.arrays["depth"], 0.0)
-    return depth, depth_valid, label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks)
+    return depth, depth_valid, label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks, frames=frames)
 
 
 def label_scene_flow(
@@ -528,7 +536,7 @@ def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported,
     if imported is not None:
         return imported.arrays["c2w"].astype(np.float64), imported.arrays["K"].astype(np.float64), bool(
             imported.attrs["metric_scale"]
-        ), {}
+        ), {}, ()
     from labelers.camera import CameraFailure
 
     try:
@@ -543,11 +551,40 @@ def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported,
     if result.intrinsics_source == "prior" and result.motion == "general":
         qa["camera_focal_prior_log_offset"] = float(result.diagnostics.get("focal_prior_log_offset", np.nan))
     if result.motion == "general":
-        return result.c2w, result.K, bool(result.metric_scale), qa
+        return result.c2w, result.K, bool(result.metric_scale), qa, result.focal_alternatives
     if cfg.depth != "neural":
         raise ClipRejected(spec.clip_id, f"camera_{result.motion}", _no_parallax_message(result))
     metric = backends.depth.params.get("depth_estimation_type") == "metric"  # `params` crosses Ray proxies
-    return result.c2w, result.K, metric, {**qa, "camera_static": float(result.motion == "static")}
+    return result.c2w, result.K, metric, {**qa, "camera_static": float(result.motion == "static")}, ()
+
+
+def _check_prior_focal_depth(
+    clip_id: str,
+    backends: Backends,
+    flows: PairFlows,
+    depth: np.ndarray,
+    depth_valid: np.ndarray,
+    key_frames: list[int],
+    focal_alternatives: tuple,
+) -> dict[str, float]:
+    """Test 4 of a prior focal (`labelers.sfm.focal_prior.dense_depth_agreement`) on up to
+    three key frames (first, middle, last): the clip's multi-view depth must not depend on the
+    focal. Returns its QA metrics; raises ClipRejected (`camera_intrinsics_unobservable`)."""
+    from labelers.sfm import SfmConfig
+    from labelers.sfm.focal_prior import dense_depth_agreement
+
+    frames = sorted({key_frames[0], key_frames[len(key_frames) // 2], key_frames[-1]})
+    agreement = dense_depth_agreement(backends.depth, flows, depth, depth_valid, focal_alternatives, frames)
+    limit = getattr(backends.camera, "config", SfmConfig()).min_prior_dense_agreement
+    if not agreement >= limit:
+        raise ClipRejected(
+            clip_id,
+            "camera_intrinsics_unobservable",
+            f"the tracks do not determine the focal length and the prior focal's dense depth depends on it: with "
+            f"the focal at either end of the prior's span, only {agreement:.3f} of the pixels with valid depth keep "
+            f"it, within a factor 1.25 (limit {limit}); give intrinsics",
+        )
+    return {"camera_focal_prior_dense_agreement": agreement}
 
 
 def _no_parallax_message(result) -> str:

@@ -69,6 +69,9 @@ class SfmConfig:
             min_prior_depth_agreement of the reconstructed points keeping their (median-
             normalised) depth within a factor 1.25 when the focal is (1 +- prior_focal_span)
             times the prior, or at the estimate, rejects the clip: its depth depends on the focal.
+        min_prior_dense_agreement: the same on the clip's dense multi-view depth (test 4 of
+            `labelers.sfm.focal_prior`, `dense_depth_agreement`; run by the labeling pipeline,
+            which has the dense flows): fewer of its valid pixels within a factor 1.25 rejects it.
         num_threads: Ceres threads in bundle adjustment.
         seed: RANSAC seed (results are deterministic).
     """
@@ -114,6 +117,7 @@ class SfmConfig:
     max_prior_rotation_deg: float = 0.2
     prior_focal_span: float = 0.2
     min_prior_depth_agreement: float = 0.995
+    min_prior_dense_agreement: float = 0.95
     num_threads: int = 1
     seed: int = 0
 
@@ -131,13 +135,13 @@ class SfmConfig:
             raise ValueError("need focal_bias_px >= 0, max_focal_rel_std > 0 and focal_jackknife_grid >= 2")
         if self.unknown_focal not in ("reject", "prior") or not (
             self.max_prior_reproj_ratio >= 1 and self.max_prior_rotation_deg > 0 and self.prior_focal_span > 0
-            and 0 <= self.min_prior_depth_agreement <= 1
+            and 0 <= self.min_prior_depth_agreement <= 1 and 0 <= self.min_prior_dense_agreement <= 1
         ):
             raise ValueError(
                 "need unknown_focal 'reject' or 'prior', max_prior_reproj_ratio >= 1, max_prior_rotation_deg > 0, "
-                "prior_focal_span > 0 and min_prior_depth_agreement in [0, 1], got "
+                "prior_focal_span > 0 and min_prior_depth_agreement, min_prior_dense_agreement in [0, 1], got "
                 f"{self.unknown_focal!r}, {self.max_prior_reproj_ratio}, {self.max_prior_rotation_deg}, "
-                f"{self.prior_focal_span}, {self.min_prior_depth_agreement}"
+                f"{self.prior_focal_span}, {self.min_prior_depth_agreement}, {self.min_prior_dense_agreement}"
             )
         if self.static_grid < 3 or self.static_probes_per_region < 1 or self.min_region_probes < 1:
             raise ValueError("need static_grid >= 3, static_probes_per_region >= 1 and min_region_probes >= 1")

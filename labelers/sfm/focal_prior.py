@@ -18,15 +18,23 @@ diagnostics) unless one of three tests rejects it (`intrinsics_unobservable`):
    or the prior's re-adjusted at (1 +- `prior_focal_span`) times the prior. Far points are
    what a wrong focal bends: their parallax is small against the error it leaves in the
    rotation.
+4. the dense depth depends on the focal (`dense_depth_agreement`, run by the labeling
+   pipeline once the multi-view depth exists): fewer than `min_prior_dense_agreement` of
+   the pixels with valid depth keep it, within 1.25, when the same flows are triangulated
+   with the cameras of (1 +- `prior_focal_span`) times the prior (`CameraResult.
+   focal_alternatives`). The sparse points of test 3 feel the focal less than dense depth
+   does: an open yard passed test 3 with its dense depth at delta1.25 0.88 against 0.98
+   with the true focal; the far ground's depth was valid only under the assumed focal.
 
-Limits: test 3 uses the sparse points, which feel the focal less than dense depth does, so
-the prior's depth is not guaranteed, only measured on the clips of the benchmark; and
-lateral 3D coordinates (x = z (u - cx) / f) scale with the focal's error, so point maps and
-scene flow are off by it. Hence "reject" by default. Measured: docs/benchmarks.md,
-"Labeler design measurements", SfM camera: prior focal.
+Limits: lateral 3D coordinates (x = z (u - cx) / f) scale with the focal's error, so point
+maps and scene flow are off by it, and the field of view in the camera vector is the prior's;
+`camera_intrinsics_prior` in the clip's QA says so. Measured: docs/benchmarks.md, "Labeler
+design measurements", SfM camera: prior focal.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -42,13 +50,23 @@ from labelers.sfm.reconstruction import (
     triangulate_new,
 )
 
+if TYPE_CHECKING:
+    from labelers.depth import MultiViewDepth
+    from labelers.flow import PairFlows
 
-def prior_focal_model(model: SfmModel, prior_px: float, problem: str, cfg: SfmConfig) -> tuple[SfmModel, dict]:
+
+def prior_focal_model(
+    model: SfmModel, prior_px: float, problem: str, cfg: SfmConfig
+) -> tuple[SfmModel, dict, list[SfmModel]]:
     """The reconstruction with the focal fixed at the prior (module docstring), started
     from the estimated-focal model `model`; raises CameraFailure when the tracks contradict the
     prior (median inlier reprojection error above `max_prior_reproj_ratio` times the estimate's).
 
     `problem` says why the estimate is not trusted (it opens the rejection message).
+
+    Returns:
+        the prior's model, its diagnostics, and the models re-adjusted with the focal at
+        (1 +- `prior_focal_span`) times the prior (for the dense test, `dense_depth_agreement`).
     """
     estimate_px = float(model.K[0, 0, 0])
     rotation = _mean_step_rotation_deg(model)
@@ -69,10 +87,12 @@ def prior_focal_model(model: SfmModel, prior_px: float, problem: str, cfg: SfmCo
     # How much the depth depends on the focal: the estimate's model, and the prior's re-adjusted
     # with the focal (1 +- prior_focal_span) times the prior (an estimate near the prior says nothing)
     agreement = [_depth_agreement(model, prior)]
+    alternatives = []
     for factor in (1 + cfg.prior_focal_span, 1 / (1 + cfg.prior_focal_span)):
         trial = copy_model(prior)
         bundle_adjust(trial, True, cfg, fixed_focal=prior_px * factor)
         agreement.append(_depth_agreement(prior, trial))
+        alternatives.append(trial)
     diagnostics = {
         "focal_estimate_px": estimate_px,
         "focal_prior_px": prior_px,
@@ -98,7 +118,7 @@ def prior_focal_model(model: SfmModel, prior_px: float, problem: str, cfg: SfmCo
             f"estimate's {estimate_median:.3f} px (limit {cfg.max_prior_reproj_ratio}); give intrinsics or set "
             "prior_fov_x_deg",
         )
-    return prior, diagnostics
+    return prior, diagnostics, alternatives
 
 
 def _depth_agreement(a: SfmModel, b: SfmModel) -> float:
@@ -120,3 +140,50 @@ def _mean_step_rotation_deg(model: SfmModel) -> float:
         return 0.0
     relative = np.einsum("tij,tkj->tik", R[1:], R[:-1])
     return float(np.mean([rotation_angle_deg(r) for r in relative]))
+
+
+def dense_depth_agreement(
+    estimator: "MultiViewDepth",
+    flows: "PairFlows",
+    depth: np.ndarray,
+    depth_valid: np.ndarray,
+    alternatives: Sequence[tuple[np.ndarray, np.ndarray]],
+    frames: Sequence[int],
+) -> float:
+    """Test 4 of the prior focal, on the dense depth the clip is labelled with: how much of it
+    stays when the cameras are those re-adjusted with another focal.
+
+    The sparse points of test 3 lie where tracks are, mostly on near texture; the far ground
+    towards the horizon, whose small parallax a wrong focal bends most, has few of them. Here
+    the same flows are triangulated again with each alternative camera (`CameraResult.
+    focal_alternatives`) on `frames`. A labelled pixel agrees when the alternative also finds
+    its depth valid and within a factor 1.25, after one scale per alternative (the median
+    ratio: the clip scale follows the focal). A pixel the alternative leaves invalid counts
+    against: its depth was valid only because of the focal that was assumed.
+
+    Args:
+        estimator: the multi-view depth labeler that made `depth`.
+        flows: the pair flows it used; depth, depth_valid: (T, H, W) its result.
+        alternatives: (c2w (T, 4, 4), K (T, 3, 3)) pairs.
+        frames: the frames compared (a few key frames suffice).
+
+    Returns:
+        the least share, over the alternatives, of the labelled valid pixels of `frames` that
+        agree (NaN when none is valid).
+    """
+    labelled = int(sum(depth_valid[t].sum() for t in frames))
+    if labelled == 0:
+        return float("nan")
+    agreement = []
+    for c2w, K in alternatives:
+        ratios = []
+        for t in frames:
+            alt_depth, alt_valid, _ = estimator.frame_depth(t, flows, c2w, K, depth_valid[t])
+            both = alt_valid & depth_valid[t]
+            ratios.append(alt_depth[both] / depth[t][both])
+        ratio = np.concatenate(ratios)
+        if len(ratio) == 0:
+            return 0.0
+        ratio = ratio / np.median(ratio)
+        agreement.append(float(np.sum(np.maximum(ratio, 1 / ratio) < 1.25)) / labelled)
+    return min(agreement)

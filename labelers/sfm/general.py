@@ -60,6 +60,7 @@ def general_result(
     model = reconstruct(obs, K, (height, width), analysis, estimate_focal, cfg)
     source = "estimated" if estimate_focal else "given"
     focal_diagnostics: dict[str, Any] = {"focal_rel_std": 0.0}
+    alternatives: list[SfmModel] = []
     if estimate_focal:
         fov_x = np.degrees(2 * np.arctan(width / (2 * model.K[0, 0, 0])))
         focal = None
@@ -78,7 +79,7 @@ def general_result(
         if problem is not None:
             if cfg.unknown_focal == "reject":
                 raise CameraFailure("intrinsics_unobservable", problem)
-            model, prior_diagnostics = prior_focal_model(model, prior_focal_px(width, cfg), problem, cfg)
+            model, prior_diagnostics, alternatives = prior_focal_model(model, prior_focal_px(width, cfg), problem, cfg)
             focal_diagnostics.update(prior_diagnostics)
             source = "prior"
     errors = reprojection_errors(model)
@@ -89,11 +90,11 @@ def general_result(
             f"median reprojection error {stats['median']:.2f} px > {cfg.max_median_reproj_px} px",
         )
     c2w, scene_scale = _first_frame_c2w(model)
+    focal_alternatives = tuple((_first_frame_c2w(alt)[0], _image_K(alt)) for alt in alternatives)
     inlier_errors = np.where(model.inlier, errors, np.nan)
     with np.errstate(invalid="ignore"):
         frame_reproj = np.nansum(inlier_errors, 1) / model.inlier.sum(1)  # NaN where no inliers
-    K_out = model.K.copy()
-    K_out[:, :2, 2] -= COLMAP_OFFSET
+    K_out = _image_K(model)
     diagnostics.update(
         {
             "num_points3d": int(model.triangulated.sum()),
@@ -117,7 +118,15 @@ def general_result(
         intrinsics_source=source,
         scale_note="unknown scale: the median z-depth of the reconstructed points seen in frame 0 is 1",
         diagnostics=diagnostics,
+        focal_alternatives=focal_alternatives,
     )
+
+
+def _image_K(model: SfmModel) -> np.ndarray:
+    """(T, 3, 3) intrinsics of the model in image pixel coordinates (without COLMAP's offset)."""
+    K = model.K.copy()
+    K[:, :2, 2] -= COLMAP_OFFSET
+    return K
 
 
 def _bundle_focal_uncertainty(model: SfmModel, cfg: SfmConfig) -> FocalUncertainty:

@@ -24,6 +24,7 @@ from labelers.flow import (
     drop_small_regions,
     image_noise_sigma,
     patch_zncc,
+    texture_isotropy,
     texture_snr,
 )
 
@@ -180,6 +181,19 @@ def test_texture_snr_is_the_smaller_structure_tensor_eigenvalue():
     # stripes: structure in one direction only, the flow along them is unobservable
     stripes = texture_snr(amplitude * np.sin(k * u), noise_sigma=2.0, window_px=9)
     assert np.abs(stripes[10:-10, 10:-10]).max() < 1e-3
+
+
+def test_texture_isotropy_is_the_eigenvalue_ratio():
+    # I = A sin(k u) + a sin(k v): the tensor is diag(A^2, a^2) sin^2(k) / 2 over a 9-px window
+    # (one period), so the ratio is (a / A)^2; stripes and a flat image give 0.
+    k = 2 * np.pi / 9
+    v, u = np.mgrid[0:40, 0:40].astype(np.float32)
+    interior = (slice(10, -10), slice(10, -10))
+    for faint in (10.0, 3.0, 1.0):
+        iso = texture_isotropy(10.0 * np.sin(k * u) + faint * np.sin(k * v), window_px=9)
+        np.testing.assert_allclose(iso[interior], (faint / 10.0) ** 2, rtol=1e-3, atol=1e-6)
+    assert np.abs(texture_isotropy(10.0 * np.sin(k * u), window_px=9)[interior]).max() < 1e-4
+    assert (texture_isotropy(np.full((20, 20), 5.0, np.float32), window_px=9) == 0).all()
 
 
 def test_patch_zncc_known_answers():

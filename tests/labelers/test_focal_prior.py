@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from labelers.camera import CameraFailure, trajectory_errors
+from labelers.depth import MultiViewDepth
 from labelers.sfm import SfmCamera, SfmConfig
+from labelers.sfm.common import exp_so3
+from labelers.sfm.focal_prior import dense_depth_agreement
 from pipelines.synthetic import SceneConfig, render_clip
+from tests.labelers.test_depth import gt_flow_pairs
 
 PRIOR = SfmConfig(unknown_focal="prior")
 
@@ -44,6 +48,12 @@ def test_a_dolly_with_an_unobservable_focal_is_labelled_with_the_prior_focal():
     assert diag["focal_prior_depth_agreement"] >= PRIOR.min_prior_depth_agreement
     assert diag["focal_rel_std"] > PRIOR.max_focal_rel_std and "do not determine" in diag["focal_prior_reason"]
     assert abs(diag["focal_estimate_px"] / clip.labels["K"][0, 0, 0] - 1) < 0.1
+    # the cameras re-adjusted at the ends of the prior's span, for the dense test
+    span = 1 + PRIOR.prior_focal_span
+    assert [alt_K[0, 0, 0] / prior_px for _, alt_K in result.focal_alternatives] == pytest.approx([span, 1 / span])
+    for alt_c2w, _ in result.focal_alternatives:
+        np.testing.assert_allclose(alt_c2w[0], np.eye(4), atol=1e-9)
+        assert trajectory_errors(alt_c2w, result.c2w)["rre_mean_deg"] < 0.1
 
 
 def test_a_turning_camera_is_not_given_the_prior_focal():
@@ -74,3 +84,24 @@ def test_unknown_focal_options_are_checked():
         SfmConfig(max_prior_reproj_ratio=0.5)
     with pytest.raises(ValueError, match="min_prior_depth_agreement"):
         SfmConfig(min_prior_depth_agreement=1.5)
+
+
+def test_dense_depth_agreement_ignores_the_clip_scale_and_sees_a_bent_depth():
+    clip = _clip("dolly", 0)
+    flows = gt_flow_pairs(clip)
+    c2w, K = clip.labels["c2w"].astype(np.float64), clip.labels["K"].astype(np.float64)
+    estimator = MultiViewDepth()
+    depth = estimator.estimate(clip.frames, flows, c2w, K, clip.object_ids >= 6 + clip.config.num_static)
+    frames = [0, 8, 16]
+    # the same cameras at another clip scale: the same depth up to that scale, everywhere
+    rescaled = c2w.copy()
+    rescaled[:, :3, 3] *= 3.0
+    agreement = dense_depth_agreement(estimator, flows, depth.depth, depth.depth_valid, [(rescaled, K)], frames)
+    assert agreement == pytest.approx(1.0, abs=1e-3)
+    # cameras that turn 0.1 deg per frame more than the truth (what a wrong focal trades for
+    # translation): the triangulated depth bends, and the share within 1.25 falls
+    turned = c2w.copy()
+    for t in range(len(turned)):
+        turned[t, :3, :3] = turned[t, :3, :3] @ exp_so3(np.radians([0.0, 0.1 * t, 0.0]))
+    agreement = dense_depth_agreement(estimator, flows, depth.depth, depth.depth_valid, [(rescaled, K), (turned, K)], frames)
+    assert agreement < PRIOR.min_prior_dense_agreement

@@ -1,5 +1,7 @@
 """The per-clip labeling path, in-process (no Prefect, no Ray), against synthetic ground truth."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from synthetic_manifest import write_manifest
@@ -8,7 +10,9 @@ from labelers.dis_flow import DisFlow
 from labelers.flow import CHAIN_FILL_VERSION, compute_pair_flows, key_frame_pairs
 from pipelines.geometry import point_maps, scene_flow
 from pipelines.label_eval import compare_labels
-from pipelines.labeling import LabelConfig, _scene_flow_support, label_clips, plan
+from labelers.sfm import SfmCamera, SfmConfig
+from pipelines.clips import ClipRejected
+from pipelines.labeling import LabelConfig, _scene_flow_support, build_backends, label_clip, label_clips, plan
 from pipelines.manifests import read_manifest
 from pipelines.synthetic import SceneConfig, render_clip
 from pipelines.synthetic_set import write_synthetic_set
@@ -96,3 +100,36 @@ def test_static_and_rotating_cameras_are_rejected_with_the_reason(tmp_path):
                            LabelConfig(height=96, width=144, num_frames=9), store)
     reasons = sorted(o.reasons[0].split(":")[0] for o in outcomes)
     assert reasons == ["camera_rotation", "camera_static"]
+
+
+@pytest.fixture(scope="module")
+def dolly_without_intrinsics(tmp_path_factory):
+    """A dolly whose tracks do not determine the focal (true field of view 70 deg, the prior 60)."""
+    root = tmp_path_factory.mktemp("prior_focal")
+    truth = LabelStore.create(root / "truth.zarr", precision="float32")
+    cfg = SceneConfig(seed=0, height=120, width=180, num_frames=17, camera="dolly", num_moving=1)
+    write_synthetic_set(root / "synth", [cfg], store=truth, with_intrinsics=False)
+    spec = read_manifest(root / "synth" / "manifest.csv").specs[0]
+    return spec, truth.read(spec.clip_id)
+
+
+def test_a_prior_focal_is_labelled_when_the_dense_depth_does_not_depend_on_it(dolly_without_intrinsics):
+    spec, truth = dolly_without_intrinsics
+    cfg = LabelConfig(height=120, width=180, num_frames=17, unknown_focal="prior")
+    arrays, attrs, reasons = label_clip(spec, cfg, build_backends(cfg))
+    qa = attrs["qa"]
+    assert qa["camera_intrinsics_prior"] == 1.0 and not reasons
+    assert qa["camera_focal_prior_dense_agreement"] >= SfmConfig().min_prior_dense_agreement
+    m = compare_labels(arrays, truth)
+    assert m["rre_mean_deg"] < 0.1 and m["depth_delta125"] > 0.95, m
+
+
+def test_a_prior_focal_whose_dense_depth_depends_on_it_is_rejected_with_the_numbers(dolly_without_intrinsics):
+    spec, _ = dolly_without_intrinsics
+    cfg = LabelConfig(height=120, width=180, num_frames=17, unknown_focal="prior")
+    backends = build_backends(cfg)
+    # no real depth keeps every pixel within 1.25 under another focal, so a limit of 1 rejects
+    backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=1.0))
+    with pytest.raises(ClipRejected, match=r"only 0\.9\d\d of the pixels with valid depth keep it.*limit 1\.0") as info:
+        label_clip(spec, cfg, backends)
+    assert info.value.reason == "camera_intrinsics_unobservable"
