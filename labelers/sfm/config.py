@@ -117,7 +117,7 @@ class SfmConfig:
     max_prior_rotation_deg: float = 0.2
     prior_focal_span: float = 0.2
     min_prior_depth_agreement: float = 0.995
-    min_prior_dense_agreement: float = 0.95
+    min_prior_dense_agreement: float = 0.99
     num_threads: int = 1
     seed: int = 0
 
