@@ -59,11 +59,12 @@ def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig):
     return flows, key_flows
 
 
-def estimated_masks(labels: dict, flows, key_flows, stride: int) -> np.ndarray:
+def estimated_masks(labels: dict, flows, key_flows, stride: int, frames: np.ndarray) -> np.ndarray:
     """Key-frame dynamic masks the pipeline estimates from the flow, exact depth and cameras (as for an import)."""
     c2w, K = labels["c2w"].astype(np.float64), labels["K"].astype(np.float64)
     depth = np.where(labels["depth_valid"], labels["depth"], 0.0)
-    return label_masks_given_depth(flows.merged(key_flows), c2w, K, list(range(0, len(c2w), stride)), depth)
+    return label_masks_given_depth(flows.merged(key_flows), c2w, K, list(range(0, len(c2w), stride)), depth,
+                                   frames=frames)
 
 
 def scene_flow_stage(labels: dict, flows, key_flows, dynamic_key: np.ndarray, cfg: LabelConfig, frames: np.ndarray | None = None,
@@ -136,7 +137,8 @@ def main() -> None:
                                                camera=camera, **overrides))
                 labels = clip.labels
                 flows, key_flows = pipeline_flows(clip.frames, cfg.stride, cfg)
-                masks = labels["dynamic_mask"] if args.masks == "truth" else estimated_masks(labels, flows, key_flows, cfg.stride)
+                masks = labels["dynamic_mask"] if args.masks == "truth" else estimated_masks(
+                    labels, flows, key_flows, cfg.stride, clip.frames)
                 flow3d, valid = scene_flow_stage(labels, flows, key_flows, masks, cfg, clip.frames, old=args.old)
                 result = score(labels, key_flows.flow_fwd_px, flow3d, valid)
                 totals["valid"] += result["valid"]
