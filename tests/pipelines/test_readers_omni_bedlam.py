@@ -12,6 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).parent))
+from import_runs import import_run  # noqa: E402
 from writers_omni_bedlam import write_bedlam_scene, write_exr_depth, write_omniworld_scene  # noqa: E402
 
 from labelers.geometry import rigid_flow  # noqa: E402
@@ -296,30 +297,13 @@ def test_bedlam_bad_data_gives_its_reason(bedlam_z, tmp_path, case):
 
 
 # ====================================================================== one broken sequence of a run
-def _import_run(root: Path, format: str, frames: int, stride: int, options: list[str] | None = None) -> dict:
-    """Plan and import every sequence of `root`: sequence name -> [(status, reasons), ...] of its clips."""
-    from pipelines.dataset_import import ImportConfig, import_tasks, plan_imports
-    from storage import LabelStore
-
-    cfg = ImportConfig(format=format, root=str(root), store=str(root.parent / "labels.zarr"), height=H, width=W,
-                       num_frames=frames, stride=stride, fps=None, dataset_options=options)
-    tasks = plan_imports(cfg)
-    outcomes = import_tasks(tasks, cfg, LabelStore.create(cfg.store))
-    sequence_of = {t.clip_id: t.sequence for t in tasks}
-    result: dict[str, list] = {}
-    for o in outcomes:
-        assert o.error is None, o.error  # a DatasetError with its reason, never an importer bug
-        result.setdefault(sequence_of[o.clip_id], []).append((o.status, o.reasons))
-    return result
-
-
 def test_omniworld_broken_scenes_are_their_own_rejected_clips(omni, tmp_path):
     good = _copy_scene(omni[0] / UID, tmp_path, UID)
     no_fps = _copy_scene(omni[0] / UID, tmp_path, "b0rked0fps000")
     (no_fps / "fps.txt").unlink()
     bad_json = _copy_scene(omni[0] / UID, tmp_path, "b0rked0json00")
     (bad_json / "split_info.json").write_text("{not json")
-    result = _import_run(good.parent, "omniworld-game", 4, 3)
+    result = import_run(good.parent, "omniworld-game", (H, W), 4, 3)
     assert [s for s, _ in result[f"{UID}_split0"]] == ["accepted"]
     assert [s for s, _ in result[f"{UID}_split1"]] == ["accepted"]
     for k in (0, 1):
@@ -346,7 +330,7 @@ def test_bedlam_broken_sequences_are_their_own_rejected_clips(bedlam_z, tmp_path
             (cameras / f"{seq}_camera.csv").write_text(text)
             for path in (scene / "png" / seq).iterdir():
                 path.unlink()
-    result = _import_run(scene.parent, "bedlam", 9, 4, ["depth_type=z"])
+    result = import_run(scene.parent, "bedlam", (H, W), 9, 4, ["depth_type=z"])
     assert [s for s, _ in result[f"{SCENE}_seq_000000"]] == ["accepted"]
     ((status, reasons),) = result[f"{SCENE}_seq_000001"]
     assert status == "rejected" and reasons[0].startswith("bad_format:") and "seq_000001_camera.csv" in reasons[0]

@@ -19,6 +19,7 @@ from scipy.spatial.transform import Rotation
 from pipelines.datasets import list_sequences
 from pipelines.datasets.base import DatasetError, FlowFrame
 from pipelines.datasets.dynamic_replica import list_sequences as dr_list_sequences
+from tests.pipelines.import_runs import import_run
 from tests.pipelines.writers_po_dr import (
     encode_float16_png,
     read_index,
@@ -406,23 +407,6 @@ def test_dr_listing(tmp_path, clip):
 
 
 # ---------------------------------------------------------------------- one broken sequence of a run
-def import_run(root: Path, format: str, size: tuple[int, int], frames: int, stride: int) -> dict[str, list]:
-    """Plan and import every sequence of `root`: sequence name -> [(status, reasons), ...] of its clips."""
-    from pipelines.dataset_import import ImportConfig, import_tasks, plan_imports
-    from storage import LabelStore
-
-    cfg = ImportConfig(format=format, root=str(root), store=str(root / "labels.zarr"), height=size[0],
-                       width=size[1], num_frames=frames, stride=stride, fps=None)
-    tasks = plan_imports(cfg)
-    outcomes = import_tasks(tasks, cfg, LabelStore.create(cfg.store))
-    sequence_of = {t.clip_id: t.sequence for t in tasks}
-    result: dict[str, list] = {}
-    for o in outcomes:
-        assert o.error is None, o.error  # a DatasetError with its reason, never an importer bug
-        result.setdefault(sequence_of[o.clip_id], []).append((o.status, o.reasons))
-    return result
-
-
 def _corrupt_anno(seq: Path) -> None:
     """A compressed anno.npz whose deflate stream is damaged (the zip directory still reads)."""
     arrays = dict(np.load(seq / "anno.npz"))
