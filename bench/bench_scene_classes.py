@@ -11,7 +11,8 @@ with the default `LabelConfig` at the clip's size. Per clip, against the exact l
 - flow: mean EPE of our consecutive and key-pair flows and of plain OpenCV DIS-medium
   (forward, on the same decoded frames) on the SAME pixels (ours valid and ground truth
   valid); coverage = ours valid / ground-truth visible;
-- cameras and depth: RRE (mean, degrees), ATE (% of the path, moving cameras), depth
+- cameras and depth: RRE (mean, degrees), ATE (% of the path, moving cameras), RTA (largest
+  angle between the true and estimated direction of travel, degrees, moving cameras), depth
   delta < 1.25 on valid pixels and the share of static pixels with valid depth;
 - scene-flow validity precision (`scene_flow_within_5pct`) and coverage (ours valid / truth valid);
 - accepted, or the rejection reasons (QA gates still give arrays, so metrics too;
@@ -60,6 +61,7 @@ COLUMNS = (
     ("key_flow_coverage", "key cov", "min", "{:.2f}"),
     ("rre_mean_deg", "RRE deg", "max", "{:.3f}"),
     ("ate_percent_of_path", "ATE %", "max", "{:.2f}"),
+    ("rta_max_deg", "RTA deg", "max", "{:.2f}"),
     ("depth_delta125", "d1.25", "min", "{:.3f}"),
     ("depth_coverage_static", "depth cov", "min", "{:.2f}"),
     ("scene_flow_within_5pct", "SF prec", "min", "{:.3f}"),
@@ -168,7 +170,7 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         print(f"  {name} seed {scene.seed} ({scene.camera}, {scene.scene}): {record['status']} "
               f"IoU {metrics['dynamic_iou']:.2f} FA {metrics['false_alarm_static']:.2%} "
               f"flow/DIS {metrics['flow_epe_ratio']:.2f} key/DIS {metrics['key_flow_epe_ratio']:.2f} "
-              f"RRE {metrics['rre_mean_deg']:.3f} d1.25 {metrics['depth_delta125']:.3f} "
+              f"RRE {metrics['rre_mean_deg']:.3f} RTA {metrics.get('rta_max_deg', float('nan')):.2f} d1.25 {metrics['depth_delta125']:.3f} "
               f"cov {metrics['depth_coverage_static']:.2f} fov {scene.fov_x_deg:g} "
               f"prior {metrics.get('camera_intrinsics_prior', 0):g} "
               f"dense {metrics.get('camera_focal_prior_dense_agreement', float('nan')):.3f} "

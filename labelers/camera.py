@@ -34,6 +34,7 @@ __all__ = [
     "check_camera_inputs",
     "rotation_angle_deg",
     "relative_rotation_errors_deg",
+    "relative_translation_angles_deg",
     "umeyama_sim3",
     "ate_sim3",
     "trajectory_errors",
@@ -190,6 +191,41 @@ def relative_rotation_errors_deg(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> np.
     return rotation_angle_deg(np.swapaxes(rel_est, -1, -2) @ rel_gt)
 
 
+def relative_translation_angles_deg(
+    c2w_est: np.ndarray, c2w_gt: np.ndarray, min_baseline_fraction: float = 0.25
+) -> np.ndarray:
+    """Angle between the estimated and true direction of travel, seen from the first camera of each pair.
+
+    For every frame pair (i, j), i < j, whose true baseline is at least `min_baseline_fraction` of
+    the longest one (shorter ones have ill-defined directions), the direction of camera j's centre
+    in camera i's frame. RRE and Sim(3) ATE both miss a camera whose orientation is off against
+    its own path: RRE compares rotations between frames only, and the alignment of ATE rotates
+    the estimated centres freely. That is what a rotation traded for a shifted focus of expansion
+    (a forward dolly in front of a planar background) looks like.
+
+    Args:
+        c2w_est, c2w_gt: (T, 4, 4) camera-to-world (any world frame and scale).
+
+    Returns:
+        (P,) degrees over the kept pairs; empty when the true centres do not move.
+    """
+    R_est, R_gt, c_est, c_gt = _check_trajectories(c2w_est, c2w_gt)
+    i, j = np.triu_indices(len(c_gt), k=1)
+    baseline = np.linalg.norm(c_gt[j] - c_gt[i], axis=-1)
+    if not baseline.max() > 1e-9 * (float(np.abs(c_gt).max()) + 1.0):
+        return np.zeros(0)
+    keep = baseline >= min_baseline_fraction * baseline.max()
+    i, j = i[keep], j[keep]
+
+    def directions(R: np.ndarray, c: np.ndarray) -> np.ndarray:
+        local = np.einsum("pji,pj->pi", R[i], c[j] - c[i])  # R_i^T (c_j - c_i)
+        norm = np.linalg.norm(local, axis=-1, keepdims=True)
+        return np.divide(local, norm, out=np.zeros_like(local), where=norm > 0)
+
+    cos = np.einsum("pk,pk->p", directions(R_est, c_est), directions(R_gt, c_gt))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
 def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity dst ~ s R src + t (Umeyama 1991).
 
@@ -242,9 +278,13 @@ def ate_sim3(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> dict[str, float]:
 
 
 def trajectory_errors(c2w_est: np.ndarray, c2w_gt: np.ndarray) -> dict[str, float]:
-    """Relative rotation errors (mean, max, degrees) and, where the path moves, the Sim(3) ATE."""
+    """Relative rotation errors (mean, max, degrees) and, where the path moves, the Sim(3) ATE and
+    the relative translation angles (`relative_translation_angles_deg`, mean and max)."""
     rre = relative_rotation_errors_deg(c2w_est, c2w_gt)
     out = {"rre_mean_deg": float(rre.mean()), "rre_max_deg": float(rre.max())}
+    rta = relative_translation_angles_deg(c2w_est, c2w_gt)
+    if rta.size:
+        out.update({"rta_mean_deg": float(rta.mean()), "rta_max_deg": float(rta.max())})
     try:
         ate = ate_sim3(c2w_est, c2w_gt)
     except ValueError:

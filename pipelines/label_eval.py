@@ -22,7 +22,8 @@ def compare_labels(labels: Mapping[str, np.ndarray], truth: Mapping[str, np.ndar
     Returns:
         flow_epe_px: mean end-point error of `flow` where both are valid;
         key_flow_epe_px: the same for `key_flow`;
-        rre_mean_deg, ate_percent_of_path: camera errors (ATE only when the camera moves);
+        rre_mean_deg, ate_percent_of_path, rta_max_deg: camera errors (ATE and the relative
+            translation angle only when the camera moves; `labelers.camera.trajectory_errors`);
         depth_delta125: share of valid depth within a factor 1.25 after scale alignment;
         depth_coverage_static: share of ground-truth static pixels with valid labelled depth;
         scene_flow_epe_rel: median |F3d - F3d_gt| / |F3d_gt| where both are valid;

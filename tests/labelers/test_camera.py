@@ -23,6 +23,7 @@ from labelers.camera import (
     ate_sim3,
     check_camera_inputs,
     relative_rotation_errors_deg,
+    relative_translation_angles_deg,
     trajectory_errors,
     umeyama_sim3,
 )
@@ -121,6 +122,30 @@ def test_relative_rotation_error_sees_a_rotation_between_frames_not_a_global_one
     np.testing.assert_allclose(np.delete(errors, [4, 5]), 0.0, atol=1e-6)
     stats = trajectory_errors(perturbed, gt)
     assert stats["rre_max_deg"] == pytest.approx(0.5) and stats["ate_rmse"] < 1e-12
+
+
+def test_translation_angle_sees_cameras_turned_against_their_own_path():
+    gt = _trajectory()
+    similar = gt.copy()
+    turn = _rotation([0.3, 1.0, -0.2], 0.5)
+    similar[:, :3, :3] = turn @ gt[:, :3, :3]
+    similar[:, :3, 3] = 3.0 * gt[:, :3, 3] @ turn.T + 1.0  # another world frame and scale: no error
+    np.testing.assert_allclose(relative_translation_angles_deg(similar, gt), 0.0, atol=1e-6)
+    # every camera turned by 2 deg about its own vertical axis, centres kept: RRE and ATE see nothing
+    # (the path's own turns are about that axis too, so the relative rotations stay the same, and the
+    # path is level, so every direction of travel lies across the axis and turns by the full 2 deg)
+    for t in range(len(gt)):
+        gt[t, :3, :3] = _rotation([0, 1, 0], 0.05 * t)
+    gt[:, 1, 3] = 0.0
+    turned = gt.copy()
+    turned[:, :3, :3] = gt[:, :3, :3] @ _rotation([0, 1, 0], np.radians(2.0))
+    angles = relative_translation_angles_deg(turned, gt)
+    stats = trajectory_errors(turned, gt)
+    assert stats["rre_max_deg"] < 1e-6 and stats["ate_rmse"] < 1e-12
+    np.testing.assert_allclose(angles, 2.0, atol=1e-9)
+    assert len(angles) > 20  # the pairs with at least a quarter of the longest baseline
+    assert stats["rta_max_deg"] == pytest.approx(angles.max())
+    assert relative_translation_angles_deg(np.tile(np.eye(4), (5, 1, 1)), np.tile(np.eye(4), (5, 1, 1))).size == 0
 
 
 def test_camera_failure_carries_its_reason_across_processes():
