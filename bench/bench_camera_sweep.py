@@ -17,6 +17,8 @@ dominates otherwise: a 240x360x49 clip takes about a minute). Per (camera, size,
     RRE      mean relative rotation error between consecutive frames (deg): mean over
              accepted clips and the worst clip (target < 0.1)
     ATE %    Sim(3)-aligned camera-centre RMSE in percent of the path: median, max (target < 1)
+    RTA deg  largest angle between the true and estimated direction of travel seen from the
+             cameras (`labelers.camera.relative_translation_angles_deg`): median, max
     std %    the focal_rel_std the labeler reported for ESTIMATED focals: median, max
     err/std  max over clips with an estimated focal of (focal error / reported std): calibration
              of the gate
@@ -74,6 +76,7 @@ def run_clip(estimator: SfmCamera, frames: np.ndarray, c2w_gt: np.ndarray, focal
         "focal_std": result.diagnostics.get("focal_rel_std", float("nan")),
         "rre": errors["rre_mean_deg"],
         "ate": errors.get("ate_percent_of_path", float("nan")),
+        "rta": errors.get("rta_max_deg", float("nan")),
     }
 
 
@@ -87,6 +90,7 @@ def summary_row(key: tuple, rows: list[dict]) -> str:
     std = 100 * np.array([r["focal_std"] for r in acc])
     rre = np.array([r["rre"] for r in acc])
     ate = np.array([r["ate"] for r in acc])
+    rta = np.array([r["rta"] for r in acc])
     estimated = np.array([r["source"] == "estimated" for r in acc])
     over = int((estimated & (err > 100 * FOCAL_BOUND)).sum())
     # the std is the estimate's: it calibrates estimated focals only, not a prior's error
@@ -96,7 +100,7 @@ def summary_row(key: tuple, rows: list[dict]) -> str:
     )
     return (
         f"{head} {np.median(err):6.2f} {err.max():6.2f} {over:4d} {int((~estimated).sum()):5d} {rre.mean():7.4f} "
-        f"{rre.max():7.4f} {np.median(ate):6.3f} {ate.max():6.3f} {calibration}"
+        f"{rre.max():7.4f} {np.median(ate):6.3f} {ate.max():6.3f} {np.median(rta):6.2f} {rta.max():6.2f} {calibration}"
     )
 
 
@@ -146,16 +150,16 @@ def main() -> None:
                     if args.clips:
                         detail = row["reason"] or (
                             f"{row['motion']} {row['source']} f err {100 * row['focal_err']:.2f} % "
-                            f"std {100 * row['focal_std']:.2f} % RRE {row['rre']:.4f} ATE {row['ate']:.3f} %"
+                            f"std {100 * row['focal_std']:.2f} % RRE {row['rre']:.4f} ATE {row['ate']:.3f} % RTA {row['rta']:.2f}"
                         )
                         print(f"# {camera} {cfg.scene} fov {cfg.fov_x_deg:g} {height}x{width} T={num_frames} "
                               f"seed {seed}: {detail} ({row['seconds']:.1f} s)", flush=True)
     print(
         f"{'camera':>6} {'size':>8} {'T':>3} {'n':>3} {'acc':>4} {'rej':>4} {'f err %':>13} {'>5%':>4} "
-        f"{'prior':>5} {'RRE deg':>15} {'ATE %':>13} {'std %':>13} {'err/std':>7}"
+        f"{'prior':>5} {'RRE deg':>15} {'ATE %':>13} {'RTA deg':>13} {'std %':>13} {'err/std':>7}"
     )
     print(f"{'':>31} {'med':>6} {'max':>6} {'':>4} {'':>5} {'mean':>7} {'max':>7} {'med':>6} {'max':>6} {'med':>6} "
-          f"{'max':>6}")
+          f"{'max':>6} {'med':>6} {'max':>6}")
     for key, rows in results.items():
         print(summary_row(key, rows))
     reasons = collections.Counter(r["reason"] for rows in results.values() for r in rows if r["reason"])

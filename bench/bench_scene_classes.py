@@ -3,7 +3,7 @@
 For each class of `pipelines.synthetic_set.SCENE_CLASSES` (open yards under a far sky, fixed
 cameras with a large mover, panning, textureless and repeated-texture surfaces, degraded
 frames, and today's room mix) N clips are rendered and written as videos with a manifest
-WITHOUT intrinsics, read at their native 8 fps, and labelled by `pipelines.labeling.label_clip`
+WITHOUT intrinsics (`--with-intrinsics`: with the true ones), read at their native 8 fps, and labelled by `pipelines.labeling.label_clip`
 with the default `LabelConfig` at the clip's size. Per clip, against the exact labels:
 
 - masks: IoU on clips with movers; false alarms = labelled dynamic / ground-truth static
@@ -135,7 +135,7 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         configs = [replace(c, fov_x_deg=args.fovs[i % len(args.fovs)]) for i, c in enumerate(configs)]
     if not configs:
         return []
-    write_synthetic_set(root / name, configs, with_intrinsics=False, on_render=keep)
+    write_synthetic_set(root / name, configs, with_intrinsics=args.with_intrinsics, on_render=keep)
     specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
     cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal)
     backends = build_backends(cfg)
@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
     parser.add_argument("--dense-limit", type=float, help="SfmConfig.min_prior_dense_agreement (default: its own)")
+    parser.add_argument("--with-intrinsics", action="store_true",
+                        help="write the true intrinsics into the manifest (default: none, the focal is estimated)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     args = parser.parse_args()
     if args.quick:
@@ -221,7 +223,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     root = Path(tempfile.mkdtemp(prefix="bench_scene_classes_"))
     print(f"{args.clips} clips per class, {args.size[0]}x{args.size[1]}, T={args.frames}, {args.fps:g} fps native, "
-          f"no intrinsics, weight-free defaults; videos under {root}", flush=True)
+          f"{'true' if args.with_intrinsics else 'no'} intrinsics, weight-free defaults; videos under {root}", flush=True)
     records: list[dict] = []
     for name in args.classes:
         records += run_class(name, args, root)

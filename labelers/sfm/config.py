@@ -40,6 +40,9 @@ class SfmConfig:
         max_reproj_px, min_reproj_px, outlier_factor: observations reprojecting farther than
             outlier_factor x the median reprojection error, clipped to [min_reproj_px,
             max_reproj_px], are outliers (not in bundle adjustment).
+        loss_scale_factor, min_loss_scale_px: scale of bundle adjustment's Cauchy loss, this many
+            times the median reprojection error of the inlier observations, at least
+            min_loss_scale_px (`labelers.sfm.reconstruction.bundle_adjust`).
         min_tri_angle_deg: points seen under a smaller angle are not kept.
         min_registered_fraction: fewer registered frames reject the clip.
         num_init_pairs: initial pairs the reconstruction is grown from (the best result is kept).
@@ -102,6 +105,8 @@ class SfmConfig:
     max_reproj_px: float = 2.0
     min_reproj_px: float = 0.3
     outlier_factor: float = 5.0
+    loss_scale_factor: float = 3.0
+    min_loss_scale_px: float = 0.03
     min_tri_angle_deg: float = 0.5
     min_registered_fraction: float = 0.8
     num_init_pairs: int = 2
@@ -149,5 +154,8 @@ class SfmConfig:
             raise ValueError(f"static_noise_sigmas must be > 1 (noise alone reaches 1), got {self.static_noise_sigmas}")
         if not all(0 < v <= 1 for v in (self.min_still_fraction, self.min_fixed_pairs, self.min_bottom_pairs)):
             raise ValueError("min_still_fraction, min_fixed_pairs and min_bottom_pairs must be in (0, 1]")
+        if not (self.loss_scale_factor > 0 and self.min_loss_scale_px > 0):
+            raise ValueError(f"need loss_scale_factor > 0 and min_loss_scale_px > 0, got {self.loss_scale_factor}, "
+                             f"{self.min_loss_scale_px}")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")

@@ -32,8 +32,10 @@ from labelers.sfm.reconstruction import (
     SfmModel,
     bundle_adjust,
     copy_model,
+    loss_scale_px,
     reconstruct,
     reprojection_errors,
+    robust_cost,
     triangulation_angles,
 )
 from labelers.sfm.tracks import Tracks
@@ -133,10 +135,9 @@ def _bundle_focal_uncertainty(model: SfmModel, cfg: SfmConfig) -> FocalUncertain
     """Uncertainty of the estimated focal (`labelers.sfm.focal`): BA cost with the focal
     fixed at f (1 +- 5 %), poses and points re-optimised, on the same observations; then, unless
     that already rejects the focal, the jackknife over image regions."""
-    # The model is at the optimum of the Cauchy-robustified cost; with every inlier residual far
-    # below the loss scale (1 px) that is the least-squares optimum too.
-    errors = reprojection_errors(model)
-    cost0 = float(np.sum(np.where(model.inlier, errors, 0.0) ** 2))
+    # The model is at the optimum of the robust cost that the trials minimise too (same inliers,
+    # same scale); for inlier errors well below the scale it is the least-squares cost.
+    cost0 = robust_cost(model, loss_scale_px(model, cfg))
     focal = float(model.K[0, 0, 0])
     costs = []
     for factor in (1 + FOCAL_STEP, 1 / (1 + FOCAL_STEP)):

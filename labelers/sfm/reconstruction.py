@@ -345,13 +345,22 @@ def filter_outliers(model: SfmModel, cfg: SfmConfig) -> None:
 def bundle_adjust(model: SfmModel, refine_focal: bool, cfg: SfmConfig, fixed_focal: float | None = None) -> float:
     """Global BA over registered frames and inlier observations (pycolmap / Ceres, Cauchy loss).
 
+    The loss scale follows the tracks' accuracy: `cfg.loss_scale_factor` times the median
+    reprojection error of the inlier observations before the adjustment (at least
+    `cfg.min_loss_scale_px`). A moving object whose tracks stay within the inlier threshold,
+    because it moves nearly along its epipolar lines (a mover approaching a camera that dollies
+    forward), would otherwise pull the cameras with the weight of a static surface; a least-squares
+    fit (a scale far above every residual) trades its motion for a rotation of the cameras against
+    their path (docs/benchmarks.md, "Labeler design measurements", SfM camera).
     Frame poses, points and (with `refine_focal`) the shared focal are updated in place.
     The gauge is fixed on the initial pair (COLMAP's TWO_CAMS_FROM_WORLD takes the two lowest
     image ids: the first pose and one translation coordinate of the second), whose wide
     baseline pins the scale; two neighbouring frames of a video would leave it near-singular.
-    Returns the final sum of squared reprojection errors of the inlier observations.
+    Returns the final robust cost of the inlier observations, sum of c^2 log(1 + r^2 / c^2) over
+    their reprojection errors r (c the loss scale; about the sum of r^2 for r well below c).
     """
     frames = np.nonzero(model.registered)[0]
+    scale_px = loss_scale_px(model, cfg)
     anchors = list(model.notes["init_pair"])
     order = anchors + [int(t) for t in frames if t not in anchors]
     image_id = {t: n + 1 for n, t in enumerate(order)}
@@ -397,7 +406,7 @@ def bundle_adjust(model: SfmModel, refine_focal: bool, cfg: SfmConfig, fixed_foc
         print_summary=False,
     )
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    options.ceres.loss_function_scale = 1.0
+    options.ceres.loss_function_scale = scale_px
     options.ceres.solver_options.num_threads = cfg.num_threads
     options.ceres.solver_options.max_num_iterations = 100
     options.ceres.solver_options.function_tolerance = 1e-9
@@ -418,8 +427,21 @@ def bundle_adjust(model: SfmModel, refine_focal: bool, cfg: SfmConfig, fixed_foc
         model.points[n] = rec.point3D(pid).xyz
     if model.shared_focal:
         model.K[:, 0, 0] = model.K[:, 1, 1] = float(rec.camera(1).params[0])
-    errors = reprojection_errors(model)
-    return float(np.sum(np.where(model.inlier, errors, 0.0) ** 2))
+    return robust_cost(model, scale_px)
+
+
+def robust_cost(model: SfmModel, loss_scale_px: float) -> float:
+    """Cauchy cost of the inlier observations at the given scale (what `bundle_adjust` minimises)."""
+    errors = np.where(model.inlier, reprojection_errors(model), 0.0)
+    return float(np.sum(loss_scale_px**2 * np.log1p((errors / loss_scale_px) ** 2)))
+
+
+def loss_scale_px(model: SfmModel, cfg: SfmConfig) -> float:
+    """Cauchy scale of the next adjustment (`bundle_adjust`), from the current inlier errors."""
+    errors = reprojection_errors(model)[model.inlier]
+    errors = errors[np.isfinite(errors)]
+    typical = float(np.median(errors)) if errors.size else 0.0
+    return max(cfg.loss_scale_factor * typical, cfg.min_loss_scale_px)
 
 
 def copy_model(model: SfmModel) -> SfmModel:

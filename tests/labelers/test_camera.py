@@ -293,3 +293,21 @@ def test_lost_tracks_reject_the_clip(estimator, orbit):
     with pytest.raises(CameraFailure) as info:
         estimator.estimate(frames, orbit.labels["K"][0])
     assert info.value.reason == "too_few_tracks"
+
+
+def test_a_mover_along_its_epipolar_lines_does_not_turn_the_cameras(estimator):
+    """A sphere approaching a camera that dollies forward in front of a flat wall: its tracks stay
+    within the inlier threshold (it looks like a static point 20 % nearer). With the least-squares
+    loss (Cauchy scale 1 px) its 11 % of the tracks turned the cameras 3.9 deg against their path at
+    RRE 0.03 deg and ATE 0.12 %; the loss scale from the tracks' accuracy keeps them at 0.08 deg."""
+    from pipelines.synthetic_set import class_configs  # the held-out room clip the defect was found on
+
+    cfg = replace(class_configs("room", 1, 240, 360, 16, 17, 8.0)[0], fov_x_deg=55.0)
+    assert cfg.camera == "dolly" and cfg.num_moving == 1
+    clip = render_clip(cfg)
+    result = estimator.estimate(clip.frames, clip.labels["K"])
+    errors = trajectory_errors(result.c2w, clip.labels["c2w"])
+    assert errors["rta_max_deg"] < 0.5, errors  # measured 0.079 (3.9 before)
+    assert errors["rre_mean_deg"] < 0.01 and errors["ate_percent_of_path"] < 0.1, errors
+    with pytest.raises(ValueError, match="loss_scale_factor"):
+        SfmConfig(loss_scale_factor=0)
