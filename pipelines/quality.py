@@ -11,9 +11,10 @@ from typing import Mapping
 
 import numpy as np
 
-from labelers.geometry import bilinear_sample, pixel_grid, rigid_flow
+from labelers.depth import triangulate_flow
+from labelers.geometry import bilinear_sample, pixel_grid, relative_pose, rigid_flow
 
-__all__ = ["QualityThresholds", "clip_quality", "gate", "trajectory_stats"]
+__all__ = ["QualityThresholds", "camera_flow_consistency", "clip_quality", "gate", "trajectory_stats"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class QualityThresholds:
     """Accept a clip only if every metric lies inside its bounds (None: no bound).
 
     Defaults are deliberately loose: they reject broken labels, not merely hard clips.
+
+    `max_camera_epipolar_ratio` bounds `camera_epipolar_ratio` (`camera_flow_consistency`): how far
+    the dense key-pair flow of static pixels lies from the cameras' epipolar lines, in units of the
+    flow's own typical uncertainty. Cameras turned against their path by a bundle adjustment stuck
+    in a wrong minimum (textureless rooms with given intrinsics: 4-40 deg) read 3.5-6.8, correct ones
+    0.7-1.6 (docs/benchmarks.md, "Cameras against the dense flow").
     """
 
     min_fb_consistent_fraction: float | None = 0.5
@@ -31,6 +38,7 @@ class QualityThresholds:
     max_trajectory_anomalies: float | None = 3
     max_dynamic_ratio: float | None = 0.6
     max_flow_uncertainty_p90_px: float | None = 3.0
+    max_camera_epipolar_ratio: float | None = 2.5
     extra: dict = field(default_factory=dict)
 
     def bounds(self) -> dict[str, tuple[str, float]]:
@@ -118,11 +126,47 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
     }
     residual, reprojection = _static_geometry_consistency(labels, stride)
     metrics["rigid_flow_residual_px"] = residual
+    metrics["camera_epipolar_ratio"] = camera_flow_consistency(labels, stride)
     metrics["depth_reprojection_abs_rel"] = reprojection
     scene_scale = float(np.median(depth[depth_valid])) if depth_valid.any() else 0.0
     metrics["median_depth"] = scene_scale
     metrics.update(trajectory_stats(labels["c2w"], scene_scale))
     return metrics
+
+
+def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_noise_px: float = 0.01) -> float:
+    """Median distance of the static pixels' key-pair flow targets from the cameras' epipolar lines
+    (from the rotation-only position where a pair does not translate), over the median
+    `flow_uncertainty` of the valid consecutive flow (at least `min_noise_px`).
+
+    The dense flow is measured independently of the camera's tracks and depth, and the distance
+    across the epipolar line is what no depth can explain: only flow noise or a wrong camera.
+
+    Args:
+        labels: LABELS.md arrays of one clip (K, c2w, key_flow, key_flow_valid, dynamic_mask,
+            flow_uncertainty, flow_valid).
+        stride: key-frame stride.
+
+    Returns:
+        the ratio (median over key pairs); NaN without a valid static key-flow pixel.
+    """
+    K, c2w = np.asarray(labels["K"], np.float64), np.asarray(labels["c2w"], np.float64)
+    key_flow, key_valid = np.asarray(labels["key_flow"], np.float64), np.asarray(labels["key_flow_valid"], bool)
+    dynamic = np.asarray(labels["dynamic_mask"], bool)
+    per_pair = []
+    for n in range(len(key_flow)):
+        src, dst = n * stride, (n + 1) * stride
+        tri = triangulate_flow(key_flow[n], K[src], K[dst], relative_pose(c2w[src], c2w[dst]))
+        distance = np.abs(np.where(tri.line_scale > 0, tri.epipolar_px, tri.offset_px))
+        use = key_valid[n] & ~dynamic[n] & np.isfinite(distance)
+        if use.any():
+            per_pair.append(float(np.median(distance[use])))
+    if not per_pair:
+        return float("nan")
+    flow_valid = np.asarray(labels["flow_valid"], bool)
+    uncertainty = np.asarray(labels["flow_uncertainty"], np.float64)[flow_valid]
+    noise = max(float(np.median(uncertainty)) if uncertainty.size else 0.0, min_noise_px)
+    return float(np.median(per_pair)) / noise
 
 
 def _static_geometry_consistency(labels: Mapping[str, np.ndarray], stride: int) -> tuple[float, float]:

@@ -32,10 +32,9 @@ from labelers.sfm.reconstruction import (
     SfmModel,
     bundle_adjust,
     copy_model,
-    loss_scale_px,
+    LEAST_SQUARES_SCALE_PX,
     reconstruct,
     reprojection_errors,
-    robust_cost,
     triangulation_angles,
 )
 from labelers.sfm.tracks import Tracks
@@ -135,14 +134,16 @@ def _bundle_focal_uncertainty(model: SfmModel, cfg: SfmConfig) -> FocalUncertain
     """Uncertainty of the estimated focal (`labelers.sfm.focal`): BA cost with the focal
     fixed at f (1 +- 5 %), poses and points re-optimised, on the same observations; then, unless
     that already rejects the focal, the jackknife over image regions."""
-    # The model is at the optimum of the robust cost that the trials minimise too (same inliers,
-    # same scale); for inlier errors well below the scale it is the least-squares cost.
-    cost0 = robust_cost(model, loss_scale_px(model, cfg))
-    focal = float(model.K[0, 0, 0])
+    # The cost model is least squares (labelers.sfm.focal): costs around the least-squares optimum
+    # of the same inliers, not the robust one. The robust fit downweights what fits badly, which
+    # shrinks the residual that measures the noise (a room dolly turned 21 deg by its focal passed).
+    base = copy_model(model)
+    cost0 = bundle_adjust(base, True, cfg, scale_px=LEAST_SQUARES_SCALE_PX)
+    focal = float(base.K[0, 0, 0])
     costs = []
     for factor in (1 + FOCAL_STEP, 1 / (1 + FOCAL_STEP)):
-        trial = copy_model(model)
-        costs.append(bundle_adjust(trial, True, cfg, fixed_focal=focal * factor))
+        trial = copy_model(base)
+        costs.append(bundle_adjust(trial, True, cfg, fixed_focal=focal * factor, scale_px=LEAST_SQUARES_SCALE_PX))
     num_obs = int(model.inlier.sum())
     dof = max(2 * num_obs - 6 * int(model.registered.sum()) - 3 * int(model.triangulated.sum()), 1)
     uncertainty = focal_uncertainty_from_costs(cost0, costs[0], costs[1], num_obs, dof, cfg.focal_bias_px)
@@ -164,7 +165,7 @@ def _bundle_focal_jackknife(model: SfmModel, cfg: SfmConfig) -> float:
         left_out = used[regions == region]
         trial.inlier[:, left_out] = False
         trial.points[left_out] = np.nan
-        bundle_adjust(trial, True, cfg)
+        bundle_adjust(trial, True, cfg, scale_px=LEAST_SQUARES_SCALE_PX)
         log_focals.append(np.log(trial.K[0, 0, 0]))
     return jackknife_log_std(np.array(log_focals))
 

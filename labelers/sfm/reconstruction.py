@@ -342,7 +342,18 @@ def filter_outliers(model: SfmModel, cfg: SfmConfig) -> None:
     model.inlier[:, ids[~keep]] = False
 
 
-def bundle_adjust(model: SfmModel, refine_focal: bool, cfg: SfmConfig, fixed_focal: float | None = None) -> float:
+# A Cauchy scale far above every inlier error: the least-squares fit that the focal's uncertainty
+# model (`labelers.sfm.focal`) assumes, and the scale bundle adjustment used throughout before.
+LEAST_SQUARES_SCALE_PX = 1.0
+
+
+def bundle_adjust(
+    model: SfmModel,
+    refine_focal: bool,
+    cfg: SfmConfig,
+    fixed_focal: float | None = None,
+    scale_px: float | None = None,
+) -> float:
     """Global BA over registered frames and inlier observations (pycolmap / Ceres, Cauchy loss).
 
     The loss scale follows the tracks' accuracy: `cfg.loss_scale_factor` times the median
@@ -356,11 +367,12 @@ def bundle_adjust(model: SfmModel, refine_focal: bool, cfg: SfmConfig, fixed_foc
     The gauge is fixed on the initial pair (COLMAP's TWO_CAMS_FROM_WORLD takes the two lowest
     image ids: the first pose and one translation coordinate of the second), whose wide
     baseline pins the scale; two neighbouring frames of a video would leave it near-singular.
+    `scale_px` overrides that scale (e.g. `LEAST_SQUARES_SCALE_PX`).
     Returns the final robust cost of the inlier observations, sum of c^2 log(1 + r^2 / c^2) over
     their reprojection errors r (c the loss scale; about the sum of r^2 for r well below c).
     """
     frames = np.nonzero(model.registered)[0]
-    scale_px = loss_scale_px(model, cfg)
+    scale_px = loss_scale_px(model, cfg) if scale_px is None else scale_px
     anchors = list(model.notes["init_pair"])
     order = anchors + [int(t) for t in frames if t not in anchors]
     image_id = {t: n + 1 for n, t in enumerate(order)}

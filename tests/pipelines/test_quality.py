@@ -54,6 +54,7 @@ def test_gate_names_metric_and_value():
         "depth_reprojection_abs_rel": 0.01,
         "trajectory_anomalies": 0,
         "flow_uncertainty_p90_px": 0.5,
+        "camera_epipolar_ratio": 1.0,
         "foo": 1.0,
     }
     reasons = gate(metrics, thresholds)
@@ -71,3 +72,23 @@ def test_trajectory_jerk_is_flagged():
     assert smooth["trajectory_length"] == pytest.approx(1.0)
     c2w[10, 0, 3] = 0.2  # a jump sideways
     assert trajectory_stats(c2w, scene_scale=3.0)["trajectory_anomalies"] >= 1
+
+
+@pytest.mark.parametrize("camera", ["dolly", "static"])
+def test_cameras_turned_against_their_path_disagree_with_the_dense_flow(camera):
+    """The flow is measured without the cameras: a 2 deg turn of every camera about its own vertical
+    axis (what a bundle adjustment stuck in a wrong minimum gives) moves the flow targets off the
+    epipolar lines (or, without translation, off the rotation-only positions) by pixels."""
+    clip = render_clip(SceneConfig(seed=2, height=72, width=108, num_frames=9, camera=camera, num_moving=1))
+    labels = dict(clip.labels)
+    labels["flow_uncertainty"] = np.full_like(labels["flow_uncertainty"], 0.05)  # a flow model's typical figure
+    assert clip_quality(labels, stride=4)["camera_epipolar_ratio"] < 0.01  # exact flow and cameras
+    turned = labels["c2w"].copy()
+    angle = np.radians(2.0) * np.arange(len(turned)) / (len(turned) - 1)  # growing: relative poses change
+    for t, a in enumerate(angle):
+        turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        turned[t, :3, :3] = turned[t, :3, :3] @ turn
+    metrics = clip_quality({**labels, "c2w": turned}, stride=4)
+    assert metrics["camera_epipolar_ratio"] > 5.0
+    reasons = gate(metrics, QualityThresholds())
+    assert any(r.startswith("qa: camera_epipolar_ratio=") and r.endswith("> max 2.5") for r in reasons), reasons
