@@ -150,7 +150,8 @@ def main() -> None:
                     if args.clips:
                         detail = row["reason"] or (
                             f"{row['motion']} {row['source']} f err {100 * row['focal_err']:.2f} % "
-                            f"std {100 * row['focal_std']:.2f} % RRE {row['rre']:.4f} ATE {row['ate']:.3f} % RTA {row['rta']:.2f}"
+                            f"std {100 * row['focal_std']:.2f} % RRE {row['rre']:.4f} ATE {row['ate']:.3f} % "
+                            f"RTA {row['rta']:.2f}"
                         )
                         print(f"# {camera} {cfg.scene} fov {cfg.fov_x_deg:g} {height}x{width} T={num_frames} "
                               f"seed {seed}: {detail} ({row['seconds']:.1f} s)", flush=True)

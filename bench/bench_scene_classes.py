@@ -3,8 +3,9 @@
 For each class of `pipelines.synthetic_set.SCENE_CLASSES` (open yards under a far sky, fixed
 cameras with a large mover, panning, textureless and repeated-texture surfaces, degraded
 frames, and today's room mix) N clips are rendered and written as videos with a manifest
-WITHOUT intrinsics (`--with-intrinsics`: with the true ones), read at their native 8 fps, and labelled by `pipelines.labeling.label_clip`
-with the default `LabelConfig` at the clip's size. Per clip, against the exact labels:
+WITHOUT intrinsics (`--with-intrinsics`: with the true ones), read at their native 8 fps, and
+labelled by `pipelines.labeling.label_clip` with the default `LabelConfig` at the clip's size.
+Per clip, against the exact labels:
 
 - masks: IoU on clips with movers; false alarms = labelled dynamic / ground-truth static
   pixels over all key frames, and the same on the sky of open scenes;
@@ -170,7 +171,8 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         print(f"  {name} seed {scene.seed} ({scene.camera}, {scene.scene}): {record['status']} "
               f"IoU {metrics['dynamic_iou']:.2f} FA {metrics['false_alarm_static']:.2%} "
               f"flow/DIS {metrics['flow_epe_ratio']:.2f} key/DIS {metrics['key_flow_epe_ratio']:.2f} "
-              f"RRE {metrics['rre_mean_deg']:.3f} RTA {metrics.get('rta_max_deg', float('nan')):.2f} d1.25 {metrics['depth_delta125']:.3f} "
+              f"RRE {metrics['rre_mean_deg']:.3f} RTA {metrics.get('rta_max_deg', float('nan')):.2f} "
+              f"d1.25 {metrics['depth_delta125']:.3f} "
               f"cov {metrics['depth_coverage_static']:.2f} fov {scene.fov_x_deg:g} "
               f"prior {metrics.get('camera_intrinsics_prior', 0):g} "
               f"dense {metrics.get('camera_focal_prior_dense_agreement', float('nan')):.3f} "
@@ -223,7 +225,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     root = Path(tempfile.mkdtemp(prefix="bench_scene_classes_"))
     print(f"{args.clips} clips per class, {args.size[0]}x{args.size[1]}, T={args.frames}, {args.fps:g} fps native, "
-          f"{'true' if args.with_intrinsics else 'no'} intrinsics, weight-free defaults; videos under {root}", flush=True)
+          f"{'true' if args.with_intrinsics else 'no'} intrinsics, weight-free defaults; videos under {root}",
+          flush=True)
     records: list[dict] = []
     for name in args.classes:
         records += run_class(name, args, root)

@@ -25,9 +25,9 @@ class QualityThresholds:
 
     `max_camera_epipolar_ratio` bounds `camera_epipolar_ratio` (`camera_flow_consistency`): how far
     the dense key-pair flow of static pixels lies from the cameras' epipolar lines, in units of the
-    flow's own typical uncertainty. Cameras turned against their path by a bundle adjustment stuck
-    in a wrong minimum (textureless rooms with given intrinsics: 4-40 deg) read 3.5-6.8, correct ones
-    0.7-1.6 (docs/benchmarks.md, "Cameras against the dense flow").
+    flow's own typical uncertainty. It catches cameras that a bundle adjustment stuck in a wrong
+    minimum turned against their path; the limit's calibration is in docs/benchmarks.md, "Cameras
+    against the dense flow".
     """
 
     min_fb_consistent_fraction: float | None = 0.5

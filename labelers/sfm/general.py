@@ -29,10 +29,10 @@ from labelers.sfm.focal import (
 from labelers.sfm.focal_prior import prior_focal_model
 from labelers.sfm.motion import MotionAnalysis
 from labelers.sfm.reconstruction import (
+    LEAST_SQUARES_SCALE_PX,
     SfmModel,
     bundle_adjust,
     copy_model,
-    LEAST_SQUARES_SCALE_PX,
     reconstruct,
     reprojection_errors,
     triangulation_angles,

@@ -372,7 +372,7 @@ def bundle_adjust(
     their reprojection errors r (c the loss scale; about the sum of r^2 for r well below c).
     """
     frames = np.nonzero(model.registered)[0]
-    scale_px = loss_scale_px(model, cfg) if scale_px is None else scale_px
+    scale_px = _loss_scale_px(model, cfg) if scale_px is None else scale_px
     anchors = list(model.notes["init_pair"])
     order = anchors + [int(t) for t in frames if t not in anchors]
     image_id = {t: n + 1 for n, t in enumerate(order)}
@@ -439,16 +439,16 @@ def bundle_adjust(
         model.points[n] = rec.point3D(pid).xyz
     if model.shared_focal:
         model.K[:, 0, 0] = model.K[:, 1, 1] = float(rec.camera(1).params[0])
-    return robust_cost(model, scale_px)
+    return _robust_cost(model, scale_px)
 
 
-def robust_cost(model: SfmModel, loss_scale_px: float) -> float:
+def _robust_cost(model: SfmModel, loss_scale_px: float) -> float:
     """Cauchy cost of the inlier observations at the given scale (what `bundle_adjust` minimises)."""
     errors = np.where(model.inlier, reprojection_errors(model), 0.0)
     return float(np.sum(loss_scale_px**2 * np.log1p((errors / loss_scale_px) ** 2)))
 
 
-def loss_scale_px(model: SfmModel, cfg: SfmConfig) -> float:
+def _loss_scale_px(model: SfmModel, cfg: SfmConfig) -> float:
     """Cauchy scale of the next adjustment (`bundle_adjust`), from the current inlier errors."""
     errors = reprojection_errors(model)[model.inlier]
     errors = errors[np.isfinite(errors)]

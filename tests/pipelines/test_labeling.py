@@ -67,9 +67,10 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
     assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == CHAIN_FILL_VERSION
     for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
-                   "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px"):
+                   "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px", "camera_epipolar_ratio"):
         assert np.isfinite(attrs["qa"][metric]), metric
     assert attrs["qa"]["rigid_flow_residual_px"] < 0.5
+    assert attrs["qa"]["camera_epipolar_ratio"] < 2.5  # the cameras agree with the dense flow
     index_row = store.index().to_pylist()[0]
     assert index_row["qa_rigid_flow_residual_px"] == pytest.approx(attrs["qa"]["rigid_flow_residual_px"])
 
