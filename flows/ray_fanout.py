@@ -35,6 +35,10 @@ class RayConnectError(RuntimeError):
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to a cluster (`address`) or start a local Ray (default), once per process.
 
+    The local Ray is always a new one (`address="local"`): Ray's own default would attach to
+    the cluster last started on the machine with `ray start` (or RAY_ADDRESS), which a run
+    must name with `address` instead (`--ray-address auto` for that one).
+
     Ray 2.60 clusters started with `ray start --head` use token authentication once a token
     exists, but `ray.init(address=...)` never turns it on by itself; the token is taken, as
     Ray does, from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
@@ -43,7 +47,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+                 log_to_driver=True)
         return
     from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
 

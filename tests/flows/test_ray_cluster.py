@@ -134,3 +134,16 @@ def test_a_wrong_token_is_one_line_and_fast(two_node_cluster, tmp_path):
     assert len(errors) == 1 and "authentication failed" in errors[0] and "RAY_AUTH_TOKEN" in errors[0], run.stderr
     assert seconds < 30, f"took {seconds:.0f} s"  # ray.init alone retries a refused token for ~20 s
     assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_a_run_without_an_address_starts_its_own_ray_beside_a_cluster(two_node_cluster):
+    """Ray's default `ray.init()` attaches to RAY_ADDRESS or the cluster last started with `ray start`;
+    a run without --ray-address starts its own local Ray (one node, not the cluster's two)."""
+    address, env, _ = two_node_cluster
+    probe = ("import ray; from flows.ray_fanout import init_ray; init_ray(None, 1); "
+             "print(len(ray.nodes()), ray.get_runtime_context().gcs_address)")
+    run = subprocess.run([sys.executable, "-c", probe], env={**env, "RAY_ADDRESS": address,
+                         "PYTHONPATH": str(Path(__file__).parents[2])}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    nodes, gcs_address = run.stdout.split()[-2:]
+    assert nodes == "1" and gcs_address != address
