@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/worldreel demo --out demo_out
 
+# Two pytest workers, one test file each at a time (module fixtures stay in one process): most of
+# the suite's time is spent waiting on Prefect, Ray, SeaweedFS and torch subprocesses.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
