@@ -43,6 +43,10 @@ class SfmConfig:
         loss_scale_factor, min_loss_scale_px: scale of bundle adjustment's Cauchy loss, this many
             times the median reprojection error of the inlier observations, at least
             min_loss_scale_px (`labelers.sfm.reconstruction.bundle_adjust`).
+        robust_function_tolerance: Ceres' relative cost decrease that ends an adjustment under
+            that loss. A scale of a few hundredths of a pixel puts fresh registrations in the
+            loss's flat tail, where steps shrink slowly; least-squares adjustments (the focal
+            checks) converge in a few steps and keep a tolerance of 1e-9.
         min_tri_angle_deg: points seen under a smaller angle are not kept.
         min_registered_fraction: fewer registered frames reject the clip.
         num_init_pairs: initial pairs the reconstruction is grown from (the best result is kept).
@@ -107,6 +111,7 @@ class SfmConfig:
     outlier_factor: float = 5.0
     loss_scale_factor: float = 3.0
     min_loss_scale_px: float = 0.03
+    robust_function_tolerance: float = 1e-6
     min_tri_angle_deg: float = 0.5
     min_registered_fraction: float = 0.8
     num_init_pairs: int = 2
@@ -154,8 +159,8 @@ class SfmConfig:
             raise ValueError(f"static_noise_sigmas must be > 1 (noise alone reaches 1), got {self.static_noise_sigmas}")
         if not all(0 < v <= 1 for v in (self.min_still_fraction, self.min_fixed_pairs, self.min_bottom_pairs)):
             raise ValueError("min_still_fraction, min_fixed_pairs and min_bottom_pairs must be in (0, 1]")
-        if not (self.loss_scale_factor > 0 and self.min_loss_scale_px > 0):
-            raise ValueError(f"need loss_scale_factor > 0 and min_loss_scale_px > 0, got {self.loss_scale_factor}, "
-                             f"{self.min_loss_scale_px}")
+        if not (self.loss_scale_factor > 0 and self.min_loss_scale_px > 0 and 0 < self.robust_function_tolerance < 1):
+            raise ValueError(f"need loss_scale_factor > 0, min_loss_scale_px > 0 and robust_function_tolerance in (0, 1), "
+                             f"got {self.loss_scale_factor}, {self.min_loss_scale_px}, {self.robust_function_tolerance}")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")

@@ -367,12 +367,14 @@ def bundle_adjust(
     The gauge is fixed on the initial pair (COLMAP's TWO_CAMS_FROM_WORLD takes the two lowest
     image ids: the first pose and one translation coordinate of the second), whose wide
     baseline pins the scale; two neighbouring frames of a video would leave it near-singular.
-    `scale_px` overrides that scale (e.g. `LEAST_SQUARES_SCALE_PX`).
+    `scale_px` overrides that scale (e.g. `LEAST_SQUARES_SCALE_PX`); Ceres then stops at a
+    relative cost decrease of 1e-9 instead of `cfg.robust_function_tolerance`.
     Returns the final robust cost of the inlier observations, sum of c^2 log(1 + r^2 / c^2) over
     their reprojection errors r (c the loss scale; about the sum of r^2 for r well below c).
     """
     frames = np.nonzero(model.registered)[0]
-    scale_px = _loss_scale_px(model, cfg) if scale_px is None else scale_px
+    robust = scale_px is None
+    scale_px = _loss_scale_px(model, cfg) if robust else scale_px
     anchors = list(model.notes["init_pair"])
     order = anchors + [int(t) for t in frames if t not in anchors]
     image_id = {t: n + 1 for n, t in enumerate(order)}
@@ -421,7 +423,7 @@ def bundle_adjust(
     options.ceres.loss_function_scale = scale_px
     options.ceres.solver_options.num_threads = cfg.num_threads
     options.ceres.solver_options.max_num_iterations = 100
-    options.ceres.solver_options.function_tolerance = 1e-9
+    options.ceres.solver_options.function_tolerance = cfg.robust_function_tolerance if robust else 1e-9
     config = pycolmap.BundleAdjustmentConfig()
     for t in frames:
         config.add_image(image_id[int(t)])
