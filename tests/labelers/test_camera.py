@@ -311,3 +311,5 @@ def test_a_mover_along_its_epipolar_lines_does_not_turn_the_cameras(estimator):
     assert errors["rre_mean_deg"] < 0.01 and errors["ate_percent_of_path"] < 0.1, errors
     with pytest.raises(ValueError, match="loss_scale_factor"):
         SfmConfig(loss_scale_factor=0)
+    with pytest.raises(ValueError, match="robust_function_tolerance in \\(0, 1\\), got 3.0, 0.03, 0.0"):
+        SfmConfig(robust_function_tolerance=0.0)
