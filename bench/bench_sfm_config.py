@@ -1,4 +1,4 @@
-"""SfM time and camera errors: `SfmConfig.robust_function_tolerance` against a baseline, same process.
+"""SfM time and camera errors: one `SfmConfig` field at its default against a baseline value, same process.
 
 Held-out clips of the moving-camera scene classes (`pipelines.synthetic_set.class_configs`),
 seeds 40-42 (fields of view 50, 65, 80) and 50-52 (55, 70, 85), 240x360, T = 17; each clip
@@ -6,10 +6,13 @@ with and without its true intrinsics. Per clip and setting: `SfmCamera.estimate`
 for accepted clips RTA max, RRE mean, ATE (% of path) and the focal's relative error; then
 the total and median seconds and their ratio to the baseline.
 
-    python bench/bench_sfm_tolerance.py [--baseline 1e-9] [--tolerance 1e-6] [--cache DIR]
+    python bench/bench_sfm_config.py --field robust_function_tolerance --baseline 1e-9
+    python bench/bench_sfm_config.py --field min_tri_angle_deg --baseline 0.5 [--value V] [--cache DIR]
+
+`--value` defaults to the field's default.
 
 Rendering the 27 clips the first time takes about 10 minutes on 2 busy cores (cached in
-`--cache`, default bench_out/sfm_tolerance_clips.pkl); the labelling about 7 minutes.
+`--cache`, default bench_out/sfm_held_out_clips.pkl); the labelling about 7 minutes.
 """
 
 from __future__ import annotations
@@ -51,10 +54,10 @@ def held_out_clips(cache: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.nd
     return clips
 
 
-def run_one(frames, K_true, c2w_true, K_given, tolerance: float) -> tuple[float, str]:
+def run_one(frames, K_true, c2w_true, K_given, cfg: SfmConfig) -> tuple[float, str]:
     start = time.perf_counter()
     try:
-        result = SfmCamera(SfmConfig(robust_function_tolerance=tolerance)).estimate(frames, K_given)
+        result = SfmCamera(cfg).estimate(frames, K_given)
     except Exception as e:  # noqa: BLE001 - a rejection is a result here
         return time.perf_counter() - start, str(e)[:34]
     seconds = time.perf_counter() - start
@@ -66,22 +69,25 @@ def run_one(frames, K_true, c2w_true, K_given, tolerance: float) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=float, default=1e-9)
-    parser.add_argument("--tolerance", type=float, default=SfmConfig().robust_function_tolerance)
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench_out" / "sfm_tolerance_clips.pkl")
+    parser.add_argument("--field", default="robust_function_tolerance", help="a float field of SfmConfig")
+    parser.add_argument("--baseline", type=float, required=True)
+    parser.add_argument("--value", type=float, help="default: the field's default")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench_out" / "sfm_held_out_clips.pkl")
     args = parser.parse_args()
+    value = getattr(SfmConfig(), args.field) if args.value is None else args.value
+    configs = [SfmConfig(**{args.field: args.baseline}), SfmConfig(**{args.field: value})]
     clips = held_out_clips(args.cache)
-    seconds: dict[float, list[float]] = {args.baseline: [], args.tolerance: []}
-    print(f"{len(clips)} clips; columns: baseline {args.baseline:g} | tolerance {args.tolerance:g}")
+    seconds: list[list[float]] = [[], []]
+    print(f"{len(clips)} clips; columns: {args.field} {args.baseline:g} (baseline) | {value:g}")
     for name, frames, K, c2w in clips:
         for K_given in (K, None):
             cells = []
-            for tolerance in seconds:
-                s, outcome = run_one(frames, K, c2w, K_given, tolerance)
-                seconds[tolerance].append(s)
+            for n, cfg in enumerate(configs):
+                s, outcome = run_one(frames, K, c2w, K_given, cfg)
+                seconds[n].append(s)
                 cells.append(f"{s:5.1f} s {outcome}")
             print(f"{name:20s} {'K  ' if K_given is not None else 'noK'} | " + " | ".join(cells), flush=True)
-    base, new = (np.array(v) for v in seconds.values())
+    base, new = (np.array(v) for v in seconds)
     print(f"total {base.sum():.1f} -> {new.sum():.1f} s (ratio {new.sum() / base.sum():.2f}); "
           f"median {np.median(base):.2f} -> {np.median(new):.2f} s (ratio {np.median(new) / np.median(base):.2f})")
 
