@@ -78,6 +78,9 @@ class SfmConfig:
             min_prior_depth_agreement of the reconstructed points keeping their (median-
             normalised) depth within a factor 1.25 when the focal is (1 +- prior_focal_span)
             times the prior, or at the estimate, rejects the clip: its depth depends on the focal.
+        prior_depth_min_tri_angle_deg: that test counts only points seen under at least this
+            parallax: the others fix the rotation but get no depth label (`labelers.depth`
+            invalidates far points).
         min_prior_dense_agreement: the same on the clip's dense multi-view depth (test 4 of
             `labelers.sfm.focal_prior`, `dense_depth_agreement`; run by the labeling pipeline,
             which has the dense flows): fewer of its valid pixels within a factor 1.25 rejects it.
@@ -129,6 +132,7 @@ class SfmConfig:
     max_prior_rotation_deg: float = 0.2
     prior_focal_span: float = 0.2
     min_prior_depth_agreement: float = 0.995
+    prior_depth_min_tri_angle_deg: float = 0.5
     min_prior_dense_agreement: float = 0.99
     num_threads: int = 1
     seed: int = 0

@@ -48,6 +48,7 @@ from labelers.sfm.reconstruction import (
     filter_outliers,
     reprojection_errors,
     triangulate_new,
+    triangulation_angles,
 )
 
 if TYPE_CHECKING:
@@ -86,12 +87,12 @@ def prior_focal_model(
     ratio = prior_median / max(estimate_median, 1e-9)
     # How much the depth depends on the focal: the estimate's model, and the prior's re-adjusted
     # with the focal (1 +- prior_focal_span) times the prior (an estimate near the prior says nothing)
-    agreement = [_depth_agreement(model, prior)]
+    agreement = [_depth_agreement(model, prior, cfg.prior_depth_min_tri_angle_deg)]
     alternatives = []
     for factor in (1 + cfg.prior_focal_span, 1 / (1 + cfg.prior_focal_span)):
         trial = copy_model(prior)
         bundle_adjust(trial, True, cfg, fixed_focal=prior_px * factor)
-        agreement.append(_depth_agreement(prior, trial))
+        agreement.append(_depth_agreement(prior, trial, cfg.prior_depth_min_tri_angle_deg))
         alternatives.append(trial)
     diagnostics = {
         "focal_estimate_px": estimate_px,
@@ -121,10 +122,14 @@ def prior_focal_model(
     return prior, diagnostics, alternatives
 
 
-def _depth_agreement(a: SfmModel, b: SfmModel) -> float:
-    """Share of the points of both models whose depths in the world frame's camera (the initial
-    pair's first frame), each divided by its model's median, agree within a factor 1.25."""
+def _depth_agreement(a: SfmModel, b: SfmModel, min_tri_angle_deg: float) -> float:
+    """Share of the points of both models, seen under at least `min_tri_angle_deg` of parallax
+    in `a`, whose depths in the world frame's camera (the initial pair's first frame), each
+    divided by its model's median, agree within a factor 1.25."""
     both = a.triangulated & b.triangulated & a.inlier.any(0) & b.inlier.any(0)
+    # points seen under little parallax fix the rotation but get no depth label: not counted
+    ids = np.nonzero(both)[0]
+    both[ids] = triangulation_angles(a, ids, a.inlier[:, ids]) >= min_tri_angle_deg
     depth_a, depth_b = a.points[both, 2], b.points[both, 2]
     front = (depth_a > 0) & (depth_b > 0)
     if front.sum() < 10:
