@@ -168,5 +168,8 @@ class SfmConfig:
         if not (self.loss_scale_factor > 0 and self.min_loss_scale_px > 0 and 0 < self.robust_function_tolerance < 1):
             raise ValueError(f"need loss_scale_factor > 0, min_loss_scale_px > 0 and robust_function_tolerance in (0, 1), "
                              f"got {self.loss_scale_factor}, {self.min_loss_scale_px}, {self.robust_function_tolerance}")
+        if not (self.min_tri_angle_deg >= 0 and self.prior_depth_min_tri_angle_deg >= 0):
+            raise ValueError(f"need min_tri_angle_deg >= 0 and prior_depth_min_tri_angle_deg >= 0, got "
+                             f"{self.min_tri_angle_deg}, {self.prior_depth_min_tri_angle_deg}")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")

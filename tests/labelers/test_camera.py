@@ -328,3 +328,5 @@ def test_far_points_fix_the_rotation_of_an_orbit_under_an_open_sky(estimator):
     assert errors["rre_mean_deg"] < 0.01 and errors["rta_max_deg"] < 0.8, errors
     with pytest.raises(ValueError, match="robust_function_tolerance in \\(0, 1\\), got 3.0, 0.03, 0.0"):
         SfmConfig(robust_function_tolerance=0.0)
+    with pytest.raises(ValueError, match="prior_depth_min_tri_angle_deg >= 0, got 0.1, -1"):
+        SfmConfig(prior_depth_min_tri_angle_deg=-1)
