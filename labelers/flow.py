@@ -76,7 +76,7 @@ DEFAULT_MAX_UNCERTAINTY_PX = 3.0
 CHAIN_MIN_CORRECTION_PX = 3.0
 CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
-CHAIN_FILL_VERSION = "3"  # 2: valid direct pixels a chain contradicts by > 8 px are replaced; 3: by 3-8 px, invalid
+CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
 VALIDITY_CHECKS_VERSION = "1"  # texture support, patch ZNCC at the target, no small islands
 
 
@@ -687,7 +687,9 @@ def fill_from_chains(
     `disagree_gap_px` and `replace_gap_px` the direct flow mostly is. Closer is not right,
     though: where a confident chain and a valid direct flow disagree by more than
     `disagree_gap_px` (and at most `replace_gap_px`) neither is trusted and the pixel becomes
-    invalid. Measured: docs/benchmarks.md, "Labeler design measurements", optical flow: chain
+    invalid. Last, the direct pixels of each direction are checked again against the other
+    direction as filled: where the chain replaced a wrong twin, the wrong flow that agreed with
+    it no longer passes. Measured: docs/benchmarks.md, "Labeler design measurements", optical flow: chain
     fill.
 
     Args:
@@ -712,6 +714,7 @@ def fill_from_chains(
         hops[(j, i)] = (links.flow_bwd_px[p], links.valid_bwd[p], links.uncertainty_bwd_px[p].astype(np.float64) ** 2)
     filled = {name: getattr(direct, name).copy() for name in _PER_PIXEL_FIELDS}
     for p, (i, j) in enumerate(direct.pairs.tolist()):
+        from_chain: dict[str, np.ndarray] = {}
         fwd_flow, fwd_valid, fwd_var = _along_chain(hops, i, j)
         bwd_flow, bwd_valid, bwd_var = _along_chain(hops, j, i)
         for suffix, flow, valid, var, other, other_valid in (
@@ -735,7 +738,27 @@ def fill_from_chains(
             filled[f"uncertainty_{suffix}_px"][p][use] = uncertainty[use]
             filled[f"fb_error_{suffix}_px"][p][use] = check.fb_error_px[use]
             filled[f"valid_{suffix}"][p][use] = True
+            from_chain[suffix] = use
+        _recheck_direct(filled, p, from_chain, alpha, beta)
     return replace(direct, **filled)
+
+
+def _recheck_direct(
+    filled: dict[str, np.ndarray], p: int, from_chain: dict[str, np.ndarray], alpha: float, beta: float
+) -> None:
+    """Pair p of the filled flows (in place): the direct pixels of each direction keep their
+    validity only if they pass the forward-backward check against the other direction as
+    filled. A wrong direct flow whose backward twin was equally wrong passed the check before
+    the chain replaced the twin; unchecked, it stayed valid 20 px off (the sky leaving the view
+    of an orbiting camera). Chain pixels passed the check against the composed backward chain."""
+    checks = {
+        suffix: forward_backward_check(filled[f"flow_{suffix}_px"][p], filled[f"flow_{other}_px"][p], alpha, beta)
+        for suffix, other in (("fwd", "bwd"), ("bwd", "fwd"))
+    }
+    for suffix, check in checks.items():
+        direct = ~from_chain[suffix]
+        filled[f"fb_error_{suffix}_px"][p][direct] = check.fb_error_px[direct]
+        filled[f"valid_{suffix}"][p] &= check.consistent | ~direct
 
 
 _PER_PIXEL_FIELDS = (

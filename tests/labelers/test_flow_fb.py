@@ -217,9 +217,10 @@ def test_chains_fill_only_where_the_direct_flow_is_invalid():
     # valid but grossly wrong (a repeated-texture match both directions agree on): replaced
     wrong, slightly_off = np.zeros((H, W), bool), np.zeros((H, W), bool)
     wrong[2:6, 20:26] = True
-    slightly_off[8:12, 20:26] = True
+    slightly_off[16:20, 16:22] = True
     direct.flow_fwd_px[0][wrong] += 20.0
-    direct.flow_fwd_px[0][slightly_off] += 5.0
+    direct.flow_fwd_px[0][slightly_off] += (5.0, 0.0)
+    direct.flow_bwd_px[0][np.roll(slightly_off, (2, 9), axis=(0, 1))] = (-9.0, -2.0)  # its twin agrees
     repaired = fill_from_chains(direct, links, max_uncertainty_px=1.0)
     np.testing.assert_allclose(repaired.flow_fwd_px[0][wrong], [[4.0, 2.0]] * wrong.sum(), atol=1e-5)
     np.testing.assert_allclose(repaired.uncertainty_fwd_px[0][wrong], 0.6, rtol=1e-5)
@@ -242,6 +243,28 @@ def test_chains_fill_only_where_the_direct_flow_is_invalid():
     assert not fill_from_chains(direct, links, max_uncertainty_px=1.0).valid_fwd[0][edge].any()
     with pytest.raises(ValueError, match=r"no link flow \(2, 3\)"):
         fill_from_chains(direct, _translations([(0, 1), (1, 2), (3, 4)], (1.0, 0.5), 0.3))
+
+
+def test_a_direct_flow_whose_twin_the_chain_replaced_is_checked_again():
+    """Both directions of a direct pair agree on a wrong match; the forward chain leaves the view
+    there (it cannot replace the forward flow) while the backward chain replaces the twin. The
+    forward flow then fails the forward-backward check against the flow kept for the other
+    direction and must not stay valid (the sky of an orbiting camera, 20 px off)."""
+    links = _translations(consecutive_pairs(5), (1.0, 0.5), uncertainty_px=0.3)
+    direct = _translations(key_frame_pairs(5, 4), (1.0, 0.5), uncertainty_px=0.1)
+    wrong_src = np.zeros((H, W), bool)
+    wrong_src[4:10, 12:18] = True
+    wrong_dst = np.roll(wrong_src, (3, -6), axis=(0, 1))  # targets of the wrong flow (-6, +3)
+    direct.flow_fwd_px[0][wrong_src] = (-6.0, 3.0)
+    direct.flow_bwd_px[0][wrong_dst] = (6.0, -3.0)  # the twin agrees: the direct check passes
+    links.valid_fwd[0][wrong_src] = False  # the forward chain breaks: no replacement there
+    filled = fill_from_chains(direct, links, max_uncertainty_px=1.0)
+    np.testing.assert_allclose(filled.flow_bwd_px[0][wrong_dst], [[-4.0, -2.0]] * wrong_dst.sum(), atol=1e-5)
+    np.testing.assert_array_equal(filled.flow_fwd_px[0][wrong_src], direct.flow_fwd_px[0][wrong_src])
+    assert not filled.valid_fwd[0][wrong_src].any()
+    np.testing.assert_allclose(filled.fb_error_fwd_px[0][wrong_src], np.hypot(10.0, 1.0), rtol=1e-5)
+    others = direct.valid_fwd[0] & ~wrong_src
+    assert filled.valid_fwd[0][others].all()  # the consistent rest keeps its validity
 
 
 def test_chains_recover_a_fast_mover_that_direct_dis_loses():
