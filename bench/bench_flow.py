@@ -1,7 +1,7 @@
 """Optical-flow labeler benchmark: milliseconds per frame pair, and accuracy where it is cheap.
 
     python bench/bench_flow.py [--quick] [--classes] [--real-pairs] [--class-size 120x180]
-        [--seeds N --first-seed S --frames T] [--no-stripes]
+        [--seeds N --first-seed S --frames T]
 
 Speed rows (always):
 * OpenCV backend (`labelers.dis_flow.DisFlow`, forward + backward flow + uncertainty of one
@@ -22,8 +22,6 @@ DIS-medium: coverage of GT-visible pixels, EPE of both on OUR valid pixels (the 
 their ratio, the share of valid pixels more than 3 px off, and seconds per clip.
 
 `--before`: the same without the validity checks and the chain disagreement rule.
-`--no-stripes`: the same without the forward-backward check across stripes (`ValidityChecks`
-version 1, `stripe_max_isotropy` 0).
 
 `--real-pairs`: OpenCV's sample pairs with ground truth (package opencv-doc; aloe stereo with
 its disparity, graf1 -> graf3 with its homography, at 320 px wide): coverage of the known
@@ -142,25 +140,19 @@ SCENE_CLASSES = {
 }
 
 
-def labeling_flows(
-    config: DisFlowConfig, frames: np.ndarray, stride: int, checks: bool = True, validity: ValidityChecks = ValidityChecks()
-) -> dict:
+def labeling_flows(config: DisFlowConfig, frames: np.ndarray, stride: int, checks: bool = True) -> dict:
     """Consecutive and key-pair flows as `pipelines.labeling` computes them (checks False: as
     before the `ValidityChecks` and chain-fill version 3)."""
-    flow, validity = DisFlow(config), validity if checks else None
+    flow, validity = DisFlow(config), ValidityChecks() if checks else None
     consecutive = compute_pair_flows(flow, frames, consecutive_pairs(len(frames)), checks=validity)
     key = compute_pair_flows(flow, frames, key_frame_pairs(len(frames), stride), checks=validity)
     key = fill_from_chains(key, consecutive, **({} if checks else {"disagree_gap_px": None}))
     return {"flow": consecutive, "key_flow": key}
 
 
-def bench_classes(
-    height: int, width: int, seeds: list[int], checks: bool = True, num_frames: int = 9, stripes: bool = True
-) -> None:
-    validity = ValidityChecks() if stripes else ValidityChecks(stripe_max_isotropy=0.0)
+def bench_classes(height: int, width: int, seeds: list[int], checks: bool = True, num_frames: int = 9) -> None:
     name = "ValidityChecks + chain-fill 4" if checks else "forward-backward only + chain-fill 2"
-    print(f"\nscene classes, {height}x{width}, T = {num_frames}, stride 4, seeds {seeds}, {name}"
-          f"{'' if stripes else ', without the check across stripes'}")
+    print(f"\nscene classes, {height}x{width}, T = {num_frames}, stride 4, seeds {seeds}, {name}")
     print("EPE on our valid pixels (px), the same pixels for both")
     print("| class | label | coverage | EPE ours | EPE DIS-medium | ratio | valid > 3 px off "
           "| s/clip ours | s/clip DIS-medium |")
@@ -175,7 +167,7 @@ def bench_classes(
             results = {}
             for method, config in (("ours", DisFlowConfig()), ("plain", DisFlowConfig.plain_medium())):
                 start = time.perf_counter()
-                results[method] = labeling_flows(config, clip.frames, 4, checks, validity)
+                results[method] = labeling_flows(config, clip.frames, 4, checks)
                 seconds[method] += time.perf_counter() - start
             for label in ("flow", "key_flow"):
                 truth, visible = clip.labels[label], clip.labels[f"{label}_valid"]
@@ -262,8 +254,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="clips per class of --classes")
     parser.add_argument("--real-pairs", action="store_true", help="validity on real pairs (and no speed rows)")
     parser.add_argument("--before", action="store_true", help="--classes without the validity checks (the old rule)")
-    parser.add_argument("--no-stripes", action="store_true",
-                        help="--classes without the forward-backward check across stripes (ValidityChecks v1)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed of --classes")
     parser.add_argument("--frames", type=int, default=9, help="frames per clip of --classes")
     args = parser.parse_args()
@@ -272,8 +262,7 @@ def main() -> None:
             bench_real_pairs()
         if args.classes:
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-            bench_classes(*args.class_size, seeds=seeds, checks=not args.before, num_frames=args.frames,
-                          stripes=not args.no_stripes)
+            bench_classes(*args.class_size, seeds=seeds, checks=not args.before, num_frames=args.frames)
         return
     repeats = 3 if args.quick else 7
     sizes = [(240, 360)] if args.quick else [(240, 360), (480, 720)]

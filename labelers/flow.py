@@ -54,7 +54,6 @@ __all__ = [
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
-    "consistent_across_stripes",
     "ForwardBackwardCheck",
     "PairFlows",
     "check_image_pairs",
@@ -78,7 +77,7 @@ CHAIN_MIN_CORRECTION_PX = 3.0
 CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
-VALIDITY_CHECKS_VERSION = "2"  # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them
+VALIDITY_CHECKS_VERSION = "1"  # texture support, patch ZNCC at the target, no small islands
 
 
 @dataclass(frozen=True)
@@ -264,16 +263,6 @@ class ValidityChecks:
             value trades coverage for fewer wrong pixels.
         min_region_fraction: valid pixels form 8-connected regions of at least this fraction of
             the image; smaller islands amid invalid flow are chance agreements (0 disables).
-        stripe_max_isotropy, stripe_window_px: source pixels whose `texture_isotropy` over the
-            window is below this are stripes or an edge (0 disables what follows).
-        stripe_along_fb_px, stripe_max_flow_px: on stripes a flow of at most
-            `stripe_max_flow_px` that fails the forward-backward check only along the stripes
-            (across them within the usual tolerance, along them within `stripe_along_fb_px`)
-            stays a candidate for the checks above. Along stripes the two directions slide
-            apart with the estimator's smoothing, but by little where the displacement is
-            small: on striped ground, consecutive flows slid 0.3 px (median) while failing the
-            plain check on 12 % of the visible pixels; with displacements of 4-8 px (key
-            pairs) the slide reached 1.7 px (docs/benchmarks.md, "Flow on stripes").
     """
 
     texture_window_px: int = 21
@@ -282,10 +271,6 @@ class ValidityChecks:
     zncc_radius_px: int = 2
     min_zncc: float = 0.6
     min_region_fraction: float = 0.001
-    stripe_max_isotropy: float = 0.02
-    stripe_window_px: int = 15
-    stripe_along_fb_px: float = 2.0
-    stripe_max_flow_px: float = 3.0
 
     def __post_init__(self) -> None:
         if self.texture_window_px < 3 or self.zncc_radius_px < 1:
@@ -297,13 +282,6 @@ class ValidityChecks:
             raise ValueError("need texture_min_snr >= 0, noise_floor_levels > 0 and -1 <= min_zncc <= 1")
         if not 0 <= self.min_region_fraction < 1:
             raise ValueError(f"min_region_fraction must lie in [0, 1), got {self.min_region_fraction}")
-        if not (0 <= self.stripe_max_isotropy <= 1 and self.stripe_window_px >= 3 and self.stripe_along_fb_px >= 0
-                and self.stripe_max_flow_px >= 0):
-            raise ValueError(
-                "need stripe_max_isotropy in [0, 1], stripe_window_px >= 3, stripe_along_fb_px >= 0 and "
-                f"stripe_max_flow_px >= 0, got {self.stripe_max_isotropy}, {self.stripe_window_px}, "
-                f"{self.stripe_along_fb_px}, {self.stripe_max_flow_px}"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VALIDITY_CHECKS_VERSION, **asdict(self)}
@@ -432,37 +410,6 @@ def patch_zncc(gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, 
     flat = denom <= 1e-4
     zncc = np.where(flat, 0.0, cov / np.where(flat, 1.0, denom))
     return np.clip(zncc, -1.0, 1.0).astype(np.float32)
-
-
-def consistent_across_stripes(
-    flow_fwd_px: np.ndarray,
-    flow_bwd_px: np.ndarray,
-    gray_src: np.ndarray,
-    checks: ValidityChecks,
-    alpha: float = FB_ALPHA,
-    beta: float = FB_BETA,
-) -> np.ndarray:
-    """(H, W) bool: stripe pixels of the source whose flow passes the forward-backward check
-    across the stripes and slides along them by at most `checks.stripe_along_fb_px`, with a
-    displacement of at most `checks.stripe_max_flow_px` and the target inside (`ValidityChecks`).
-
-    Args:
-        flow_fwd_px, flow_bwd_px: (H, W, 2) F_{i->j} and F_{j->i}.
-        gray_src: (H, W) float32 grey levels of frame i.
-    """
-    height, width = gray_src.shape
-    if checks.stripe_max_isotropy <= 0:
-        return np.zeros((height, width), bool)
-    stripes = texture_isotropy(gray_src, checks.stripe_window_px) < checks.stripe_max_isotropy
-    normal = texture_normal(gray_src, checks.stripe_window_px)
-    mismatch = flow_fwd_px + warp_flow_to_source(flow_fwd_px, flow_bwd_px)
-    across = np.abs(np.einsum("hwc,hwc->hw", mismatch, normal))
-    along = np.sqrt(np.maximum(np.sum(mismatch**2, axis=-1) - across**2, 0.0))
-    magnitude = np.linalg.norm(flow_fwd_px, axis=-1)
-    tolerance = alpha * (magnitude + np.linalg.norm(flow_bwd_px, axis=-1)) + beta
-    with np.errstate(invalid="ignore"):
-        ok = (across <= tolerance) & (along <= checks.stripe_along_fb_px) & (magnitude <= checks.stripe_max_flow_px)
-    return stripes & ok & inside_image(pixel_grid(height, width) + flow_fwd_px, height, width)
 
 
 def drop_small_regions(valid: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -600,8 +547,7 @@ def compute_pair_flows(
 ) -> PairFlows:
     """Forward and backward flow, uncertainty and validity for frame pairs of a clip.
 
-    A pixel is valid when it passes the forward-backward check (on stripes, with `checks`, the
-    check across them: `consistent_across_stripes`), its uncertainty is at most
+    A pixel is valid when it passes the forward-backward check, its uncertainty is at most
     `max_uncertainty_px` and, unless `checks` is None, the `ValidityChecks` (`flow_support`).
 
     Args:
@@ -643,10 +589,7 @@ def compute_pair_flows(
         src: int, dst: int, flow_a: np.ndarray, flow_b: np.ndarray, unc_a: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         fb = forward_backward_check(flow_a, flow_b, alpha, beta)
-        consistent = fb.consistent
-        if checks is not None:
-            consistent = consistent | consistent_across_stripes(flow_a, flow_b, _gray(frames[src]), checks, alpha, beta)
-        valid = consistent & _confident(unc_a, max_uncertainty_px)
+        valid = fb.consistent & _confident(unc_a, max_uncertainty_px)
         if checks is not None:
             valid = flow_support(frames[src], frames[dst], flow_a, valid, checks, max(noise[src], noise[dst]))
         return valid, fb.fb_error_px

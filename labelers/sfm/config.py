@@ -47,9 +47,12 @@ class SfmConfig:
             that loss. A scale of a few hundredths of a pixel puts fresh registrations in the
             loss's flat tail, where steps shrink slowly; least-squares adjustments (the focal
             checks) converge in a few steps and keep a tolerance of 1e-9.
-        min_tri_angle_deg: points seen under a smaller angle are not kept. Low: far points (sky,
-            distant scenery) fix the rotation whatever their depth; dropping them let an orbit's
-            rotation drift 0.03 deg per frame (docs/benchmarks.md, session 10).
+        min_tri_angle_deg: points seen under a smaller angle are not kept. Lower keeps far
+            points (sky, distant scenery), which fix the rotation whatever their depth (an open
+            orbit's RRE 0.028 -> 0.004 deg at 0.1), but also the points near the focus of
+            expansion of a dolly, whose mismatches on repeated texture no parallax exposes: at
+            0.1 a decoded repeated-texture room dolly with its intrinsics went 32 deg off its
+            path (docs/benchmarks.md, session 11).
         min_registered_fraction: fewer registered frames reject the clip.
         num_init_pairs: initial pairs the reconstruction is grown from (the best result is kept).
         max_median_reproj_px: a larger median final reprojection error rejects the clip.
@@ -117,7 +120,7 @@ class SfmConfig:
     loss_scale_factor: float = 3.0
     min_loss_scale_px: float = 0.03
     robust_function_tolerance: float = 1e-6
-    min_tri_angle_deg: float = 0.1
+    min_tri_angle_deg: float = 0.5
     min_registered_fraction: float = 0.8
     num_init_pairs: int = 2
     max_median_reproj_px: float = 1.0

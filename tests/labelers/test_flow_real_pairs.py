@@ -21,7 +21,6 @@ from labelers.dis_flow import DisFlow
 from labelers.flow import (
     ValidityChecks,
     compute_pair_flows,
-    consistent_across_stripes,
     drop_small_regions,
     image_noise_sigma,
     patch_zncc,
@@ -231,32 +230,3 @@ def test_drop_small_regions_and_checks_config():
     with pytest.raises(ValueError, match="texture_window_px"):
         ValidityChecks(texture_window_px=1)
 
-
-def test_stripes_are_checked_across_them_and_slide_little_along_them():
-    """Vertical stripes (I = 40 sin(k u)): the flow is measured across them (x); along them (y)
-    the two directions may slide apart by up to stripe_along_fb_px, for small displacements."""
-    k = 2 * np.pi / 9
-    v, u = np.mgrid[0:60, 0:80].astype(np.float32)
-    stripes = 120 + 40 * np.sin(k * u)
-    plaid = stripes + 40 * np.sin(k * v)
-    checks = ValidityChecks()
-    interior = (slice(12, -12), slice(12, -12))
-
-    def flows(fwd, bwd):
-        return (np.broadcast_to(np.float32(fwd), (60, 80, 2)).copy(),
-                np.broadcast_to(np.float32(bwd), (60, 80, 2)).copy())
-
-    # across consistent, 1.6 px apart along the stripes: the plain check fails, this one passes
-    fwd, bwd = flows((1.0, 0.8), (-1.0, 0.8))
-    assert consistent_across_stripes(fwd, bwd, stripes, checks)[interior].all()
-    # ... but not on texture that determines both components, nor with the check disabled
-    assert not consistent_across_stripes(fwd, bwd, plaid, checks)[interior].any()
-    assert not consistent_across_stripes(fwd, bwd, stripes, ValidityChecks(stripe_max_isotropy=0))[interior].any()
-    # sliding apart by more than stripe_along_fb_px (2.4 px), or inconsistent across (1 px)
-    assert not consistent_across_stripes(*flows((1.0, 1.2), (-1.0, 1.2)), stripes, checks)[interior].any()
-    assert not consistent_across_stripes(*flows((1.0, 0.0), (0.0, 0.0)), stripes, checks)[interior].any()
-    # a displacement above stripe_max_flow_px (3.5 px) slides more than the backward flow shows
-    assert not consistent_across_stripes(*flows((3.5, 0.8), (-3.5, 0.8)), stripes, checks)[interior].any()
-    assert consistent_across_stripes(*flows((2.5, 0.8), (-2.5, 0.8)), stripes, checks)[interior].all()
-    with pytest.raises(ValueError, match="stripe_window_px"):
-        ValidityChecks(stripe_window_px=2)
