@@ -687,10 +687,10 @@ def fill_from_chains(
     `disagree_gap_px` and `replace_gap_px` the direct flow mostly is. Closer is not right,
     though: where a confident chain and a valid direct flow disagree by more than
     `disagree_gap_px` (and at most `replace_gap_px`) neither is trusted and the pixel becomes
-    invalid. Last, the direct pixels of each direction are checked again against the other
-    direction as filled: where the chain replaced a wrong twin, the wrong flow that agreed with
-    it no longer passes. Measured: docs/benchmarks.md, "Labeler design measurements", optical flow: chain
-    fill.
+    invalid. Last, a direct pixel whose target reads a flow of the other direction that the
+    chain replaced is checked again against it: the wrong flow that agreed with a wrong twin no
+    longer passes. Measured: docs/benchmarks.md, "Labeler design measurements", optical flow:
+    chain fill.
 
     Args:
         direct: flows of the pairs to fill (e.g. `key_frame_pairs`).

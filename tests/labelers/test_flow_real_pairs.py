@@ -229,4 +229,3 @@ def test_drop_small_regions_and_checks_config():
         ValidityChecks(min_zncc=1.5)
     with pytest.raises(ValueError, match="texture_window_px"):
         ValidityChecks(texture_window_px=1)
-
