@@ -84,12 +84,13 @@ def main() -> None:
     parser.add_argument("--field", default="robust_function_tolerance", help="a float field of SfmConfig")
     parser.add_argument("--baseline", type=float, required=True)
     parser.add_argument("--value", type=float, help="default: the field's default")
-    parser.add_argument("--cache", type=Path, help="default: bench_out/sfm_held_out_clips[_rendered].pkl")
+    parser.add_argument("--cache", type=Path, help="default: bench_out/sfm_held_out_clips_{decoded,rendered}.pkl")
     parser.add_argument("--rendered", action="store_true", help="the rendered frames, not decoded from MP4")
     args = parser.parse_args()
     value = getattr(SfmConfig(), args.field) if args.value is None else args.value
     configs = [SfmConfig(**{args.field: args.baseline}), SfmConfig(**{args.field: value})]
-    cache = args.cache or ROOT / "bench_out" / f"sfm_held_out_clips{'_rendered' if args.rendered else ''}.pkl"
+    # the frames' origin is in the name, so an older cache of rendered frames is never read as decoded
+    cache = args.cache or ROOT / "bench_out" / f"sfm_held_out_clips_{'rendered' if args.rendered else 'decoded'}.pkl"
     clips = held_out_clips(cache, decoded=not args.rendered)
     seconds: list[list[float]] = [[], []]
     print(f"{len(clips)} clips; columns: {args.field} {args.baseline:g} (baseline) | {value:g}")
