@@ -753,14 +753,13 @@ def _recheck_direct(
     valid 20 px off (the sky leaving the view of an orbiting camera). Chain pixels passed the
     check against the composed backward chain; the other direct pixels read what they were
     checked against."""
-    checks = {}
     for suffix, other in (("fwd", "bwd"), ("bwd", "fwd")):
         flow, twin = filled[f"flow_{suffix}_px"][p], filled[f"flow_{other}_px"][p]
         target = pixel_grid(*flow.shape[:2]) + flow
         with np.errstate(invalid="ignore"):
             twin_replaced = np.nan_to_num(_sample(from_chain[other].astype(np.float32), target)) > 0
-        checks[suffix] = (twin_replaced & ~from_chain[suffix], forward_backward_check(flow, twin, alpha, beta))
-    for suffix, (recheck, check) in checks.items():
+        recheck = twin_replaced & ~from_chain[suffix]
+        check = forward_backward_check(flow, twin, alpha, beta)
         filled[f"fb_error_{suffix}_px"][p][recheck] = check.fb_error_px[recheck]
         filled[f"valid_{suffix}"][p] &= check.consistent | ~recheck
 
