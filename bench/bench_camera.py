@@ -8,9 +8,10 @@ motion class, the mean relative rotation error between consecutive frames (deg),
 Sim(3)-aligned camera-centre RMSE in percent of the path length, and the focal error.
 Ceres runs on one thread (`SfmConfig.num_threads`), as in a Ray worker.
 
-    python bench/bench_camera.py [--quick] [--repeats N] [--motions dolly,orbit] [--cache DIR]
+    python bench/bench_camera.py [--quick] [--repeats N] [--motions dolly,orbit] [--cache DIR] [--rendered]
 
-`--cache DIR` keeps the rendered clips (rendering 480x720x49 takes minutes) for later runs.
+The frames are written as MP4 and decoded back, as the pipeline sees them (`--rendered`: the
+rendered frames). `--cache DIR` keeps the clips (rendering 480x720x49 takes minutes) for later runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,13 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from labelers.camera import CameraFailure, trajectory_errors  # noqa: E402
 from labelers.sfm import SfmCamera  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+from pipelines.video_io import decode_sequential, write_video  # noqa: E402
 
 
-def load_clip(cfg: SceneConfig, cache: Path | None) -> dict[str, np.ndarray]:
-    """Frames and ground-truth cameras of a synthetic clip (rendered, or read from the cache)."""
+def load_clip(cfg: SceneConfig, cache: Path | None, decoded: bool = True) -> dict[str, np.ndarray]:
+    """Frames and ground-truth cameras of a synthetic clip (rendered, or read from the cache).
+
+    With `decoded` the frames are written as the synthetic set's MP4 and decoded back, as the
+    pipeline sees them: SfM on rendered frames hid a 32 deg camera error that the codec's
+    noise caused (docs/benchmarks.md, session 11). The cache name says which frames it holds.
+    """
     path = None
     if cache is not None:
-        path = cache / f"{cfg.camera}_{cfg.height}x{cfg.width}_T{cfg.num_frames}_seed{cfg.seed}.npz"
+        origin = "decoded" if decoded else "rendered"
+        path = cache / f"{cfg.camera}_{cfg.height}x{cfg.width}_T{cfg.num_frames}_seed{cfg.seed}_{origin}.npz"
         if path.exists():
             with np.load(path) as data:
                 return dict(data)
@@ -42,7 +51,12 @@ def load_clip(cfg: SceneConfig, cache: Path | None) -> dict[str, np.ndarray]:
     clip = render_clip(cfg)
     seconds = time.perf_counter() - start
     print(f"# rendered {cfg.camera} {cfg.height}x{cfg.width} T={cfg.num_frames} in {seconds:.0f} s", flush=True)
-    arrays = {"frames": clip.frames, "c2w": clip.labels["c2w"], "K": clip.labels["K"]}
+    frames = clip.frames
+    if decoded:
+        with tempfile.TemporaryDirectory() as tmp:
+            video = write_video(Path(tmp) / "clip.mp4", frames, cfg.fps)
+            frames = decode_sequential(video, np.arange(cfg.num_frames))
+    arrays = {"frames": frames, "c2w": clip.labels["c2w"], "K": clip.labels["K"]}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **arrays)
@@ -76,6 +90,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--motions", default="dolly,orbit")
     parser.add_argument("--cache", type=Path, help="folder keeping rendered clips between runs")
+    parser.add_argument("--rendered", action="store_true", help="the rendered frames, not decoded from MP4")
     args = parser.parse_args()
     num_frames = 17 if args.quick else 49
     repeats = 1 if args.quick else args.repeats
@@ -89,7 +104,7 @@ def main() -> None:
     for height, width in sizes:
         for motion in args.motions.split(","):
             cfg = SceneConfig(seed=0, height=height, width=width, num_frames=num_frames, stride=4, camera=motion)
-            clip = load_clip(cfg, args.cache)
+            clip = load_clip(cfg, args.cache, decoded=not args.rendered)
             for given_K in (True, False):
                 label = "given" if given_K else "est."
                 try:

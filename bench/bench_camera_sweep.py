@@ -25,7 +25,10 @@ dominates otherwise: a 240x360x49 clip takes about a minute). Per (camera, size,
 
     python bench/bench_camera_sweep.py [--quick] [--seeds N] [--sizes 120x180,240x360]
         [--frames 17,25,49] [--cameras dolly,orbit] [--cache DIR] [--clips]
-        [--unknown-focal reject|prior] [--prior-fov DEG] [--fovs 70] [--scenes room]
+        [--unknown-focal reject|prior] [--prior-fov DEG] [--fovs 70] [--scenes room] [--rendered]
+
+The frames are written as MP4 and decoded back, as the pipeline sees them (`--rendered`: the
+rendered frames, as before session 12).
 
 `--fovs 55,70,85 --scenes room,open` varies the true field of view and the scene class per
 seed (seed i takes fovs[i % n] and scenes[(i // n) % m]); the focal-prior measurement:
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--prior-fov", type=float, default=SfmConfig.prior_fov_x_deg, help="prior_fov_x_deg")
     parser.add_argument("--fovs", default="70", help="true horizontal fields of view (deg), one per seed in turn")
     parser.add_argument("--scenes", default="room", help="scene classes (room, open), per seed in turn")
+    parser.add_argument("--rendered", action="store_true", help="the rendered frames, not decoded from MP4")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.sizes, args.frames = 3, [(120, 180)], "17,25"
@@ -142,7 +146,7 @@ def main() -> None:
                 # load_clip's cache name knows camera, size, T and seed only
                 cache = args.cache if (cfg.scene, cfg.fov_x_deg) == ("room", 70.0) else (
                     args.cache / f"{cfg.scene}_fov{cfg.fov_x_deg:g}")
-                clip = load_clip(cfg, cache)
+                clip = load_clip(cfg, cache, decoded=not args.rendered)
                 for num_frames in frame_counts:
                     row = run_clip(estimator, clip["frames"][:num_frames], clip["c2w"][:num_frames], clip["K"][0, 0, 0])
                     key = (camera, f"{height}x{width}", num_frames)
