@@ -1,7 +1,7 @@
 """Optical-flow labeler benchmark: milliseconds per frame pair, and accuracy where it is cheap.
 
     python bench/bench_flow.py [--quick] [--classes] [--real-pairs] [--class-size 120x180]
-        [--seeds N --first-seed S --frames T]
+        [--seeds N --first-seed S --frames T] [--decoded] [--compare FIELD=VALUE]
 
 Speed rows (always):
 * OpenCV backend (`labelers.dis_flow.DisFlow`, forward + backward flow + uncertainty of one
@@ -22,6 +22,9 @@ DIS-medium: coverage of GT-visible pixels, EPE of both on OUR valid pixels (the 
 their ratio, the share of valid pixels more than 3 px off, and seconds per clip.
 
 `--before`: the same without the validity checks and the chain disagreement rule.
+`--decoded`: the frames written as MP4 and decoded back, as the pipeline sees them (the codec's
+noise changes which settings pay). `--compare FIELD=VALUE`: one more column, our settings with
+one `DisFlowConfig` field changed, its EPE on the same pixels and its own coverage.
 
 `--real-pairs`: OpenCV's sample pairs with ground truth (package opencv-doc; aloe stereo with
 its disparity, graf1 -> graf3 with its homography, at 320 px wide): coverage of the known
@@ -36,7 +39,9 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +62,7 @@ from labelers.flow import (  # noqa: E402
 )
 from labelers.sea_raft import SEA_RAFT_VARIANTS, SeaRaft, SeaRaftFlow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
+from pipelines.video_io import decode_sequential, write_video  # noqa: E402
 
 PUBLISHED_FP16_MS = {"S": 27.8, "M": 40.0}  # RTX 3090, 500x1000 (reference/sea_raft/ARCHITECTURE.md section 13)
 
@@ -150,41 +156,72 @@ def labeling_flows(config: DisFlowConfig, frames: np.ndarray, stride: int, check
     return {"flow": consecutive, "key_flow": key}
 
 
-def bench_classes(height: int, width: int, seeds: list[int], checks: bool = True, num_frames: int = 9) -> None:
+def class_frames(cfg: SceneConfig, decoded: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frames and exact labels of a rendered clip; with `decoded` the frames went through the
+    synthetic set's MP4 encoder and back."""
+    clip = render_clip(cfg)
+    if not decoded:
+        return clip.frames, clip.labels
+    with tempfile.TemporaryDirectory() as tmp:
+        video = write_video(Path(tmp) / "clip.mp4", clip.frames, cfg.fps)
+        return decode_sequential(video, np.arange(cfg.num_frames)), clip.labels
+
+
+def bench_classes(
+    height: int,
+    width: int,
+    seeds: list[int],
+    checks: bool = True,
+    num_frames: int = 9,
+    decoded: bool = False,
+    compare: tuple[str, float] | None = None,
+) -> None:
     name = "ValidityChecks + chain-fill 4" if checks else "forward-backward only + chain-fill 2"
-    print(f"\nscene classes, {height}x{width}, T = {num_frames}, stride 4, seeds {seeds}, {name}")
-    print("EPE on our valid pixels (px), the same pixels for both")
-    print("| class | label | coverage | EPE ours | EPE DIS-medium | ratio | valid > 3 px off "
-          "| s/clip ours | s/clip DIS-medium |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    frames_from = "decoded from MP4" if decoded else "rendered frames"
+    print(f"\nscene classes, {height}x{width}, T = {num_frames}, stride 4, seeds {seeds}, {name}, {frames_from}")
+    print("EPE on our valid pixels (px), the same pixels for every column")
+    methods = [("ours", DisFlowConfig()), ("plain", DisFlowConfig.plain_medium())]
+    alt_title = ""
+    if compare is not None:
+        methods.append(("alt", replace(DisFlowConfig(), **{compare[0]: compare[1]})))
+        alt_title = f" EPE {compare[0]}={compare[1]:g} (ratio to ours, its coverage) |"
+    print(f"| class | label | coverage | EPE ours | EPE DIS-medium | ratio | valid > 3 px off |{alt_title} "
+          "s/clip ours | s/clip DIS-medium |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if compare else "") + "---|---|")
     for name, kwargs in SCENE_CLASSES.items():
         totals: dict[str, dict[str, float]] = {}
-        seconds = {"ours": 0.0, "plain": 0.0}
+        seconds = dict.fromkeys((m for m, _ in methods), 0.0)
         for seed in seeds:
-            clip = render_clip(
-                SceneConfig(seed=seed, height=height, width=width, num_frames=num_frames, stride=4, **kwargs)
+            frames, labels = class_frames(
+                SceneConfig(seed=seed, height=height, width=width, num_frames=num_frames, stride=4, **kwargs), decoded
             )
             results = {}
-            for method, config in (("ours", DisFlowConfig()), ("plain", DisFlowConfig.plain_medium())):
+            for method, config in methods:
                 start = time.perf_counter()
-                results[method] = labeling_flows(config, clip.frames, 4, checks)
+                results[method] = labeling_flows(config, frames, 4, checks)
                 seconds[method] += time.perf_counter() - start
             for label in ("flow", "key_flow"):
-                truth, visible = clip.labels[label], clip.labels[f"{label}_valid"]
+                truth, visible = labels[label], labels[f"{label}_valid"]
                 valid = results["ours"][label].valid_fwd & visible
                 errors = {m: np.linalg.norm(r[label].flow_fwd_px - truth, axis=-1)[valid] for m, r in results.items()}
-                total = totals.setdefault(label, dict.fromkeys(("valid", "visible", "ours", "plain", "over_3px"), 0.0))
+                total = totals.setdefault(label, dict.fromkeys(("valid", "visible", "over_3px", "alt_valid"), 0.0))
                 total["valid"] += valid.sum()
                 total["visible"] += visible.sum()
-                total["ours"] += errors["ours"].sum()
-                total["plain"] += errors["plain"].sum()
+                for method in results:
+                    total[method] = total.get(method, 0.0) + errors[method].sum()
                 total["over_3px"] += (errors["ours"] > 3).sum()
+                if "alt" in results:
+                    total["alt_valid"] += (results["alt"][label].valid_fwd & visible).sum()
         for label, t in totals.items():
             ours, plain = t["ours"] / t["valid"], t["plain"] / t["valid"]
             coverage, over_3px = t["valid"] / t["visible"], t["over_3px"] / t["valid"]
             per_clip = {method: s / len(seeds) for method, s in seconds.items()}
+            alt = ""
+            if compare is not None:
+                alt_epe = t["alt"] / t["valid"]
+                alt = f" {alt_epe:.3f} ({alt_epe / ours:.2f}, {t['alt_valid'] / t['visible']:.3f}) |"
             print(f"| {name} | {label} | {coverage:.3f} | {ours:.3f} | {plain:.3f} | {ours / plain:.2f} "
-                  f"| {over_3px:.4f} | {per_clip['ours']:.1f} | {per_clip['plain']:.1f} |", flush=True)
+                  f"| {over_3px:.4f} |{alt} {per_clip['ours']:.1f} | {per_clip['plain']:.1f} |", flush=True)
 
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -245,6 +282,16 @@ def bench_real_pairs() -> None:
             print(f"| {name} | {label} | {coverage:.3f} | {over_3px:.4f} | {seconds:.2f} |")
 
 
+def dis_setting(text: str) -> tuple[str, float]:
+    """FIELD=VALUE of a numeric `DisFlowConfig` field, for --compare."""
+    name, _, value = text.partition("=")
+    types = {f.name: f.type for f in fields(DisFlowConfig) if f.type in ("int", "float")}
+    try:
+        return name, (int if types[name] == "int" else float)(value)
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, FIELD one of {sorted(types)}, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and only the smaller sizes")
@@ -256,13 +303,16 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="--classes without the validity checks (the old rule)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed of --classes")
     parser.add_argument("--frames", type=int, default=9, help="frames per clip of --classes")
+    parser.add_argument("--decoded", action="store_true", help="--classes on frames decoded from MP4")
+    parser.add_argument("--compare", type=dis_setting, help="--classes with one DisFlowConfig field changed too")
     args = parser.parse_args()
     if args.classes or args.real_pairs:
         if args.real_pairs:
             bench_real_pairs()
         if args.classes:
             seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-            bench_classes(*args.class_size, seeds=seeds, checks=not args.before, num_frames=args.frames)
+            bench_classes(*args.class_size, seeds=seeds, checks=not args.before, num_frames=args.frames,
+                          decoded=args.decoded, compare=args.compare)
         return
     repeats = 3 if args.quick else 7
     sizes = [(240, 360)] if args.quick else [(240, 360), (480, 720)]
