@@ -12,6 +12,13 @@ This backend keeps the preset's other settings and improves on it in three ways:
    flow is replaced by the mean of F(x) and -B(x + F(x)), two nearly independent
    estimates of the same displacement.
 
+Where the finest patches see only noise but the texture is coarse (a smooth, low-contrast
+cloudy sky: `coarse_texture_mask`), the flow of the patch search stopped one scale coarser is
+taken before the extra pass: 8 px patches of such texture at full resolution are mostly codec
+noise, and there our flow was worse than plain DIS-medium's (measured: docs/benchmarks.md,
+"Session 12"). Fine low-contrast texture and stripes keep the full-resolution search, which is
+far better there.
+
 Each step pays for itself on every scene class we render (measured: docs/benchmarks.md,
 "Labeler design measurements", DIS flow; tests/labelers/test_dis_flow.py checks the gains).
 
@@ -36,10 +43,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from labelers.flow import FlowResult, check_image_pairs
+from labelers.flow import FlowResult, check_image_pairs, image_noise_sigma, texture_energy, texture_snr
 from labelers.geometry import inside_image, pixel_grid
 
-__all__ = ["DisFlowConfig", "DisFlow"]
+__all__ = ["DisFlowConfig", "DisFlow", "coarse_texture_mask"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,12 @@ class DisFlowConfig:
         use_mean_normalization: normalise patch means (robust to brightness changes).
         extra_refinement_iterations: fixed-point iterations of the final full-resolution
             variational pass (0 disables it).
+        coarse_max_snr: a pixel takes the coarser search's flow when the smaller eigenvalue of
+            its `patch_size` structure tensor is below this times the noise variance (0
+            disables the fallback) ...
+        coarse_max_fine_ratio: ... and its gradient energy at full resolution is below this
+            fraction of the energy at half resolution (coarse texture: about 1/4 for a smooth
+            signal, more for fine texture and noise).
         fuse_backward: average forward and inverted backward flow where they agree.
         fuse_max_fb_error_px: agreement needed for fusion.
         uncertainty_scale: expected end-point error per pixel of forward-backward error.
@@ -71,6 +84,8 @@ class DisFlowConfig:
     variational_gamma: float = 10.0
     use_mean_normalization: bool = True
     extra_refinement_iterations: int = 10
+    coarse_max_snr: float = 1.0
+    coarse_max_fine_ratio: float = 0.4
     fuse_backward: bool = True
     fuse_max_fb_error_px: float = 0.5
     uncertainty_scale: float = 1.2
@@ -83,6 +98,8 @@ class DisFlowConfig:
             )
         if min(self.gradient_descent_iterations, self.variational_refinement_iterations) < 0:
             raise ValueError("iteration counts must be >= 0")
+        if min(self.coarse_max_snr, self.coarse_max_fine_ratio) < 0:
+            raise ValueError("coarse_max_snr and coarse_max_fine_ratio must be >= 0")
         if self.extra_refinement_iterations < 0 or self.fuse_max_fb_error_px < 0 or self.uncertainty_scale <= 0:
             raise ValueError("extra_refinement_iterations and fuse_max_fb_error_px must be >= 0, uncertainty_scale > 0")
 
@@ -96,6 +113,7 @@ class DisFlowConfig:
             gradient_descent_iterations=25,
             variational_refinement_iterations=5,
             extra_refinement_iterations=0,
+            coarse_max_snr=0.0,
             fuse_backward=False,
         )
 
@@ -109,7 +127,7 @@ class DisFlow:
     """
 
     name = "opencv_dis"
-    version = "1"
+    version = "2"  # 2: coarser search on coarse, noise-level texture
 
     def __init__(self, config: DisFlowConfig | None = None) -> None:
         self.config = config or DisFlowConfig()
@@ -147,8 +165,24 @@ class DisFlow:
 
     def _dis_flow(self, gray_src: np.ndarray, gray_dst: np.ndarray) -> np.ndarray:
         cfg = self.config
+        flow = self._patch_search(gray_src, gray_dst, cfg.finest_scale)
+        if cfg.coarse_max_snr > 0:
+            coarse = coarse_texture_mask(gray_src, cfg.patch_size, cfg.coarse_max_snr, cfg.coarse_max_fine_ratio)
+            if coarse.any():
+                flow[coarse] = self._patch_search(gray_src, gray_dst, cfg.finest_scale + 1)[coarse]
+        if cfg.extra_refinement_iterations:
+            refine = cv2.VariationalRefinement_create()
+            refine.setFixedPointIterations(cfg.extra_refinement_iterations)
+            refine.setAlpha(cfg.variational_alpha)
+            refine.setDelta(cfg.variational_delta)
+            refine.setGamma(cfg.variational_gamma)
+            flow = refine.calc(gray_src, gray_dst, flow)
+        return flow
+
+    def _patch_search(self, gray_src: np.ndarray, gray_dst: np.ndarray, finest_scale: int) -> np.ndarray:
+        cfg = self.config
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        dis.setFinestScale(cfg.finest_scale)
+        dis.setFinestScale(finest_scale)
         dis.setPatchSize(cfg.patch_size)
         dis.setPatchStride(cfg.patch_stride)
         dis.setGradientDescentIterations(cfg.gradient_descent_iterations)
@@ -158,15 +192,7 @@ class DisFlow:
         dis.setVariationalRefinementGamma(cfg.variational_gamma)
         dis.setUseMeanNormalization(cfg.use_mean_normalization)
         dis.setUseSpatialPropagation(True)
-        flow = dis.calc(gray_src, gray_dst, None)
-        if cfg.extra_refinement_iterations:
-            refine = cv2.VariationalRefinement_create()
-            refine.setFixedPointIterations(cfg.extra_refinement_iterations)
-            refine.setAlpha(cfg.variational_alpha)
-            refine.setDelta(cfg.variational_delta)
-            refine.setGamma(cfg.variational_gamma)
-            flow = refine.calc(gray_src, gray_dst, flow)
-        return flow
+        return dis.calc(gray_src, gray_dst, None)
 
     def _finish(self, flow_fwd: np.ndarray, flow_bwd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fused forward flow and its uncertainty, from the raw forward and backward flows."""
@@ -186,6 +212,29 @@ class DisFlow:
             agree = inside & (fb_error <= cfg.fuse_max_fb_error_px)
             flow[agree] = 0.5 * (flow_fwd[agree] - flow_bwd_at_target[agree])
         return flow, (cfg.uncertainty_scale * fb_error).astype(np.float32)
+
+
+def coarse_texture_mask(gray: np.ndarray, window_px: int, max_snr: float, max_fine_ratio: float) -> np.ndarray:
+    """Pixels whose `window_px` patch is noise at full resolution but whose texture is coarse.
+
+    Noise: the smaller eigenvalue of the structure tensor is below `max_snr` times the image's
+    noise variance (`labelers.flow.image_noise_sigma`, at least 0.3 levels: quantisation).
+    Coarse: the gradient energy per pixel at full resolution is below `max_fine_ratio` of the
+    energy per pixel at half resolution (same window in half-resolution pixels); a smooth
+    signal gives about 1/4, fine texture and noise more.
+
+    Args:
+        gray: (H, W) uint8 or float grey image.
+
+    Returns:
+        (H, W) bool.
+    """
+    gray = np.asarray(gray, np.float32)
+    sigma = max(image_noise_sigma(gray), 0.3)
+    noisy = texture_snr(gray, sigma, window_px) < max_snr
+    half = texture_energy(cv2.pyrDown(gray), window_px)
+    half = cv2.resize(half, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return noisy & (texture_energy(gray, window_px) < max_fine_ratio * half)
 
 
 def _clamp_to_image(uv: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -49,6 +49,7 @@ __all__ = [
     "ValidityChecks",
     "image_noise_sigma",
     "texture_snr",
+    "texture_energy",
     "texture_isotropy",
     "texture_normal",
     "patch_zncc",
@@ -342,6 +343,17 @@ def texture_snr(gray: np.ndarray, noise_sigma: float, window_px: int) -> np.ndar
     """
     min_eig, _ = _structure_tensor_eigenvalues(gray, window_px)
     return (min_eig / noise_sigma**2).astype(np.float32)
+
+
+def texture_energy(gray: np.ndarray, window_px: int) -> np.ndarray:
+    """Trace of the structure tensor over a window: mean squared gradient (Sobel / 8, levels per
+    pixel), whatever its direction.
+
+    Returns:
+        (H, W) float32.
+    """
+    sxx, _, syy = _structure_tensor(gray, window_px)
+    return (sxx + syy).astype(np.float32)
 
 
 def texture_isotropy(gray: np.ndarray, window_px: int) -> np.ndarray:
