@@ -285,9 +285,9 @@ def bench_real_pairs() -> None:
 def dis_setting(text: str) -> tuple[str, float]:
     """FIELD=VALUE of a numeric `DisFlowConfig` field, for --compare."""
     name, _, value = text.partition("=")
-    types = {f.name: f.type for f in fields(DisFlowConfig) if f.type in ("int", "float")}
+    types = {f.name: type(f.default) for f in fields(DisFlowConfig) if type(f.default) in (int, float)}
     try:
-        return name, (int if types[name] == "int" else float)(value)
+        return name, types[name](value)
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, FIELD one of {sorted(types)}, got {text!r}") from None
 

@@ -43,7 +43,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from labelers.flow import FlowResult, check_image_pairs, image_noise_sigma, texture_energy, texture_snr
+from labelers.flow import (
+    NOISE_FLOOR_LEVELS,
+    FlowResult,
+    check_image_pairs,
+    image_noise_sigma,
+    texture_energy,
+    texture_snr,
+)
 from labelers.geometry import inside_image, pixel_grid
 
 __all__ = ["DisFlowConfig", "DisFlow", "coarse_texture_mask"]
@@ -218,7 +225,7 @@ def coarse_texture_mask(gray: np.ndarray, window_px: int, max_snr: float, max_fi
     """Pixels whose `window_px` patch is noise at full resolution but whose texture is coarse.
 
     Noise: the smaller eigenvalue of the structure tensor is below `max_snr` times the image's
-    noise variance (`labelers.flow.image_noise_sigma`, at least 0.3 levels: quantisation).
+    noise variance (`labelers.flow.image_noise_sigma`, at least `NOISE_FLOOR_LEVELS`).
     Coarse: the gradient energy per pixel at full resolution is below `max_fine_ratio` of the
     energy per pixel at half resolution (same window in half-resolution pixels); a smooth
     signal gives about 1/4, fine texture and noise more.
@@ -230,7 +237,7 @@ def coarse_texture_mask(gray: np.ndarray, window_px: int, max_snr: float, max_fi
         (H, W) bool.
     """
     gray = np.asarray(gray, np.float32)
-    sigma = max(image_noise_sigma(gray), 0.3)
+    sigma = max(image_noise_sigma(gray), NOISE_FLOOR_LEVELS)
     noisy = texture_snr(gray, sigma, window_px) < max_snr
     half = texture_energy(cv2.pyrDown(gray), window_px)
     half = cv2.resize(half, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)

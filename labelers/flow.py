@@ -44,6 +44,7 @@ __all__ = [
     "CHAIN_DISAGREE_GAP_PX",
     "CHAIN_FILL_VERSION",
     "VALIDITY_CHECKS_VERSION",
+    "NOISE_FLOOR_LEVELS",
     "FlowResult",
     "FlowEstimator",
     "ValidityChecks",
@@ -78,7 +79,8 @@ CHAIN_MIN_CORRECTION_PX = 3.0
 CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
-VALIDITY_CHECKS_VERSION = "1"  # texture support, patch ZNCC at the target, no small islands
+VALIDITY_CHECKS_VERSION = "1"
+NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)  # texture support, patch ZNCC at the target, no small islands
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,7 @@ class ValidityChecks:
 
     texture_window_px: int = 21
     texture_min_snr: float = 0.75
-    noise_floor_levels: float = 0.3
+    noise_floor_levels: float = NOISE_FLOOR_LEVELS
     zncc_radius_px: int = 2
     min_zncc: float = 0.6
     min_region_fraction: float = 0.001
