@@ -23,6 +23,13 @@ several neighbouring frames j and fuses them:
    `camera_sigma_rel` of the rotation's image motion |pi(a) - u| (measured on an orbit: a
    focal length 1 % off moves it by 0.8 % of that motion, SfM's cameras whose focal was 1 %
    off, poses fitted to it, by 1.9 %).
+   On stripes and single edges (`labelers.flow.aperture_normals`) a flow estimate is measured
+   across them only and slides along them with the estimator's smoothing (by the same amount
+   forward and backward, so the validity checks keep it); there q is taken where the line
+   through the measured target along the stripes crosses the epipolar line, and the
+   sensitivity shrinks with the angle between the two: stripes along the epipolar line give no
+   depth. Triangulating the slide put about half of a striped ground's depth more than 25 % off
+   (measured: docs/benchmarks.md, "Session 13").
 3. Fusion per pixel in inverse depth: the weighted median (weights 1/sigma_rho^2) of the
    views that pass the epipolar check, then the inverse-variance mean of the views within
    `inlier_sigmas` standard deviations of it. Its sigma adds the flow parts in quadrature
@@ -63,7 +70,7 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from labelers.flow import PairFlows, compose_flows
+from labelers.flow import PairFlows, aperture_normals, compose_flows
 from labelers.geometry import check_frames, pixel_grid, relative_pose
 
 __all__ = [
@@ -280,7 +287,11 @@ class TwoViewTriangulation:
 
 
 def triangulate_flow(
-    flow_px: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray
+    flow_px: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    src_to_dst: np.ndarray,
+    across_normal: np.ndarray | None = None,
 ) -> TwoViewTriangulation:
     """Inverse depth of every source pixel from its flow target (module docstring, step 2).
 
@@ -289,6 +300,11 @@ def triangulate_flow(
         K_src, K_dst: (3, 3) intrinsics.
         src_to_dst: (4, 4) source-camera to destination-camera transform
             (`labelers.geometry.relative_pose(c2w_src, c2w_dst)`).
+        across_normal: optional (H, W, 2) unit normals of stripes (`labelers.flow.aperture_normals`),
+            NaN elsewhere. Where given, only the flow's component along the normal is trusted: the
+            target is where the line through it along the stripes crosses the epipolar line, so
+            `epipolar_px` is 0 and `sensitivity` shrinks by |cos| of the angle between the normal
+            and the epipolar line (a line along the stripes determines no depth).
     """
     if flow_px.ndim != 3 or flow_px.shape[-1] != 2:
         raise ValueError(f"flow_px must be (H, W, 2), got {flow_px.shape}")
@@ -309,10 +325,20 @@ def triangulate_flow(
         offset = flow_px - to_vanishing  # of the target from the vanishing point
         along = np.einsum("hwc,hwc->hw", offset, direction)
         epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
+        aperture = None
+        if across_normal is not None:
+            normal_dot_line = np.einsum("hwc,hwc->hw", across_normal, direction)
+            aperture = np.abs(normal_dot_line)
+            on_stripes = np.isfinite(aperture)
+            along = np.where(on_stripes, np.einsum("hwc,hwc->hw", across_normal, offset) / normal_dot_line, along)
+            along = np.where(on_stripes & ~np.isfinite(along), np.inf, along)
+            epipolar = np.where(on_stripes, 0.0, epipolar)
         denom = h_norm - along * a_z * b[2]
         inv_depth = along * a_z**2 / denom
         z_ratio = a_z + inv_depth * b[2]  # z_dst * rho: positive iff the point is in front of dst
         sensitivity = h_norm / z_ratio**2
+        if aperture is not None:
+            sensitivity = np.where(np.isfinite(aperture), sensitivity * aperture, sensitivity)
         ok = (a_z > 0) & (h_norm > 0) & (denom > 0) & (z_ratio > 0) & np.isfinite(inv_depth) & np.isfinite(epipolar)
         rotation_px = np.where(a_z > 0, np.hypot(to_vanishing[..., 0], to_vanishing[..., 1]), np.nan)
     offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
@@ -351,6 +377,8 @@ class MultiViewDepthConfig:
             point at infinity lands, per pixel of its motion (`TwoViewTriangulation.rotation_px`);
             0.02 matches the focal uncertainty that `labelers.sfm` accepts (`max_focal_rel_std`).
             The views share it, so fusion does not average it down (module docstring, step 3).
+        min_isotropy, isotropy_window_px: on stripes and single edges (`labelers.flow.aperture_normals`)
+            only the flow across them is used (`triangulate_flow`'s `across_normal`); 0 disables.
     """
 
     max_frame_gap: int = 16
@@ -369,6 +397,8 @@ class MultiViewDepthConfig:
     edge_sigmas: float = 2.0
     min_parallax_sigmas: float = 3.0
     camera_sigma_rel: float = 0.02
+    min_isotropy: float = 0.02
+    isotropy_window_px: int = 15
 
     def __post_init__(self) -> None:
         if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
@@ -382,6 +412,9 @@ class MultiViewDepthConfig:
                              f"{self.min_parallax_sigmas}")
         if min(self.flow_sigma_rel, self.camera_sigma_rel, self.dynamic_margin_px, self.edge_radius_px) < 0:
             raise ValueError("flow_sigma_rel, camera_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
+        if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3:
+            raise ValueError(f"need 0 <= min_isotropy < 1 and isotropy_window_px >= 3, got {self.min_isotropy}, "
+                             f"{self.isotropy_window_px}")
         if not 0 < self.min_inlier_weight_fraction <= 1:
             raise ValueError(f"min_inlier_weight_fraction must be in (0, 1], got {self.min_inlier_weight_fraction}")
 
@@ -395,7 +428,9 @@ class MultiViewDepth:
     """
 
     name = "multiview_flow_triangulation"
-    version = "3"  # 2: parallax test against infinity, edge test against invalid estimates; 3: camera error
+    # 2: parallax test against infinity, edge test against invalid estimates; 3: camera error;
+    # 4: on stripes the flow across them only
+    version = "4"
     dense = False
 
     def __init__(self, config: MultiViewDepthConfig | None = None) -> None:
@@ -419,15 +454,27 @@ class MultiViewDepth:
         depth = np.zeros((num_frames, height, width), np.float32)
         valid = np.zeros((num_frames, height, width), bool)
         rel_sigma = np.full((num_frames, height, width), np.inf, np.float32)
+        cfg = self.config
         for t in range(num_frames):
-            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], self.config.dynamic_margin_px)
-            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static)
+            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
+            normals = None
+            if cfg.min_isotropy:
+                gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
+                normals = aperture_normals(gray, cfg.isotropy_window_px, cfg.min_isotropy)
+            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, normals)
         return DepthResult(depth, valid, rel_sigma)
 
     def frame_depth(
-        self, t: int, flows: PairFlows, c2w: np.ndarray, K: np.ndarray, static: np.ndarray | None = None
+        self,
+        t: int,
+        flows: PairFlows,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        static: np.ndarray | None = None,
+        across_normal: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Depth, validity and relative sigma (each (H, W)) of frame t; `static` (H, W) bool restricts it."""
+        """Depth, validity and relative sigma (each (H, W)) of frame t; `static` (H, W) bool restricts
+        it; `across_normal` (H, W, 2): stripe normals of frame t (`triangulate_flow`)."""
         cfg = self.config
         height, width = flows.valid_fwd.shape[1:]
         paths = flow_paths(flows.directed_pairs(), t, cfg.max_frame_gap, cfg.max_hops)
@@ -440,7 +487,7 @@ class MultiViewDepth:
             return np.zeros(shape, np.float32), np.zeros(shape, bool), np.full(shape, np.inf, np.float32)
         inv_depth, flow_sigma, camera_sigma = [], [], []
         for dst, (flow_px, flow_valid, hops) in sorted(views.items()):
-            tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]))
+            tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]), across_normal)
             flow_px_sigma = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
             camera_px_sigma = cfg.camera_sigma_rel * tri.rotation_px
             with np.errstate(invalid="ignore"):

@@ -121,7 +121,7 @@ from labelers.depth import (
     flow_paths,
     triangulate_flow,
 )
-from labelers.flow import PairFlows, texture_isotropy, texture_normal
+from labelers.flow import PairFlows, aperture_normals
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
@@ -455,12 +455,10 @@ def stripe_normals(frames: np.ndarray, config: DynamicMaskConfig) -> np.ndarray 
     check_frames(frames)
     if not config.min_isotropy:
         return None
-    out = []
-    for frame in frames:
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        stripes = texture_isotropy(gray, config.isotropy_window_px) < config.min_isotropy
-        out.append(np.where(stripes[..., None], texture_normal(gray, config.isotropy_window_px), np.nan))
-    return np.stack(out).astype(np.float32)
+    return np.stack([
+        aperture_normals(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), config.isotropy_window_px, config.min_isotropy)
+        for frame in frames
+    ])
 
 
 class FlowRigidityMasks:

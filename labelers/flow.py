@@ -53,6 +53,7 @@ __all__ = [
     "texture_energy",
     "texture_isotropy",
     "texture_normal",
+    "aperture_normals",
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
@@ -383,6 +384,21 @@ def texture_normal(gray: np.ndarray, window_px: int) -> np.ndarray:
     sxx, sxy, syy = _structure_tensor(gray, window_px)
     angle = 0.5 * np.arctan2(2 * sxy, sxx - syy)
     return np.stack([np.cos(angle), np.sin(angle)], axis=-1).astype(np.float32)
+
+
+def aperture_normals(gray: np.ndarray, window_px: int, min_isotropy: float) -> np.ndarray:
+    """Unit vectors across the texture (`texture_normal`) where it is stripes or a single edge
+    (`texture_isotropy` below `min_isotropy`), NaN where it determines the flow in both directions.
+
+    There only the flow's component along the normal is measured (the aperture problem); along
+    the stripes the estimate slides with the smoothing, by the same amount forward and backward.
+
+    Returns:
+        (H, W, 2) float32.
+    """
+    gray = np.asarray(gray, np.float32)
+    stripes = texture_isotropy(gray, window_px) < min_isotropy
+    return np.where(stripes[..., None], texture_normal(gray, window_px), np.nan).astype(np.float32)
 
 
 def patch_zncc(gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, radius_px: int) -> np.ndarray:
