@@ -25,11 +25,13 @@ several neighbouring frames j and fuses them:
    off, poses fitted to it, by 1.9 %).
    On stripes and single edges (`labelers.flow.aperture_normals`) a flow estimate is measured
    across them only and slides along them with the estimator's smoothing (by the same amount
-   forward and backward, so the validity checks keep it); there q is taken where the line
-   through the measured target along the stripes crosses the epipolar line, and the
-   sensitivity shrinks with the angle between the two: stripes along the epipolar line give no
-   depth. Triangulating the slide put about half of a striped ground's depth more than 25 % off
-   (measured: docs/benchmarks.md, "Session 13").
+   forward and backward, so the validity checks keep it). There the flow's error along the
+   stripes counts as `stripe_slide_ratio` times its error across them: q is the point of the
+   epipolar line nearest the measured target in that metric, and its sigma grows as the line
+   turns towards the stripes. Triangulating the slide as if it were measured put about half
+   of a striped ground's depth more than 25 % off; ignoring the flow along stripes entirely
+   cost 5 points of coverage on rich texture for no accuracy (measured: docs/benchmarks.md,
+   "Session 13").
 3. Fusion per pixel in inverse depth: the weighted median (weights 1/sigma_rho^2) of the
    views that pass the epipolar check, then the inverse-variance mean of the views within
    `inlier_sigmas` standard deviations of it. Its sigma adds the flow parts in quadrature
@@ -292,6 +294,7 @@ def triangulate_flow(
     K_dst: np.ndarray,
     src_to_dst: np.ndarray,
     across_normal: np.ndarray | None = None,
+    slide_ratio: float = np.inf,
 ) -> TwoViewTriangulation:
     """Inverse depth of every source pixel from its flow target (module docstring, step 2).
 
@@ -301,10 +304,14 @@ def triangulate_flow(
         src_to_dst: (4, 4) source-camera to destination-camera transform
             (`labelers.geometry.relative_pose(c2w_src, c2w_dst)`).
         across_normal: optional (H, W, 2) unit normals of stripes (`labelers.flow.aperture_normals`),
-            NaN elsewhere. Where given, only the flow's component along the normal is trusted: the
-            target is where the line through it along the stripes crosses the epipolar line, so
-            `epipolar_px` is 0 and `sensitivity` shrinks by |cos| of the angle between the normal
-            and the epipolar line (a line along the stripes determines no depth).
+            NaN elsewhere. Where given, the flow's error along the stripes is taken as
+            `slide_ratio` times its error across them, and the target is the point of the
+            epipolar line nearest the measured one in that metric (for an infinite ratio: where
+            the line through the measured target along the stripes crosses the epipolar line).
+            There `epipolar_px` is 0 and `sensitivity` is scaled so that the flow's error across
+            the stripes gives the standard deviation along the line: by |cos| of the angle
+            between the normal and the line for an infinite ratio (a line along the stripes
+            then determines no depth).
     """
     if flow_px.ndim != 3 or flow_px.shape[-1] != 2:
         raise ValueError(f"flow_px must be (H, W, 2), got {flow_px.shape}")
@@ -327,10 +334,16 @@ def triangulate_flow(
         epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
         aperture = None
         if across_normal is not None:
-            normal_dot_line = np.einsum("hwc,hwc->hw", across_normal, direction)
-            aperture = np.abs(normal_dot_line)
+            # Weighted least squares along the line, weights 1 across and 1 / slide_ratio^2 along.
+            stripe = np.stack([-across_normal[..., 1], across_normal[..., 0]], axis=-1)
+            n_line = np.einsum("hwc,hwc->hw", across_normal, direction)
+            s_line = np.einsum("hwc,hwc->hw", stripe, direction) / slide_ratio
+            n_offset = np.einsum("hwc,hwc->hw", across_normal, offset)
+            s_offset = np.einsum("hwc,hwc->hw", stripe, offset) / slide_ratio
+            information = n_line**2 + s_line**2
+            aperture = np.sqrt(information)
             on_stripes = np.isfinite(aperture)
-            along = np.where(on_stripes, np.einsum("hwc,hwc->hw", across_normal, offset) / normal_dot_line, along)
+            along = np.where(on_stripes, (n_line * n_offset + s_line * s_offset) / information, along)
             along = np.where(on_stripes & ~np.isfinite(along), np.inf, along)
             epipolar = np.where(on_stripes, 0.0, epipolar)
         denom = h_norm - along * a_z * b[2]
@@ -378,7 +391,8 @@ class MultiViewDepthConfig:
             0.02 matches the focal uncertainty that `labelers.sfm` accepts (`max_focal_rel_std`).
             The views share it, so fusion does not average it down (module docstring, step 3).
         min_isotropy, isotropy_window_px: on stripes and single edges (`labelers.flow.aperture_normals`)
-            only the flow across them is used (`triangulate_flow`'s `across_normal`); 0 disables.
+            the flow along them counts as `stripe_slide_ratio` times less precise than across
+            them (`triangulate_flow`'s `across_normal` and `slide_ratio`); 0 disables.
     """
 
     max_frame_gap: int = 16
@@ -399,6 +413,7 @@ class MultiViewDepthConfig:
     camera_sigma_rel: float = 0.02
     min_isotropy: float = 0.02
     isotropy_window_px: int = 15
+    stripe_slide_ratio: float = 5.0
 
     def __post_init__(self) -> None:
         if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
@@ -412,9 +427,9 @@ class MultiViewDepthConfig:
                              f"{self.min_parallax_sigmas}")
         if min(self.flow_sigma_rel, self.camera_sigma_rel, self.dynamic_margin_px, self.edge_radius_px) < 0:
             raise ValueError("flow_sigma_rel, camera_sigma_rel, dynamic_margin_px and edge_radius_px must be >= 0")
-        if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3:
-            raise ValueError(f"need 0 <= min_isotropy < 1 and isotropy_window_px >= 3, got {self.min_isotropy}, "
-                             f"{self.isotropy_window_px}")
+        if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3 or not self.stripe_slide_ratio >= 1:
+            raise ValueError(f"need 0 <= min_isotropy < 1, isotropy_window_px >= 3 and stripe_slide_ratio >= 1, got "
+                             f"{self.min_isotropy}, {self.isotropy_window_px}, {self.stripe_slide_ratio}")
         if not 0 < self.min_inlier_weight_fraction <= 1:
             raise ValueError(f"min_inlier_weight_fraction must be in (0, 1], got {self.min_inlier_weight_fraction}")
 
@@ -487,7 +502,7 @@ class MultiViewDepth:
             return np.zeros(shape, np.float32), np.zeros(shape, bool), np.full(shape, np.inf, np.float32)
         inv_depth, flow_sigma, camera_sigma = [], [], []
         for dst, (flow_px, flow_valid, hops) in sorted(views.items()):
-            tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]), across_normal)
+            tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]), across_normal, cfg.stripe_slide_ratio)
             flow_px_sigma = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
             camera_px_sigma = cfg.camera_sigma_rel * tri.rotation_px
             with np.errstate(invalid="ignore"):

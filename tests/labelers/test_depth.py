@@ -130,8 +130,8 @@ def test_triangulate_flow_recovers_exact_depth():
 
 
 def test_triangulate_flow_on_stripes_uses_the_flow_across_them_only():
-    """A slide along the stripes (the aperture problem) does not move the depth; stripes along
-    the epipolar line determine none (sensitivity 0)."""
+    """With an infinite slide ratio, a slide along the stripes (the aperture problem) does not
+    move the depth; stripes along the epipolar line determine none (sensitivity 0)."""
     depth, K, c2w_a, c2w_b, _ = _plane_scene()
     flow, _ = rigid_flow(depth, K, c2w_a, K, c2w_b)
     pose = relative_pose(c2w_a, c2w_b)
@@ -149,6 +149,10 @@ def test_triangulate_flow_on_stripes_uses_the_flow_across_them_only():
     np.testing.assert_allclose(aware.epipolar_px, 0.0)
     exact = triangulate_flow(flow, K, K, pose)
     np.testing.assert_allclose(aware.sensitivity, exact.sensitivity * np.sin(angle), rtol=1e-6)
+    # A ratio of 1 weighs both directions alike: the plain projection onto the line.
+    alike = triangulate_flow(slid, K, K, pose, normal, slide_ratio=1.0)
+    np.testing.assert_allclose(alike.inv_depth, plain.inv_depth, rtol=1e-9)
+    np.testing.assert_allclose(alike.sensitivity, plain.sensitivity, rtol=1e-9)
     # NaN normals leave the pixel to the plain two-view triangulation.
     half = normal.copy()
     half[:, : half.shape[1] // 2] = np.nan
@@ -264,8 +268,8 @@ def test_depth_on_stripes_ignores_the_slide_along_them():
         )
         scores[min_isotropy] = depth_scores(clip, result.depth, result.depth_valid)
     (plain_delta, plain_coverage), (aware_delta, aware_coverage) = scores.values()
-    assert plain_delta < 0.8 and aware_delta > 0.85, scores  # measured 0.752 -> 0.878
-    assert aware_coverage > 0.2, scores  # stripes along the epipolar lines lose their depth: 0.36 -> 0.26
+    assert plain_delta < 0.8 and aware_delta > 0.85, scores  # measured 0.752 -> 0.862
+    assert aware_coverage > 0.2, scores  # stripes along the epipolar lines lose their depth: 0.36 -> 0.27
 
 
 @pytest.mark.parametrize("camera", ["pan", "static"])
