@@ -413,7 +413,7 @@ class MultiViewDepthConfig:
     camera_sigma_rel: float = 0.02
     min_isotropy: float = 0.02
     isotropy_window_px: int = 15
-    stripe_slide_ratio: float = 5.0
+    stripe_slide_ratio: float = 8.0
 
     def __post_init__(self) -> None:
         if min(self.max_frame_gap, self.max_hops, self.max_views, self.min_views) < 1:
@@ -465,6 +465,9 @@ class MultiViewDepth:
     ) -> DepthResult:
         """Depth (T, H, W) of every frame; see `DepthEstimator.estimate` for the arguments."""
         num_frames, height, width = check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
+        # Flow valid only across stripes says nothing reliable along them (the two directions
+        # slid apart there), and triangulation reads both components.
+        flows = flows.without_across_only()
         c2w = np.asarray(c2w, np.float64)
         depth = np.zeros((num_frames, height, width), np.float32)
         valid = np.zeros((num_frames, height, width), bool)

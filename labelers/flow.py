@@ -57,6 +57,7 @@ __all__ = [
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
+    "consistent_across_stripes",
     "ForwardBackwardCheck",
     "PairFlows",
     "check_image_pairs",
@@ -80,8 +81,8 @@ CHAIN_MIN_CORRECTION_PX = 3.0
 CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
-VALIDITY_CHECKS_VERSION = "1"
-NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)  # texture support, patch ZNCC at the target, no small islands
+VALIDITY_CHECKS_VERSION = "2"  # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them
+NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,14 @@ class ValidityChecks:
             value trades coverage for fewer wrong pixels.
         min_region_fraction: valid pixels form 8-connected regions of at least this fraction of
             the image; smaller islands amid invalid flow are chance agreements (0 disables).
+        stripe_max_isotropy, stripe_window_px: source pixels whose `texture_isotropy` over the
+            window is below this are stripes or an edge (`aperture_normals`; 0 disables what follows).
+        stripe_along_fb_px, stripe_max_flow_px: on stripes a flow of at most
+            `stripe_max_flow_px` that fails the forward-backward check only along the stripes
+            (across them within the usual tolerance, along them within `stripe_along_fb_px`)
+            stays a candidate for the checks above. Along stripes the two directions slide
+            apart with the estimator's smoothing, but by little where the displacement is
+            small; the depth and mask labelers use such flow across the stripes only.
     """
 
     texture_window_px: int = 21
@@ -275,6 +284,10 @@ class ValidityChecks:
     zncc_radius_px: int = 2
     min_zncc: float = 0.6
     min_region_fraction: float = 0.001
+    stripe_max_isotropy: float = 0.02
+    stripe_window_px: int = 15
+    stripe_along_fb_px: float = 2.0
+    stripe_max_flow_px: float = 3.0
 
     def __post_init__(self) -> None:
         if self.texture_window_px < 3 or self.zncc_radius_px < 1:
@@ -286,6 +299,13 @@ class ValidityChecks:
             raise ValueError("need texture_min_snr >= 0, noise_floor_levels > 0 and -1 <= min_zncc <= 1")
         if not 0 <= self.min_region_fraction < 1:
             raise ValueError(f"min_region_fraction must lie in [0, 1), got {self.min_region_fraction}")
+        if not (0 <= self.stripe_max_isotropy < 1 and self.stripe_window_px >= 3 and self.stripe_along_fb_px >= 0
+                and self.stripe_max_flow_px >= 0):
+            raise ValueError(
+                "need stripe_max_isotropy in [0, 1), stripe_window_px >= 3, stripe_along_fb_px >= 0 and "
+                f"stripe_max_flow_px >= 0, got {self.stripe_max_isotropy}, {self.stripe_window_px}, "
+                f"{self.stripe_along_fb_px}, {self.stripe_max_flow_px}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": VALIDITY_CHECKS_VERSION, **asdict(self)}
@@ -442,6 +462,36 @@ def patch_zncc(gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, 
     return np.clip(zncc, -1.0, 1.0).astype(np.float32)
 
 
+def consistent_across_stripes(
+    flow_fwd_px: np.ndarray,
+    flow_bwd_px: np.ndarray,
+    gray_src: np.ndarray,
+    checks: ValidityChecks,
+    alpha: float = FB_ALPHA,
+    beta: float = FB_BETA,
+) -> np.ndarray:
+    """(H, W) bool: stripe pixels of the source whose flow passes the forward-backward check
+    across the stripes and slides along them by at most `checks.stripe_along_fb_px`, with a
+    displacement of at most `checks.stripe_max_flow_px` and the target inside (`ValidityChecks`).
+
+    Args:
+        flow_fwd_px, flow_bwd_px: (H, W, 2) F_{i->j} and F_{j->i}.
+        gray_src: (H, W) grey levels of frame i.
+    """
+    height, width = gray_src.shape
+    if checks.stripe_max_isotropy <= 0:
+        return np.zeros((height, width), bool)
+    normal = aperture_normals(gray_src, checks.stripe_window_px, checks.stripe_max_isotropy)
+    mismatch = flow_fwd_px + warp_flow_to_source(flow_fwd_px, flow_bwd_px)
+    across = np.abs(np.einsum("hwc,hwc->hw", mismatch, normal))
+    along = np.sqrt(np.maximum(np.sum(mismatch**2, axis=-1) - across**2, 0.0))
+    magnitude = np.linalg.norm(flow_fwd_px, axis=-1)
+    tolerance = alpha * (magnitude + np.linalg.norm(flow_bwd_px, axis=-1)) + beta
+    with np.errstate(invalid="ignore"):
+        ok = (across <= tolerance) & (along <= checks.stripe_along_fb_px) & (magnitude <= checks.stripe_max_flow_px)
+    return ok & inside_image(pixel_grid(height, width) + flow_fwd_px, height, width)
+
+
 def drop_small_regions(valid: np.ndarray, min_pixels: int) -> np.ndarray:
     """`valid` without its 8-connected regions of fewer than `min_pixels` pixels."""
     if min_pixels <= 1 or not valid.any():
@@ -495,6 +545,9 @@ class PairFlows:
         uncertainty_fwd_px, uncertainty_bwd_px: (P, H, W) float32 expected EPE of each.
         valid_fwd, valid_bwd: (P, H, W) bool `flow_valid` of each direction.
         fb_error_fwd_px, fb_error_bwd_px: (P, H, W) float32 |F + B(x + F)|, NaN off-image.
+        across_only_fwd, across_only_bwd: (P, H, W) bool, valid pixels that passed the
+            forward-backward check only across stripes (`consistent_across_stripes`): their flow
+            along the stripes is unreliable (all False when not given).
 
     The depth and mask labelers read it as flows F_{i->j} by directed pair (`directed_pairs`,
     `lookup`): pair (i, j) gives F_{i->j} (forward) and F_{j->i} (backward). Where a pair occurs
@@ -510,6 +563,24 @@ class PairFlows:
     valid_bwd: np.ndarray
     fb_error_fwd_px: np.ndarray
     fb_error_bwd_px: np.ndarray
+    across_only_fwd: np.ndarray | None = None
+    across_only_bwd: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for suffix in ("fwd", "bwd"):
+            if getattr(self, f"across_only_{suffix}") is None:
+                object.__setattr__(self, f"across_only_{suffix}", np.zeros_like(getattr(self, f"valid_{suffix}")))
+
+    def without_across_only(self) -> PairFlows:
+        """A copy in which the pixels valid only across stripes are invalid: for labelers that use
+        the flow's both components."""
+        return replace(
+            self,
+            valid_fwd=self.valid_fwd & ~self.across_only_fwd,
+            valid_bwd=self.valid_bwd & ~self.across_only_bwd,
+            across_only_fwd=np.zeros_like(self.across_only_fwd),
+            across_only_bwd=np.zeros_like(self.across_only_bwd),
+        )
 
     @cached_property
     def _directions(self) -> dict[tuple[int, int], tuple[int, bool]]:
@@ -577,7 +648,8 @@ def compute_pair_flows(
 ) -> PairFlows:
     """Forward and backward flow, uncertainty and validity for frame pairs of a clip.
 
-    A pixel is valid when it passes the forward-backward check, its uncertainty is at most
+    A pixel is valid when it passes the forward-backward check (on stripes, with `checks`, the
+    check across them: `consistent_across_stripes`), its uncertainty is at most
     `max_uncertainty_px` and, unless `checks` is None, the `ValidityChecks` (`flow_support`).
 
     Args:
@@ -617,16 +689,19 @@ def compute_pair_flows(
 
     def check(
         src: int, dst: int, flow_a: np.ndarray, flow_b: np.ndarray, unc_a: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fb = forward_backward_check(flow_a, flow_b, alpha, beta)
-        valid = fb.consistent & _confident(unc_a, max_uncertainty_px)
+        consistent = fb.consistent
+        if checks is not None:
+            consistent = consistent | consistent_across_stripes(flow_a, flow_b, _gray(frames[src]), checks, alpha, beta)
+        valid = consistent & _confident(unc_a, max_uncertainty_px)
         if checks is not None:
             valid = flow_support(frames[src], frames[dst], flow_a, valid, checks, max(noise[src], noise[dst]))
-        return valid, fb.fb_error_px
+        return valid, fb.fb_error_px, valid & ~fb.consistent
 
     pair_list = list(enumerate(index.tolist()))
-    valid_fwd, err_fwd = zip(*(check(i, j, flow_fwd[p], flow_bwd[p], unc_fwd[p]) for p, (i, j) in pair_list))
-    valid_bwd, err_bwd = zip(*(check(j, i, flow_bwd[p], flow_fwd[p], unc_bwd[p]) for p, (i, j) in pair_list))
+    valid_fwd, err_fwd, across_fwd = zip(*(check(i, j, flow_fwd[p], flow_bwd[p], unc_fwd[p]) for p, (i, j) in pair_list))
+    valid_bwd, err_bwd, across_bwd = zip(*(check(j, i, flow_bwd[p], flow_fwd[p], unc_bwd[p]) for p, (i, j) in pair_list))
     return PairFlows(
         pairs=index,
         flow_fwd_px=flow_fwd,
@@ -637,6 +712,8 @@ def compute_pair_flows(
         valid_bwd=np.stack(valid_bwd),
         fb_error_fwd_px=np.stack(err_fwd),
         fb_error_bwd_px=np.stack(err_bwd),
+        across_only_fwd=np.stack(across_fwd),
+        across_only_bwd=np.stack(across_bwd),
     )
 
 
@@ -768,6 +845,7 @@ def fill_from_chains(
             filled[f"uncertainty_{suffix}_px"][p][use] = uncertainty[use]
             filled[f"fb_error_{suffix}_px"][p][use] = check.fb_error_px[use]
             filled[f"valid_{suffix}"][p][use] = True
+            filled[f"across_only_{suffix}"][p][use | doubted] = False
             from_chain[suffix] = use
         _recheck_direct(filled, p, from_chain, alpha, beta)
     return replace(direct, **filled)
@@ -792,11 +870,12 @@ def _recheck_direct(
         check = forward_backward_check(flow, twin, alpha, beta)
         filled[f"fb_error_{suffix}_px"][p][recheck] = check.fb_error_px[recheck]
         filled[f"valid_{suffix}"][p] &= check.consistent | ~recheck
+        filled[f"across_only_{suffix}"][p] &= filled[f"valid_{suffix}"][p]
 
 
 _PER_PIXEL_FIELDS = (
     "flow_fwd_px", "flow_bwd_px", "uncertainty_fwd_px", "uncertainty_bwd_px",
-    "valid_fwd", "valid_bwd", "fb_error_fwd_px", "fb_error_bwd_px",
+    "valid_fwd", "valid_bwd", "fb_error_fwd_px", "fb_error_bwd_px", "across_only_fwd", "across_only_bwd",
 )
 
 
