@@ -31,7 +31,8 @@ several neighbouring frames j and fuses them:
    turns towards the stripes. Triangulating the slide as if it were measured put about half
    of a striped ground's depth more than 25 % off; ignoring the flow along stripes entirely
    cost 5 points of coverage on rich texture for no accuracy (measured: docs/benchmarks.md,
-   "Session 13").
+   "Session 13"). Flow that passed the forward-backward check only across stripes
+   (`PairFlows.across_only_fwd`) is not used at all: its two directions slid apart there.
 3. Fusion per pixel in inverse depth: the weighted median (weights 1/sigma_rho^2) of the
    views that pass the epipolar check, then the inverse-variance mean of the views within
    `inlier_sigmas` standard deviations of it. Its sigma adds the flow parts in quadrature
@@ -444,7 +445,7 @@ class MultiViewDepth:
 
     name = "multiview_flow_triangulation"
     # 2: parallax test against infinity, edge test against invalid estimates; 3: camera error;
-    # 4: on stripes the flow across them only
+    # 4: on stripes the flow along them weighs less, and flow valid only across them is left out
     version = "4"
     dense = False
 

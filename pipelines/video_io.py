@@ -133,7 +133,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 8) 
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=_fps_fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        # Without macroblock-tree rate control: with it, this x264 encoded the same frames
+        # differently on every call (up to 22 grey levels apart, even one-threaded), so the
+        # synthetic sets and every benchmark on them changed from run to run.
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

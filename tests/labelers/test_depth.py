@@ -268,7 +268,7 @@ def test_depth_on_stripes_ignores_the_slide_along_them():
         )
         scores[min_isotropy] = depth_scores(clip, result.depth, result.depth_valid)
     (plain_delta, plain_coverage), (aware_delta, aware_coverage) = scores.values()
-    assert plain_delta < 0.8 and aware_delta > 0.85, scores  # measured 0.752 -> 0.862
+    assert plain_delta < 0.8 and aware_delta > 0.85, scores  # measured 0.752 -> 0.865
     assert aware_coverage > 0.2, scores  # stripes along the epipolar lines lose their depth: 0.36 -> 0.27
 
 
