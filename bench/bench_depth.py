@@ -16,6 +16,12 @@ the median of `--repeats` runs in this process:
 - nn_align:    `NeuralDepth.align` of that prediction to the multi-view depth, ms per frame.
   The neural backend's cost per frame is mvs_depth + nn_infer + nn_align.
 
+Then the stripe models against their baselines, in the same process (`--texture repeated` for a
+striped scene): `MultiViewDepth` with and without its stripe model (`min_isotropy` 0), with the
+depth quality of each, and `compute_pair_flows` with and without the forward-backward check
+across stripes (`ValidityChecks.stripe_max_isotropy` 0), with the consecutive flow's coverage of
+the visible pixels.
+
 Quality of the chain against the ground truth is printed alongside (delta < 1.25 after one
 median scale, static coverage, key-mask IoU), so a speed-up that breaks labels shows. With
 `--scene open` (ground under a textured sky 80 m away) coverage counts the static pixels off
@@ -26,15 +32,18 @@ whose parallax is within the camera error must stay invalid, not come out too ne
 
     .venv/bin/python bench/bench_depth.py [--quick] [--repeats 3] [--sizes 240x360,480x720] [--scene open]
     .venv/bin/python bench/bench_depth.py --sizes 240x360 --repeats 1 --scene open --camera orbit --focal-error 0.01
+    .venv/bin/python bench/bench_depth.py --sizes 240x360 --repeats 5 --scene open --texture repeated
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -45,28 +54,67 @@ sys.path.insert(0, str(ROOT / "tests" / "labelers"))
 
 from common import image_sizes, timed  # noqa: E402
 from depth_anything_writer import save_depth_anything  # noqa: E402
-from labelers.depth import MultiViewDepth, median_scale  # noqa: E402
+from labelers.depth import MultiViewDepth, MultiViewDepthConfig, median_scale  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import FlowRigidityMasks, label_depth_and_masks  # noqa: E402
-from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
+from labelers.flow import ValidityChecks, compute_pair_flows, consecutive_pairs, key_frame_pairs  # noqa: E402
 from labelers.neural_depth import NeuralDepth  # noqa: E402
-from pipelines.synthetic import SCENES, SKY_ID, SceneConfig, render_clip  # noqa: E402
+from pipelines.synthetic import SCENES, SKY_ID, TEXTURES, SceneConfig, render_clip  # noqa: E402
 
 CAMERA_SCALE = 0.37
 
 
-def quality(clip, chain) -> str:
+def depth_quality(clip, depth: np.ndarray, valid: np.ndarray) -> str:
     truth = clip.labels["depth"]
     static = clip.object_ids < 6 + clip.config.num_static
     sky = clip.object_ids == SKY_ID if clip.config.scene == "open" else np.zeros_like(static)
-    depth, valid = chain.depth.depth, chain.depth.depth_valid
     scaled = median_scale(depth, truth, valid) * depth[valid]
     ratio = np.maximum(scaled / truth[valid], truth[valid] / scaled)
+    coverage = (valid & static & ~sky).sum() / (static & ~sky).sum()
+    text = f"delta1 {np.mean(ratio < 1.25):.3f}  coverage {coverage:.2f}"
+    return text + (f"  sky valid {valid[sky].mean():.4f}" if sky.any() else "")
+
+
+def quality(clip, chain) -> str:
     mask, gt = chain.dynamic_mask, clip.labels["dynamic_mask"]
     iou = (mask & gt).sum() / max((mask | gt).sum(), 1)
-    coverage = (valid & static & ~sky).sum() / (static & ~sky).sum()
-    text = f"delta1 {np.mean(ratio < 1.25):.3f}  coverage {coverage:.2f}  mask IoU {iou:.2f}"
-    return text + (f"  sky valid {valid[sky].mean():.4f}" if sky.any() else "")
+    return depth_quality(clip, chain.depth.depth, chain.depth.depth_valid) + f"  mask IoU {iou:.2f}"
+
+
+def timed_pair(baseline: Callable[[], Any], candidate: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:
+    """Median seconds of `baseline` and `candidate`, called in turn `repeats` times each (the
+    machine's drift hits both alike), and their last results."""
+    seconds: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for times, fn in zip(seconds, (baseline, candidate)):
+            start = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - start)
+            if fn is baseline:
+                base_result = result
+    return statistics.median(seconds[0]), statistics.median(seconds[1]), base_result, result
+
+
+def stripe_models(clip, flows, pairs, c2w, K, moving, repeats: int) -> None:
+    """Time and score the stripe models against their baselines, in this process (module docstring)."""
+    frames = clip.frames
+    t_plain, t_aware, plain, aware = timed_pair(
+        lambda: MultiViewDepth(MultiViewDepthConfig(min_isotropy=0)).estimate(frames, flows, c2w, K, moving),
+        lambda: MultiViewDepth().estimate(frames, flows, c2w, K, moving),
+        repeats,
+    )
+    print(f"  mvs_depth without / with the stripe model: {t_plain:.2f} / {t_aware:.2f} s (x{t_aware / t_plain:.2f}); "
+          f"{depth_quality(clip, plain.depth, plain.depth_valid)} / {depth_quality(clip, aware.depth, aware.depth_valid)}")
+    t_off, t_on, off, on = timed_pair(
+        lambda: compute_pair_flows(DisFlow(), frames, pairs, checks=ValidityChecks(stripe_max_isotropy=0)),
+        lambda: compute_pair_flows(DisFlow(), frames, pairs),
+        repeats,
+    )
+    index = [pairs.index(pair) for pair in consecutive_pairs(len(frames))]
+    visible = clip.labels["flow_valid"]
+    coverage = [(result.valid_fwd[index] & visible).sum() / visible.sum() for result in (off, on)]
+    print(f"  compute_pair_flows without / with the check across stripes: {t_off:.2f} / {t_on:.2f} s "
+          f"(x{t_on / t_off:.2f}); consecutive coverage {coverage[0]:.3f} / {coverage[1]:.3f}")
 
 
 def main() -> None:
@@ -79,6 +127,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--scene", choices=SCENES, default="room")
     parser.add_argument("--camera", choices=("dolly", "orbit"), default="dolly")
+    parser.add_argument("--texture", choices=TEXTURES, default="rich")
     parser.add_argument("--focal-error", type=float, default=0.0,
                         help="relative error of the focal length given to the labelers (0.01: 1 %% too long)")
     args = parser.parse_args()
@@ -103,7 +152,7 @@ def main() -> None:
     for height, width in sizes:
         start = time.perf_counter()
         cfg = SceneConfig(seed=0, height=height, width=width, num_frames=frames, stride=stride, camera=args.camera,
-                          scene=args.scene)
+                          scene=args.scene, texture=args.texture)
         clip = render_clip(cfg)
         pairs = consecutive_pairs(frames) + key_frame_pairs(frames, stride)
         flows = compute_pair_flows(DisFlow(), clip.frames, pairs)
@@ -129,6 +178,7 @@ def main() -> None:
         size = f"{height}x{width}"
         print(f"{size:>8} {ms[0]:>10.0f} {ms[1]:>11.0f} {ms[2]:>10.0f} {ms[3]:>8.0f}", end="")
         print(f" {ms[4]:>9.0f} {ms[5]:>9.0f}   {quality(clip, chain)}")
+        stripe_models(clip, flows, pairs, c2w, K, moving, repeats)
     if len(per_size) > 1:
         (small, a), (large, b) = list(per_size.items())[0], list(per_size.items())[-1]
         pixels = (large[0] * large[1]) / (small[0] * small[1])

@@ -333,32 +333,47 @@ def triangulate_flow(
         offset = flow_px - to_vanishing  # of the target from the vanishing point
         along = np.einsum("hwc,hwc->hw", offset, direction)
         epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
-        aperture = None
-        if across_normal is not None:
-            # Weighted least squares along the line, weights 1 across and 1 / slide_ratio^2 along.
-            stripe = np.stack([-across_normal[..., 1], across_normal[..., 0]], axis=-1)
-            n_line = np.einsum("hwc,hwc->hw", across_normal, direction)
-            s_line = np.einsum("hwc,hwc->hw", stripe, direction) / slide_ratio
-            n_offset = np.einsum("hwc,hwc->hw", across_normal, offset)
-            s_offset = np.einsum("hwc,hwc->hw", stripe, offset) / slide_ratio
-            information = n_line**2 + s_line**2
-            aperture = np.sqrt(information)
-            on_stripes = np.isfinite(aperture)
-            along = np.where(on_stripes, (n_line * n_offset + s_line * s_offset) / information, along)
-            along = np.where(on_stripes & ~np.isfinite(along), np.inf, along)
-            epipolar = np.where(on_stripes, 0.0, epipolar)
+        on_stripes = None if across_normal is None else np.isfinite(across_normal[..., 0])
+        if on_stripes is not None and on_stripes.any():
+            aperture = _along_stripes(along, epipolar, offset[on_stripes], direction[on_stripes],
+                                      across_normal[on_stripes], on_stripes, slide_ratio)
         denom = h_norm - along * a_z * b[2]
         inv_depth = along * a_z**2 / denom
         z_ratio = a_z + inv_depth * b[2]  # z_dst * rho: positive iff the point is in front of dst
         sensitivity = h_norm / z_ratio**2
-        if aperture is not None:
-            sensitivity = np.where(np.isfinite(aperture), sensitivity * aperture, sensitivity)
+        if on_stripes is not None and on_stripes.any():
+            sensitivity[on_stripes] *= aperture
         ok = (a_z > 0) & (h_norm > 0) & (denom > 0) & (z_ratio > 0) & np.isfinite(inv_depth) & np.isfinite(epipolar)
         rotation_px = np.where(a_z > 0, np.hypot(to_vanishing[..., 0], to_vanishing[..., 1]), np.nan)
     offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
     return TwoViewTriangulation(
         inv_depth, sensitivity, epipolar, along, offset_px, rotation_px, h_norm, a_z, float(b[2]), ok
     )
+
+
+def _along_stripes(
+    along: np.ndarray,
+    epipolar: np.ndarray,
+    offset: np.ndarray,
+    direction: np.ndarray,
+    normal: np.ndarray,
+    on_stripes: np.ndarray,
+    slide_ratio: float,
+) -> np.ndarray:
+    """`triangulate_flow` on the N stripe pixels: writes their `along` and `epipolar` (H, W) in place
+    from their (N, 2) offsets, line directions and normals, and returns the (N,) factor of their
+    sensitivity. Weighted least squares along the line: weight 1 across the stripes,
+    1 / slide_ratio^2 along them."""
+    nx, ny = normal[:, 0], normal[:, 1]  # the stripes run along (-ny, nx)
+    n_line = nx * direction[:, 0] + ny * direction[:, 1]
+    s_line = (nx * direction[:, 1] - ny * direction[:, 0]) / slide_ratio
+    n_offset = nx * offset[:, 0] + ny * offset[:, 1]
+    s_offset = (nx * offset[:, 1] - ny * offset[:, 0]) / slide_ratio
+    information = n_line**2 + s_line**2
+    position = (n_line * n_offset + s_line * s_offset) / information
+    along[on_stripes] = np.where(np.isfinite(position), position, np.inf)
+    epipolar[on_stripes] = 0.0
+    return np.sqrt(information)
 
 
 @dataclass(frozen=True)

@@ -180,11 +180,13 @@ class ForwardBackwardCheck:
         fb_error_px: |F + B(x + F)| in pixels, float32; NaN where the target is outside.
         consistent: bool, target inside and fb_error_px <= alpha (|F| + |B|) + beta.
         target_inside: bool, x + F(x) can be sampled without leaving the image.
+        mismatch_px: (H, W, 2) float64 F + B(x + F); NaN where the target is outside.
     """
 
     fb_error_px: np.ndarray
     consistent: np.ndarray
     target_inside: np.ndarray
+    mismatch_px: np.ndarray
 
 
 def forward_backward_check(
@@ -203,11 +205,12 @@ def forward_backward_check(
     flow_bwd_at_target = warp_flow_to_source(flow_fwd_px, flow_bwd_px)
     height, width = flow_fwd_px.shape[:2]
     target_inside = inside_image(pixel_grid(height, width) + flow_fwd_px, height, width)
-    fb_error = np.linalg.norm(flow_fwd_px + flow_bwd_at_target, axis=-1)
+    mismatch = flow_fwd_px + flow_bwd_at_target
+    fb_error = np.linalg.norm(mismatch, axis=-1)
     tolerance = alpha * (np.linalg.norm(flow_fwd_px, axis=-1) + np.linalg.norm(flow_bwd_px, axis=-1)) + beta
     with np.errstate(invalid="ignore"):
         consistent = target_inside & (fb_error <= tolerance)
-    return ForwardBackwardCheck(fb_error.astype(np.float32), consistent, target_inside)
+    return ForwardBackwardCheck(fb_error.astype(np.float32), consistent, target_inside, mismatch)
 
 
 def flow_valid_mask(
@@ -470,26 +473,44 @@ def consistent_across_stripes(
     alpha: float = FB_ALPHA,
     beta: float = FB_BETA,
 ) -> np.ndarray:
-    """(H, W) bool: stripe pixels of the source whose flow passes the forward-backward check
-    across the stripes and slides along them by at most `checks.stripe_along_fb_px`, with a
-    displacement of at most `checks.stripe_max_flow_px` and the target inside (`ValidityChecks`).
+    """(H, W) bool: stripe pixels of the source whose flow fails the plain forward-backward check
+    but passes it across the stripes, sliding along them by at most `checks.stripe_along_fb_px`,
+    with a displacement of at most `checks.stripe_max_flow_px` and the target inside
+    (`ValidityChecks`; `PairFlows.across_only_fwd`).
 
     Args:
         flow_fwd_px, flow_bwd_px: (H, W, 2) F_{i->j} and F_{j->i}.
         gray_src: (H, W) grey levels of frame i.
     """
-    height, width = gray_src.shape
     if checks.stripe_max_isotropy <= 0:
-        return np.zeros((height, width), bool)
+        return np.zeros(gray_src.shape, bool)
     normal = aperture_normals(gray_src, checks.stripe_window_px, checks.stripe_max_isotropy)
-    mismatch = flow_fwd_px + warp_flow_to_source(flow_fwd_px, flow_bwd_px)
-    across = np.abs(np.einsum("hwc,hwc->hw", mismatch, normal))
-    along = np.sqrt(np.maximum(np.sum(mismatch**2, axis=-1) - across**2, 0.0))
+    fb = forward_backward_check(flow_fwd_px, flow_bwd_px, alpha, beta)
+    return _consistent_across(fb, flow_fwd_px, flow_bwd_px, normal, checks, alpha, beta)
+
+
+def _consistent_across(
+    fb: ForwardBackwardCheck,
+    flow_fwd_px: np.ndarray,
+    flow_bwd_px: np.ndarray,
+    normal: np.ndarray,
+    checks: ValidityChecks,
+    alpha: float,
+    beta: float,
+) -> np.ndarray:
+    """`consistent_across_stripes` for the pixels `fb` found inconsistent, given the stripe
+    normals (H, W, 2) of the source (NaN off stripes); only those pixels are computed."""
     magnitude = np.linalg.norm(flow_fwd_px, axis=-1)
-    tolerance = alpha * (magnitude + np.linalg.norm(flow_bwd_px, axis=-1)) + beta
-    with np.errstate(invalid="ignore"):
-        ok = (across <= tolerance) & (along <= checks.stripe_along_fb_px) & (magnitude <= checks.stripe_max_flow_px)
-    return ok & inside_image(pixel_grid(height, width) + flow_fwd_px, height, width)
+    candidates = fb.target_inside & ~fb.consistent & np.isfinite(normal[..., 0]) & (magnitude <= checks.stripe_max_flow_px)
+    out = np.zeros(candidates.shape, bool)
+    if not candidates.any():
+        return out
+    mismatch, n = fb.mismatch_px[candidates], normal[candidates]
+    across = np.abs(np.sum(mismatch * n, axis=-1))
+    along = np.sqrt(np.maximum(np.sum(mismatch**2, axis=-1) - across**2, 0.0))
+    tolerance = alpha * (magnitude[candidates] + np.linalg.norm(flow_bwd_px[candidates], axis=-1)) + beta
+    out[candidates] = (across <= tolerance) & (along <= checks.stripe_along_fb_px)
+    return out
 
 
 def drop_small_regions(valid: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -686,14 +707,20 @@ def compute_pair_flows(
     unc_bwd = np.concatenate([r.uncertainty_px for r in bwd])
 
     noise = {} if checks is None else {t: image_noise_sigma(_gray(frames[t])) for t in np.unique(index).tolist()}
+    normals: dict[int, np.ndarray] = {}
+
+    def stripe_normals_of(t: int) -> np.ndarray:
+        if t not in normals:
+            normals[t] = aperture_normals(_gray(frames[t]), checks.stripe_window_px, checks.stripe_max_isotropy)
+        return normals[t]
 
     def check(
         src: int, dst: int, flow_a: np.ndarray, flow_b: np.ndarray, unc_a: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fb = forward_backward_check(flow_a, flow_b, alpha, beta)
         consistent = fb.consistent
-        if checks is not None:
-            consistent = consistent | consistent_across_stripes(flow_a, flow_b, _gray(frames[src]), checks, alpha, beta)
+        if checks is not None and checks.stripe_max_isotropy > 0:
+            consistent = consistent | _consistent_across(fb, flow_a, flow_b, stripe_normals_of(src), checks, alpha, beta)
         valid = consistent & _confident(unc_a, max_uncertainty_px)
         if checks is not None:
             valid = flow_support(frames[src], frames[dst], flow_a, valid, checks, max(noise[src], noise[dst]))
