@@ -99,9 +99,13 @@ def focal_problem(focal_px: float, fov_x: float, focal: FocalUncertainty, cfg: S
     computed = not np.isnan(focal.jackknife_rel_std)
     jackknife = f"{focal.jackknife_rel_std:.3f}" if computed else "not computed"
     at_least = "" if computed else "at least "  # the jackknife only adds to the spread
+    if np.isfinite(focal.rel_std):
+        spread = f"with a relative standard deviation of {at_least}{focal.rel_std:.3f}"
+    else:  # no signal at all: a number would be infinite
+        spread = "whose changes have no measurable effect on the tracks"
     return (
         f"the tracks do not determine the focal length: {focal_px:.1f} px (horizontal field of view {fov_x:.0f} deg) "
-        f"with a relative standard deviation of {at_least}{focal.rel_std:.3f} (a 5 % change moves the tracks by "
-        f"{focal.signal_px:.4f} px RMS; region jackknife {jackknife}); limits: std <= {cfg.max_focal_rel_std}, field "
-        f"of view in [{cfg.min_fov_x_deg}, {cfg.max_fov_x_deg}] deg; give intrinsics for this clip"
+        f"{spread} (a 5 % change moves the tracks by {focal.signal_px:.4f} px RMS; region jackknife {jackknife}); "
+        f"limits: std <= {cfg.max_focal_rel_std}, field of view in [{cfg.min_fov_x_deg}, {cfg.max_fov_x_deg}] deg; "
+        "give intrinsics for this clip"
     )

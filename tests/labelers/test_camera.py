@@ -238,6 +238,18 @@ def test_focal_uncertainty_counts_spread_and_systematic_error():
     assert replace(independent, signal_px=0.0).rel_std == np.inf
 
 
+def test_focal_problem_never_reports_an_infinite_spread():
+    """cup_hand's rejection read 'a relative standard deviation of at least inf'."""
+    from labelers.sfm.focal import focal_problem
+    from pipelines.regression_footage import absurd_numbers
+
+    no_signal = FocalUncertainty(signal_px=0.0, random_px=0.01, bias_px=0.001)
+    message = focal_problem(625.8, 32.0, no_signal, SfmConfig())
+    assert "have no measurable effect on the tracks" in message and not absurd_numbers(message), message
+    weak = focal_problem(625.8, 32.0, replace(no_signal, signal_px=0.01), SfmConfig())
+    assert "relative standard deviation of at least" in weak and not absurd_numbers(weak), weak
+
+
 def test_focal_is_rejected_when_the_motion_does_not_determine_it(estimator, dolly):
     # Five frames of a dolly: translation with 0.6 deg of rotation. The focal length trades
     # against depth, so without intrinsics the clip is rejected; with them it is labelled.
