@@ -491,11 +491,7 @@ class MultiViewDepth:
         cfg = self.config
         for t in range(num_frames):
             static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
-            normals = None
-            if cfg.min_isotropy:
-                gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
-                normals = aperture_normals(gray, cfg.isotropy_window_px, cfg.min_isotropy)
-            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, normals)
+            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, frames[t])
         return DepthResult(depth, valid, rel_sigma)
 
     def frame_depth(
@@ -505,11 +501,17 @@ class MultiViewDepth:
         c2w: np.ndarray,
         K: np.ndarray,
         static: np.ndarray | None = None,
-        across_normal: np.ndarray | None = None,
+        image: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Depth, validity and relative sigma (each (H, W)) of frame t; `static` (H, W) bool restricts
-        it; `across_normal` (H, W, 2): stripe normals of frame t (`triangulate_flow`)."""
+        it; `image` (H, W, 3) uint8 RGB of frame t gives its stripes (module docstring, step 2;
+        None: no stripe model)."""
         cfg = self.config
+        flows = flows.without_across_only()  # no copy when `estimate` already dropped them
+        across_normal = None
+        if image is not None and cfg.min_isotropy:
+            gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            across_normal = aperture_normals(gray, cfg.isotropy_window_px, cfg.min_isotropy)
         height, width = flows.valid_fwd.shape[1:]
         paths = flow_paths(flows.directed_pairs(), t, cfg.max_frame_gap, cfg.max_hops)
         # Longest baselines first: parallax, and so precision, grows with them.

@@ -594,7 +594,9 @@ class PairFlows:
 
     def without_across_only(self) -> PairFlows:
         """A copy in which the pixels valid only across stripes are invalid: for labelers that use
-        the flow's both components."""
+        the flow's both components (itself when there are none)."""
+        if not (self.across_only_fwd.any() or self.across_only_bwd.any()):
+            return self
         return replace(
             self,
             valid_fwd=self.valid_fwd & ~self.across_only_fwd,

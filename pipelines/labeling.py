@@ -388,7 +388,7 @@ def label_clip(
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
-                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives
+                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames
             ))
         del merged
     with timed_stage(seconds, "scene_flow"):
@@ -566,6 +566,7 @@ def _check_prior_focal_depth(
     depth_valid: np.ndarray,
     key_frames: list[int],
     focal_alternatives: tuple,
+    images: np.ndarray,
 ) -> dict[str, float]:
     """Test 4 of a prior focal (`labelers.sfm.focal_prior.dense_depth_agreement`) on up to
     three key frames (first, middle, last): the clip's multi-view depth must not depend on the
@@ -574,7 +575,7 @@ def _check_prior_focal_depth(
     from labelers.sfm.focal_prior import dense_depth_agreement
 
     frames = sorted({key_frames[0], key_frames[len(key_frames) // 2], key_frames[-1]})
-    agreement = dense_depth_agreement(backends.depth, flows, depth, depth_valid, focal_alternatives, frames)
+    agreement = dense_depth_agreement(backends.depth, flows, depth, depth_valid, focal_alternatives, frames, images)
     limit = getattr(backends.camera, "config", SfmConfig()).min_prior_dense_agreement
     if not agreement >= limit:
         raise ClipRejected(

@@ -154,6 +154,7 @@ def dense_depth_agreement(
     depth_valid: np.ndarray,
     alternatives: Sequence[tuple[np.ndarray, np.ndarray]],
     frames: Sequence[int],
+    images: np.ndarray | None = None,
 ) -> float:
     """Test 4 of the prior focal, on the dense depth the clip is labelled with: how much of it
     stays when the cameras are those re-adjusted with another focal.
@@ -171,6 +172,8 @@ def dense_depth_agreement(
         flows: the pair flows it used; depth, depth_valid: (T, H, W) its result.
         alternatives: (c2w (T, 4, 4), K (T, 3, 3)) pairs.
         frames: the frames compared (a few key frames suffice).
+        images: (T, H, W, 3) uint8 RGB of the clip, for the stripe model the depth used
+            (`MultiViewDepth.frame_depth`); None compares without it.
 
     Returns:
         the least share, over the alternatives, of the labelled valid pixels of `frames` that
@@ -183,7 +186,9 @@ def dense_depth_agreement(
     for c2w, K in alternatives:
         ratios = []
         for t in frames:
-            alt_depth, alt_valid, _ = estimator.frame_depth(t, flows, c2w, K, depth_valid[t])
+            alt_depth, alt_valid, _ = estimator.frame_depth(
+                t, flows, c2w, K, depth_valid[t], None if images is None else images[t]
+            )
             both = alt_valid & depth_valid[t]
             ratios.append(alt_depth[both] / depth[t][both])
         ratio = np.concatenate(ratios)

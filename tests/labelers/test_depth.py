@@ -270,6 +270,11 @@ def test_depth_on_stripes_ignores_the_slide_along_them():
     (plain_delta, plain_coverage), (aware_delta, aware_coverage) = scores.values()
     assert plain_delta < 0.8 and aware_delta > 0.85, scores  # measured 0.752 -> 0.865
     assert aware_coverage > 0.2, scores  # stripes along the epipolar lines lose their depth: 0.36 -> 0.27
+    # One frame alone (the prior focal's dense test re-triangulates this way) gives the same depth.
+    whole = MultiViewDepth().estimate(clip.frames, flows, scaled_c2w(clip), clip.labels["K"])
+    alone = MultiViewDepth().frame_depth(4, flows, scaled_c2w(clip), clip.labels["K"], image=clip.frames[4])
+    np.testing.assert_array_equal(alone[1], whole.depth_valid[4])
+    np.testing.assert_allclose(alone[0], whole.depth[4])
 
 
 @pytest.mark.parametrize("camera", ["pan", "static"])
