@@ -73,7 +73,7 @@ from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from labelers.flow import PairFlows, aperture_normals, compose_flows
+from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, compose_flows
 from labelers.geometry import check_frames, pixel_grid, relative_pose
 
 __all__ = [
@@ -427,8 +427,8 @@ class MultiViewDepthConfig:
     edge_sigmas: float = 2.0
     min_parallax_sigmas: float = 3.0
     camera_sigma_rel: float = 0.02
-    min_isotropy: float = 0.02
-    isotropy_window_px: int = 15
+    min_isotropy: float = STRIPE_MAX_ISOTROPY
+    isotropy_window_px: int = STRIPE_WINDOW_PX
     stripe_slide_ratio: float = 8.0
 
     def __post_init__(self) -> None:

@@ -121,7 +121,7 @@ from labelers.depth import (
     flow_paths,
     triangulate_flow,
 )
-from labelers.flow import PairFlows, aperture_normals
+from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
@@ -189,8 +189,8 @@ class DynamicMaskConfig:
     min_depth_fraction: float = 0.01
     min_prior_rel_tol: float = 0.05
     depth_sigmas: float = 2.0
-    min_isotropy: float = 0.02
-    isotropy_window_px: int = 15
+    min_isotropy: float = STRIPE_MAX_ISOTROPY
+    isotropy_window_px: int = STRIPE_WINDOW_PX
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:

@@ -83,6 +83,11 @@ CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
 VALIDITY_CHECKS_VERSION = "2"  # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them
 NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)
+# Texture whose isotropy over the window is below this is stripes or a single edge (`aperture_normals`).
+# One default for flow validity, depth and masks: the flow that validity passes across stripes only
+# (`PairFlows.across_only_fwd`) is safe only where depth and masks read it across the same stripes.
+STRIPE_MAX_ISOTROPY = 0.02
+STRIPE_WINDOW_PX = 15
 
 
 @dataclass(frozen=True)
@@ -287,8 +292,8 @@ class ValidityChecks:
     zncc_radius_px: int = 2
     min_zncc: float = 0.6
     min_region_fraction: float = 0.001
-    stripe_max_isotropy: float = 0.02
-    stripe_window_px: int = 15
+    stripe_max_isotropy: float = STRIPE_MAX_ISOTROPY
+    stripe_window_px: int = STRIPE_WINDOW_PX
     stripe_along_fb_px: float = 2.0
     stripe_max_flow_px: float = 3.0
 

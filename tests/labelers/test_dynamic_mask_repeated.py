@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelers.depth import MultiViewDepth
+from labelers.depth import MultiViewDepth, MultiViewDepthConfig
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import (
     DynamicMaskConfig,
@@ -19,7 +19,7 @@ from labelers.dynamic_mask import (
     rigidity_residual,
     stripe_normals,
 )
-from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
+from labelers.flow import ValidityChecks, compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
 from pipelines.synthetic import SceneConfig, render_clip
 
 KEYS = [0, 4, 8]
@@ -129,3 +129,13 @@ def test_mask_inputs_and_config_are_checked(striped_orbit):
         DynamicMaskConfig(min_isotropy=1.0)
     with pytest.raises(ValueError, match="frames"):
         stripe_normals(clip.frames[..., 0], DynamicMaskConfig())
+
+
+def test_flow_depth_and_masks_see_the_same_stripes():
+    """Flow validity passes some stripe pixels across the stripes only; depth leaves them out and
+    the masks read them across the stripes only, which is safe only if all three find the same stripes."""
+    checks = ValidityChecks()
+    depth = MultiViewDepthConfig()
+    masks = DynamicMaskConfig()
+    assert checks.stripe_max_isotropy == depth.min_isotropy == masks.min_isotropy > 0
+    assert checks.stripe_window_px == depth.isotropy_window_px == masks.isotropy_window_px
