@@ -19,6 +19,15 @@ noise, and there our flow was worse than plain DIS-medium's (measured: docs/benc
 "Session 12"). Fine low-contrast texture and stripes keep the full-resolution search, which is
 far better there.
 
+Brightness constancy, which the variational refinement assumes, fails when the exposure changes
+between the two frames (auto exposure, a light turning on): on smooth, low-contrast surfaces the
+flow then shifts along the intensity gradient by up to a pixel or two over a key-frame
+interval, the same way in both directions, so the forward-backward check keeps it, and the
+dynamic masks flag static surfaces (measured: docs/benchmarks.md, "Session 14"). The destination
+frame's exposure is therefore matched to the source's first (`exposure_gain`): a global gain,
+measured at the correspondences of a quarter-resolution flow, applied when it differs from 1
+by more than `exposure_min_change`.
+
 Each step pays for itself on every scene class we render (measured: docs/benchmarks.md,
 "Labeler design measurements", DIS flow; tests/labelers/test_dis_flow.py checks the gains).
 
@@ -53,7 +62,7 @@ from labelers.flow import (
 )
 from labelers.geometry import inside_image, pixel_grid
 
-__all__ = ["DisFlowConfig", "DisFlow", "coarse_texture_mask"]
+__all__ = ["DisFlowConfig", "DisFlow", "coarse_texture_mask", "exposure_gain"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ class DisFlowConfig:
         fuse_backward: average forward and inverted backward flow where they agree.
         fuse_max_fb_error_px: agreement needed for fusion.
         uncertainty_scale: expected end-point error per pixel of forward-backward error.
+        match_exposure: scale the destination frame's intensities by `exposure_gain` before
+            the flow in both directions is estimated ...
+        exposure_min_change: ... when the gain differs from 1 by more than this (smaller
+            changes are below the quantisation of a mid-grey 8-bit level).
     """
 
     finest_scale: int = 0
@@ -96,6 +109,8 @@ class DisFlowConfig:
     fuse_backward: bool = True
     fuse_max_fb_error_px: float = 0.5
     uncertainty_scale: float = 1.2
+    match_exposure: bool = True
+    exposure_min_change: float = 0.004
 
     def __post_init__(self) -> None:
         if self.finest_scale < 0 or self.patch_size < 2 or not 1 <= self.patch_stride <= self.patch_size:
@@ -109,6 +124,8 @@ class DisFlowConfig:
             raise ValueError("coarse_max_snr and coarse_max_fine_ratio must be >= 0")
         if self.extra_refinement_iterations < 0 or self.fuse_max_fb_error_px < 0 or self.uncertainty_scale <= 0:
             raise ValueError("extra_refinement_iterations and fuse_max_fb_error_px must be >= 0, uncertainty_scale > 0")
+        if not 0 <= self.exposure_min_change < 1:
+            raise ValueError(f"need 0 <= exposure_min_change < 1, got {self.exposure_min_change}")
 
     @classmethod
     def plain_medium(cls) -> DisFlowConfig:
@@ -122,6 +139,7 @@ class DisFlowConfig:
             extra_refinement_iterations=0,
             coarse_max_snr=0.0,
             fuse_backward=False,
+            match_exposure=False,
         )
 
 
@@ -134,7 +152,7 @@ class DisFlow:
     """
 
     name = "opencv_dis"
-    version = "2"  # 2: coarser search on coarse, noise-level texture
+    version = "3"  # 2: coarser search on coarse, noise-level texture; 3: exposure matched
 
     def __init__(self, config: DisFlowConfig | None = None) -> None:
         self.config = config or DisFlowConfig()
@@ -161,6 +179,8 @@ class DisFlow:
         for src, dst in zip(images_src, images_dst):
             gray_src = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
             gray_dst = cv2.cvtColor(dst, cv2.COLOR_RGB2GRAY)
+            if self.config.match_exposure:
+                gray_dst = _scaled(gray_dst, exposure_gain(gray_src, gray_dst), self.config.exposure_min_change)
             flow_fwd = self._dis_flow(gray_src, gray_dst)
             flow_bwd = self._dis_flow(gray_dst, gray_src)
             out_fwd.append(self._finish(flow_fwd, flow_bwd))
@@ -242,6 +262,55 @@ def coarse_texture_mask(gray: np.ndarray, window_px: int, max_snr: float, max_fi
     half = texture_energy(cv2.pyrDown(gray), window_px)
     half = cv2.resize(half, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
     return noisy & (texture_energy(gray, window_px) < max_fine_ratio * half)
+
+
+def exposure_gain(gray_src: np.ndarray, gray_dst: np.ndarray, scale: int = 4, max_asymmetry: float = 0.005) -> float:
+    """Global gain g such that g * dst matches src at corresponding points (exposure change).
+
+    Both images are reduced `scale` times (area average: noise and small flow errors cancel),
+    and DIS-medium at that size gives the correspondences (`_gain_at_correspondences`). The
+    gain is measured in both directions; where the two are not reciprocal to within
+    `max_asymmetry` the small flow did not find the correspondences (a wide viewpoint change)
+    and the gain is 1.
+
+    Args:
+        gray_src, gray_dst: (H, W) uint8.
+    """
+    height, width = gray_src.shape
+    size = (max(width // scale, 16), max(height // scale, 16))
+    small_src = cv2.resize(gray_src, size, interpolation=cv2.INTER_AREA)
+    small_dst = cv2.resize(gray_dst, size, interpolation=cv2.INTER_AREA)
+    forward = _gain_at_correspondences(small_src, small_dst)
+    backward = _gain_at_correspondences(small_dst, small_src)
+    if abs(np.log(forward * backward)) > max_asymmetry:
+        return 1.0
+    return float(np.sqrt(forward / backward))
+
+
+def _gain_at_correspondences(gray_src: np.ndarray, gray_dst: np.ndarray) -> float:
+    """Ratio of the sums of src and of dst warped by DIS-medium flow, over the pixels whose log
+    ratio lies in its interquartile range: a flow error in texture moves single ratios either
+    way (the sums cancel it), a mover or a disocclusion moves some far (the range leaves them
+    out). Dark, saturated and off-image pixels do not count; 1.0 where fewer than 1 % qualify."""
+    height, width = gray_src.shape
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(gray_src, gray_dst, None)
+    target = (pixel_grid(height, width) + flow).astype(np.float32)
+    src = gray_src.astype(np.float32)
+    warped = cv2.remap(gray_dst.astype(np.float32), target, None, cv2.INTER_LINEAR)
+    usable = inside_image(target, height, width) & (src > 16) & (src < 240) & (warped > 16) & (warped < 240)
+    if usable.mean() < 0.01:
+        return 1.0
+    src, warped = src[usable], warped[usable]
+    log_ratio = np.log(src / warped)
+    low, high = np.percentile(log_ratio, [25, 75])
+    central = (log_ratio >= low) & (log_ratio <= high)
+    return float(src[central].sum() / warped[central].sum())
+
+
+def _scaled(gray: np.ndarray, gain: float, min_change: float) -> np.ndarray:
+    if abs(gain - 1.0) <= min_change:
+        return gray
+    return np.clip(np.round(gray.astype(np.float32) * gain), 0, 255).astype(np.uint8)
 
 
 def _clamp_to_image(uv: np.ndarray, height: int, width: int) -> np.ndarray:

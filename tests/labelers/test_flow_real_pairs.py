@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from labelers.dis_flow import DisFlow
+from labelers.dis_flow import DisFlow, DisFlowConfig, exposure_gain
 from labelers.flow import (
     ValidityChecks,
     compute_pair_flows,
@@ -110,6 +110,18 @@ def test_wide_viewpoint_change_valid_flow_is_rarely_more_than_3px_off():
     assert before_wrong > 0.10
     assert wrong <= 0.05, wrong
     assert 0.01 <= coverage <= before_coverage
+
+
+def test_exposure_gain_of_real_pairs():
+    """Two real pairs under one exposure: the stereo pair's gain is within the change that is
+    left alone; on the wide viewpoint change the small flow finds no correspondences, the two
+    directions' gains are not reciprocal, and the gain is 1 (measured: 1.006 forward against
+    1/1.023 backward)."""
+    for pair in (aloe_pair, graf_pair):
+        frames = pair()[0]
+        gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
+        assert abs(exposure_gain(*gray) - 1.0) <= DisFlowConfig().exposure_min_change
+    assert exposure_gain(*[cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in graf_pair()[0]]) == 1.0
 
 
 # ----------------------------------------------------------------------------- textureless wall
