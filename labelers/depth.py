@@ -267,6 +267,7 @@ class TwoViewTriangulation:
         line_scale: |h| of the line, so that along(rho) = line_scale rho / (a_z (a_z + rho b_z)).
         a_z: (H, W) depth factor of the vanishing point.
         b_z: scalar, depth component of K_dst t.
+        line_direction: (H, W, 2) unit vector along the line, towards growing rho.
         ok: bool, the geometry is defined (line exists, point in front of both cameras).
     """
 
@@ -279,6 +280,7 @@ class TwoViewTriangulation:
     line_scale: np.ndarray
     a_z: np.ndarray
     b_z: float
+    line_direction: np.ndarray
     ok: np.ndarray
 
     def along_at(self, inv_depth: np.ndarray | float) -> np.ndarray:
@@ -347,7 +349,7 @@ def triangulate_flow(
         rotation_px = np.where(a_z > 0, np.hypot(to_vanishing[..., 0], to_vanishing[..., 1]), np.nan)
     offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
     return TwoViewTriangulation(
-        inv_depth, sensitivity, epipolar, along, offset_px, rotation_px, h_norm, a_z, float(b[2]), ok
+        inv_depth, sensitivity, epipolar, along, offset_px, rotation_px, h_norm, a_z, float(b[2]), direction, ok
     )
 
 

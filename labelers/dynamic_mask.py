@@ -61,6 +61,15 @@ alarms (measured: docs/benchmarks.md, "Labeler design measurements", dynamic mas
 window is smaller than the flow checks' so that ground beside an object does not borrow the
 object's texture.
 
+On repeated texture (a checkerboard, tiles, a fence: `labelers.flow.texture_periods`, up to
+`max_period_px`) the flow is known only up to the texture's repeat vectors p1, p2: DIS may lock
+one period off, and forward and backward flow then agree on it. There the residual is that of
+the alias F + a p1 + b p2 (a, b in {-1, 0, 1}) nearest a static point, if smaller. On a
+grazing checkered wall (held-out repeated room orbit 51) 12 % of the valid consecutive flow
+was 5-6 px off, one period, and made most of the clip's false alarms (measured: docs/benchmarks.md,
+"Session 14"). The price: a mover on such texture whose motion off the static positions is
+close to a period is taken as static. Stripes keep their own rule (no periods there).
+
 The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
 filling close gaps inside an object, and components smaller than `min_area_fraction` of
@@ -121,7 +130,7 @@ from labelers.depth import (
     flow_paths,
     triangulate_flow,
 )
-from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals
+from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, texture_periods
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
@@ -132,6 +141,7 @@ __all__ = [
     "residual_threshold",
     "clean_mask",
     "stripe_normals",
+    "SourceTexture",
     "label_depth_and_masks",
     "label_masks_given_depth",
 ]
@@ -170,6 +180,9 @@ class DynamicMaskConfig:
         min_isotropy, isotropy_window_px: on source pixels whose texture is stripes or a single
             edge (`labelers.flow.texture_isotropy` over the window below min_isotropy) the
             residual is measured across the stripes only (module docstring); 0 disables.
+        max_period_px, period_window_px, period_min_zncc, period_min_dip: on source pixels whose
+            texture repeats (`labelers.flow.texture_periods` with these settings) the residual
+            is taken up to the repeat vectors (module docstring); `max_period_px` 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -191,6 +204,10 @@ class DynamicMaskConfig:
     depth_sigmas: float = 2.0
     min_isotropy: float = STRIPE_MAX_ISOTROPY
     isotropy_window_px: int = STRIPE_WINDOW_PX
+    max_period_px: int = 12
+    period_window_px: int = 15
+    period_min_zncc: float = 0.7
+    period_min_dip: float = 0.3
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -210,6 +227,9 @@ class DynamicMaskConfig:
         if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3:
             raise ValueError(f"need min_isotropy in [0, 1) and isotropy_window_px >= 3, got {self.min_isotropy}, "
                              f"{self.isotropy_window_px}")
+        if not (self.max_period_px == 0 or self.max_period_px >= 3) or self.period_window_px < 3:
+            raise ValueError(f"need max_period_px 0 or >= 3 and period_window_px >= 3, got {self.max_period_px}, "
+                             f"{self.period_window_px}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
             raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
                              f"{self.depth_sigmas}")
@@ -234,6 +254,7 @@ def rigidity_residual(
     depth_rel_tol_src: np.ndarray | None = None,
     prior_rel_tol: float = 0.15,
     stripe_normal_src: np.ndarray | None = None,
+    period_src: np.ndarray | None = None,
 ) -> np.ndarray:
     """How far (pixels) each flow target lies from where a static point could be (module docstring).
 
@@ -255,6 +276,10 @@ def rigidity_residual(
         stripe_normal_src: optional (H, W, 2) unit vectors across the stripes of the source
             pixels whose flow is measured across them only (`stripe_normals`), NaN elsewhere:
             there the residual is the distance across the stripes alone.
+        period_src: optional (H, W, 2, 2) repeat vectors of the source pixels' texture
+            (`labelers.flow.texture_periods`, 0 where none): there the flow is known up to
+            them, and the residual is that of the alias (the flow plus -1, 0 or 1 times each)
+            nearest a static point, if smaller.
 
     Returns:
         (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.
@@ -306,7 +331,45 @@ def rigidity_residual(
         residual = np.where(use_depth, rigid_residual, residual)
         if depth_dst is not None:
             known &= ~(use_depth & _hidden(np.nan_to_num(rigid), z_dst, depth_dst, cfg.occlusion_rel_tol))
-    return np.where(known, residual, np.nan)
+    residual = np.where(known, residual, np.nan)
+    if period_src is None or not period_src.any():
+        return residual
+    if period_src.shape != (*flow_px.shape[:2], 2, 2):
+        raise ValueError(f"period_src must be {(*flow_px.shape[:2], 2, 2)}, got {period_src.shape}")
+    rigid_error = flow_px - np.nan_to_num(rigid) if src_valid.any() else None
+    shift = _static_alias_shift(period_src, tri, rigid_error, use_depth if src_valid.any() else None)
+    if not shift.any():
+        return residual
+    alias = rigidity_residual(flow_px + shift, flow_valid, K_src, c2w_src, K_dst, c2w_dst, depth_src, depth_dst, cfg,
+                              prior_depth_src, depth_rel_tol_src, prior_rel_tol, stripe_normal_src)
+    with np.errstate(invalid="ignore"):
+        return np.where(alias < residual, alias, residual)  # NaN on either side keeps the residual
+
+
+def _static_alias_shift(
+    period: np.ndarray, tri: TwoViewTriangulation, rigid_error: np.ndarray | None, use_depth: np.ndarray | None
+) -> np.ndarray:
+    """(H, W, 2) the shift a p1 + b p2 (a, b in {-1, 0, 1}; p = `period`) that brings each flow
+    target nearest a static point: to the rigid flow where depth is used, else to the epipolar
+    line (whose signed distance changes by the shift's component across it); 0 where none does."""
+    normal = np.stack([tri.line_direction[..., 1], -tri.line_direction[..., 0]], axis=-1)
+    best_shift = np.zeros(period.shape[:2] + (2,))
+    with np.errstate(invalid="ignore"):
+        best_cost = np.abs(tri.epipolar_px)
+        if rigid_error is not None:
+            best_cost = np.where(use_depth, np.linalg.norm(rigid_error, axis=-1), best_cost)
+        for a in (-1, 0, 1):
+            for b in (-1, 0, 1):
+                if a == b == 0:
+                    continue
+                shift = a * period[..., 0, :] + b * period[..., 1, :]
+                cost = np.abs(tri.epipolar_px + np.einsum("hwc,hwc->hw", shift, normal))
+                if rigid_error is not None:
+                    cost = np.where(use_depth, np.linalg.norm(rigid_error + shift, axis=-1), cost)
+                better = cost < best_cost
+                best_cost = np.where(better, cost, best_cost)
+                best_shift[better] = shift[better]
+    return best_shift
 
 
 def _near_depth_edge(depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
@@ -461,6 +524,42 @@ def stripe_normals(frames: np.ndarray, config: DynamicMaskConfig) -> np.ndarray 
     ])
 
 
+@dataclass(frozen=True)
+class SourceTexture:
+    """What the texture of each frame lets the flow measure (module docstring).
+
+    Attributes:
+        stripe_normals: optional (T, H, W, 2) (`stripe_normals`): on stripes the residual is
+            measured across them only.
+        periods: optional (T, H, W, 2, 2) repeat vectors (`labelers.flow.texture_periods`, 0
+            where none): on repeated texture the flow is known up to them.
+    """
+
+    stripe_normals: np.ndarray | None = None
+    periods: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, frames: np.ndarray, config: DynamicMaskConfig) -> SourceTexture:
+        """Stripes (`stripe_normals`) and periods of the frames, (T, H, W, 3) uint8 RGB, as
+        `config` asks for (`min_isotropy`, `max_period_px`; 0 leaves one out)."""
+        periods = None
+        if config.max_period_px:
+            periods = np.stack([
+                texture_periods(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), config.period_window_px,
+                                config.max_period_px, config.period_min_zncc, config.period_min_dip)
+                for frame in frames
+            ])
+        normals = stripe_normals(frames, config)
+        if periods is not None and normals is not None:
+            periods[np.isfinite(normals[..., 0])] = 0.0  # measured across the stripes already
+        return cls(normals, periods)
+
+    def at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Stripe normals and periods of frame t."""
+        return (None if self.stripe_normals is None else self.stripe_normals[t],
+                None if self.periods is None else self.periods[t])
+
+
 class FlowRigidityMasks:
     """Dynamic masks from the flow residual against a static world (CPU, no weights).
 
@@ -472,8 +571,9 @@ class FlowRigidityMasks:
 
     name = "flow_rigidity"
     # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity;
-    # 4: on stripes and edges the residual is measured across them only (min_isotropy)
-    version = "4"
+    # 4: on stripes and edges the residual is measured across them only (min_isotropy);
+    # 5: on repeated texture up to its periods (max_period_px)
+    version = "5"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -495,7 +595,7 @@ class FlowRigidityMasks:
         prior_depth: np.ndarray | None = None,
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
-        stripe_normals: np.ndarray | None = None,
+        texture: SourceTexture | None = None,
     ) -> np.ndarray:
         """Residual (H, W) of F_{src->dst} over its threshold tau: > 1 dynamic, NaN unknown.
 
@@ -506,10 +606,10 @@ class FlowRigidityMasks:
             prior_depth: optional (T, H, W) dense depth prior, 0 where undefined.
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth`.
             prior_rel_tol: relative tolerance of `prior_depth`.
-            stripe_normals: optional (T, H, W, 2) (`stripe_normals`): on stripes the residual
-                is measured across them only.
+            texture: optional `SourceTexture`: stripes and periods of the frames.
         """
         cfg = self.config
+        stripe_normal_src, period_src = (None, None) if texture is None else texture.at(src)
         residual = rigidity_residual(
             flow_px,
             flow_valid,
@@ -523,7 +623,8 @@ class FlowRigidityMasks:
             None if prior_depth is None else prior_depth[src],
             None if depth_rel_tol is None else depth_rel_tol[src],
             prior_rel_tol,
-            None if stripe_normals is None else stripe_normals[src],
+            stripe_normal_src,
+            period_src,
         )
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
@@ -533,7 +634,7 @@ class FlowRigidityMasks:
         c2w: np.ndarray,
         K: np.ndarray,
         depth: np.ndarray | None = None,
-        stripe_normals: np.ndarray | None = None,
+        texture: SourceTexture | None = None,
     ) -> np.ndarray:
         """Dynamic mask (T, H, W) bool of every frame (module docstring, step 1).
 
@@ -541,9 +642,9 @@ class FlowRigidityMasks:
             flows: flows of frame pairs, both directions (`PairFlows.lookup`).
             c2w: (T, 4, 4); K: (T, 3, 3).
             depth: optional (T, H, W) depth in the scale of c2w, 0 where invalid.
-            stripe_normals: optional (T, H, W, 2) (`stripe_normals`).
+            texture: optional `SourceTexture` of the frames.
         """
-        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, stripe_normals)
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, texture)
         cfg = self.config
         c2w = np.asarray(c2w, np.float64)
         masks = np.zeros((num_frames, height, width), bool)
@@ -554,7 +655,7 @@ class FlowRigidityMasks:
             dynamic_votes = np.zeros((height, width))
             known_votes = np.zeros((height, width))
             for dst, (flow_px, flow_valid, _) in views.items():
-                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth, stripe_normals=stripe_normals)
+                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth, texture=texture)
                 known = np.isfinite(score)
                 known_votes += known
                 dynamic_votes += known & (np.nan_to_num(score) > 1.0)
@@ -573,7 +674,7 @@ class FlowRigidityMasks:
         prior_depth: np.ndarray | None = None,
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
-        stripe_normals: np.ndarray | None = None,
+        texture: SourceTexture | None = None,
     ) -> np.ndarray:
         """M_k (S, H, W) bool for the key frames (module docstring, step 3).
 
@@ -589,9 +690,9 @@ class FlowRigidityMasks:
                 where `depth` is invalid.
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth` (exact if None).
             prior_rel_tol: relative tolerance of `prior_depth`.
-            stripe_normals: optional (T, H, W, 2) (`stripe_normals`).
+            texture: optional `SourceTexture` of the frames.
         """
-        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, stripe_normals)
+        num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, texture)
         if prior_depth is not None and np.shape(prior_depth) != (num_frames, height, width):
             expected = (num_frames, height, width)
             raise ValueError(f"prior_depth must be (T, H, W) = {expected}, got {np.shape(prior_depth)}")
@@ -605,7 +706,7 @@ class FlowRigidityMasks:
         pairs = list(zip(keys[:-1], keys[1:])) + [(keys[-1], keys[-2])]
         static = None if frame_masks is None else ~frame_masks
         geometry = dict(c2w=c2w, K=K, depth=depth, static_mask=static, prior_depth=prior_depth,
-                        depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol, stripe_normals=stripe_normals)
+                        depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol, texture=texture)
         # longer views go without the prior: a longer baseline magnifies its errors as much as the motion
         far_geometry = dict(geometry, prior_depth=None)
         masks = np.zeros((len(keys), height, width), bool)
@@ -648,7 +749,7 @@ class FlowRigidityMasks:
 
 
 def _check_mask_inputs(
-    flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None, stripe_normals: np.ndarray | None = None
+    flows: PairFlows, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None, texture: SourceTexture | None = None
 ) -> tuple[int, int, int]:
     num_frames = np.shape(c2w)[0] if np.ndim(c2w) == 3 else -1
     if np.shape(c2w) != (num_frames, 4, 4) or np.shape(K) != (num_frames, 3, 3):
@@ -661,9 +762,12 @@ def _check_mask_inputs(
     check_pair_flows(flows, num_frames, height, width)
     if depth is not None and np.shape(depth) != (num_frames, height, width):
         raise ValueError(f"depth must be (T, H, W) = {(num_frames, height, width)}, got {np.shape(depth)}")
-    if stripe_normals is not None and np.shape(stripe_normals) != (num_frames, height, width, 2):
-        expected = (num_frames, height, width, 2)
-        raise ValueError(f"stripe_normals must be (T, H, W, 2) = {expected}, got {np.shape(stripe_normals)}")
+    if texture is not None:
+        for name, shape in (("stripe_normals", (2,)), ("periods", (2, 2))):
+            given = getattr(texture, name)
+            if given is not None and np.shape(given) != (num_frames, height, width, *shape):
+                expected = (num_frames, height, width, *shape)
+                raise ValueError(f"texture.{name} must be {expected}, got {np.shape(given)}")
     return num_frames, height, width
 
 
@@ -703,15 +807,15 @@ def label_depth_and_masks(
     """
     check_depth_inputs(frames, flows, c2w, K, None)
     masks = masks or FlowRigidityMasks()
-    normals = stripe_normals(frames, masks.config)
-    frame_masks = masks.frame_masks(flows, c2w, K, stripe_normals=normals)
+    texture = SourceTexture.of(frames, masks.config)
+    frame_masks = masks.frame_masks(flows, c2w, K, texture=texture)
     depth = depth_estimator.estimate(frames, flows, c2w, K, frame_masks)
     cfg = masks.config
     depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
     prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
     dynamic = masks.key_masks(
-        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, normals
+        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture
     )
     keys = list(key_frames)
     if depth_estimator.dense:
@@ -747,12 +851,12 @@ def label_masks_given_depth(
         depth: (T, H, W) z-depth in the scale of c2w, 0 where invalid.
         masks: the mask labeler (default settings if None).
         frames: optional (T, H, W, 3) uint8 RGB: with them, the residual on stripes and edges is
-            measured across them only (`stripe_normals`).
+            measured across them only, and on repeated texture up to its periods (`SourceTexture`).
     """
     masks = masks or FlowRigidityMasks()
-    normals = None if frames is None else stripe_normals(frames, masks.config)
-    frame_masks = masks.frame_masks(flows, c2w, K, depth, normals)
-    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks, stripe_normals=normals)
+    texture = None if frames is None else SourceTexture.of(frames, masks.config)
+    frame_masks = masks.frame_masks(flows, c2w, K, depth, texture)
+    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks, texture=texture)
 
 
 def _with_prior_on_moving(

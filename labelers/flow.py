@@ -54,6 +54,7 @@ __all__ = [
     "texture_isotropy",
     "texture_normal",
     "aperture_normals",
+    "texture_periods",
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
@@ -427,6 +428,65 @@ def aperture_normals(gray: np.ndarray, window_px: int, min_isotropy: float) -> n
     gray = np.asarray(gray, np.float32)
     stripes = texture_isotropy(gray, window_px) < min_isotropy
     return np.where(stripes[..., None], texture_normal(gray, window_px), np.nan).astype(np.float32)
+
+
+def texture_periods(
+    gray: np.ndarray, window_px: int, max_period_px: int, min_zncc: float, min_dip: float, angle_bins: int = 16
+) -> np.ndarray:
+    """Up to two repeat vectors of the texture around each pixel (a checkerboard, tiles, a fence).
+
+    The window around x is compared (ZNCC) with the window around x + d for every integer
+    offset d with 3 <= |d| <= `max_period_px` (in a half plane: d and -d are the same repeat).
+    d is a period where its ZNCC is at least `min_zncc` and at least `min_dip` above the ZNCC
+    at d / 2: the texture decorrelates, then repeats (smooth texture decorrelates without
+    repeating; a multiple of a period fails the test at half of it). The first vector has the
+    highest ZNCC; the second the highest among periods at least 3 of `angle_bins` angle bins
+    (over 180 degrees) away. Flow on such texture is known only up to these vectors: the
+    estimator may lock one period off, and both directions then agree on it.
+
+    Returns:
+        (H, W, 2, 2) float32: [..., k, :] the k-th vector (dx, dy) in pixels, 0 where none.
+    """
+    src = np.asarray(gray, np.float32)
+    src = src - float(src.mean())  # float32 sums of squares keep their precision
+    height, width = src.shape
+    window = (window_px, window_px)
+    pad = max_period_px
+    mean = cv2.boxFilter(src, -1, window, borderType=cv2.BORDER_REFLECT)
+    std = np.sqrt(np.maximum(cv2.boxFilter(src * src, -1, window, borderType=cv2.BORDER_REFLECT) - mean * mean, 0.0))
+    padded = [cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT) for image in (src, mean, std)]
+
+    def zncc(dx: int, dy: int) -> np.ndarray:
+        rows, cols = slice(pad + dy, pad + dy + height), slice(pad + dx, pad + dx + width)
+        moved, moved_mean, moved_std = (np.ascontiguousarray(image[rows, cols]) for image in padded)
+        covariance = cv2.boxFilter(src * moved, -1, window, borderType=cv2.BORDER_REFLECT) - mean * moved_mean
+        return covariance / np.maximum(std * moved_std, 1e-3)
+
+    offsets = [(dx, dy) for dy in range(0, pad + 1) for dx in range(-pad, pad + 1)
+               if (dy > 0 or dx > 0) and 9 <= dx * dx + dy * dy <= pad * pad]
+    near: dict[tuple[int, int], np.ndarray] = {}
+    peak = np.zeros((angle_bins, height, width), np.float32)
+    vector = np.zeros((angle_bins, height, width, 2), np.float32)
+    for dx, dy in sorted(offsets, key=lambda d: d[0] ** 2 + d[1] ** 2):
+        half = (int(round(dx / 2)), int(round(dy / 2)))
+        if half not in near:
+            near[half] = zncc(*half)
+        value = zncc(dx, dy)
+        near[(dx, dy)] = value
+        k = int(np.arctan2(dy, dx) / np.pi * angle_bins) % angle_bins
+        repeats = (value >= min_zncc) & (value - near[half] >= min_dip) & (value > peak[k])
+        peak[k][repeats] = value[repeats]
+        vector[k][repeats] = (dx, dy)
+    rows, cols = np.mgrid[0:height, 0:width]
+    first = np.argmax(peak, axis=0)
+    bins = np.arange(angle_bins)[:, None, None]
+    apart = np.abs((bins - first + angle_bins // 2) % angle_bins - angle_bins // 2) >= 3
+    second = np.argmax(np.where(apart, peak, 0.0), axis=0)
+    periods = np.zeros((height, width, 2, 2), np.float32)
+    for slot, k in enumerate((first, second)):
+        found = (peak[k, rows, cols] > 0) & (apart[k, rows, cols] if slot else True)
+        periods[..., slot, :] = np.where(found[..., None], vector[k, rows, cols], 0.0)
+    return periods
 
 
 def patch_zncc(gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, radius_px: int) -> np.ndarray:

@@ -14,12 +14,20 @@ from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import (
     DynamicMaskConfig,
     FlowRigidityMasks,
+    SourceTexture,
     label_depth_and_masks,
     label_masks_given_depth,
     rigidity_residual,
     stripe_normals,
 )
-from labelers.flow import ValidityChecks, compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
+from labelers.flow import (
+    ValidityChecks,
+    compute_pair_flows,
+    consecutive_pairs,
+    fill_from_chains,
+    key_frame_pairs,
+    texture_periods,
+)
 from pipelines.synthetic import SceneConfig, render_clip
 
 KEYS = [0, 4, 8]
@@ -57,9 +65,11 @@ def test_striped_ground_is_not_flagged_and_the_mover_is(striped_orbit):
     after = _masks(clip, flows, DynamicMaskConfig())
     # without the rule (the previous labeler) the ground's sliding flow is read as motion
     before = _masks(clip, flows, DynamicMaskConfig(min_isotropy=0.0))
-    assert false_alarm_rate(before, truth) > 0.045  # measured 6.0 %
-    assert false_alarm_rate(after, truth) < 0.03, false_alarm_rate(after, truth)  # measured 2.4 %
-    assert iou(after, truth) > max(0.75, iou(before, truth)), (iou(after, truth), iou(before, truth))  # 0.79; 0.69
+    assert false_alarm_rate(before, truth) > 0.045  # measured 10.3 %
+    assert false_alarm_rate(after, truth) < 0.03, false_alarm_rate(after, truth)  # measured 2.3 %
+    # measured 0.76 and 0.56; 0.79 without the periods (SourceTexture), whose static pixels beside
+    # the mover had closed a ring that hole filling then filled
+    assert iou(after, truth) > max(0.75, iou(before, truth)), (iou(after, truth), iou(before, truth))
 
 
 def test_given_depth_masks_ignore_stripes_when_given_the_frames(striped_orbit):
@@ -124,7 +134,9 @@ def test_mask_inputs_and_config_are_checked(striped_orbit):
     clip, flows = striped_orbit
     c2w, K = clip.labels["c2w"].astype(np.float64), clip.labels["K"].astype(np.float64)
     with pytest.raises(ValueError, match="stripe_normals"):
-        FlowRigidityMasks().frame_masks(flows, c2w, K, stripe_normals=np.zeros((9, 120, 180)))
+        FlowRigidityMasks().frame_masks(flows, c2w, K, texture=SourceTexture(stripe_normals=np.zeros((9, 120, 180))))
+    with pytest.raises(ValueError, match="periods"):
+        FlowRigidityMasks().frame_masks(flows, c2w, K, texture=SourceTexture(periods=np.zeros((9, 120, 180, 2))))
     with pytest.raises(ValueError, match="min_isotropy"):
         DynamicMaskConfig(min_isotropy=1.0)
     with pytest.raises(ValueError, match="frames"):
@@ -139,3 +151,63 @@ def test_flow_depth_and_masks_see_the_same_stripes():
     masks = DynamicMaskConfig()
     assert checks.stripe_max_isotropy == depth.min_isotropy == masks.min_isotropy > 0
     assert checks.stripe_window_px == depth.isotropy_window_px == masks.isotropy_window_px
+
+
+def plaid(height: int, width: int, period_x: float, period_y: float) -> np.ndarray:
+    """A tartan of two sinusoids: its texture repeats every `period_x` along x and `period_y` along y."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = 128 + 50 * np.sin(2 * np.pi * u / period_x) + 40 * np.sin(2 * np.pi * v / period_y + 0.4)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def test_texture_periods_of_a_tartan_and_of_smooth_texture():
+    periods = texture_periods(plaid(60, 80, 6.0, 8.0), 15, 12, 0.7, 0.3)
+    inner = periods[10:-10, 10:-10]
+    found = {tuple(v) for v in inner.reshape(-1, 2).round(3).tolist()}
+    assert found <= {(6.0, 0.0), (0.0, 8.0), (-6.0, 8.0), (6.0, 8.0)}, found
+    # the two vectors span the lattice of repeats: (6, 0) and (0, 8) are both reachable
+    first, second = inner[..., 0, :], inner[..., 1, :]
+    lattice = np.abs(first[..., 0] * second[..., 1] - first[..., 1] * second[..., 0])
+    assert np.mean(lattice == 48.0) > 0.95
+    # band-limited random texture (the scene classes' "rich" texture) decorrelates without repeating
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[0:60, 0:80].astype(np.float64)
+    smooth = np.full((60, 80), 128.0)
+    for _ in range(12):
+        wavelength, angle, phase = rng.uniform(6, 40), rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+        smooth += rng.uniform(-18, 18) * np.sin(2 * np.pi * (u * np.cos(angle) + v * np.sin(angle)) / wavelength + phase)
+    periods = texture_periods(np.clip(smooth, 0, 255).astype(np.uint8), 15, 12, 0.7, 0.3)
+    assert np.mean(np.any(periods[10:-10, 10:-10, 0] != 0, axis=-1)) < 0.05
+
+
+def test_residual_on_repeated_texture_is_taken_up_to_its_periods():
+    # camera translating along x (as above): a static point's flow is (-2, 0) at depth 50
+    height, width = 20, 30
+    K = np.array([[100.0, 0, 15], [0, 100, 10], [0, 0, 1]])
+    c2w_src, c2w_dst = np.eye(4), np.eye(4)
+    c2w_dst[0, 3] = 1.0
+    depth = np.full((height, width), 50.0)
+    valid = np.ones((height, width), bool)
+    periods = np.zeros((height, width, 2, 2), np.float32)
+    periods[..., 0, :] = (0.0, 7.0)
+    periods[..., 1, :] = (6.0, 7.0)  # with the first: (6, 0) is a repeat too
+    # locked one period off: along x (with depth: 6 px from the rigid flow), along y (without
+    # depth: 7 px off the epipolar line, the row; along the row a static point could lie at any depth)
+    for with_depth, lock in ((depth, (-6.0, 0.0)), (depth, (0.0, 7.0)), (None, (0.0, -7.0))):
+        locked = np.zeros((height, width, 2), np.float32)
+        locked[...] = (-2.0 + lock[0], lock[1])
+        plain = rigidity_residual(locked, valid, K, c2w_src, K, c2w_dst, with_depth)
+        np.testing.assert_allclose(plain, np.hypot(*lock), atol=1e-6)
+        aliased = rigidity_residual(locked, valid, K, c2w_src, K, c2w_dst, with_depth, period_src=periods)
+        np.testing.assert_allclose(aliased, 0.0, atol=1e-6)
+    # a motion of 2.5 px across the rows is not a repeat: no alias comes nearer a static point
+    moving = np.zeros((height, width, 2), np.float32)
+    moving[...] = (-2.0, 2.5)
+    np.testing.assert_allclose(
+        rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth, period_src=periods), 2.5, atol=1e-6)
+    # no periods, no change
+    np.testing.assert_array_equal(
+        rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth, period_src=np.zeros_like(periods)),
+        rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth))
+    with pytest.raises(ValueError, match="period_src"):
+        rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth, period_src=periods[:5] + 1)
