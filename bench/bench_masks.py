@@ -18,6 +18,10 @@ sky 80 m away, `pipelines.synthetic`) the largest share of sky pixels marked mov
     python bench/bench_masks.py --seeds 8 --frames 17 --size 120x180 --prior-errors 0.05 0.1 0.2
     python bench/bench_masks.py --seeds 8 --size 480x720 --prior-errors 0.1 --cameras orbit  # one half
     python bench/bench_masks.py --seeds 3 --size 240x360 --prior-errors --scene open
+    python bench/bench_masks.py --seeds 4 --size 240x360 --prior-errors --texture repeated --without-periods
+
+`--without-periods` adds the weight-free chain without the period rule (`DynamicMaskConfig`
+`max_period_px` 0), timed in the same process: the baseline of `mvs`.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ import numpy as np
 from common import image_size
 from labelers.depth import MultiViewDepth
 from labelers.dis_flow import DisFlow
-from labelers.dynamic_mask import label_depth_and_masks
+from labelers.dynamic_mask import DynamicMaskConfig, FlowRigidityMasks, label_depth_and_masks
 from labelers.flow import PairFlows, compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
-from pipelines.synthetic import SCENES, SKY_ID, SceneConfig, render_clip
+from pipelines.synthetic import SCENES, SKY_ID, TEXTURES, SceneConfig, render_clip
 
 CAMERA_SCALE = 0.37  # the unknown per-clip scale of the cameras
 
@@ -71,15 +75,21 @@ def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> 
     return consecutive.merged(key)
 
 
+WITHOUT_PERIODS = -1.0  # chain key: weight-free, no period rule
+
+
 def run_chain(clip, flows, prior_error: float | None, seed: int) -> np.ndarray:
     c2w = clip.labels["c2w"].astype(np.float64)
     c2w[:, :3, 3] *= CAMERA_SCALE
     keys = list(range(0, clip.config.num_frames, clip.config.stride))
-    if prior_error is None:
+    masks = FlowRigidityMasks()
+    if prior_error is None or prior_error == WITHOUT_PERIODS:
         estimator = MultiViewDepth()
+        if prior_error == WITHOUT_PERIODS:
+            masks = FlowRigidityMasks(DynamicMaskConfig(max_period_px=0))
     else:
         estimator = SimulatedNetworkDepth(simulated_prediction(clip.labels["depth"] * CAMERA_SCALE, prior_error, seed))
-    return label_depth_and_masks(clip.frames, flows, c2w, clip.labels["K"], keys, estimator).dynamic_mask
+    return label_depth_and_masks(clip.frames, flows, c2w, clip.labels["K"], keys, estimator, masks).dynamic_mask
 
 
 def main() -> None:
@@ -94,12 +104,15 @@ def main() -> None:
                         help="key-pair flows as estimated directly (no repair from consecutive flows)")
     parser.add_argument("--scene", choices=SCENES, default="room",
                         help="background: a closed room, or open ground under a far textured sky")
+    parser.add_argument("--texture", choices=TEXTURES, default="rich", help="surface texture of the scene")
+    parser.add_argument("--without-periods", action="store_true",
+                        help="also the weight-free chain without the period rule (max_period_px 0)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed, one prior")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.prior_errors = 1, [0.1]
     height, width = args.size
-    chains: list[float | None] = [None, *args.prior_errors]
+    chains: list[float | None] = [None, *([WITHOUT_PERIODS] if args.without_periods else []), *args.prior_errors]
     iou = {c: [] for c in chains}
     fp = {c: [] for c in chains}
     fp_sky = {c: [] for c in chains}
@@ -108,7 +121,7 @@ def main() -> None:
         for seed in range(args.seeds):
             for num_moving in (2, 0):
                 cfg = SceneConfig(seed=seed, height=height, width=width, num_frames=args.frames, stride=4,
-                                  camera=camera, num_moving=num_moving, scene=args.scene)
+                                  camera=camera, num_moving=num_moving, scene=args.scene, texture=args.texture)
                 clip = render_clip(cfg)
                 flows = pipeline_flows(clip.frames, cfg.stride, not args.no_key_chains)
                 truth = clip.labels["dynamic_mask"]
@@ -128,7 +141,8 @@ def main() -> None:
                   + ("; sky FP " + "  ".join(f"{_name(c)} {max(fp_sky[c][-2:]):.4f}" for c in chains)
                      if args.scene == "open" else ""), flush=True)
     print(f"\n{len(iou[None])} clips with moving objects, {len(iou[None])} without; "
-          f"{height}x{width}, T = {args.frames}, {args.scene} scenes, DIS flow, true cameras (scaled)")
+          f"{height}x{width}, T = {args.frames}, {args.scene} scenes, {args.texture} texture, DIS flow, "
+          "true cameras (scaled)")
     print("| chain | IoU mean | IoU min | IoU > 0.6 | FP rate max (no movers) | FP rate mean (movers) | FP rate max "
           "| sky FP max | s/clip |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -146,6 +160,8 @@ def _sky(rates: list[float], scene: str) -> str:
 
 
 def _name(chain: float | None) -> str:
+    if chain == WITHOUT_PERIODS:
+        return "mvs without periods"
     return "mvs" if chain is None else f"prior {chain:.2f}"
 
 

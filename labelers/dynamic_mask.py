@@ -336,8 +336,16 @@ def rigidity_residual(
         return residual
     if period_src.shape != (*flow_px.shape[:2], 2, 2):
         raise ValueError(f"period_src must be {(*flow_px.shape[:2], 2, 2)}, got {period_src.shape}")
-    rigid_error = flow_px - np.nan_to_num(rigid) if src_valid.any() else None
-    shift = _static_alias_shift(period_src, tri, rigid_error, use_depth if src_valid.any() else None)
+    # a pixel within residual_abs_px is never dynamic (tau >= residual_abs_px): no alias needed
+    with np.errstate(invalid="ignore"):
+        candidates = np.any(period_src[..., 0, :] != 0, axis=-1) & (residual > cfg.residual_abs_px)
+    if not candidates.any():
+        return residual
+    rigid_error = (flow_px - np.nan_to_num(rigid))[candidates] if src_valid.any() else None
+    shift = np.zeros(flow_px.shape, np.float32)
+    shift[candidates] = _static_alias_shift(period_src[candidates], tri.epipolar_px[candidates],
+                                            tri.line_direction[candidates], rigid_error,
+                                            use_depth[candidates] if src_valid.any() else None)
     if not shift.any():
         return residual
     alias = rigidity_residual(flow_px + shift, flow_valid, K_src, c2w_src, K_dst, c2w_dst, depth_src, depth_dst, cfg,
@@ -347,23 +355,28 @@ def rigidity_residual(
 
 
 def _static_alias_shift(
-    period: np.ndarray, tri: TwoViewTriangulation, rigid_error: np.ndarray | None, use_depth: np.ndarray | None
+    period: np.ndarray,
+    epipolar_px: np.ndarray,
+    line_direction: np.ndarray,
+    rigid_error: np.ndarray | None,
+    use_depth: np.ndarray | None,
 ) -> np.ndarray:
-    """(H, W, 2) the shift a p1 + b p2 (a, b in {-1, 0, 1}; p = `period`) that brings each flow
-    target nearest a static point: to the rigid flow where depth is used, else to the epipolar
-    line (whose signed distance changes by the shift's component across it); 0 where none does."""
-    normal = np.stack([tri.line_direction[..., 1], -tri.line_direction[..., 0]], axis=-1)
-    best_shift = np.zeros(period.shape[:2] + (2,))
+    """(N, 2) the shift a p1 + b p2 (a, b in {-1, 0, 1}; p = `period`, (N, 2, 2)) that brings each
+    of N flow targets nearest a static point: to the rigid flow where depth is used (`rigid_error`
+    = flow - rigid flow), else to the epipolar line (whose signed distance `epipolar_px` changes by
+    the shift's component across it); 0 where none does."""
+    normal = np.stack([line_direction[:, 1], -line_direction[:, 0]], axis=-1)
+    best_shift = np.zeros((len(period), 2))
     with np.errstate(invalid="ignore"):
-        best_cost = np.abs(tri.epipolar_px)
+        best_cost = np.abs(epipolar_px)
         if rigid_error is not None:
             best_cost = np.where(use_depth, np.linalg.norm(rigid_error, axis=-1), best_cost)
         for a in (-1, 0, 1):
             for b in (-1, 0, 1):
                 if a == b == 0:
                     continue
-                shift = a * period[..., 0, :] + b * period[..., 1, :]
-                cost = np.abs(tri.epipolar_px + np.einsum("hwc,hwc->hw", shift, normal))
+                shift = a * period[:, 0] + b * period[:, 1]
+                cost = np.abs(epipolar_px + np.einsum("nc,nc->n", shift, normal))
                 if rigid_error is not None:
                     cost = np.where(use_depth, np.linalg.norm(rigid_error + shift, axis=-1), cost)
                 better = cost < best_cost

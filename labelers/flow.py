@@ -458,34 +458,35 @@ def texture_periods(
 
     def zncc(dx: int, dy: int) -> np.ndarray:
         rows, cols = slice(pad + dy, pad + dy + height), slice(pad + dx, pad + dx + width)
-        moved, moved_mean, moved_std = (np.ascontiguousarray(image[rows, cols]) for image in padded)
+        moved, moved_mean, moved_std = (image[rows, cols] for image in padded)
         covariance = cv2.boxFilter(src * moved, -1, window, borderType=cv2.BORDER_REFLECT) - mean * moved_mean
         return covariance / np.maximum(std * moved_std, 1e-3)
 
-    offsets = [(dx, dy) for dy in range(0, pad + 1) for dx in range(-pad, pad + 1)
-               if (dy > 0 or dx > 0) and 9 <= dx * dx + dy * dy <= pad * pad]
-    near: dict[tuple[int, int], np.ndarray] = {}
+    offsets = sorted(((dx, dy) for dy in range(0, pad + 1) for dx in range(-pad, pad + 1)
+                      if (dy > 0 or dx > 0) and 9 <= dx * dx + dy * dy <= pad * pad), key=lambda d: d[0] ** 2 + d[1] ** 2)
+    halves = {d: (int(round(d[0] / 2)), int(round(d[1] / 2))) for d in offsets}
+    needed = set(halves.values())  # the ZNCC at half of each offset; shorter ones come first
+    kept: dict[tuple[int, int], np.ndarray] = {half: zncc(*half) for half in needed if half not in halves}
     peak = np.zeros((angle_bins, height, width), np.float32)
-    vector = np.zeros((angle_bins, height, width, 2), np.float32)
-    for dx, dy in sorted(offsets, key=lambda d: d[0] ** 2 + d[1] ** 2):
-        half = (int(round(dx / 2)), int(round(dy / 2)))
-        if half not in near:
-            near[half] = zncc(*half)
+    index = np.full((angle_bins, height, width), -1, np.int16)  # into offsets
+    for n, (dx, dy) in enumerate(offsets):
         value = zncc(dx, dy)
-        near[(dx, dy)] = value
+        if (dx, dy) in needed:
+            kept[(dx, dy)] = value
         k = int(np.arctan2(dy, dx) / np.pi * angle_bins) % angle_bins
-        repeats = (value >= min_zncc) & (value - near[half] >= min_dip) & (value > peak[k])
-        peak[k][repeats] = value[repeats]
-        vector[k][repeats] = (dx, dy)
+        repeats = (value >= min_zncc) & (value - kept[halves[(dx, dy)]] >= min_dip) & (value > peak[k])
+        np.copyto(peak[k], value, where=repeats)
+        np.copyto(index[k], n, where=repeats)
     rows, cols = np.mgrid[0:height, 0:width]
     first = np.argmax(peak, axis=0)
     bins = np.arange(angle_bins)[:, None, None]
     apart = np.abs((bins - first + angle_bins // 2) % angle_bins - angle_bins // 2) >= 3
     second = np.argmax(np.where(apart, peak, 0.0), axis=0)
+    vectors = np.array([(0.0, 0.0), *offsets], np.float32)  # index -1 -> row 0: no period
     periods = np.zeros((height, width, 2, 2), np.float32)
     for slot, k in enumerate((first, second)):
         found = (peak[k, rows, cols] > 0) & (apart[k, rows, cols] if slot else True)
-        periods[..., slot, :] = np.where(found[..., None], vector[k, rows, cols], 0.0)
+        periods[..., slot, :] = np.where(found[..., None], vectors[index[k, rows, cols] + 1], 0.0)
     return periods
 
 
