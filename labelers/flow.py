@@ -55,6 +55,7 @@ __all__ = [
     "texture_normal",
     "aperture_normals",
     "texture_periods",
+    "texture_support",
     "patch_zncc",
     "drop_small_regions",
     "flow_support",
@@ -82,7 +83,8 @@ CHAIN_MIN_CORRECTION_PX = 3.0
 CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
-VALIDITY_CHECKS_VERSION = "2"  # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them
+# 1: texture, patch ZNCC, no small islands; 2: stripes checked across them; 3: texture at half resolution too
+VALIDITY_CHECKS_VERSION = "3"
 NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)
 # Texture whose isotropy over the window is below this is stripes or a single edge (`aperture_normals`).
 # One default for flow validity, depth and masks: the flow that validity passes across stripes only
@@ -268,6 +270,12 @@ class ValidityChecks:
         texture_min_snr: a pixel needs the smaller eigenvalue of its structure tensor (gradients
             in 8-bit levels per pixel, averaged over the window) to be at least this times the
             image noise variance; pure noise stays below the default with a margin.
+        texture_half_resolution: a pixel also has support where its texture passes the same
+            test at half resolution (`cv2.pyrDown`, noise measured there, half the window):
+            coarse texture under fine noise, which DIS's pyramid follows. On a noisy open
+            yard (noise 3 levels, blur) the full-resolution test alone left a third of the
+            ground valid, whose flow was as accurate as the valid part's (docs/benchmarks.md,
+            "Session 14"). The noise floor stays `noise_floor_levels`.
         noise_floor_levels: the noise sigma used is at least this: 8-bit quantisation alone
             is 1/sqrt(12) = 0.29 levels.
         zncc_radius_px: the photometric check compares (2 r + 1)^2 patches.
@@ -289,6 +297,7 @@ class ValidityChecks:
 
     texture_window_px: int = 21
     texture_min_snr: float = 0.75
+    texture_half_resolution: bool = True
     noise_floor_levels: float = NOISE_FLOOR_LEVELS
     zncc_radius_px: int = 2
     min_zncc: float = 0.6
@@ -617,9 +626,22 @@ def flow_support(
     if noise_sigma is None:
         noise_sigma = max(image_noise_sigma(gray_src), image_noise_sigma(gray_dst))
     sigma = max(noise_sigma, checks.noise_floor_levels)
-    out = valid & (texture_snr(gray_src, sigma, checks.texture_window_px) >= checks.texture_min_snr)
+    out = valid & texture_support(gray_src, sigma, checks)
     out &= patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px) >= checks.min_zncc
     return drop_small_regions(out, int(np.ceil(checks.min_region_fraction * out.size)))
+
+
+def texture_support(gray: np.ndarray, noise_sigma: float, checks: ValidityChecks) -> np.ndarray:
+    """(H, W) bool: the texture determines the flow (`ValidityChecks.texture_min_snr`), at full
+    resolution or, with `texture_half_resolution`, at half resolution."""
+    supported = texture_snr(gray, noise_sigma, checks.texture_window_px) >= checks.texture_min_snr
+    if not checks.texture_half_resolution:
+        return supported
+    half = cv2.pyrDown(np.asarray(gray, np.float32))
+    half_sigma = max(image_noise_sigma(half), checks.noise_floor_levels)
+    coarse = texture_snr(half, half_sigma, checks.texture_window_px // 2 + 1) >= checks.texture_min_snr
+    height, width = supported.shape
+    return supported | cv2.resize(coarse.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,31 @@ def test_textureless_wall_is_never_valid_with_spurious_motion(noise):
     assert (before.valid_fwd[0] & (before_error > 1.0)).sum() > 300
 
 
+def test_coarse_texture_under_noise_is_supported_at_half_resolution():
+    """A yard seen through sensor noise: texture of long wavelength and low contrast (the scene
+    classes' degraded open ground) under noise of 3 levels. The full-resolution test sees mostly
+    noise; half resolution sees the texture, and DIS's pyramid follows it."""
+    rng = np.random.default_rng(5)
+    shift = np.array([1.4, 0.6])
+    frames = []
+    for dx, dy in ((0.0, 0.0), tuple(shift)):
+        v, u = np.mgrid[0:120, 0:160].astype(np.float64)
+        image = 120 + 0.3 * _wave_texture(120, 160, (u - dx) / 2.0, (v - dy) / 2.0, seed=2)
+        image = image + rng.normal(0, 3.0, image.shape)
+        frames.append(np.repeat(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None], 3, axis=-1))
+    frames = np.stack(frames)
+    inner = (slice(10, -10), slice(10, -10))
+    result = {}
+    for half in (False, True):
+        flows = compute_pair_flows(DisFlow(), frames, [(0, 1)], checks=ValidityChecks(texture_half_resolution=half))
+        valid = flows.valid_fwd[0][inner]
+        error = np.linalg.norm(flows.flow_fwd_px[0] - shift, axis=-1)[inner]
+        result[half] = (valid.mean(), error[valid].mean(), (error[valid] > 1.0).mean())
+    # measured: coverage 0.36 -> 0.66, error 0.076 -> 0.082 px, none over 1 px
+    assert result[True][0] > result[False][0] + 0.2, result
+    assert result[True][1] < 0.15 and result[True][2] < 0.01, result
+
+
 # ----------------------------------------------------------------------------- known answers
 def test_noise_sigma_of_gaussian_noise_with_and_without_texture():
     rng = np.random.default_rng(0)
