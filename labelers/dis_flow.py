@@ -91,7 +91,7 @@ class DisFlowConfig:
         match_exposure: scale the destination frame's intensities by `exposure_gain` before
             the flow in both directions is estimated ...
         exposure_min_change: ... when the gain differs from 1 by more than this (smaller
-            changes are below the quantisation of a mid-grey 8-bit level).
+            changes move a mid-grey 8-bit level by under half a level).
     """
 
     finest_scale: int = 0

@@ -70,7 +70,7 @@ was 5-6 px off, one period, and made most of the clip's false alarms (measured: 
 "Session 14"). The price: a mover on such texture whose motion off the static positions is
 close to a period is taken as static. Stripes keep their own rule (no periods there). The rule
 applies to the key-frame masks (step 3 below), the labels: applied to the frame masks too it
-took the masks-and-depth stage from 8.3 to 14.5 s per 240x360 clip for 0.05 % fewer false alarms
+took the masks-and-depth stage from 8.3 to 14.5 s per 240x360 clip for 0.05 points fewer false alarms
 on that orbit (the frame masks decide only where the key flow is invalid, and feed depth).
 
 The raw mask is cleaned up with OpenCV: opening
@@ -282,7 +282,8 @@ def rigidity_residual(
         period_src: optional (H, W, 2, 2) repeat vectors of the source pixels' texture
             (`labelers.flow.texture_periods`, 0 where none): there the flow is known up to
             them, and the residual is that of the alias (the flow plus -1, 0 or 1 times each)
-            nearest a static point, if smaller.
+            nearest a static point, if smaller. Without depth and without translation (no
+            epipolar line) no alias is tried.
 
     Returns:
         (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.

@@ -219,3 +219,22 @@ def test_residual_on_repeated_texture_is_taken_up_to_its_periods():
         rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth))
     with pytest.raises(ValueError, match="period_src"):
         rigidity_residual(moving, valid, K, c2w_src, K, c2w_dst, depth, period_src=periods[:5] + 1)
+
+
+def test_checkered_room_orbit_has_fewer_false_alarms_with_periods():
+    """End to end (`label_depth_and_masks`, DIS flow as the pipeline computes it, true cameras): a
+    room with repeated texture under an orbit, whose flow locks a period off on its checkered walls."""
+    clip = render_clip(SceneConfig(seed=3, height=120, width=180, num_frames=17, stride=4, camera="orbit",
+                                   num_moving=2, texture="repeated"))
+    consecutive = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17))
+    flows = consecutive.merged(fill_from_chains(compute_pair_flows(DisFlow(), clip.frames, key_frame_pairs(17, 4)),
+                                                consecutive))
+    truth = clip.labels["dynamic_mask"]
+    scores = {}
+    for max_period_px in (0, 12):
+        mask = label_depth_and_masks(clip.frames, flows, clip.labels["c2w"], clip.labels["K"], [0, 4, 8, 12, 16],
+                                     MultiViewDepth(), FlowRigidityMasks(DynamicMaskConfig(max_period_px=max_period_px)))
+        scores[max_period_px] = (false_alarm_rate(mask.dynamic_mask, truth), iou(mask.dynamic_mask, truth))
+    # measured: false alarms 0.78 % -> 0.58 %, IoU 0.762 -> 0.769
+    assert scores[12][0] < 0.85 * scores[0][0], scores
+    assert scores[12][1] >= scores[0][1] - 0.005, scores
