@@ -138,12 +138,14 @@ class CameraEstimator(Protocol):
     @property
     def params(self) -> dict[str, Any]: ...
 
-    def estimate(self, frames: np.ndarray, K: np.ndarray | None = None) -> CameraResult:
+    def estimate(self, frames: np.ndarray, K: np.ndarray | None = None, flows: Any = None) -> CameraResult:
         """Cameras of every frame.
 
         Args:
             frames: (T, H, W, 3) uint8 RGB.
             K: intrinsics in pixels, (3, 3) shared or (T, 3, 3) per frame; None to estimate them.
+            flows: optional `labelers.flow.PairFlows` of frame pairs of the same frames, which
+                a backend may use to tell the background from movers.
 
         Raises:
             CameraFailure: the clip cannot be labelled (reason code and cause).

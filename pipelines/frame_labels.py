@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from labelers.dynamic_mask import label_depth_and_masks
+from labelers.flow import PairFlows
 from labelers.geometry import check_frames
 from pipelines.clips import ClipRejected
 from pipelines.labeling import Backends, LabelConfig, label_arrays, label_scene_flow, pair_flows, timed_stage
@@ -57,7 +58,7 @@ def label_frames(
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
     with timed_stage(seconds, "camera"):
-        c2w, K = _cameras(frames, K, backends, cfg, clip_id)
+        c2w, K = _cameras(frames, K, key_flows, backends, cfg, clip_id)
     with timed_stage(seconds, "depth_and_masks"):
         result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
                                        backends.depth, backends.masks)
@@ -67,13 +68,14 @@ def label_frames(
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)
 
 
-def _cameras(frames: np.ndarray, K: np.ndarray | None, backends: Backends, cfg: LabelConfig,
+def _cameras(frames: np.ndarray, K: np.ndarray | None, key_flows: PairFlows, backends: Backends, cfg: LabelConfig,
              clip_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """c2w (T, 4, 4) and K (T, 3, 3) from the camera labeler; a camera without parallax needs a neural depth."""
+    """c2w (T, 4, 4) and K (T, 3, 3) from the camera labeler (given the key-frame flows, which tell
+    its tracks on movers apart); a camera without parallax needs a neural depth."""
     from labelers.camera import CameraFailure
 
     try:
-        result = backends.camera.estimate(frames, K)
+        result = backends.camera.estimate(frames, K, key_flows)
     except CameraFailure as e:
         raise ClipRejected(clip_id, f"camera_{e.reason}", e.message) from e
     if result.motion != "general" and cfg.depth != "neural":

@@ -374,7 +374,7 @@ def label_clip(
         flows, key_flows = pair_flows(frames, cfg, backends)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
-        c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(spec, decoded, backends, imported, cfg)
+        c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(spec, decoded, key_flows, backends, imported, cfg)
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
@@ -524,8 +524,13 @@ def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: Labe
     return flow_valid, dynamic_key
 
 
-def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported, cfg: LabelConfig) -> tuple:
+def _cameras(
+    spec: ClipSpec, decoded: DecodedClip, key_flows: PairFlows, backends: Backends, imported, cfg: LabelConfig
+) -> tuple:
     """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics.
+
+    The camera labeler gets the key-frame flows, whose background geometry tells its tracks
+    on movers apart (`labelers.sfm.background`).
 
     A fixed or rotating camera gives no parallax, so multi-view depth has nothing to
     triangulate: with depth "mvs" the clip is rejected (`camera_static`, `camera_rotation`),
@@ -540,7 +545,7 @@ def _cameras(spec: ClipSpec, decoded: DecodedClip, backends: Backends, imported,
     from labelers.camera import CameraFailure
 
     try:
-        result = backends.camera.estimate(decoded.frames, decoded.K)
+        result = backends.camera.estimate(decoded.frames, decoded.K, key_flows)
     except CameraFailure as e:
         raise ClipRejected(spec.clip_id, f"camera_{e.reason}", e.message) from e
     qa = {

@@ -34,6 +34,12 @@ class SfmConfig:
             their patch, patch_radius_px, below this many times the noise of a frame difference:
             sqrt(2) x `labelers.flow.image_noise_sigma`, at least 8-bit rounding) moved less than
             static_motion_px by their summed texture (`labelers.sfm.fixed.photometric_still_regions`).
+        mover_epipolar_px, mover_flow_samples, mover_min_pair_inliers, max_mover_track_share:
+            the screen of tracks on movers by the dense flow (`labelers.sfm.background`): a
+            track farther than mover_epipolar_px (Sampson distance) from the epipolar geometry
+            fitted to about mover_flow_samples grid samples of a pair's valid flow is a mover's;
+            a pair whose fit explains fewer than mover_min_pair_inliers of its samples is not
+            used; no track is removed when more than max_mover_track_share of them would be.
         parallax_inlier_px, max_homography_ratio, min_translation_px, translation_ratio: when
             a frame pair shows translation (`labelers.sfm.motion`).
         ransac_max_px: inlier threshold of the two-view and PnP estimators.
@@ -109,6 +115,10 @@ class SfmConfig:
     min_fixed_pairs: float = 0.9
     min_bottom_pairs: float = 0.5
     static_noise_sigmas: float = 3.0
+    mover_epipolar_px: float = 1.5
+    mover_flow_samples: int = 4000
+    mover_min_pair_inliers: float = 0.5
+    max_mover_track_share: float = 0.5
     parallax_inlier_px: float = 0.5
     max_homography_ratio: float = 0.75
     min_translation_px: float = 1.0
@@ -174,5 +184,10 @@ class SfmConfig:
         if not (self.min_tri_angle_deg >= 0 and self.prior_depth_min_tri_angle_deg >= 0):
             raise ValueError(f"need min_tri_angle_deg >= 0 and prior_depth_min_tri_angle_deg >= 0, got "
                              f"{self.min_tri_angle_deg}, {self.prior_depth_min_tri_angle_deg}")
+        if not (self.mover_epipolar_px > 0 and self.mover_flow_samples >= 16
+                and 0 < self.mover_min_pair_inliers <= 1 and 0 < self.max_mover_track_share <= 1):
+            raise ValueError("need mover_epipolar_px > 0, mover_flow_samples >= 16, mover_min_pair_inliers and "
+                             f"max_mover_track_share in (0, 1], got {self.mover_epipolar_px}, {self.mover_flow_samples}, "
+                             f"{self.mover_min_pair_inliers}, {self.max_mover_track_share}")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")

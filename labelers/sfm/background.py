@@ -1,0 +1,145 @@
+"""Tracks on movers, told apart by the dense flow's background geometry (step 1b of `labelers.sfm`).
+
+Corners follow texture, not area: a textured mover in front of weakly textured walls and
+ground can hold a third or more of the tracks while covering a tenth of the image, and
+bundle adjustment then bends the cameras towards it. The dense flow of the same frame pairs
+counts pixels by area instead. Per given pair, a fundamental matrix is fitted with pycolmap's
+LO-RANSAC to valid flow samples on a regular grid (`mover_flow_samples` of them, pixels
+valid only across stripes left out): the background that fills the frame outvotes the mover.
+A track whose positions in the two frames lie farther than `mover_epipolar_px` (Sampson
+distance) from that epipolar geometry belongs to something that moves, and the camera is
+fitted without it.
+
+Only the tracks that contradict the geometry leave: a mover that moves along its epipolar
+lines stays, as it does without the dense flow. Where the camera hardly moves, every fit is
+near-degenerate and explains almost everything, so little is removed. Guards, each leaving
+the tracks as they were: a pair whose fit explains fewer than `mover_min_pair_inliers` of its
+samples (no dominant motion) is not used; the screen is not applied when it would remove more
+than `max_mover_track_share` of the tracks (the dominant motion may then be a mover's) or leave
+two consecutive frames fewer than `min_common_tracks` shared tracks.
+Measured: docs/benchmarks.md, "Labeler design measurements", SfM camera: movers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pycolmap
+
+from labelers.sfm.common import ransac_options
+from labelers.sfm.config import SfmConfig
+from labelers.sfm.tracks import Tracks
+
+if TYPE_CHECKING:
+    from labelers.flow import PairFlows
+
+
+@dataclass(frozen=True)
+class MoverScreen:
+    """Which tracks contradict the background's epipolar geometry.
+
+    Attributes:
+        movers: (N,) bool tracks farther than `mover_epipolar_px` from some pair's geometry.
+        pairs_used: frame pairs whose dense fit was used.
+        applied: whether the tracks were removed (False when a guard held them back).
+        skipped: why not, when not applied ("" otherwise).
+    """
+
+    movers: np.ndarray
+    pairs_used: list[tuple[int, int]]
+    applied: bool
+    skipped: str = ""
+
+    def screened(self, tracks: Tracks) -> Tracks:
+        """The tracks without the movers' (their columns stay, unobserved) when applied."""
+        if not self.applied or not self.movers.any():
+            return tracks
+        xy = tracks.xy.copy()
+        xy[:, self.movers] = np.nan
+        return replace(tracks, xy=xy)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "mover_tracks": int(self.movers.sum()),
+            "mover_track_share": float(self.movers.mean()) if self.movers.size else 0.0,
+            "mover_pairs_used": len(self.pairs_used),
+            "mover_screen_applied": self.applied,
+            "mover_screen_skipped": self.skipped,
+        }
+
+
+def background_fundamental(
+    flow_px: np.ndarray, valid: np.ndarray, cfg: SfmConfig
+) -> tuple[np.ndarray, float] | None:
+    """Fundamental matrix of the dominant motion of one dense flow, and the share of samples it explains.
+
+    Args:
+        flow_px: (H, W, 2) flow from frame i to frame j (LABELS.md pixel convention).
+        valid: (H, W) bool pixels whose flow is trusted.
+
+    Returns:
+        (F (3, 3) with x_j^T F x_i = 0, inlier share), or None with fewer than 16 samples or
+        when the fit fails.
+    """
+    height, width = valid.shape
+    step = max(1, int(round(np.sqrt(height * width / cfg.mover_flow_samples))))
+    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+    keep = valid[ys, xs]
+    if keep.sum() < 16:
+        return None
+    xy_i = np.stack([xs[keep], ys[keep]], 1).astype(np.float64)
+    xy_j = xy_i + flow_px[ys[keep], xs[keep]].astype(np.float64)
+    fit = pycolmap.estimate_fundamental_matrix(xy_i, xy_j, ransac_options(cfg, cfg.ransac_max_px))
+    if fit is None:
+        return None
+    return np.asarray(fit["F"]), float(np.mean(fit["inlier_mask"]))
+
+
+def sampson_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> np.ndarray:
+    """(M,) first-order distance (pixels) of correspondences (M, 2) -> (M, 2) from x_j^T F x_i = 0."""
+    h_i = np.concatenate([xy_i, np.ones((len(xy_i), 1))], 1)
+    h_j = np.concatenate([xy_j, np.ones((len(xy_j), 1))], 1)
+    line_j, line_i = h_i @ F.T, h_j @ F
+    algebraic = np.sum(h_j * line_j, 1)
+    norm = np.sqrt(line_j[:, 0] ** 2 + line_j[:, 1] ** 2 + line_i[:, 0] ** 2 + line_i[:, 1] ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, np.abs(algebraic) / norm, np.inf)
+
+
+def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScreen:
+    """Flag the tracks that contradict the dense flows' background geometry (module docstring).
+
+    Args:
+        tracks: the clip's tracks (T frames).
+        flows: dense flows of frame pairs of the same T frames (the pipeline gives the key-frame pairs).
+    """
+    num_frames, num_tracks = tracks.xy.shape[:2]
+    pairs = np.asarray(flows.pairs)
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= num_frames):
+        raise ValueError(f"flow pairs must index the {num_frames} frames, got pairs up to {int(pairs.max())}")
+    flows = flows.without_across_only()
+    num_tracks = tracks.xy.shape[1]
+    movers = np.zeros(num_tracks, bool)
+    used = []
+    for n, (i, j) in enumerate(pairs.tolist()):
+        fit = background_fundamental(flows.flow_fwd_px[n], flows.valid_fwd[n], cfg)
+        if fit is None or fit[1] < cfg.mover_min_pair_inliers:
+            continue
+        both = np.nonzero(tracks.observed[i] & tracks.observed[j])[0]
+        distance = sampson_distance_px(fit[0], tracks.xy[i, both], tracks.xy[j, both])
+        movers[both[distance > cfg.mover_epipolar_px]] = True
+        used.append((i, j))
+    if not movers.any():
+        return MoverScreen(movers, used, applied=False, skipped="no track contradicts the background")
+    if movers.mean() > cfg.max_mover_track_share:
+        return MoverScreen(movers, used, False, f"{movers.mean():.0%} of the tracks contradict the dominant "
+                           f"motion, more than {cfg.max_mover_track_share:.0%}: it may be a mover's")
+    kept = tracks.observed & ~movers[None]
+    common = (kept[:-1] & kept[1:]).sum(1)
+    if common.size and common.min() < cfg.min_common_tracks:
+        t = int(np.argmin(common))
+        return MoverScreen(movers, used, False, f"frames {t} and {t + 1} would share {int(common[t])} tracks, "
+                           f"fewer than {cfg.min_common_tracks}")
+    return MoverScreen(movers, used, applied=True)
