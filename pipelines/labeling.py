@@ -552,6 +552,9 @@ def _cameras(
         "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
         "camera_registered_fraction": float(np.mean(result.registered)),
         "camera_intrinsics_prior": float(result.intrinsics_source == "prior"),
+        # share of the tracks left out as movers' (`labelers.sfm.background`); 0 when none or not applied
+        "camera_mover_track_share": float(result.diagnostics.get("mover_track_share", 0.0))
+        if result.diagnostics.get("mover_screen_applied") else 0.0,
     }
     if result.intrinsics_source == "prior" and result.motion == "general":
         qa["camera_focal_prior_log_offset"] = float(result.diagnostics.get("focal_prior_log_offset", np.nan))
