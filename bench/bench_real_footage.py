@@ -30,7 +30,7 @@ from common import image_size  # noqa: E402
 from labelers.camera import CameraFailure, rotation_angle_deg  # noqa: E402
 from pipelines.clips import ClipRejected, ClipSpec  # noqa: E402
 from pipelines.decode import DecodeConfig, decode_clip  # noqa: E402
-from pipelines.labeling import LabelConfig, build_backends, label_clip  # noqa: E402
+from pipelines.labeling import LabelConfig, build_backends, label_clip, pair_flows  # noqa: E402
 from pipelines.regression_footage import REGRESSION_CLIPS, absurd_numbers, locate, reference_movers  # noqa: E402
 
 
@@ -38,9 +38,10 @@ def spec_of(clip, path: Path, frames: int) -> ClipSpec:
     return ClipSpec(clip.name, str(path), clip.start_sec, clip.start_sec + 60.0, dataset="regression", fps_target=None)
 
 
-def camera_verdict(frames: np.ndarray, backends) -> dict:
+def camera_verdict(frames: np.ndarray, cfg: LabelConfig, backends) -> dict:
+    """The camera labeler's verdict on the pipeline's inputs: the frames and their key-frame flows."""
     try:
-        result = backends.camera.estimate(frames, None)
+        result = backends.camera.estimate(frames, None, pair_flows(frames, cfg, backends)[1])
     except CameraFailure as e:
         return {"motion": f"failure:{e.reason}", "rotation_deg": float("nan")}
     rotation = max(rotation_angle_deg(result.c2w[t][:3, :3]) for t in range(len(result.c2w)))
@@ -69,7 +70,7 @@ def run_clip(clip, path: Path, cfg: LabelConfig, backends) -> dict:
         row.update(status="rejected", reasons=[f"{e.reason}: {e.message}"], seconds=time.perf_counter() - start)
         row["expectation"] = expectation(clip, row)
         return row
-    row.update(camera_verdict(decoded.frames, backends))
+    row.update(camera_verdict(decoded.frames, cfg, backends))
     try:
         arrays, _, reasons = label_clip(spec, cfg, backends)
         row.update(status="rejected" if reasons else "accepted", reasons=reasons)

@@ -108,6 +108,15 @@ def sampson_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> np
         return np.where(norm > 0, np.abs(algebraic) / norm, np.inf)
 
 
+def epipolar_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> np.ndarray:
+    """(M,) distance (pixels) of the targets xy_j (M, 2) from the epipolar lines F x_i of their sources (M, 2)."""
+    line_j = np.concatenate([xy_i, np.ones((len(xy_i), 1))], 1) @ F.T
+    algebraic = np.sum(np.concatenate([xy_j, np.ones((len(xy_j), 1))], 1) * line_j, 1)
+    norm = np.hypot(line_j[:, 0], line_j[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, np.abs(algebraic) / norm, np.inf)
+
+
 def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScreen:
     """Flag the tracks that contradict the dense flows' background geometry (module docstring).
 

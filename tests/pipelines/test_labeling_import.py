@@ -75,10 +75,11 @@ def test_poses_written_world_to_camera_are_rejected(dolly):
 
 
 def test_cameras_turned_against_their_path_are_rejected_by_the_epipolar_gate_alone(dolly):
-    """0.05 deg per frame (0.8 deg over the clip): the static flow still fits depth and cameras
+    """0.06 deg per frame (1 deg over the clip): the static flow still fits depth and cameras
     within the rigid-flow limit, and only the distance across the epipolar lines shows it
-    (0.02 deg per frame scores 2.1 against 0.66 for the exact cameras, and passes)."""
+    (measured 3.18; 0.02 deg per frame scores 0.98 against 0.33 for the exact cameras, and
+    passes; from 0.07 the masks mark most of the frame dynamic too)."""
     root, spec, truth = dolly
-    _, attrs, reasons = _label_with_vipe(root, spec, truth, _turned(truth["c2w"].astype(np.float64), 0.05), "turned")
+    _, attrs, reasons = _label_with_vipe(root, spec, truth, _turned(truth["c2w"].astype(np.float64), 0.06), "turned")
     ratio = attrs["qa"]["camera_epipolar_ratio"]
     assert reasons == [f"qa: camera_epipolar_ratio={ratio:.4g} > max 2.5"]

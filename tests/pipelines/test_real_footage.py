@@ -17,7 +17,7 @@ from labelers.camera import rotation_angle_deg
 from labelers.sfm import SfmCamera
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import DecodeConfig, decode_clip
-from pipelines.labeling import LabelConfig, build_backends, label_clip
+from pipelines.labeling import LabelConfig, build_backends, label_clip, pair_flows
 from pipelines.regression_footage import REGRESSION_CLIPS, absurd_numbers, locate, reference_movers
 
 SIZE = (120, 180)
@@ -58,7 +58,9 @@ KNOWN_FAILURES = {"cup_hand": "the camera tilts by about 0.5 deg within the clip
 )
 def test_fixed_camera_is_reported_static(name: str, cache: Path) -> None:
     decoded = _decode(_spec(name, cache))
-    result = SfmCamera().estimate(decoded.frames, None)
+    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES)
+    key_flows = pair_flows(decoded.frames, cfg, build_backends(cfg))[1]  # what the pipeline gives the camera
+    result = SfmCamera().estimate(decoded.frames, None, key_flows)
     assert result.motion == "static", (name, result.motion, result.diagnostics)
     assert float(np.max(rotation_angle_deg(result.c2w[:, :3, :3]))) <= 1.0
 
