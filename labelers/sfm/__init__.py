@@ -6,7 +6,11 @@ settings of `SfmConfig`:
 0. Fixed camera, tested first (`labelers.sfm.fixed`): still background regions on three of
    the four borders of the image, the bottom one among them, make the camera static (c2w = I).
 1. Tracks (`labelers.sfm.tracks`): Shi-Tomasi corners moved by pyramidal Lucas-Kanade and
-   refined by an affine fit against their first appearance.
+   refined by an affine fit against their first appearance. Given the clip's dense flows
+   (the pipeline passes the key-frame pairs), tracks that contradict the epipolar geometry
+   of the flow's dominant motion, counted by area rather than by corners, are left out
+   (`labelers.sfm.background`): a textured mover on weakly textured ground holds many
+   corners but little area.
 2. Motion class (`labelers.sfm.motion`): robust homographies and fundamental matrices of many
    frame pairs (`labelers.sfm.pairs`) make the camera static, rotating or moving generally.
 3. General motion (`labelers.sfm.general`): incremental SfM with pycolmap's estimators and
