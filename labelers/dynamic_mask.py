@@ -76,7 +76,12 @@ on that orbit (the frame masks decide only where the key flow is invalid, and fe
 The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
 filling close gaps inside an object, and components smaller than `min_area_fraction` of
-the image are dropped.
+the image are dropped. The key-frame masks' borders are then moved to the image's edges: the
+cleaned mask is filtered with the frame as colour guide (`kornia.filters.guided_blur`,
+`guided_radius_px`, `guided_eps`) and thresholded at one half. The flow smears a mover's motion
+a few pixels over the background beside it (DIS's patches and smoothing), and that band made
+most of the false alarms left on held-out open dollies (1.25 % of the static pixels, 62 % of
+them within 5 px of a mover; measured: docs/benchmarks.md, "Session 15").
 
 Limitation: an object moving along the epipolar lines by an amount a static point of
 plausible depth could also show (e.g. sideways, beside a camera that moves sideways) is
@@ -186,6 +191,9 @@ class DynamicMaskConfig:
         max_period_px, period_window_px, period_min_zncc, period_min_dip: on source pixels whose
             texture repeats (`labelers.flow.texture_periods` with these settings) the residual
             is taken up to the repeat vectors (module docstring); `max_period_px` 0 disables.
+        guided_radius_px, guided_eps: the key-frame masks' borders follow the frame's edges
+            (colour-guided filter of this radius and regularisation, RGB in [0, 1]; module
+            docstring); radius 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -211,6 +219,8 @@ class DynamicMaskConfig:
     period_window_px: int = 15
     period_min_zncc: float = 0.7
     period_min_dip: float = 0.3
+    guided_radius_px: int = 6
+    guided_eps: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -233,6 +243,9 @@ class DynamicMaskConfig:
         if not (self.max_period_px == 0 or self.max_period_px >= 3) or self.period_window_px < 3:
             raise ValueError(f"need max_period_px 0 or >= 3 and period_window_px >= 3, got {self.max_period_px}, "
                              f"{self.period_window_px}")
+        if self.guided_radius_px < 0 or not self.guided_eps > 0:
+            raise ValueError(f"need guided_radius_px >= 0 and guided_eps > 0, got {self.guided_radius_px}, "
+                             f"{self.guided_eps}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
             raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
                              f"{self.depth_sigmas}")
@@ -510,6 +523,20 @@ def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     return mask.astype(bool)
 
 
+def snap_to_edges(masks: np.ndarray, frames: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
+    """Masks (S, H, W) bool with their borders moved to the edges of their frames (S, H, W, 3)
+    uint8 RGB: colour-guided filter (`kornia.filters.guided_blur`), thresholded at 0.5."""
+    if not config.guided_radius_px or not masks.any():
+        return masks
+    import torch
+    from kornia.filters import guided_blur
+
+    guide = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    soft = guided_blur(guide, torch.from_numpy(masks.astype(np.float32))[:, None],
+                       2 * config.guided_radius_px + 1, config.guided_eps)
+    return soft[:, 0].numpy() > 0.5
+
+
 def _disk(radius_px: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
 
@@ -595,8 +622,8 @@ class FlowRigidityMasks:
     name = "flow_rigidity"
     # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity;
     # 4: on stripes and edges the residual is measured across them only (min_isotropy);
-    # 5: on repeated texture up to its periods (max_period_px)
-    version = "5"
+    # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px)
+    version = "6"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -698,6 +725,7 @@ class FlowRigidityMasks:
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
         texture: SourceTexture | None = None,
+        frames: np.ndarray | None = None,
     ) -> np.ndarray:
         """M_k (S, H, W) bool for the key frames (module docstring, step 3).
 
@@ -714,8 +742,12 @@ class FlowRigidityMasks:
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth` (exact if None).
             prior_rel_tol: relative tolerance of `prior_depth`.
             texture: optional `SourceTexture` of the frames.
+            frames: optional (T, H, W, 3) uint8 RGB frames: the masks' borders follow their edges
+                (`snap_to_edges`).
         """
         num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, texture)
+        if frames is not None and np.shape(frames) != (num_frames, height, width, 3):
+            raise ValueError(f"frames must be (T, H, W, 3) = {(num_frames, height, width, 3)}, got {np.shape(frames)}")
         if prior_depth is not None and np.shape(prior_depth) != (num_frames, height, width):
             expected = (num_frames, height, width)
             raise ValueError(f"prior_depth must be (T, H, W) = {expected}, got {np.shape(prior_depth)}")
@@ -742,7 +774,7 @@ class FlowRigidityMasks:
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
                 dynamic |= np.nan_to_num(self.pair_score(far_flow_px, far_valid, src, far, **far_geometry)) > 1.0
             masks[n] = clean_mask(dynamic, self.config)
-        return masks
+        return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
 
     def _longer_views(
         self, flows: PairFlows, src: int, dst: int, num_frames: int
@@ -839,7 +871,8 @@ def label_depth_and_masks(
     measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
     prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
     dynamic = masks.key_masks(
-        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture
+        flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture,
+        frames,
     )
     keys = list(key_frames)
     if depth_estimator.dense:
@@ -880,7 +913,7 @@ def label_masks_given_depth(
     masks = masks or FlowRigidityMasks()
     texture = None if frames is None else SourceTexture.of(frames, masks.config, period_frames=key_frames)
     frame_masks = masks.frame_masks(flows, c2w, K, depth, None if texture is None else texture.without_periods())
-    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks, texture=texture)
+    return masks.key_masks(flows, c2w, K, key_frames, depth, frame_masks, texture=texture, frames=frames)
 
 
 def _with_prior_on_moving(

@@ -15,6 +15,7 @@ from labelers.dynamic_mask import (
     label_depth_and_masks,
     residual_threshold,
     rigidity_residual,
+    snap_to_edges,
 )
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
@@ -127,6 +128,32 @@ def test_clean_mask_removes_specks_and_fills_holes():
     truth = np.zeros_like(raw)
     cv2.circle(truth.view(np.uint8), (40, 30), 12, 1, -1)
     assert iou(cleaned, truth) > 0.95
+
+
+def _disc_on_texture(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A (1, 60, 80, 3) frame: a reddish disc of radius 14 on random grey texture, and the disc's mask."""
+    rng = np.random.default_rng(seed)
+    grey = cv2.GaussianBlur(rng.uniform(60, 190, (60, 80)).astype(np.float32), (0, 0), 1.0)
+    frame = np.repeat(grey[..., None], 3, axis=2)
+    disc = np.zeros((60, 80), np.uint8)
+    cv2.circle(disc, (40, 30), 14, 1, -1)
+    frame[disc.astype(bool)] = [200, 60, 50] + rng.normal(0, 8, (disc.sum(), 3))
+    return np.clip(frame, 0, 255).astype(np.uint8)[None], disc.astype(bool)
+
+
+def test_mask_borders_move_to_the_frames_edges():
+    """Flow smears a mover's motion over a band beside it: a mask 3 px too wide, or 2 px too
+    narrow, is brought back to the disc's edge; radius 0 leaves it as it is."""
+    frames, disc = _disc_on_texture()
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    wide = cv2.dilate(disc.astype(np.uint8), kernel).astype(bool)
+    narrow = cv2.erode(disc.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))).astype(bool)
+    cfg = DynamicMaskConfig()
+    for mask in (wide, narrow):
+        snapped = snap_to_edges(mask[None], frames, cfg)[0]
+        assert iou(mask, disc) < 0.8 and iou(snapped, disc) > 0.93, (iou(mask, disc), iou(snapped, disc))
+    assert (snap_to_edges(wide[None], frames, DynamicMaskConfig(guided_radius_px=0))[0] == wide).all()
+    assert not snap_to_edges(np.zeros((1, 60, 80), bool), frames, cfg).any()
 
 
 def test_key_masks_compose_missing_key_flows_and_check_inputs(clips):
