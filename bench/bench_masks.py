@@ -19,9 +19,11 @@ sky 80 m away, `pipelines.synthetic`) the largest share of sky pixels marked mov
     python bench/bench_masks.py --seeds 8 --size 480x720 --prior-errors 0.1 --cameras orbit  # one half
     python bench/bench_masks.py --seeds 3 --size 240x360 --prior-errors --scene open
     python bench/bench_masks.py --seeds 4 --size 240x360 --prior-errors --texture repeated --without-periods
+    python bench/bench_masks.py --seeds 3 --size 240x360 --prior-errors --scene open --without-edge-snap
 
 `--without-periods` adds the weight-free chain without the period rule (`DynamicMaskConfig`
-`max_period_px` 0), timed in the same process: the baseline of `mvs`.
+`max_period_px` 0), `--without-edge-snap` without moving the mask borders to the frame's edges
+(`guided_radius_px` 0), timed in the same process: baselines of `mvs`.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> 
 
 
 WITHOUT_PERIODS = -1.0  # chain key: weight-free, no period rule
+WITHOUT_EDGE_SNAP = -2.0  # chain key: weight-free, mask borders not moved to the frame's edges
+BASELINES = {WITHOUT_PERIODS: DynamicMaskConfig(max_period_px=0), WITHOUT_EDGE_SNAP: DynamicMaskConfig(guided_radius_px=0)}
 
 
 def run_chain(clip, flows, prior_error: float | None, seed: int) -> np.ndarray:
@@ -83,10 +87,10 @@ def run_chain(clip, flows, prior_error: float | None, seed: int) -> np.ndarray:
     c2w[:, :3, 3] *= CAMERA_SCALE
     keys = list(range(0, clip.config.num_frames, clip.config.stride))
     masks = FlowRigidityMasks()
-    if prior_error is None or prior_error == WITHOUT_PERIODS:
+    if prior_error is None or prior_error in BASELINES:
         estimator = MultiViewDepth()
-        if prior_error == WITHOUT_PERIODS:
-            masks = FlowRigidityMasks(DynamicMaskConfig(max_period_px=0))
+        if prior_error in BASELINES:
+            masks = FlowRigidityMasks(BASELINES[prior_error])
     else:
         estimator = SimulatedNetworkDepth(simulated_prediction(clip.labels["depth"] * CAMERA_SCALE, prior_error, seed))
     return label_depth_and_masks(clip.frames, flows, c2w, clip.labels["K"], keys, estimator, masks).dynamic_mask
@@ -107,12 +111,15 @@ def main() -> None:
     parser.add_argument("--texture", choices=TEXTURES, default="rich", help="surface texture of the scene")
     parser.add_argument("--without-periods", action="store_true",
                         help="also the weight-free chain without the period rule (max_period_px 0)")
+    parser.add_argument("--without-edge-snap", action="store_true",
+                        help="also the weight-free chain without moving mask borders to edges (guided_radius_px 0)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one seed, one prior")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.prior_errors = 1, [0.1]
     height, width = args.size
-    chains: list[float | None] = [None, *([WITHOUT_PERIODS] if args.without_periods else []), *args.prior_errors]
+    baselines = [WITHOUT_PERIODS] * args.without_periods + [WITHOUT_EDGE_SNAP] * args.without_edge_snap
+    chains: list[float | None] = [None, *baselines, *args.prior_errors]
     iou = {c: [] for c in chains}
     fp = {c: [] for c in chains}
     fp_sky = {c: [] for c in chains}
@@ -162,6 +169,8 @@ def _sky(rates: list[float], scene: str) -> str:
 def _name(chain: float | None) -> str:
     if chain == WITHOUT_PERIODS:
         return "mvs without periods"
+    if chain == WITHOUT_EDGE_SNAP:
+        return "mvs without edge snap"
     return "mvs" if chain is None else f"prior {chain:.2f}"
 
 
