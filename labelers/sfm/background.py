@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pycolmap
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
 
 from labelers.sfm.common import ransac_options
 from labelers.sfm.config import SfmConfig
@@ -115,6 +117,71 @@ def epipolar_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> n
     norm = np.hypot(line_j[:, 0], line_j[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm > 0, np.abs(algebraic) / norm, np.inf)
+
+
+def _fundamental_of_pose(K_src: np.ndarray, K_dst: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    tx, ty, tz = translation
+    skew = np.array([[0.0, -tz, ty], [tz, 0.0, -tx], [-ty, tx, 0.0]])
+    return np.linalg.inv(K_dst).T @ skew @ rotation @ np.linalg.inv(K_src)
+
+
+def flow_relative_pose(
+    src_to_dst: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    xy_src: np.ndarray,
+    xy_dst: np.ndarray,
+    scales_px: tuple[float, ...] = (1.0, 0.1),
+) -> np.ndarray:
+    """The relative pose next to `src_to_dst` that best explains correspondences, robustly.
+
+    Started from the given pose, rotation and direction of travel (the length of the
+    translation is kept) are fitted to the targets' distances from their epipolar lines, or,
+    for a pose without translation, the rotation alone to the targets' offsets from where the
+    rotation moves each source pixel; a Cauchy loss, its scale lowered through `scales_px`, so
+    that the fit ends near the median's minimum rather than the mean's. Five degrees of freedom
+    (three without translation) against the fundamental matrix's seven: on the flow of a plane
+    and a far sky a fitted fundamental matrix also fits part of the flow's noise.
+
+    Args:
+        src_to_dst: (4, 4) source-camera to destination-camera transform, the starting point.
+        K_src, K_dst: (3, 3) intrinsics, kept.
+        xy_src, xy_dst: (M, 2) pixel positions in the two images.
+
+    Returns:
+        (4, 4) the fitted transform.
+    """
+    rotation0 = np.asarray(src_to_dst, np.float64)[:3, :3]
+    translation0 = np.asarray(src_to_dst, np.float64)[:3, 3]
+    length = float(np.linalg.norm(translation0))
+    direction0 = translation0 / length if length > 0 else translation0
+    tangent = np.linalg.svd(direction0[None])[2][1:] if length > 0 else np.zeros((0, 3))
+    src_h = np.concatenate([xy_src, np.ones((len(xy_src), 1))], 1)
+    dst_h = np.concatenate([xy_dst, np.ones((len(xy_dst), 1))], 1)
+
+    def pose(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rotation = Rotation.from_rotvec(x[:3]).as_matrix() @ rotation0
+        if length == 0:
+            return rotation, translation0
+        direction = direction0 + tangent.T @ x[3:]
+        return rotation, direction / np.linalg.norm(direction)
+
+    def residuals_px(x: np.ndarray) -> np.ndarray:
+        rotation, direction = pose(x)
+        if length == 0:
+            moved = src_h @ (K_dst @ rotation @ np.linalg.inv(K_src)).T
+            return (moved[:, :2] / moved[:, 2:] - xy_dst).ravel()
+        lines = src_h @ _fundamental_of_pose(K_src, K_dst, rotation, direction).T
+        return np.sum(dst_h * lines, 1) / np.hypot(lines[:, 0], lines[:, 1])
+
+    x = np.zeros(3 + len(tangent))
+    for scale in scales_px:
+        x = least_squares(residuals_px, x, loss="cauchy", f_scale=scale, x_scale=1e-3).x
+    rotation, direction = pose(x)
+    fitted = np.eye(4)
+    fitted[:3, :3] = rotation
+    fitted[:3, 3] = direction * length if length > 0 else translation0
+    return fitted
 
 
 def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScreen:
