@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipelines.quality import QualityThresholds, camera_flow_consistency, clip_quality, gate, trajectory_stats
-from pipelines.synthetic import SceneConfig, render_clip
+from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_gate_names_metric_and_value():
     thresholds = QualityThresholds(min_fb_consistent_fraction=0.5, max_dynamic_ratio=None, extra={"foo": ("min", 2)})
     metrics = {
         "fb_consistent_fraction": 0.31,
-        "depth_valid_fraction": 0.9,
+        "depth_valid_fraction_off_infinity": 0.9,
         "flow_valid_fraction": 0.9,
         "rigid_flow_residual_px": 0.2,
         "depth_reprojection_abs_rel": 0.01,
@@ -60,8 +60,8 @@ def test_gate_names_metric_and_value():
     }
     reasons = gate(metrics, thresholds)
     assert reasons == ["qa: fb_consistent_fraction=0.31 < min 0.5", "qa: foo=1 < min 2"]
-    del metrics["depth_valid_fraction"]
-    assert any("depth_valid_fraction is missing" in r for r in gate(metrics, thresholds))
+    del metrics["depth_valid_fraction_off_infinity"]
+    assert any("depth_valid_fraction_off_infinity is missing" in r for r in gate(metrics, thresholds))
 
 
 def test_trajectory_jerk_is_flagged():
@@ -130,3 +130,19 @@ def test_the_epipolar_ratio_does_not_trust_the_dynamic_mask():
         camera_flow_consistency(labels, stride=4)
     )
     assert camera_flow_consistency(labels, stride=4) > 5.0
+
+
+def test_depth_coverage_is_gated_off_infinity():
+    """A sky has no valid depth by contract: without it an open yard keeps 55 % of its pixels'
+    depth but 96 % of those the flow does not put at infinity, and passes; with ground depth
+    left only on a quarter of the image it fails, naming the metric."""
+    clip = render_clip(SceneConfig(seed=2, height=96, width=144, num_frames=9, camera="dolly", scene="open", num_moving=1))
+    without_sky = clip.labels["depth_valid"] & (clip.object_ids != SKY_ID)
+    metrics = clip_quality({**clip.labels, "depth_valid": without_sky}, stride=4)
+    assert metrics["depth_valid_fraction"] < 0.6
+    assert metrics["depth_valid_fraction_off_infinity"] > 0.9
+    assert gate(metrics, QualityThresholds()) == []
+    left_quarter = without_sky & (np.arange(144) < 36)[None, None, :]
+    metrics = clip_quality({**clip.labels, "depth_valid": left_quarter}, stride=4)
+    assert metrics["depth_valid_fraction_off_infinity"] < 0.3
+    assert any(r.startswith("qa: depth_valid_fraction_off_infinity=") for r in gate(metrics, QualityThresholds()))
