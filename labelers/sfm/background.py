@@ -17,7 +17,9 @@ the tracks as they were: a pair whose fit explains fewer than `mover_min_pair_in
 samples (no dominant motion) is not used; the screen is not applied when it would remove more
 than `max_mover_track_share` of the tracks (the dominant motion may then be a mover's) or leave
 two consecutive frames fewer than `min_common_tracks` shared tracks.
-Measured: docs/benchmarks.md, "Labeler design measurements", SfM camera: movers.
+`flow_relative_pose` refits a camera pair's pose to such flow, robustly; the QA's camera gate
+takes it as the best any camera could do (`pipelines.quality.camera_flow_consistency`).
+Measured: docs/benchmarks.md, "Session 15" (textured movers on plain ground) and "Session 16".
 """
 
 from __future__ import annotations
