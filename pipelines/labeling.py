@@ -166,7 +166,7 @@ class LabelConfig:
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
     thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
-        "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction=0.2"})
+        "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction_off_infinity=0.2"})
 
     def __post_init__(self) -> None:
         if self.num_frames < 2 or (self.num_frames - 1) % self.stride:
