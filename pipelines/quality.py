@@ -148,14 +148,14 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
 
 
 def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05) -> float:
-    """How much worse the cameras explain the background's key-pair flow than the flow's own epipolar geometry.
+    """How much worse the cameras explain the background's key-pair flow than the best pose for that flow does.
 
     Per key pair, a fundamental matrix is fitted to the valid flow
     (`labelers.sfm.background.background_fundamental`: grid samples, so the background that
     fills the frame outvotes the movers); the pixels it explains to within `ransac_max_px`
     are the background. Over them: the median distance of the flow targets from the cameras'
     epipolar lines (from the rotation-only position where the pair does not translate), over
-    the same median for the best pose this flow allows (at least `min_floor_px`): the cameras'
+    the same median for the best pose this flow allows: the cameras'
     relative pose refitted to the background's flow (`flow_relative_pose`, started from it,
     K kept), or the fitted fundamental matrix where that is lower. The floor is at least
     `min_floor_px`: precision beyond a twentieth of a pixel is not asked of the cameras, since

@@ -122,9 +122,9 @@ def epipolar_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> n
 
 
 def _fundamental_of_pose(K_src: np.ndarray, K_dst: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    tx, ty, tz = translation
-    skew = np.array([[0.0, -tz, ty], [tz, 0.0, -tx], [-ty, tx, 0.0]])
-    return np.linalg.inv(K_dst).T @ skew @ rotation @ np.linalg.inv(K_src)
+    """F (3, 3), up to scale, of a source-to-destination pose (x_dst^T F x_src = 0)."""
+    essential = pycolmap.essential_matrix_from_pose(pycolmap.Rigid3d(pycolmap.Rotation3d(rotation), translation))
+    return np.linalg.inv(K_dst).T @ essential @ np.linalg.inv(K_src)
 
 
 def flow_relative_pose(
@@ -198,7 +198,6 @@ def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScre
     if pairs.size and (pairs.min() < 0 or pairs.max() >= num_frames):
         raise ValueError(f"flow pairs must index the {num_frames} frames, got pairs up to {int(pairs.max())}")
     flows = flows.without_across_only()
-    num_tracks = tracks.xy.shape[1]
     movers = np.zeros(num_tracks, bool)
     used = []
     for n, (i, j) in enumerate(pairs.tolist()):
