@@ -172,28 +172,51 @@ def test_textureless_wall_is_never_valid_with_spurious_motion(noise):
     assert (before.valid_fwd[0] & (before_error > 1.0)).sum() > 300
 
 
+NOISY_YARD_SHIFT = np.array([1.4, 0.6])
+
+
+def noisy_yard_pair(contrast: float, wavelength_scale: float, texture_seed: int, noise_seed: int) -> np.ndarray:
+    """(2, 120, 160, 3) uint8: low-contrast wave texture moved by `NOISY_YARD_SHIFT`, each frame
+    under independent noise of 3 levels."""
+    rng = np.random.default_rng(noise_seed)
+    frames = []
+    for dx, dy in ((0.0, 0.0), tuple(NOISY_YARD_SHIFT)):
+        v, u = np.mgrid[0:120, 0:160].astype(np.float64)
+        image = 120 + contrast * _wave_texture(120, 160, (u - dx) / wavelength_scale, (v - dy) / wavelength_scale,
+                                               seed=texture_seed)
+        image = image + rng.normal(0, 3.0, image.shape)
+        frames.append(np.repeat(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None], 3, axis=-1))
+    return np.stack(frames)
+
+
+def coverage_and_error(frames: np.ndarray, checks: ValidityChecks) -> tuple[float, float, float]:
+    """Coverage of the inner pixels, their mean error and the share over 1 px, for the yard pair."""
+    inner = (slice(10, -10), slice(10, -10))
+    flows = compute_pair_flows(DisFlow(), frames, [(0, 1)], checks=checks)
+    valid = flows.valid_fwd[0][inner]
+    error = np.linalg.norm(flows.flow_fwd_px[0] - NOISY_YARD_SHIFT, axis=-1)[inner]
+    return valid.mean(), error[valid].mean(), (error[valid] > 1.0).mean()
+
+
 def test_coarse_texture_under_noise_is_supported_at_half_resolution():
     """A yard seen through sensor noise: texture of long wavelength and low contrast (the scene
     classes' degraded open ground) under noise of 3 levels. The full-resolution test sees mostly
     noise; half resolution sees the texture, and DIS's pyramid follows it."""
-    rng = np.random.default_rng(5)
-    shift = np.array([1.4, 0.6])
-    frames = []
-    for dx, dy in ((0.0, 0.0), tuple(shift)):
-        v, u = np.mgrid[0:120, 0:160].astype(np.float64)
-        image = 120 + 0.3 * _wave_texture(120, 160, (u - dx) / 2.0, (v - dy) / 2.0, seed=2)
-        image = image + rng.normal(0, 3.0, image.shape)
-        frames.append(np.repeat(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None], 3, axis=-1))
-    frames = np.stack(frames)
-    inner = (slice(10, -10), slice(10, -10))
-    result = {}
-    for half in (False, True):
-        flows = compute_pair_flows(DisFlow(), frames, [(0, 1)], checks=ValidityChecks(texture_half_resolution=half))
-        valid = flows.valid_fwd[0][inner]
-        error = np.linalg.norm(flows.flow_fwd_px[0] - shift, axis=-1)[inner]
-        result[half] = (valid.mean(), error[valid].mean(), (error[valid] > 1.0).mean())
+    frames = noisy_yard_pair(0.3, 2.0, texture_seed=2, noise_seed=5)
+    result = {half: coverage_and_error(frames, ValidityChecks(texture_half_resolution=half)) for half in (False, True)}
     # measured: coverage 0.36 -> 0.66, error 0.076 -> 0.082 px, none over 1 px
     assert result[True][0] > result[False][0] + 0.2, result
+    assert result[True][1] < 0.15 and result[True][2] < 0.01, result
+
+
+def test_faint_texture_under_noise_passes_the_noise_corrected_zncc():
+    """Faint texture (a few levels) under noise of 3 levels in each frame: the flow is right, but
+    5x5 patches of a correct match correlate at about s^2 / (s^2 + sigma^2), under `min_zncc`.
+    Corrected for the pair's noise, the photometric check keeps them, at the same error."""
+    frames = noisy_yard_pair(0.16, 1.0, texture_seed=4, noise_seed=8)
+    result = {on: coverage_and_error(frames, ValidityChecks(zncc_noise_correction=on)) for on in (False, True)}
+    # measured: coverage 0.54 -> 0.62, mean error 0.08 px, none over 1 px
+    assert result[True][0] > result[False][0] + 0.05, result
     assert result[True][1] < 0.15 and result[True][2] < 0.01, result
 
 
@@ -251,6 +274,30 @@ def test_patch_zncc_known_answers():
     assert np.abs(wrong).mean() < 0.3 and (wrong < 0.6).mean() > 0.95
     # a flat patch has no correlation
     assert (patch_zncc(np.full((20, 20), 9.0, np.float32), src[:20, :20], flow[:20, :20], 2) == 0).all()
+
+
+def test_patch_zncc_corrected_for_noise():
+    """Faint texture (signal std 4 levels) under independent noise of 4 levels in each frame:
+    a correct match correlates at about s^2 / (s^2 + sigma^2) = 0.5, below the checks' 0.6; with
+    the noise given, the correlation is back near 1, and a wrong flow stays uncorrelated."""
+    rng = np.random.default_rng(11)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (120, 160)).astype(np.float32), (0, 0), 0.7)
+    texture *= 4.0 / texture.std()
+    src = 120 + texture + rng.normal(0, 4, texture.shape).astype(np.float32)
+    dst = 120 + np.roll(texture, (-2, 3), axis=(0, 1)) + rng.normal(0, 4, texture.shape).astype(np.float32)
+    flow = np.zeros((120, 160, 2), np.float32)
+    flow[...] = (3.0, -2.0)
+    interior = (slice(8, -8), slice(8, -8))
+    plain = patch_zncc(src, dst, flow, 3)[interior]
+    corrected = patch_zncc(src, dst, flow, 3, noise_sigma=4.0)[interior]
+    assert 0.35 < np.median(plain) < 0.6
+    assert np.median(corrected) > 0.85 and (corrected >= ValidityChecks().min_zncc).mean() > 2 * (plain >= 0.6).mean()
+    wrong = patch_zncc(src, dst, flow + np.float32([6.0, 0.0]), 3, noise_sigma=4.0)[interior]
+    assert (wrong >= ValidityChecks().min_zncc).mean() < 0.1
+    # patches whose variance is below min_signal_ratio sigma^2 keep the plain value
+    np.testing.assert_array_equal(patch_zncc(src, dst, flow, 3, noise_sigma=40.0), patch_zncc(src, dst, flow, 3))
+    with pytest.raises(ValueError, match="zncc_min_signal_ratio"):
+        ValidityChecks(zncc_min_signal_ratio=1.0)
 
 
 def test_drop_small_regions_and_checks_config():
