@@ -19,10 +19,14 @@ Per clip, against the exact labels:
 - accepted, or the rejection reasons (QA gates still give arrays, so metrics too;
   `ClipRejected` gives none); seconds of labeling per clip.
 
+Each class's table ends with the issue's targets that accepted clips miss (`TARGETS`: how many,
+and the worst value). `--tables-from JSON` prints the tables of an earlier `--out` again.
+
     python bench/bench_scene_classes.py --clips 2 --size 240x360 --frames 17 --out scene_classes.json
     python bench/bench_scene_classes.py --classes open_sky pan --clips 4
     python bench/bench_scene_classes.py --classes room open_sky --clips 8 --cameras dolly \
         --fovs 50 60 70 85 --unknown-focal prior     # the prior focal's tests on dollies
+    python bench/bench_scene_classes.py --tables-from scene_classes.json
 """
 
 from __future__ import annotations
@@ -180,6 +184,34 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     return results
 
 
+# Issue 13's targets for accepted clips: key -> (limit, "min" if the value must reach it, "max" if not exceed it)
+TARGETS = {
+    "dynamic_iou": (0.6, "min"),
+    "false_alarm_static": (0.01, "max"),
+    "false_alarm_sky": (0.01, "max"),
+    "flow_epe_ratio": (1.0, "max"),
+    "flow_coverage": (0.95, "min"),
+    "key_flow_epe_ratio": (1.0, "max"),
+    "key_flow_coverage": (0.85, "min"),
+    "rre_mean_deg": (0.1, "max"),
+    "ate_percent_of_path": (1.0, "max"),
+    "depth_delta125": (0.95, "min"),
+    "depth_coverage_static": (0.70, "min"),
+    "scene_flow_within_5pct": (0.95, "min"),
+}
+
+
+def missed_targets(records: list[dict]) -> dict[str, tuple[int, float]]:
+    """Per target metric (`TARGETS`) that accepted clips miss: how many miss it and the worst value."""
+    missed: dict[str, tuple[int, float]] = {}
+    for key, (limit, how) in TARGETS.items():
+        values = [r["metrics"].get(key) for r in records if r["status"] == "accepted"]
+        bad = [v for v in values if v is not None and np.isfinite(v) and (v < limit if how == "min" else v > limit)]
+        if bad:
+            missed[key] = (len(bad), min(bad) if how == "min" else max(bad))
+    return missed
+
+
 def _summary(values: list[float], how: str, fmt: str) -> str:
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
@@ -200,6 +232,11 @@ def print_table(title: str, records: list[dict]) -> None:
     reasons = Counter(reason.split(":")[0] for r in records for reason in r["reasons"])
     if reasons:
         print("rejection reasons: " + ", ".join(f"{k} x{n}" for k, n in reasons.most_common()))
+    missed = missed_targets(records)
+    if missed:
+        print("accepted clips below target: " + ", ".join(
+            f"{key} {'>=' if TARGETS[key][1] == 'min' else '<='} {TARGETS[key][0]:g}: {n} (worst {worst:.3g})"
+            for key, (n, worst) in missed.items()))
 
 
 def main() -> None:
@@ -219,7 +256,12 @@ def main() -> None:
     parser.add_argument("--with-intrinsics", action="store_true",
                         help="write the true intrinsics into the manifest (default: none, the focal is estimated)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
+    parser.add_argument("--tables-from", type=Path, metavar="JSON",
+                        help="print the tables of a sweep written with --out, labelling nothing")
     args = parser.parse_args()
+    if args.tables_from:
+        print_tables(json.loads(args.tables_from.read_text())["clips"])
+        return
     if args.quick:
         args.classes, args.clips, args.size, args.frames = ["room", "open_sky"], 1, (120, 180), 9
     cv2.setNumThreads(1)
@@ -234,7 +276,12 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "clips": records},
                                            indent=1, default=float))
-    for name in args.classes:
+    print_tables(records)
+
+
+def print_tables(records: list[dict]) -> None:
+    """One table per scene class (in the records' order), then one over all of them."""
+    for name in dict.fromkeys(r["class"] for r in records):
         print_table(name, [r for r in records if r["class"] == name])
     print_table("all classes", records)
 
