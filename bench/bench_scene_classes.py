@@ -20,13 +20,15 @@ Per clip, against the exact labels:
   `ClipRejected` gives none); seconds of labeling per clip.
 
 Each class's table ends with the issue's targets that accepted clips miss (`TARGETS`: how many,
-and the worst value). `--tables-from JSON` prints the tables of an earlier `--out` again.
+and the worst value). `--tables-from JSON` prints the tables of an earlier `--out` again;
+`--compare JSON` adds, clip by clip, what changed against an earlier `--out` of the same clips
+(before and after a change to the labelers, run on the same seeds).
 
     python bench/bench_scene_classes.py --clips 2 --size 240x360 --frames 17 --out scene_classes.json
     python bench/bench_scene_classes.py --classes open_sky pan --clips 4
     python bench/bench_scene_classes.py --classes room open_sky --clips 8 --cameras dolly \
         --fovs 50 60 70 85 --unknown-focal prior     # the prior focal's tests on dollies
-    python bench/bench_scene_classes.py --tables-from scene_classes.json
+    python bench/bench_scene_classes.py --tables-from after.json --compare before.json
 """
 
 from __future__ import annotations
@@ -258,9 +260,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print the tables of a sweep written with --out, labelling nothing")
+    parser.add_argument("--compare", type=Path, metavar="JSON",
+                        help="also print, clip by clip, how this sweep differs from an earlier --out of the same clips")
     args = parser.parse_args()
     if args.tables_from:
-        print_tables(json.loads(args.tables_from.read_text())["clips"])
+        records = json.loads(args.tables_from.read_text())["clips"]
+        print_tables(records)
+        if args.compare:
+            print_comparison(json.loads(args.compare.read_text())["clips"], records)
         return
     if args.quick:
         args.classes, args.clips, args.size, args.frames = ["room", "open_sky"], 1, (120, 180), 9
@@ -277,6 +284,32 @@ def main() -> None:
             args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "clips": records},
                                            indent=1, default=float))
     print_tables(records)
+    if args.compare:
+        print_comparison(json.loads(args.compare.read_text())["clips"], records)
+
+
+def print_comparison(before: list[dict], after: list[dict]) -> None:
+    """Clip by clip (matched by clip id: the same seed, class and size give the same video), the
+    outcome and the `TARGETS` metrics before -> after; then, per metric, on how many clips labelled
+    by both it got better or worse by more than a hundredth of its target."""
+    earlier = {r["clip_id"]: r for r in before}
+    pairs = [(earlier[r["clip_id"]], r) for r in after if r["clip_id"] in earlier]
+    print(f"\n### compared with the earlier sweep: {len(pairs)} clips in both")
+    moved: dict[str, Counter] = {key: Counter() for key in TARGETS}
+    for old, new in pairs:
+        cells = []
+        for key, (limit, how) in TARGETS.items():
+            a, b = old["metrics"].get(key), new["metrics"].get(key)
+            if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
+                continue
+            if abs(b - a) > 0.01 * limit:
+                moved[key]["better" if (b > a) == (how == "min") else "worse"] += 1
+                cells.append(f"{key} {a:.3g} -> {b:.3g}")
+        status = f"{old['status']} -> {new['status']}" if old["status"] != new["status"] else new["status"]
+        reasons = "; ".join(r.split(":")[0] for r in new["reasons"]) if new["status"] != old["status"] else ""
+        print(f"{new['clip_id']} ({new['class']}): {status}" + (f" ({reasons})" if reasons else "")
+              + (": " + ", ".join(cells) if cells else ""))
+    print("better / worse: " + ", ".join(f"{key} {c['better']}/{c['worse']}" for key, c in moved.items() if c))
 
 
 def print_tables(records: list[dict]) -> None:
