@@ -57,6 +57,7 @@ __all__ = [
     "texture_periods",
     "texture_support",
     "patch_zncc",
+    "photometric_support",
     "drop_small_regions",
     "flow_support",
     "consistent_across_stripes",
@@ -84,7 +85,7 @@ CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
 # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them; 3: texture at half resolution too;
-# 4: ZNCC corrected for the image noise
+# 4: ZNCC corrected for the image noise, larger patches where the texture is faint
 VALIDITY_CHECKS_VERSION = "4"
 NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)
 # Texture whose isotropy over the window is below this is stripes or a single edge (`aperture_normals`).
@@ -289,6 +290,10 @@ class ValidityChecks:
             zncc_min_signal_ratio sigma^2 (`patch_zncc`): under noise a correct match of faint
             texture correlates well below 1. On the noisy, blurred class (sigma 1.6 levels) the
             plain ZNCC left 12 % of the visible pixels invalid whose flow was within 1 px.
+        zncc_faint_ratio: where the source patch's variance is below this times sigma^2, the
+            patches grow by one pixel of radius: the correlation of 25 samples of faint texture
+            under noise spreads too wide for `min_zncc` (0 disables). Textured pixels keep the
+            smaller patch, which lets less of an occluded band pass.
         min_region_fraction: valid pixels form 8-connected regions of at least this fraction of
             the image; smaller islands amid invalid flow are chance agreements (0 disables).
         stripe_max_isotropy, stripe_window_px: source pixels whose `texture_isotropy` over the
@@ -309,6 +314,7 @@ class ValidityChecks:
     min_zncc: float = 0.6
     zncc_noise_correction: bool = True
     zncc_min_signal_ratio: float = 1.5
+    zncc_faint_ratio: float = 3.0
     min_region_fraction: float = 0.001
     stripe_max_isotropy: float = STRIPE_MAX_ISOTROPY
     stripe_window_px: int = STRIPE_WINDOW_PX
@@ -323,8 +329,9 @@ class ValidityChecks:
             )
         if self.texture_min_snr < 0 or self.noise_floor_levels <= 0 or not -1 <= self.min_zncc <= 1:
             raise ValueError("need texture_min_snr >= 0, noise_floor_levels > 0 and -1 <= min_zncc <= 1")
-        if not self.zncc_min_signal_ratio > 1:
-            raise ValueError(f"zncc_min_signal_ratio must be > 1, got {self.zncc_min_signal_ratio}")
+        if not self.zncc_min_signal_ratio > 1 or self.zncc_faint_ratio < 0:
+            raise ValueError("need zncc_min_signal_ratio > 1 and zncc_faint_ratio >= 0, got "
+                             f"{self.zncc_min_signal_ratio}, {self.zncc_faint_ratio}")
         if not 0 <= self.min_region_fraction < 1:
             raise ValueError(f"min_region_fraction must lie in [0, 1), got {self.min_region_fraction}")
         if not (0 <= self.stripe_max_isotropy < 1 and self.stripe_window_px >= 3 and self.stripe_along_fb_px >= 0
@@ -554,7 +561,7 @@ def patch_zncc(
     n = (2 * radius_px + 1) ** 2
     window = (2 * radius_px + 1,) * 2
     mean_a = cv2.boxFilter(src, -1, window, borderType=cv2.BORDER_REFLECT)
-    var_a = np.maximum(cv2.boxFilter(src * src, -1, window, borderType=cv2.BORDER_REFLECT) - mean_a**2, 0)
+    var_a = _box_variance(src, radius_px)
     mean_b = sum_b / n
     var_b = np.maximum(sum_bb / n - mean_b**2, 0)
     cov = sum_ab / n - mean_a * mean_b
@@ -563,6 +570,13 @@ def patch_zncc(
     flat = denom <= 1e-4
     zncc = np.where(flat, 0.0, cov / np.where(flat, 1.0, denom))
     return np.clip(zncc, -1.0, 1.0).astype(np.float32)
+
+
+def _box_variance(image: np.ndarray, radius_px: int) -> np.ndarray:
+    """(H, W) float32 variance of `image` (float32, centred near 0) over (2 r + 1)^2 boxes, borders reflected."""
+    window = (2 * radius_px + 1,) * 2
+    mean = cv2.boxFilter(image, -1, window, borderType=cv2.BORDER_REFLECT)
+    return np.maximum(cv2.boxFilter(image * image, -1, window, borderType=cv2.BORDER_REFLECT) - mean**2, 0)
 
 
 def _noise_free_variances(
@@ -663,10 +677,26 @@ def flow_support(
         noise_sigma = max(image_noise_sigma(gray_src), image_noise_sigma(gray_dst))
     sigma = max(noise_sigma, checks.noise_floor_levels)
     out = valid & texture_support(gray_src, sigma, checks)
-    zncc_noise = sigma if checks.zncc_noise_correction else None
-    out &= patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px, zncc_noise,
-                      checks.zncc_min_signal_ratio) >= checks.min_zncc
+    out &= photometric_support(gray_src, gray_dst, flow_px, sigma, checks)
     return drop_small_regions(out, int(np.ceil(checks.min_region_fraction * out.size)))
+
+
+def photometric_support(
+    gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, noise_sigma: float, checks: ValidityChecks
+) -> np.ndarray:
+    """(H, W) bool: the patch at the flow's target matches the source's (`ValidityChecks.min_zncc`,
+    noise-corrected with `zncc_noise_correction`); where the source patch is faint
+    (`zncc_faint_ratio`), the patches are one pixel of radius larger."""
+    noise = noise_sigma if checks.zncc_noise_correction else None
+    zncc = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px, noise, checks.zncc_min_signal_ratio)
+    if checks.zncc_faint_ratio > 0:
+        src = np.asarray(gray_src, np.float32) - float(np.mean(gray_src))
+        faint = _box_variance(src, checks.zncc_radius_px) < checks.zncc_faint_ratio * noise_sigma**2
+        if faint.any():
+            wider = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px + 1, noise,
+                               checks.zncc_min_signal_ratio)
+            zncc = np.where(faint, wider, zncc)
+    return zncc >= checks.min_zncc
 
 
 def texture_support(gray: np.ndarray, noise_sigma: float, checks: ValidityChecks) -> np.ndarray:
