@@ -523,6 +523,7 @@ def patch_zncc(
     radius_px: int,
     noise_sigma: float | None = None,
     min_signal_ratio: float = 1.5,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """ZNCC of the (2 r + 1)^2 patch of gray_src at x with the patch of gray_dst at x + F(x).
 
@@ -537,6 +538,9 @@ def patch_zncc(
     `min_signal_ratio` sigma^2 (below that the corrected value is itself mostly noise, and the
     plain ZNCC is kept).
 
+    With `where` ((H, W) bool), only those pixels are computed (0 elsewhere), at a cost that
+    follows their number.
+
     Returns:
         (H, W) float32 in [-1, 1]; 0 where either patch is flat.
     """
@@ -546,30 +550,70 @@ def patch_zncc(
     level = 0.5 * (float(np.mean(gray_src)) + float(np.mean(gray_dst)))
     src = np.asarray(gray_src, np.float32) - level
     dst = np.asarray(gray_dst, np.float32) - level
-    padded = cv2.copyMakeBorder(src, *(radius_px,) * 4, cv2.BORDER_REFLECT)
-    grid = pixel_grid(height, width).astype(np.float32)
-    target_u, target_v = grid[..., 0] + flow_px[..., 0], grid[..., 1] + flow_px[..., 1]
-    sum_b, sum_bb, sum_ab = (np.zeros((height, width), np.float32) for _ in range(3))
-    for dv in range(-radius_px, radius_px + 1):
-        for du in range(-radius_px, radius_px + 1):
-            rows, cols = slice(radius_px + dv, radius_px + dv + height), slice(radius_px + du, radius_px + du + width)
-            a = np.ascontiguousarray(padded[rows, cols])
-            b = cv2.remap(dst, target_u + du, target_v + dv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            cv2.accumulate(b, sum_b)
-            cv2.accumulateSquare(b, sum_bb)
-            cv2.accumulateProduct(a, b, sum_ab)
+    at = np.nonzero(where) if where is not None else None
+    sum_b, sum_bb, sum_ab = _target_sums(src, dst, flow_px, radius_px, at)
     n = (2 * radius_px + 1) ** 2
     window = (2 * radius_px + 1,) * 2
     mean_a = cv2.boxFilter(src, -1, window, borderType=cv2.BORDER_REFLECT)
     var_a = _box_variance(src, radius_px)
+    if at is not None:
+        mean_a, var_a = mean_a[at], var_a[at]
     mean_b = sum_b / n
     var_b = np.maximum(sum_bb / n - mean_b**2, 0)
     cov = sum_ab / n - mean_a * mean_b
     var_a, var_b = _noise_free_variances(var_a, var_b, noise_sigma, min_signal_ratio)
     denom = np.sqrt(var_a * var_b)
     flat = denom <= 1e-4
-    zncc = np.where(flat, 0.0, cov / np.where(flat, 1.0, denom))
-    return np.clip(zncc, -1.0, 1.0).astype(np.float32)
+    zncc = np.clip(np.where(flat, 0.0, cov / np.where(flat, 1.0, denom)), -1.0, 1.0).astype(np.float32)
+    if at is None:
+        return zncc
+    out = np.zeros((height, width), np.float32)
+    out[at] = zncc
+    return out
+
+
+def _target_sums(
+    src: np.ndarray, dst: np.ndarray, flow_px: np.ndarray, radius_px: int, at: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of b, b^2 and a b over the patch offsets (`patch_zncc`): a the source patch, b the
+    destination patch at the flow's target; (H, W) each, or (N,) at the pixels `at` (rows, cols)."""
+    height, width = flow_px.shape[:2]
+    padded = cv2.copyMakeBorder(src, *(radius_px,) * 4, cv2.BORDER_REFLECT)
+    if at is None:
+        grid = pixel_grid(height, width).astype(np.float32)
+        target_u, target_v = grid[..., 0] + flow_px[..., 0], grid[..., 1] + flow_px[..., 1]
+    else:
+        rows, cols = at
+        target_u = (cols + flow_px[rows, cols, 0]).astype(np.float32)
+        target_v = (rows + flow_px[rows, cols, 1]).astype(np.float32)
+    sums = [np.zeros(target_u.shape, np.float32) for _ in range(3)]
+    for dv in range(-radius_px, radius_px + 1):
+        for du in range(-radius_px, radius_px + 1):
+            if at is None:
+                a = np.ascontiguousarray(padded[radius_px + dv : radius_px + dv + height,
+                                                radius_px + du : radius_px + du + width])
+                b = cv2.remap(dst, target_u + du, target_v + dv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            else:
+                a = padded[rows + radius_px + dv, cols + radius_px + du]
+                b = _remap_points(dst, target_u + du, target_v + dv)
+            sums[0] += b
+            sums[1] += b * b
+            sums[2] += a * b
+    return sums[0], sums[1], sums[2]
+
+
+def _remap_points(image: np.ndarray, u: np.ndarray, v: np.ndarray, row_px: int = 1024) -> np.ndarray:
+    """`cv2.remap` (bilinear, border replicated) at (N,) positions: laid out in rows, since
+    OpenCV's maps must stay under 32767 pixels a side."""
+    count = len(u)
+    if count == 0:
+        return np.zeros(0, np.float32)
+    rows = -(-count // row_px)
+    maps = [np.zeros(rows * row_px, np.float32) for _ in range(2)]
+    maps[0][:count], maps[1][:count] = u, v
+    out = cv2.remap(image, maps[0].reshape(rows, row_px), maps[1].reshape(rows, row_px), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(-1)[:count]
 
 
 def _box_variance(image: np.ndarray, radius_px: int) -> np.ndarray:
@@ -677,24 +721,32 @@ def flow_support(
         noise_sigma = max(image_noise_sigma(gray_src), image_noise_sigma(gray_dst))
     sigma = max(noise_sigma, checks.noise_floor_levels)
     out = valid & texture_support(gray_src, sigma, checks)
-    out &= photometric_support(gray_src, gray_dst, flow_px, sigma, checks)
+    out &= photometric_support(gray_src, gray_dst, flow_px, sigma, checks, where=out)
     return drop_small_regions(out, int(np.ceil(checks.min_region_fraction * out.size)))
 
 
 def photometric_support(
-    gray_src: np.ndarray, gray_dst: np.ndarray, flow_px: np.ndarray, noise_sigma: float, checks: ValidityChecks
+    gray_src: np.ndarray,
+    gray_dst: np.ndarray,
+    flow_px: np.ndarray,
+    noise_sigma: float,
+    checks: ValidityChecks,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W) bool: the patch at the flow's target matches the source's (`ValidityChecks.min_zncc`,
     noise-corrected with `zncc_noise_correction`); where the source patch is faint
-    (`zncc_faint_ratio`), the patches are one pixel of radius larger."""
+    (`zncc_faint_ratio`), the patches are one pixel of radius larger. With `where`, only those
+    pixels need the larger patches (the others' answer does not matter to the caller)."""
     noise = noise_sigma if checks.zncc_noise_correction else None
     zncc = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px, noise, checks.zncc_min_signal_ratio)
     if checks.zncc_faint_ratio > 0:
         src = np.asarray(gray_src, np.float32) - float(np.mean(gray_src))
         faint = _box_variance(src, checks.zncc_radius_px) < checks.zncc_faint_ratio * noise_sigma**2
+        if where is not None:
+            faint &= where
         if faint.any():
             wider = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px + 1, noise,
-                               checks.zncc_min_signal_ratio)
+                               checks.zncc_min_signal_ratio, where=faint)
             zncc = np.where(faint, wider, zncc)
     return zncc >= checks.min_zncc
 

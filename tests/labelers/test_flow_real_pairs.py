@@ -299,6 +299,11 @@ def test_patch_zncc_corrected_for_noise():
     assert np.median(corrected) > 0.85 and (corrected >= ValidityChecks().min_zncc).mean() > 2 * (plain >= 0.6).mean()
     wrong = patch_zncc(src, dst, flow + np.float32([6.0, 0.0]), 3, noise_sigma=4.0)[interior]
     assert (wrong >= ValidityChecks().min_zncc).mean() < 0.1
+    # computed at some pixels only: the same values there, 0 elsewhere
+    some = rng.random(texture.shape) < 0.2
+    at_some = patch_zncc(src, dst, flow, 3, noise_sigma=4.0, where=some)
+    np.testing.assert_array_equal(at_some[some], patch_zncc(src, dst, flow, 3, noise_sigma=4.0)[some])
+    assert (at_some[~some] == 0).all()
     # patches whose variance is below min_signal_ratio sigma^2 keep the plain value
     np.testing.assert_array_equal(patch_zncc(src, dst, flow, 3, noise_sigma=40.0), patch_zncc(src, dst, flow, 3))
     with pytest.raises(ValueError, match="zncc_min_signal_ratio"):
