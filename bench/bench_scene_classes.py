@@ -309,7 +309,8 @@ def print_comparison(before: list[dict], after: list[dict]) -> None:
         reasons = "; ".join(r.split(":")[0] for r in new["reasons"]) if new["status"] != old["status"] else ""
         print(f"{new['clip_id']} ({new['class']}): {status}" + (f" ({reasons})" if reasons else "")
               + (": " + ", ".join(cells) if cells else ""))
-    print("better / worse: " + ", ".join(f"{key} {c['better']}/{c['worse']}" for key, c in moved.items() if c))
+    changed = [f"{key} {c['better']}/{c['worse']}" for key, c in moved.items() if c]
+    print("better / worse: " + (", ".join(changed) if changed else "no target metric moved"))
 
 
 def print_tables(records: list[dict]) -> None:

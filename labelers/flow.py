@@ -604,7 +604,8 @@ def _target_sums(
 
 def _remap_points(image: np.ndarray, u: np.ndarray, v: np.ndarray, row_px: int = 1024) -> np.ndarray:
     """`cv2.remap` (bilinear, border replicated) at (N,) positions: laid out in rows, since
-    OpenCV's maps must stay under 32767 pixels a side."""
+    OpenCV's maps must stay under 32767 pixels a side. The same remap as the full-frame path of
+    `patch_zncc` (not scipy's `map_coordinates`), so both give equal values at a pixel."""
     count = len(u)
     if count == 0:
         return np.zeros(0, np.float32)
