@@ -73,6 +73,16 @@ applies to the key-frame masks (step 3 below), the labels: applied to the frame 
 took the masks-and-depth stage from 8.3 to 14.5 s per 240x360 clip for 0.05 points fewer false alarms
 on that orbit (the frame masks decide only where the key flow is invalid, and feed depth).
 
+The cameras of a key-frame view (step 3 below) are checked against the view's own flow: its
+relative pose is refitted to the background (`refit_to_background`: the pixels a fundamental
+matrix on grid samples explains, then rotation and direction of travel fitted to them), and
+where the cameras leave the background's flow more than `refit_min_ratio` times farther from
+their epipolar lines than the refit does, the refit is used for that view. Camera errors that
+the clip's median hides are local: late in 49-frame dollies the camera nears a surface, its
+tracks shorten, and one key pair's pose was 0.5 deg and 4.5 deg (direction of travel) off; at
+20 px of flow that flagged a quarter of the static pixels (measured: docs/benchmarks.md,
+"Session 18"). The refit floor is `REFIT_FLOOR_PX`, and the depth stays the cameras'.
+
 The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
 filling close gaps inside an object, and components smaller than `min_area_fraction` of
@@ -140,6 +150,14 @@ from labelers.depth import (
 )
 from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, texture_periods
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
+from labelers.sfm.background import (
+    background_fundamental,
+    epipolar_distance_px,
+    flow_relative_pose,
+    grid_samples,
+    pose_distance_px,
+)
+from labelers.sfm.config import SfmConfig
 
 __all__ = [
     "DynamicMaskConfig",
@@ -152,6 +170,8 @@ __all__ = [
     "SourceTexture",
     "label_depth_and_masks",
     "label_masks_given_depth",
+    "BackgroundPoseRefit",
+    "refit_to_background",
 ]
 
 
@@ -194,6 +214,10 @@ class DynamicMaskConfig:
         guided_radius_px, guided_eps: the key-frame masks' borders follow the frame's edges
             (colour-guided filter of this radius and regularisation, RGB in [0, 1]; module
             docstring); radius 0 disables.
+        refit_min_ratio: a key-frame view's relative pose is refitted to the background of its
+            flow (`refit_to_background`) and the refit replaces the cameras' pose when the
+            cameras' median epipolar distance there is more than this many times the refit's
+            (module docstring); 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -221,6 +245,7 @@ class DynamicMaskConfig:
     period_min_dip: float = 0.3
     guided_radius_px: int = 6
     guided_eps: float = 1e-3
+    refit_min_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -246,9 +271,76 @@ class DynamicMaskConfig:
         if self.guided_radius_px < 0 or not self.guided_eps > 0:
             raise ValueError(f"need guided_radius_px >= 0 and guided_eps > 0, got {self.guided_radius_px}, "
                              f"{self.guided_eps}")
+        if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
+            raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
             raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
                              f"{self.depth_sigmas}")
+
+
+# No pose is asked to explain a flow better than this: no label resolves it (`pipelines.quality`).
+REFIT_FLOOR_PX = 0.05
+
+
+@dataclass(frozen=True)
+class BackgroundPoseRefit:
+    """A relative pose refitted to the background of one flow field (`refit_to_background`).
+
+    Attributes:
+        src_to_dst: (4, 4) the refitted source-camera to destination-camera transform.
+        given_px, refit_px, fundamental_px: median distance (pixels) of the background's flow
+            targets from the epipolar lines of the given pose, of the refitted one and of the
+            background's fundamental matrix (from the rotation-only positions for a pose
+            without translation).
+    """
+
+    src_to_dst: np.ndarray
+    given_px: float
+    refit_px: float
+    fundamental_px: float
+
+
+def refit_to_background(
+    flow_px: np.ndarray,
+    flow_valid: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    src_to_dst: np.ndarray,
+    sfm_config: SfmConfig | None = None,
+) -> BackgroundPoseRefit | None:
+    """The relative pose next to `src_to_dst` that best explains the background's flow.
+
+    A fundamental matrix fitted to grid samples of the valid flow
+    (`labelers.sfm.background.background_fundamental`: the background that fills the frame
+    outvotes the movers) picks the background, the samples within `ransac_max_px` of its
+    epipolar lines; the pose is then refitted to them (`flow_relative_pose`: rotation and
+    direction of travel, the translation's length kept). Distances are measured on the same
+    grid samples (about `mover_flow_samples`).
+
+    Args:
+        flow_px: (H, W, 2) F_{src->dst}; flow_valid: (H, W) bool.
+        K_src, K_dst: (3, 3); src_to_dst: (4, 4) the given relative pose.
+        sfm_config: the background fit's settings (`SfmConfig` defaults if None).
+
+    Returns:
+        the refit, or None without a background fit (too few valid samples).
+    """
+    cfg = sfm_config or SfmConfig()
+    fit = background_fundamental(flow_px, flow_valid, cfg)
+    if fit is None:
+        return None
+    xy, target = grid_samples(flow_px, flow_valid, cfg.mover_flow_samples)
+    fundamental_px = epipolar_distance_px(fit[0], xy, target)
+    given_px = pose_distance_px(xy, target, K_src, K_dst, src_to_dst)
+    background = (fundamental_px <= cfg.ransac_max_px) & np.isfinite(given_px)
+    if not background.any():
+        return None
+    refit = flow_relative_pose(src_to_dst, K_src, K_dst, xy[background], target[background])
+    refit_px = pose_distance_px(xy[background], target[background], K_src, K_dst, refit)
+    return BackgroundPoseRefit(
+        refit, float(np.median(given_px[background])), float(np.median(refit_px)),
+        float(np.median(fundamental_px[background])),
+    )
 
 
 def residual_threshold(flow_px: np.ndarray, abs_px: float, rel: float) -> np.ndarray:
@@ -622,8 +714,9 @@ class FlowRigidityMasks:
     name = "flow_rigidity"
     # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity;
     # 4: on stripes and edges the residual is measured across them only (min_isotropy);
-    # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px)
-    version = "6"
+    # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px);
+    # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio)
+    version = "7"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -767,14 +860,34 @@ class FlowRigidityMasks:
         masks = np.zeros((len(keys), height, width), bool)
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
-            score = self.pair_score(flow_px, flow_valid, src, dst, **geometry)
+            view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
+            score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
-                dynamic |= np.nan_to_num(self.pair_score(far_flow_px, far_valid, src, far, **far_geometry)) > 1.0
+                view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K)
+                far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
+                dynamic |= np.nan_to_num(far_score) > 1.0
             masks[n] = clean_mask(dynamic, self.config)
         return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
+
+    def _view_cameras(
+        self, flow_px: np.ndarray, flow_valid: np.ndarray, src: int, dst: int, c2w: np.ndarray, K: np.ndarray
+    ) -> np.ndarray:
+        """c2w (T, 4, 4) for the view src -> dst: the given cameras, or, where they explain the background
+        of its flow `refit_min_ratio` times worse than the pose refitted to it, a copy whose dst camera
+        holds the refit (module docstring)."""
+        ratio = self.config.refit_min_ratio
+        if not ratio:
+            return c2w
+        given = relative_pose(c2w[src], c2w[dst])
+        refit = refit_to_background(flow_px, flow_valid, K[src], K[dst], given)
+        if refit is None or refit.given_px <= ratio * max(refit.refit_px, REFIT_FLOOR_PX):
+            return c2w
+        view_c2w = c2w.copy()
+        view_c2w[dst] = c2w[src] @ np.linalg.inv(refit.src_to_dst)
+        return view_c2w
 
     def _longer_views(
         self, flows: PairFlows, src: int, dst: int, num_frames: int

@@ -522,7 +522,7 @@ def patch_zncc(
     flow_px: np.ndarray,
     radius_px: int,
     noise_sigma: float | None = None,
-    min_signal_ratio: float = 1.5,
+    min_signal_ratio: float = ValidityChecks.zncc_min_signal_ratio,
     where: np.ndarray | None = None,
 ) -> np.ndarray:
     """ZNCC of the (2 r + 1)^2 patch of gray_src at x with the patch of gray_dst at x + F(x).

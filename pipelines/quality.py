@@ -12,6 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from labelers.depth import triangulate_flow
+from labelers.dynamic_mask import refit_to_background
 from labelers.geometry import bilinear_sample, pixel_grid, relative_pose, rigid_flow
 
 __all__ = [
@@ -180,33 +181,20 @@ def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_f
     Returns:
         the median of the pairs' ratios; NaN without a pair whose valid flow can be fitted.
     """
-    from labelers.sfm import SfmConfig
-    from labelers.sfm.background import background_fundamental, epipolar_distance_px, flow_relative_pose
-
     K, c2w = np.asarray(labels["K"], np.float64), np.asarray(labels["c2w"], np.float64)
     key_flow, key_valid = np.asarray(labels["key_flow"], np.float64), np.asarray(labels["key_flow_valid"], bool)
-    cfg = SfmConfig()
     ratios = []
     for n in range(len(key_flow)):
         src, dst = n * stride, (n + 1) * stride
-        fit = background_fundamental(key_flow[n], key_valid[n], cfg)
-        if fit is None:
-            continue
-        rows, cols = np.nonzero(key_valid[n])
-        xy = np.stack([cols, rows], 1).astype(np.float64)
-        target = xy + key_flow[n][rows, cols]
-        fitted_px = epipolar_distance_px(fit[0], xy, target)
         cameras = relative_pose(c2w[src], c2w[dst])
-        camera_px = _distance_from_pose_px(key_flow[n], K[src], K[dst], cameras)[rows, cols]
-        background = (fitted_px <= cfg.ransac_max_px) & np.isfinite(camera_px)
-        if not background.any():
+        # the gate's background fit keeps SfmConfig's defaults, so QA does not move with the labeler's settings
+        refit = refit_to_background(key_flow[n], key_valid[n], K[src], K[dst], cameras)
+        if refit is None:
             continue
-        sample = np.nonzero(background)[0][:: max(1, int(background.sum()) // cfg.mover_flow_samples)]
-        best = flow_relative_pose(cameras, K[src], K[dst], xy[sample], target[sample])
-        floor = float(np.median(_distance_from_pose_px(key_flow[n], K[src], K[dst], best)[rows, cols][background]))
+        floor = refit.refit_px
         if np.linalg.norm(cameras[:3, 3]) > 0:  # a refit stuck far away must not raise the floor
-            floor = min(floor, float(np.median(fitted_px[background])))
-        ratios.append(float(np.median(camera_px[background])) / max(floor, min_floor_px))
+            floor = min(floor, refit.fundamental_px)
+        ratios.append(refit.given_px / max(floor, min_floor_px))
     return float(np.median(ratios)) if ratios else float("nan")
 
 
@@ -241,13 +229,6 @@ def depth_valid_fraction_off_infinity(
         valid_count += int((depth_valid[src] & ~at_infinity).sum())
         counted += int((~at_infinity).sum())
     return valid_count / counted if counted else float("nan")
-
-
-def _distance_from_pose_px(flow_px: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray) -> np.ndarray:
-    """(H, W) distance of the flow targets from their epipolar lines (from the rotation-only position
-    where the pose does not translate)."""
-    tri = triangulate_flow(flow_px, K_src, K_dst, src_to_dst)
-    return np.abs(np.where(tri.line_scale > 0, tri.epipolar_px, tri.offset_px))
 
 
 def _static_geometry_consistency(labels: Mapping[str, np.ndarray], stride: int) -> tuple[float, float]:

@@ -74,6 +74,16 @@ class MoverScreen:
         }
 
 
+def grid_samples(flow_px: np.ndarray, valid: np.ndarray, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """About `num_samples` valid pixels of a regular grid (M, 2) and their flow targets (M, 2), float64."""
+    height, width = valid.shape
+    step = max(1, int(round(np.sqrt(height * width / num_samples))))
+    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+    keep = valid[ys, xs]
+    xy = np.stack([xs[keep], ys[keep]], 1).astype(np.float64)
+    return xy, xy + flow_px[ys[keep], xs[keep]].astype(np.float64)
+
+
 def background_fundamental(
     flow_px: np.ndarray, valid: np.ndarray, cfg: SfmConfig
 ) -> tuple[np.ndarray, float] | None:
@@ -87,14 +97,9 @@ def background_fundamental(
         (F (3, 3) with x_j^T F x_i = 0, inlier share), or None with fewer than 16 samples or
         when the fit fails.
     """
-    height, width = valid.shape
-    step = max(1, int(round(np.sqrt(height * width / cfg.mover_flow_samples))))
-    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
-    keep = valid[ys, xs]
-    if keep.sum() < 16:
+    xy_i, xy_j = grid_samples(flow_px, valid, cfg.mover_flow_samples)
+    if len(xy_i) < 16:
         return None
-    xy_i = np.stack([xs[keep], ys[keep]], 1).astype(np.float64)
-    xy_j = xy_i + flow_px[ys[keep], xs[keep]].astype(np.float64)
     fit = pycolmap.estimate_fundamental_matrix(xy_i, xy_j, ransac_options(cfg, cfg.ransac_max_px))
     if fit is None:
         return None
@@ -119,6 +124,21 @@ def epipolar_distance_px(F: np.ndarray, xy_i: np.ndarray, xy_j: np.ndarray) -> n
     norm = np.hypot(line_j[:, 0], line_j[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm > 0, np.abs(algebraic) / norm, np.inf)
+
+
+def pose_distance_px(
+    xy_src: np.ndarray, xy_dst: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray
+) -> np.ndarray:
+    """(M,) distance (pixels) of the targets xy_dst (M, 2) from the epipolar lines of their sources
+    xy_src (M, 2) under a source-to-destination pose (4, 4); without translation, from where the
+    rotation alone moves them."""
+    rotation, translation = np.asarray(src_to_dst, np.float64)[:3, :3], np.asarray(src_to_dst, np.float64)[:3, 3]
+    if np.linalg.norm(translation) > 0:
+        return epipolar_distance_px(_fundamental_of_pose(K_src, K_dst, rotation, translation), xy_src, xy_dst)
+    homography = K_dst @ rotation @ np.linalg.inv(K_src)
+    moved = np.concatenate([xy_src, np.ones((len(xy_src), 1))], 1) @ homography.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.linalg.norm(moved[:, :2] / moved[:, 2:] - xy_dst, axis=1)
 
 
 def _fundamental_of_pose(K_src: np.ndarray, K_dst: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
