@@ -29,6 +29,10 @@ and the worst value). `--tables-from JSON` prints the tables of an earlier `--ou
     python bench/bench_scene_classes.py --classes room open_sky --clips 8 --cameras dolly \
         --fovs 50 60 70 85 --unknown-focal prior     # the prior focal's tests on dollies
     python bench/bench_scene_classes.py --tables-from after.json --compare before.json
+    python bench/bench_scene_classes.py --frames 49 --clips 3 --seed 130 --with-intrinsics   # the label default's T
+
+The default T = 17 keeps a sweep to minutes; `LabelConfig`'s default is T = 49, where dollies
+end near surfaces with larger flows (docs/benchmarks.md, "Session 18").
 """
 
 from __future__ import annotations
