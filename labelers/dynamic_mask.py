@@ -119,7 +119,11 @@ depth-free residual), implemented by `label_depth_and_masks`:
    (composed-flow noise and depth error). These views leave the prior out (its error grows
    with the baseline as the motion does). A pixel is dynamic when any view finds it moving;
    so the label errs towards "moving" for a surface that moves within a few key intervals of
-   k but not between k and k + 1;
+   k but not between k and k + 1. A longer view counts only where the key pair's own view
+   has no score or scores at least `longer_view_min_score` of its threshold: a slow mover
+   shows part of its motion there already, while flow that goes wrong later in the clip
+   (near the camera, at the end of a 49-frame dolly) and is composed into the longer view
+   does not (measured: docs/benchmarks.md, "Session 18");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -214,6 +218,11 @@ class DynamicMaskConfig:
         guided_radius_px, guided_eps: the key-frame masks' borders follow the frame's edges
             (colour-guided filter of this radius and regularisation, RGB in [0, 1]; module
             docstring); radius 0 disables.
+        longer_view_min_score: a longer key view (`key_view_multiples`) flags a pixel only where
+            the key pair's own view has no score or scores at least this (residual over tau):
+            a slow mover already shows part of its motion there, while flow that goes wrong
+            later in the clip (near the camera) and is composed into the longer view does not
+            (module docstring); 0 lets longer views flag alone.
         refit_min_ratio: a key-frame view's relative pose is refitted to the background of its
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
@@ -246,6 +255,7 @@ class DynamicMaskConfig:
     guided_radius_px: int = 6
     guided_eps: float = 1e-3
     refit_min_ratio: float = 2.0
+    longer_view_min_score: float = 0.5
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -271,6 +281,8 @@ class DynamicMaskConfig:
         if self.guided_radius_px < 0 or not self.guided_eps > 0:
             raise ValueError(f"need guided_radius_px >= 0 and guided_eps > 0, got {self.guided_radius_px}, "
                              f"{self.guided_eps}")
+        if not 0 <= self.longer_view_min_score <= 1:
+            raise ValueError(f"longer_view_min_score must be in [0, 1], got {self.longer_view_min_score}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -715,7 +727,8 @@ class FlowRigidityMasks:
     # 2: longer key views (key_view_multiples), depth prior; 3: static range reaches infinity;
     # 4: on stripes and edges the residual is measured across them only (min_isotropy);
     # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px);
-    # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio)
+    # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio),
+    # longer views only where the key pair hints at motion (longer_view_min_score)
     version = "7"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
@@ -865,10 +878,12 @@ class FlowRigidityMasks:
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
+            with np.errstate(invalid="ignore"):
+                hinted = score >= self.config.longer_view_min_score
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
                 view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K)
                 far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
-                dynamic |= np.nan_to_num(far_score) > 1.0
+                dynamic |= (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
             masks[n] = clean_mask(dynamic, self.config)
         return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
 
