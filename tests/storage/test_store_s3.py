@@ -157,10 +157,12 @@ def test_s3_writer_killed_mid_commit_then_resume(s3_url, capsys):
     committed = _committed_attempts(s3_url)
     markers = [k[len(".staging/") :].rpartition(".") for k in _objects(s3_url) if k.startswith(".staging/")]
     unpublished = [(c, a) for c, _, a in markers if committed.get(c) != a]
-    assert len(unpublished) == 1  # the clip being written when the writer died
+    # the clip being written when the writer died; none when the kill landed between that clip's
+    # commit and the next marker (the listing above races the writer; seen once under load)
+    assert len(unpublished) <= 1
     store = LabelStore.open(s3_url)
     assert store.clean_staging(older_than_s=3600) == 0  # a fresh marker may be a live writer: kept
-    assert store.clean_staging(older_than_s=0) == 1
+    assert store.clean_staging(older_than_s=0) == len(unpublished)
     _assert_no_orphans(s3_url)
     assert len(_rerun(s3_url, 0, clips, capsys)) == clips - len(visible)  # only what was missing
     _assert_consistent(s3_url, [f"clip-{i:03d}" for i in range(clips)])
