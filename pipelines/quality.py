@@ -151,9 +151,9 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
 def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05) -> float:
     """How much worse the cameras explain the background's key-pair flow than the best pose for that flow does.
 
-    Per key pair, a fundamental matrix is fitted to the valid flow
-    (`labelers.sfm.background.background_fundamental`: grid samples, so the background that
-    fills the frame outvotes the movers); the pixels it explains to within `ransac_max_px`
+    Per key pair (`labelers.dynamic_mask.refit_to_background`, which the masks use too), a
+    fundamental matrix is fitted to grid samples of the valid flow, so the background that
+    fills the frame outvotes the movers; the samples it explains to within `ransac_max_px`
     are the background. Over them: the median distance of the flow targets from the cameras'
     epipolar lines (from the rotation-only position where the pair does not translate), over
     the same median for the best pose this flow allows: the cameras'
