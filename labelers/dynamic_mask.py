@@ -81,7 +81,8 @@ their epipolar lines than the refit does, the refit is used for that view. Camer
 the clip's median hides are local: late in 49-frame dollies the camera nears a surface, its
 tracks shorten, and one key pair's pose was 0.5 deg and 4.5 deg (direction of travel) off; at
 20 px of flow that flagged a quarter of the static pixels (measured: docs/benchmarks.md,
-"Session 18"). The refit floor is `REFIT_FLOOR_PX`, and the depth stays the cameras'.
+"Session 18"). The refit floor is `REFIT_FLOOR_PX`, and the depth stays the cameras'. Views
+whose cameras do not translate (fixed, turning) are not refitted.
 
 The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
@@ -892,11 +893,13 @@ class FlowRigidityMasks:
     ) -> np.ndarray:
         """c2w (T, 4, 4) for the view src -> dst: the given cameras, or, where they explain the background
         of its flow `refit_min_ratio` times worse than the pose refitted to it, a copy whose dst camera
-        holds the refit (module docstring)."""
+        holds the refit (module docstring). Cameras that do not translate between src and dst keep
+        their pose: a fixed or turning camera was decided from the background's own evidence, and
+        without parallax a large mover could hold the fit's consensus."""
         ratio = self.config.refit_min_ratio
-        if not ratio:
-            return c2w
         given = relative_pose(c2w[src], c2w[dst])
+        if not ratio or not np.linalg.norm(given[:3, 3]) > 0:
+            return c2w
         refit = refit_to_background(flow_px, flow_valid, K[src], K[dst], given)
         if refit is None or refit.given_px <= ratio * max(refit.refit_px, REFIT_FLOOR_PX):
             return c2w
