@@ -124,7 +124,12 @@ depth-free residual), implemented by `label_depth_and_masks`:
    has no score or scores at least `longer_view_min_score` of its threshold: a slow mover
    shows part of its motion there already, while flow that goes wrong later in the clip
    (near the camera, at the end of a 49-frame dolly) and is composed into the longer view
-   does not (measured: docs/benchmarks.md, "Session 18");
+   does not (measured: docs/benchmarks.md, "Session 18"). On a key frame with key frames on
+   both sides, a pixel whose texture is weak (`confirm_max_snr`) is dynamic only where the
+   view back to the previous key frame does not find it static (score below 1; no score is no
+   verdict): near the camera, weak texture magnified between key frames gets flow 1-4 px off
+   in both directions alike, which the flow checks keep, while a mover moves over both
+   intervals (measured: docs/benchmarks.md, "Session 19");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -153,7 +158,16 @@ from labelers.depth import (
     flow_paths,
     triangulate_flow,
 )
-from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, texture_periods
+from labelers.flow import (
+    NOISE_FLOOR_LEVELS,
+    STRIPE_MAX_ISOTROPY,
+    STRIPE_WINDOW_PX,
+    PairFlows,
+    aperture_normals,
+    image_noise_sigma,
+    texture_periods,
+    texture_snr,
+)
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
 from labelers.sfm.background import (
     background_fundamental,
@@ -224,6 +238,10 @@ class DynamicMaskConfig:
             a slow mover already shows part of its motion there, while flow that goes wrong
             later in the clip (near the camera) and is composed into the longer view does not
             (module docstring); 0 lets longer views flag alone.
+        confirm_max_snr, confirm_window_px: on a key frame with key frames on both sides, a
+            pixel whose texture is weak (`labelers.flow.texture_snr` over the window below this,
+            in units of the frame's noise variance) is dynamic only if the view back to the
+            previous key frame does not find it static (module docstring, step 3); 0 disables.
         refit_min_ratio: a key-frame view's relative pose is refitted to the background of its
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
@@ -257,6 +275,8 @@ class DynamicMaskConfig:
     guided_eps: float = 1e-3
     refit_min_ratio: float = 2.0
     longer_view_min_score: float = 0.5
+    confirm_max_snr: float = 4.0
+    confirm_window_px: int = 9
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -284,6 +304,9 @@ class DynamicMaskConfig:
                              f"{self.guided_eps}")
         if not 0 <= self.longer_view_min_score <= 1:
             raise ValueError(f"longer_view_min_score must be in [0, 1], got {self.longer_view_min_score}")
+        if self.confirm_max_snr < 0 or self.confirm_window_px < 3:
+            raise ValueError(f"need confirm_max_snr >= 0 and confirm_window_px >= 3, got {self.confirm_max_snr}, "
+                             f"{self.confirm_window_px}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -682,31 +705,42 @@ class SourceTexture:
             measured across them only.
         periods: optional (T, H, W, 2, 2) repeat vectors (`labelers.flow.texture_periods`, 0
             where none): on repeated texture the flow is known up to them.
+        weak: optional (T, H, W) bool, texture too weak to trust one key-frame view there
+            (`DynamicMaskConfig.confirm_max_snr`).
     """
 
     stripe_normals: np.ndarray | None = None
     periods: np.ndarray | None = None
+    weak: np.ndarray | None = None
 
     @classmethod
     def of(
         cls, frames: np.ndarray, config: DynamicMaskConfig, period_frames: Sequence[int] | None = None
     ) -> SourceTexture:
-        """Stripes (`stripe_normals`) and periods of the frames, (T, H, W, 3) uint8 RGB, as
-        `config` asks for (`min_isotropy`, `max_period_px`; 0 leaves one out); the periods of
-        `period_frames` only (all if None), 0 elsewhere."""
+        """Stripes (`stripe_normals`), periods and weak texture of the frames, (T, H, W, 3) uint8
+        RGB, as `config` asks for (`min_isotropy`, `max_period_px`, `confirm_max_snr`; 0 leaves
+        one out); the periods and weak texture of `period_frames` only (all if None), 0 and
+        False elsewhere."""
         normals = stripe_normals(frames, config)
-        periods = None
+        only = range(len(frames)) if period_frames is None else period_frames
+        periods = weak = None
         if config.max_period_px:
             periods = np.zeros(frames.shape[:3] + (2, 2), np.float32)
-            for t in range(len(frames)) if period_frames is None else period_frames:
+            for t in only:
                 periods[t] = texture_periods(cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY), config.period_window_px,
                                              config.max_period_px, config.period_min_zncc, config.period_min_dip)
             if normals is not None:
                 periods[np.isfinite(normals[..., 0])] = 0.0  # measured across the stripes already
-        return cls(normals, periods)
+        if config.confirm_max_snr:
+            weak = np.zeros(frames.shape[:3], bool)
+            for t in only:
+                gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
+                sigma = max(image_noise_sigma(gray), NOISE_FLOOR_LEVELS)
+                weak[t] = texture_snr(gray, sigma, config.confirm_window_px) < config.confirm_max_snr
+        return cls(normals, periods, weak)
 
     def without_periods(self) -> SourceTexture:
-        """The same stripes, no periods."""
+        """The same stripes, no periods nor weak texture (the frame masks' views are many already)."""
         return SourceTexture(self.stripe_normals)
 
     def at(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -729,8 +763,9 @@ class FlowRigidityMasks:
     # 4: on stripes and edges the residual is measured across them only (min_isotropy);
     # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px);
     # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio),
-    # longer views only where the key pair hints at motion (longer_view_min_score)
-    version = "7"
+    # longer views only where the key pair hints at motion (longer_view_min_score);
+    # 8: weak texture of inner key frames confirmed by the view back (confirm_max_snr)
+    version = "8"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -877,6 +912,8 @@ class FlowRigidityMasks:
             view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
             score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             dynamic = np.nan_to_num(score) > 1.0
+            if texture is not None and texture.weak is not None and 0 < n < len(keys) - 1:
+                dynamic &= ~self._static_looking_back(flows, src, keys[n - 1], texture.weak[src] & dynamic, geometry)
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
             with np.errstate(invalid="ignore"):
@@ -887,6 +924,19 @@ class FlowRigidityMasks:
                 dynamic |= (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
             masks[n] = clean_mask(dynamic, self.config)
         return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
+
+    def _static_looking_back(
+        self, flows: PairFlows, src: int, previous: int, where: np.ndarray, geometry: dict[str, Any]
+    ) -> np.ndarray:
+        """(H, W) bool: pixels of `where` that the view from key frame src back to the previous one
+        finds static (score below 1; no score is no verdict)."""
+        if not where.any():
+            return where
+        flow_px, flow_valid = self._flow(flows, src, previous)
+        view_c2w = self._view_cameras(flow_px, flow_valid, src, previous, geometry["c2w"], geometry["K"])
+        score = self.pair_score(flow_px, flow_valid, src, previous, **dict(geometry, c2w=view_c2w))
+        with np.errstate(invalid="ignore"):
+            return where & (score < 1.0)
 
     def _view_cameras(
         self, flow_px: np.ndarray, flow_valid: np.ndarray, src: int, dst: int, c2w: np.ndarray, K: np.ndarray
@@ -949,7 +999,7 @@ def _check_mask_inputs(
     if depth is not None and np.shape(depth) != (num_frames, height, width):
         raise ValueError(f"depth must be (T, H, W) = {(num_frames, height, width)}, got {np.shape(depth)}")
     if texture is not None:
-        for name, shape in (("stripe_normals", (2,)), ("periods", (2, 2))):
+        for name, shape in (("stripe_normals", (2,)), ("periods", (2, 2)), ("weak", ())):
             given = getattr(texture, name)
             if given is not None and np.shape(given) != (num_frames, height, width, *shape):
                 expected = (num_frames, height, width, *shape)
