@@ -124,12 +124,12 @@ depth-free residual), implemented by `label_depth_and_masks`:
    has no score or scores at least `longer_view_min_score` of its threshold: a slow mover
    shows part of its motion there already, while flow that goes wrong later in the clip
    (near the camera, at the end of a 49-frame dolly) and is composed into the longer view
-   does not (measured: docs/benchmarks.md, "Session 18"). On a key frame with key frames on
-   both sides, a pixel whose texture is weak (`confirm_max_snr`) is dynamic only where the
-   view back to the previous key frame does not find it static (score below 1; no score is no
-   verdict): near the camera, weak texture magnified between key frames gets flow 1-4 px off
-   in both directions alike, which the flow checks keep, while a mover moves over both
-   intervals (measured: docs/benchmarks.md, "Session 19");
+   does not (measured: docs/benchmarks.md, "Session 18"). A view from key frame k to frame
+   k + d flags a pixel whose texture is weak (`confirm_max_snr`) only where its mirror view,
+   from k to k - d, does not find it static (score below 1; no score, or no such view in the
+   clip, is no verdict): near the camera, weak texture magnified between key frames gets flow
+   1-4 px off in both directions alike, which the flow checks keep, while a mover moves on
+   both sides of k (measured: docs/benchmarks.md, "Session 19");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -238,10 +238,11 @@ class DynamicMaskConfig:
             a slow mover already shows part of its motion there, while flow that goes wrong
             later in the clip (near the camera) and is composed into the longer view does not
             (module docstring); 0 lets longer views flag alone.
-        confirm_max_snr, confirm_window_px: on a key frame with key frames on both sides, a
-            pixel whose texture is weak (`labelers.flow.texture_snr` over the window below this,
-            in units of the frame's noise variance) is dynamic only if the view back to the
-            previous key frame does not find it static (module docstring, step 3); 0 disables.
+        confirm_max_snr, confirm_window_px: a key-frame view (the key pair's or a longer one)
+            flags a pixel whose texture is weak (`labelers.flow.texture_snr` over the window
+            below this, in units of the frame's noise variance) only where its mirror view, as
+            far the other way in time, does not find it static (module docstring, step 3); 0
+            disables.
         refit_min_ratio: a key-frame view's relative pose is refitted to the background of its
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
@@ -705,8 +706,8 @@ class SourceTexture:
             measured across them only.
         periods: optional (T, H, W, 2, 2) repeat vectors (`labelers.flow.texture_periods`, 0
             where none): on repeated texture the flow is known up to them.
-        weak: optional (T, H, W) bool, texture too weak to trust one key-frame view there
-            (`DynamicMaskConfig.confirm_max_snr`).
+        weak: optional (T, H, W) bool, texture too weak to trust one key-frame view's flag
+            there (`DynamicMaskConfig.confirm_max_snr`).
     """
 
     stripe_normals: np.ndarray | None = None
@@ -764,7 +765,7 @@ class FlowRigidityMasks:
     # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px);
     # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio),
     # longer views only where the key pair hints at motion (longer_view_min_score);
-    # 8: weak texture of inner key frames confirmed by the view back (confirm_max_snr)
+    # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr)
     version = "8"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
@@ -911,9 +912,8 @@ class FlowRigidityMasks:
             flow_px, flow_valid = self._flow(flows, src, dst)
             view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
             score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
-            dynamic = np.nan_to_num(score) > 1.0
-            if texture is not None and texture.weak is not None and 0 < n < len(keys) - 1:
-                dynamic &= ~self._static_looking_back(flows, src, keys[n - 1], texture.weak[src] & dynamic, geometry)
+            weak = None if texture is None or texture.weak is None else texture.weak[src]
+            dynamic = self._confirmed(np.nan_to_num(score) > 1.0, flows, src, dst, weak, geometry)
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
             with np.errstate(invalid="ignore"):
@@ -921,22 +921,35 @@ class FlowRigidityMasks:
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
                 view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K)
                 far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
-                dynamic |= (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
+                far_dynamic = (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
+                dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry)
             masks[n] = clean_mask(dynamic, self.config)
         return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
 
-    def _static_looking_back(
-        self, flows: PairFlows, src: int, previous: int, where: np.ndarray, geometry: dict[str, Any]
+    def _confirmed(
+        self,
+        dynamic: np.ndarray,
+        flows: PairFlows,
+        src: int,
+        dst: int,
+        weak: np.ndarray | None,
+        geometry: dict[str, Any],
     ) -> np.ndarray:
-        """(H, W) bool: pixels of `where` that the view from key frame src back to the previous one
-        finds static (score below 1; no score is no verdict)."""
-        if not where.any():
-            return where
-        flow_px, flow_valid = self._flow(flows, src, previous)
-        view_c2w = self._view_cameras(flow_px, flow_valid, src, previous, geometry["c2w"], geometry["K"])
-        score = self.pair_score(flow_px, flow_valid, src, previous, **dict(geometry, c2w=view_c2w))
+        """`dynamic` (H, W) of the view src -> dst, less its weak-texture pixels that the mirror view,
+        from src to 2 src - dst (as far the other way), finds static (score below 1; no score, or
+        no such view within the clip and `max_hops`, is no verdict)."""
+        where = dynamic if weak is None else dynamic & weak
+        mirror = 2 * src - dst
+        if weak is None or not where.any() or not 0 <= mirror < len(geometry["c2w"]):
+            return dynamic
+        view = self._view_flow(flows, src, mirror)
+        if view is None:
+            return dynamic
+        flow_px, flow_valid = view
+        view_c2w = self._view_cameras(flow_px, flow_valid, src, mirror, geometry["c2w"], geometry["K"])
+        score = self.pair_score(flow_px, flow_valid, src, mirror, **dict(geometry, c2w=view_c2w))
         with np.errstate(invalid="ignore"):
-            return where & (score < 1.0)
+            return dynamic & ~(where & (score < 1.0))
 
     def _view_cameras(
         self, flow_px: np.ndarray, flow_valid: np.ndarray, src: int, dst: int, c2w: np.ndarray, K: np.ndarray
@@ -973,13 +986,20 @@ class FlowRigidityMasks:
         return correspondences_along(flows, {w: paths[w] for w in wanted if w in paths})
 
     def _flow(self, flows: PairFlows, src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+        view = self._view_flow(flows, src, dst)
+        if view is None:
+            hops = self.config.max_hops
+            raise ValueError(f"no flow from frame {src} to {dst}, and no chain of given pairs within {hops} hops")
+        return view
+
+    def _view_flow(self, flows: PairFlows, src: int, dst: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Flow and validity from src to dst, given or composed along given pairs; None without a chain."""
         if (src, dst) in flows.directed_pairs():
             flow_px, valid = flows.lookup(src, dst)
             return np.asarray(flow_px, np.float32), np.asarray(valid, bool)
         path = flow_paths(flows.directed_pairs(), src, abs(dst - src), self.config.max_hops).get(dst)
         if path is None:
-            hops = self.config.max_hops
-            raise ValueError(f"no flow from frame {src} to {dst}, and no chain of given pairs within {hops} hops")
+            return None
         flow_px, valid, _ = correspondences_along(flows, {dst: path})[dst]
         return flow_px, valid
 
