@@ -938,9 +938,10 @@ class FlowRigidityMasks:
         """`dynamic` (H, W) of the view src -> dst, less its weak-texture pixels that the mirror view,
         from src to 2 src - dst (as far the other way), finds static (score below 1; no score, or
         no such view within the clip and `max_hops`, is no verdict)."""
-        where = dynamic if weak is None else dynamic & weak
-        mirror = 2 * src - dst
-        if weak is None or not where.any() or not 0 <= mirror < len(geometry["c2w"]):
+        if weak is None:
+            return dynamic
+        where, mirror = dynamic & weak, 2 * src - dst
+        if not where.any() or not 0 <= mirror < len(geometry["c2w"]):
             return dynamic
         view = self._view_flow(flows, src, mirror)
         if view is None:
