@@ -16,6 +16,7 @@ from labelers.dynamic_mask import (
     SourceTexture,
     clean_mask,
     label_depth_and_masks,
+    label_masks_given_depth,
     refit_to_background,
     residual_threshold,
     rigidity_residual,
@@ -376,11 +377,40 @@ def test_movers_in_weak_texture_are_seen_in_the_mirror_view(clips, camera):
     assert iou(confirmed, truth[1]) > iou(alone, truth[1]) - 0.03
 
 
+def left_half_blurred(frames: np.ndarray) -> np.ndarray:
+    """(9, 120, 180, 3) frames whose left half is smoothed into weak texture."""
+    out = frames.copy()
+    out[:, :, :90] = cv2.GaussianBlur(out[:, :, :90].reshape(9 * 120, 90, 3), (0, 0), 12).reshape(9, 120, 90, 3)
+    return out
+
+
+class _TextureSpy(FlowRigidityMasks):
+    """Records the texture that the labelling entry points hand to `key_masks`."""
+
+    def key_masks(self, *args, **kwargs):
+        self.texture = kwargs.get("texture", args[9] if len(args) > 9 else None)
+        return super().key_masks(*args, **kwargs)
+
+
+def test_labelling_entry_points_hand_the_key_frames_weak_texture(clips):
+    """End to end: `label_depth_and_masks` (the pipeline's path) and `label_masks_given_depth` with
+    frames give `key_masks` the weak-texture maps of the key frames, so the mirror views apply."""
+    clip, flows = clips[("dolly", 2)]
+    c2w, K = scaled_c2w(clip), clip.labels["K"]
+    frames = left_half_blurred(clip.frames)
+    expected = SourceTexture.of(frames, DynamicMaskConfig(), period_frames=KEYS).weak
+    assert expected[KEYS].any()
+    for run in (lambda spy: label_depth_and_masks(frames, flows, c2w, K, KEYS, MultiViewDepth(), spy),
+                lambda spy: label_masks_given_depth(flows, c2w, K, KEYS, clip.labels["depth"] * SCALE, spy, frames)):
+        spy = _TextureSpy()
+        run(spy)
+        np.testing.assert_array_equal(spy.texture.weak, expected)
+
+
 def test_weak_texture_of_the_key_frames_only():
     """`SourceTexture.of` marks weak texture (smoothed away) on the key frames it is asked for."""
     clip = render_clip(SceneConfig(seed=0, height=120, width=180, num_frames=9, stride=4, camera="dolly", num_moving=0))
-    frames = clip.frames.copy()
-    frames[:, :, :90] = cv2.GaussianBlur(frames[:, :, :90].reshape(9 * 120, 90, 3), (0, 0), 12).reshape(9, 120, 90, 3)
+    frames = left_half_blurred(clip.frames)
     weak = SourceTexture.of(frames, DynamicMaskConfig(), period_frames=[0, 4]).weak
     assert weak[[0, 4], 20:100, 10:80].mean() > 0.9 and weak[[0, 4], :, 100:].mean() < 0.01
     assert not weak[[1, 2, 3, 5, 6, 7, 8]].any()
