@@ -68,7 +68,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -495,6 +495,28 @@ class MultiViewDepth:
             static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
             depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, frames[t])
         return DepthResult(depth, valid, rel_sigma)
+
+    def reestimate(
+        self,
+        depth: DepthResult,
+        frame_indices: Sequence[int],
+        frames: np.ndarray,
+        flows: PairFlows,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        dynamic_mask: np.ndarray | None = None,
+    ) -> DepthResult:
+        """A copy of `depth` (T, H, W) whose frames `frame_indices` are estimated again from `flows`
+        (e.g. after some pairs' flows were improved); other arguments as in `estimate`."""
+        check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
+        flows = flows.without_across_only()
+        c2w = np.asarray(c2w, np.float64)
+        out = DepthResult(depth.depth.copy(), depth.depth_valid.copy(), depth.rel_sigma.copy(), depth.prior_depth)
+        cfg = self.config
+        for t in frame_indices:
+            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
+            out.depth[t], out.depth_valid[t], out.rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, frames[t])
+        return out
 
     def frame_depth(
         self,

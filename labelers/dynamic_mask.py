@@ -151,6 +151,7 @@ import numpy as np
 from labelers.depth import (
     DepthEstimator,
     DepthResult,
+    MultiViewDepth,
     TwoViewTriangulation,
     check_depth_inputs,
     check_pair_flows,
@@ -169,6 +170,7 @@ from labelers.flow import (
     texture_snr,
 )
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
+from labelers.guided_flow import GuidedKeyFlows
 from labelers.sfm.background import (
     background_fundamental,
     epipolar_distance_px,
@@ -1037,11 +1039,15 @@ class DepthAndMasks:
             pixel of a key frame found dynamic.
         frame_masks: (T, H, W) bool depth-free masks of step 1.
         dynamic_mask: (S, H, W) bool M_k of the key frames (the `dynamic_mask` label).
+        key_flows: the key pairs' flows (k_n, k_n+1) estimated again from the labelled depth
+            and cameras (`labelers.guided_flow`), which the key-frame masks used; None without a
+            guide.
     """
 
     depth: DepthResult
     frame_masks: np.ndarray
     dynamic_mask: np.ndarray
+    key_flows: PairFlows | None = None
 
 
 def label_depth_and_masks(
@@ -1052,6 +1058,7 @@ def label_depth_and_masks(
     key_frames: Sequence[int],
     depth_estimator: DepthEstimator,
     masks: FlowRigidityMasks | None = None,
+    guide: GuidedKeyFlows | None = None,
 ) -> DepthAndMasks:
     """Masks without depth, then depth, then key-frame masks with depth (module docstring, steps 1-4).
 
@@ -1061,6 +1068,11 @@ def label_depth_and_masks(
         key_frames: the S key-frame indices.
         depth_estimator: any `DepthEstimator` (e.g. `labelers.depth.MultiViewDepth`).
         masks: the mask labeler (default settings if None).
+        guide: with `MultiViewDepth`, the key pairs' flows are estimated again from the depth and
+            cameras before step 3 (`labelers.guided_flow`), and the key frames' depth again from
+            them; `flows` must then hold every key pair. Not with a network's depth: not measured,
+            and under a fixed camera, its main use here, the rigid flow is zero and the pass would
+            repeat the direct one.
     """
     check_depth_inputs(frames, flows, c2w, K, None)
     masks = masks or FlowRigidityMasks()
@@ -1072,6 +1084,14 @@ def label_depth_and_masks(
     depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
     prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
+    key_flows = None
+    if guide is not None and isinstance(depth_estimator, MultiViewDepth):
+        key_flows = guide.refine(frames, flows, key_frames, depth.depth, depth.depth_valid, c2w, K)
+        flows = flows.merged(key_flows)
+        # the key frames' depth from the better flow: the first pass's disagrees with it where it
+        # was triangulated from the flow now corrected, and the masks would read that as motion
+        depth = depth_estimator.reestimate(depth, key_frames, frames, flows, c2w, K, frame_masks)
+        depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     dynamic = masks.key_masks(
         flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture,
         frames,
@@ -1079,8 +1099,8 @@ def label_depth_and_masks(
     keys = list(key_frames)
     if depth_estimator.dense:
         if depth.prior_depth is None:
-            return DepthAndMasks(depth, frame_masks, dynamic)
-        return DepthAndMasks(_with_prior_on_moving(depth, keys, dynamic, prior_rel_tol), frame_masks, dynamic)
+            return DepthAndMasks(depth, frame_masks, dynamic, key_flows)
+        return DepthAndMasks(_with_prior_on_moving(depth, keys, dynamic, prior_rel_tol), frame_masks, dynamic, key_flows)
     depth_valid = depth.depth_valid.copy()
     depth_valid[keys] &= ~dynamic
     refined = DepthResult(
@@ -1089,7 +1109,7 @@ def label_depth_and_masks(
         np.where(depth_valid, depth.rel_sigma, np.inf).astype(np.float32),
         depth.prior_depth,
     )
-    return DepthAndMasks(refined, frame_masks, dynamic)
+    return DepthAndMasks(refined, frame_masks, dynamic, key_flows)
 
 
 def label_masks_given_depth(

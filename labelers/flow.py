@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import KeysView
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import cv2
 import numpy as np
@@ -68,6 +68,8 @@ __all__ = [
     "forward_backward_check",
     "flow_valid_mask",
     "compute_pair_flows",
+    "validate_pair_flows",
+    "prefer_valid",
     "compose_flows",
     "fill_from_chains",
     "consecutive_pairs",
@@ -839,6 +841,22 @@ class PairFlows:
             return self.flow_fwd_px[p], self.valid_fwd[p]
         return self.flow_bwd_px[p], self.valid_bwd[p]
 
+    def select(self, pairs: Sequence[tuple[int, int]]) -> PairFlows:
+        """The flows of `pairs` (a copy), in the given orientation: a pair held as (j, i) has its
+        forward and backward fields swapped.
+
+        Raises:
+            KeyError: no pair links the two frames of one of `pairs`.
+        """
+        rows = [self._directions[(int(i), int(j))] for i, j in pairs]
+        out = {}
+        for suffix, other in (("fwd", "bwd"), ("bwd", "fwd")):
+            for name in _PER_PIXEL_FIELDS:
+                if name.endswith(f"_{suffix}") or name.endswith(f"_{suffix}_px"):
+                    flipped = name.replace(f"_{suffix}", f"_{other}")
+                    out[name] = np.stack([getattr(self, name if forward else flipped)[p] for p, forward in rows])
+        return PairFlows(pairs=np.asarray(pairs, np.int64).reshape(-1, 2), **out)
+
     def merged(self, other: PairFlows) -> PairFlows:
         """The pairs of both in one `PairFlows` (a copy); a pair `other` holds too, in either
         orientation, keeps only `other`'s flows.
@@ -854,6 +872,25 @@ class PairFlows:
         return PairFlows(
             **{f.name: np.concatenate([getattr(self, f.name)[keep], getattr(other, f.name)]) for f in fields(self)}
         )
+
+
+def prefer_valid(first: PairFlows, second: PairFlows) -> PairFlows:
+    """Per pair, direction and pixel, `first`'s flow where it is valid, else `second`'s (same pairs).
+
+    Raises:
+        ValueError: the two hold different pairs or image sizes.
+    """
+    if not np.array_equal(first.pairs, second.pairs) or first.flow_fwd_px.shape != second.flow_fwd_px.shape:
+        raise ValueError(f"pair flows differ: pairs {first.pairs.tolist()} vs {second.pairs.tolist()}, "
+                         f"flows {first.flow_fwd_px.shape} vs {second.flow_fwd_px.shape}")
+    out = {}
+    for suffix in ("fwd", "bwd"):
+        keep = getattr(first, f"valid_{suffix}")
+        for name in _PER_PIXEL_FIELDS:
+            if name.endswith(f"_{suffix}") or name.endswith(f"_{suffix}_px"):
+                a, b = getattr(first, name), getattr(second, name)
+                out[name] = np.where(keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim)), a, b)
+    return PairFlows(pairs=first.pairs.copy(), **out)
 
 
 def consecutive_pairs(num_frames: int) -> list[tuple[int, int]]:
@@ -912,12 +949,32 @@ def compute_pair_flows(
         result_fwd, result_bwd = estimator.estimate_bidirectional(frames[chunk[:, 0]], frames[chunk[:, 1]])
         fwd.append(result_fwd)
         bwd.append(result_bwd)
-    flow_fwd = np.concatenate([r.flow_px for r in fwd])
-    flow_bwd = np.concatenate([r.flow_px for r in bwd])
-    unc_fwd = np.concatenate([r.uncertainty_px for r in fwd])
-    unc_bwd = np.concatenate([r.uncertainty_px for r in bwd])
+    return validate_pair_flows(
+        frames, index, FlowResult(np.concatenate([r.flow_px for r in fwd]), np.concatenate([r.uncertainty_px for r in fwd])),
+        FlowResult(np.concatenate([r.flow_px for r in bwd]), np.concatenate([r.uncertainty_px for r in bwd])),
+        max_uncertainty_px, alpha, beta, checks,
+    )
 
-    noise = {} if checks is None else {t: image_noise_sigma(_gray(frames[t])) for t in np.unique(index).tolist()}
+
+def validate_pair_flows(
+    frames: np.ndarray,
+    pairs: np.ndarray,
+    fwd: FlowResult,
+    bwd: FlowResult,
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
+    alpha: float = FB_ALPHA,
+    beta: float = FB_BETA,
+    checks: ValidityChecks | None = ValidityChecks(),
+) -> PairFlows:
+    """`PairFlows` of P frame pairs from their estimated flows, with `compute_pair_flows`' validity.
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB the flows were estimated on.
+        pairs: (P, 2) int64 frame indices (i, j).
+        fwd, bwd: F_{i->j} and F_{j->i} of every pair, flow_px (P, H, W, 2), uncertainty_px (P, H, W).
+    """
+    flow_fwd, flow_bwd = fwd.flow_px, bwd.flow_px
+    noise = {} if checks is None else {t: image_noise_sigma(_gray(frames[t])) for t in np.unique(pairs).tolist()}
     normals: dict[int, np.ndarray] = {}
 
     def stripe_normals_of(t: int) -> np.ndarray:
@@ -937,15 +994,17 @@ def compute_pair_flows(
             valid = flow_support(frames[src], frames[dst], flow_a, valid, checks, max(noise[src], noise[dst]))
         return valid, fb.fb_error_px, valid & ~fb.consistent
 
-    pair_list = list(enumerate(index.tolist()))
-    valid_fwd, err_fwd, across_fwd = zip(*(check(i, j, flow_fwd[p], flow_bwd[p], unc_fwd[p]) for p, (i, j) in pair_list))
-    valid_bwd, err_bwd, across_bwd = zip(*(check(j, i, flow_bwd[p], flow_fwd[p], unc_bwd[p]) for p, (i, j) in pair_list))
+    pair_list = list(enumerate(np.asarray(pairs).tolist()))
+    valid_fwd, err_fwd, across_fwd = zip(*(check(i, j, flow_fwd[p], flow_bwd[p], fwd.uncertainty_px[p])
+                                          for p, (i, j) in pair_list))
+    valid_bwd, err_bwd, across_bwd = zip(*(check(j, i, flow_bwd[p], flow_fwd[p], bwd.uncertainty_px[p])
+                                          for p, (i, j) in pair_list))
     return PairFlows(
-        pairs=index,
+        pairs=np.asarray(pairs, np.int64),
         flow_fwd_px=flow_fwd,
         flow_bwd_px=flow_bwd,
-        uncertainty_fwd_px=unc_fwd,
-        uncertainty_bwd_px=unc_bwd,
+        uncertainty_fwd_px=fwd.uncertainty_px,
+        uncertainty_bwd_px=bwd.uncertainty_px,
         valid_fwd=np.stack(valid_fwd),
         valid_bwd=np.stack(valid_bwd),
         fb_error_fwd_px=np.stack(err_fwd),

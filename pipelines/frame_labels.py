@@ -20,7 +20,15 @@ from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import PairFlows
 from labelers.geometry import check_frames
 from pipelines.clips import ClipRejected
-from pipelines.labeling import Backends, LabelConfig, label_arrays, label_scene_flow, pair_flows, timed_stage
+from pipelines.labeling import (
+    Backends,
+    LabelConfig,
+    key_flow_guide,
+    label_arrays,
+    label_scene_flow,
+    pair_flows,
+    timed_stage,
+)
 
 __all__ = ["label_frames"]
 
@@ -61,8 +69,9 @@ def label_frames(
         c2w, K = _cameras(frames, K, key_flows, backends, cfg, clip_id)
     with timed_stage(seconds, "depth_and_masks"):
         result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
-                                       backends.depth, backends.masks)
+                                       backends.depth, backends.masks, key_flow_guide(backends, cfg))
     depth, depth_valid, dynamic = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
+    key_flows = key_flows if result.key_flows is None else result.key_flows
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)

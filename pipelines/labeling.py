@@ -26,6 +26,7 @@ import numpy as np
 
 from labelers.depth import MultiViewDepth
 from labelers.dynamic_mask import label_depth_and_masks, label_masks_given_depth
+from labelers.guided_flow import GUIDED_KEY_FLOW_VERSION, GuidedKeyFlows
 from labelers.flow import (
     CHAIN_DISAGREE_GAP_PX,
     CHAIN_FILL_VERSION,
@@ -100,6 +101,11 @@ class LabelConfig:
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
             repeated texture. Recorded in the flow labeler's params.
+        key_flow_guided: with multi-view depth, estimate the key pairs' flows again once depth and
+            cameras are labelled, starting from the rigid flow they predict
+            (`labelers.guided_flow`): near the camera, weak texture magnified between key frames
+            sends a search from zero motion 1-4 px wrong in both directions alike. The key flow
+            labels, the key-frame masks and scene flow use it. Recorded in the flow labeler's params.
         thresholds: quality gates.
     """
 
@@ -165,6 +171,8 @@ class LabelConfig:
         "cameras, and moving ones under --unknown-focal prior"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
+    key_flow_guided: bool = field(default=True, metadata={
+        "help": "estimate the key-pair flows again from the labelled depth and cameras (multi-view depth only)"})
     thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
         "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction_off_infinity=0.2"})
 
@@ -327,6 +335,13 @@ def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tupl
     return flows, key_flows
 
 
+def key_flow_guide(backends: Backends, cfg: LabelConfig) -> GuidedKeyFlows | None:
+    """The second key-pair flow pass of `cfg.key_flow_guided` on the clip's flow backend (None: off)."""
+    if not cfg.key_flow_guided:
+        return None
+    return GuidedKeyFlows(backends.flow, cfg.max_flow_uncertainty_px, cfg.key_flow_chains)
+
+
 def label_arrays(
     K: np.ndarray,
     c2w: np.ndarray,
@@ -384,8 +399,10 @@ def label_clip(
                 imported, backends, frames, merged, c2w, K, key_frames
             )
         else:
-            result = label_depth_and_masks(frames, merged, c2w, K, key_frames, backends.depth, backends.masks)
+            result = label_depth_and_masks(frames, merged, c2w, K, key_frames, backends.depth, backends.masks,
+                                           key_flow_guide(backends, cfg))
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
+            key_flows = key_flows if result.key_flows is None else result.key_flows
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
                 spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames
@@ -429,6 +446,8 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
     """`Backends.describe`, plus the flow validity checks and how key-pair flows were repaired."""
     labelers = backends.describe()
     labelers["flow"]["params"]["validity_checks"] = ValidityChecks().to_dict()
+    if cfg.key_flow_guided:
+        labelers["flow"]["params"]["key_flow_guided"] = {"version": GUIDED_KEY_FLOW_VERSION}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,

@@ -254,6 +254,23 @@ def test_multiview_depth_on_dis_flow(clips, dis_flows, camera):
     assert coverage > 0.75
 
 
+def test_reestimate_replaces_only_the_named_frames(clips, dis_flows):
+    clip = clips["dolly"]
+    moving, c2w, K = moving_pixels(clip), scaled_c2w(clip), clip.labels["K"]
+    estimator = MultiViewDepth()
+    first = estimator.estimate(clip.frames, dis_flows["dolly"], c2w, K, moving)
+    first_depth = first.depth.copy()
+    exact = gt_flow_pairs(clip, noise_px=0.0)
+    again = estimator.reestimate(first, [0, 8], clip.frames, exact, c2w, K, moving)
+    fresh = estimator.estimate(clip.frames, exact, c2w, K, moving)
+    for t in range(clip.frames.shape[0]):
+        expected = fresh if t in (0, 8) else first
+        np.testing.assert_array_equal(again.depth_valid[t], expected.depth_valid[t])
+        np.testing.assert_array_equal(again.depth[t], expected.depth[t])
+    assert not np.array_equal(first.depth_valid[8], again.depth_valid[8])
+    np.testing.assert_array_equal(first.depth, first_depth)  # not modified in place
+
+
 def test_depth_on_stripes_ignores_the_slide_along_them():
     """A striped ground under a dolly (the `repeated` scene class): DIS slides along the stripes,
     and triangulating that slide put half the striped depth more than 25 % off."""

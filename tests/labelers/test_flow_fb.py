@@ -16,6 +16,7 @@ from labelers.flow import (
     flow_valid_mask,
     forward_backward_check,
     key_frame_pairs,
+    prefer_valid,
     warp_flow_to_source,
 )
 from pipelines.synthetic import SceneConfig, render_clip
@@ -289,3 +290,38 @@ def test_chains_recover_a_fast_mover_that_direct_dis_loses():
     wrong_after = (filled.valid_fwd[0] & truth_valid & (error > 8)).sum()
     assert wrong_before > 1500 and wrong_after < 0.05 * wrong_before
     assert np.median(error[filled.valid_fwd[0] & truth_valid & ~mover]) < 0.15
+
+
+def test_select_returns_pairs_in_the_asked_orientation():
+    flows = _translations([(0, 1), (1, 2), (0, 4)], (1.0, 0.5), uncertainty_px=0.3)
+    flows.uncertainty_bwd_px[2] = 0.7
+    picked = flows.select([(4, 0), (1, 2)])
+    assert picked.pairs.tolist() == [[4, 0], [1, 2]]
+    # (4, 0) is held as (0, 4): its forward flow is the stored backward one, and so on per field
+    np.testing.assert_array_equal(picked.flow_fwd_px[0], flows.flow_bwd_px[2])
+    np.testing.assert_array_equal(picked.flow_bwd_px[0], flows.flow_fwd_px[2])
+    np.testing.assert_array_equal(picked.valid_fwd[0], flows.valid_bwd[2])
+    np.testing.assert_allclose(picked.uncertainty_fwd_px[0], 0.7)
+    np.testing.assert_array_equal(picked.flow_fwd_px[1], flows.flow_fwd_px[1])
+    with pytest.raises(KeyError):
+        flows.select([(0, 2)])
+
+
+def test_prefer_valid_takes_the_second_only_where_the_first_is_invalid():
+    first = _translations(key_frame_pairs(9, 4), (1.0, 0.5), uncertainty_px=0.1)
+    second = _translations(key_frame_pairs(9, 4), (2.0, 0.0), uncertainty_px=0.2)
+    hole = np.zeros((H, W), bool)
+    hole[3:9, 4:12] = True
+    first.valid_fwd[1][hole] = False
+    first.valid_bwd[0][:] = False
+    out = prefer_valid(first, second)
+    kept = first.valid_fwd[1]
+    assert kept.sum() > 300 and (hole & ~kept).sum() == hole.sum()
+    np.testing.assert_array_equal(out.flow_fwd_px[1][~kept], second.flow_fwd_px[1][~kept])
+    np.testing.assert_array_equal(out.flow_fwd_px[1][kept], first.flow_fwd_px[1][kept])
+    np.testing.assert_array_equal(out.valid_fwd[1], kept | second.valid_fwd[1])
+    np.testing.assert_allclose(out.uncertainty_fwd_px[1][hole], 0.2)
+    np.testing.assert_array_equal(out.flow_bwd_px[0], second.flow_bwd_px[0])  # a whole direction invalid
+    np.testing.assert_array_equal(out.flow_fwd_px[0][first.valid_fwd[0]], first.flow_fwd_px[0][first.valid_fwd[0]])
+    with pytest.raises(ValueError, match="pair flows differ"):
+        prefer_valid(first, _translations([(0, 4)], (1.0, 0.5), uncertainty_px=0.1))

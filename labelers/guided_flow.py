@@ -1,0 +1,177 @@
+"""Key-pair flow estimated again from the labelled geometry: a second flow pass that starts where
+the depth and cameras say a static scene would go.
+
+Near the camera, weak texture is magnified between key frames into smooth blobs, and a flow
+estimator that searches coarse to fine from zero motion goes 1-4 px wrong there, in both
+directions alike, so the forward-backward and photometric checks keep it (docs/benchmarks.md,
+"Session 19"). Once depth and cameras are labelled, the rigid flow they predict is a far better
+start:
+
+1. the rigid flow R_{i->j} of frame i's labelled depth and the cameras
+   (`labelers.geometry.rigid_flow`); where depth is invalid (far points, moving objects,
+   weak texture) R is inpainted from the valid pixels around it (OpenCV Telea), a smooth guess
+   whose error the estimator removes;
+2. frame j warped by R back onto frame i (`warp_by_flow`), so what is left is the residual
+   motion: the depth's error, and a mover's own motion;
+3. the flow estimator on (frame i, warped frame j) gives the residual r; the flow is
+   F(u) = r(u) + R(u + r(u));
+4. both directions, then the same validity checks as a direct estimate
+   (`labelers.flow.validate_pair_flows`) and the same chain repair (`fill_from_chains`);
+5. per pixel and direction, the guided flow where it is valid, else the direct flow
+   (`labelers.flow.prefer_valid`): the guided estimate loses part of the movers, whose motion
+   the inpainted start does not hold, and the direct one keeps them.
+
+The labelled depth was triangulated from the direct flow, so it carries part of that flow's
+error, and the guided flow keeps part of it too (on one dolly's last key pairs the share of
+valid static pixels more than 1 px off went from 14.5-39 % to 8.8-29 %; with the true depth to
+0.6-1.4 %). Measured on the label pipeline: docs/benchmarks.md, "Session 20".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from labelers.flow import (
+    DEFAULT_MAX_UNCERTAINTY_PX,
+    FlowEstimator,
+    FlowResult,
+    PairFlows,
+    ValidityChecks,
+    fill_from_chains,
+    prefer_valid,
+    validate_pair_flows,
+)
+from labelers.geometry import check_frames, pixel_grid, rigid_flow
+
+__all__ = ["GUIDED_KEY_FLOW_VERSION", "GuidedKeyFlows", "rigid_prior_flow", "warp_by_flow", "geometry_guided_pair_flows"]
+
+GUIDED_KEY_FLOW_VERSION = "1"
+INPAINT_RADIUS_PX = 5
+# The labelled depth's pixel noise would pass straight into F = r + R(u + r); the estimator
+# only needs a start within its reach (docs/benchmarks.md, "Session 20").
+PRIOR_SMOOTH_SIGMA_PX = 2.0
+
+
+def rigid_prior_flow(
+    depth: np.ndarray, depth_valid: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray, K_dst: np.ndarray,
+    c2w_dst: np.ndarray,
+) -> np.ndarray | None:
+    """The rigid flow (H, W, 2) float32 of `depth` (H, W) from src to dst, inpainted where `depth_valid`
+    is False or the point falls behind dst, smoothed (Gaussian, `PRIOR_SMOOTH_SIGMA_PX`); None where
+    no pixel has valid depth."""
+    if not depth_valid.any():
+        return None
+    filled_depth = np.where(depth_valid, depth, float(np.median(depth[depth_valid])))
+    flow, z_dst = rigid_flow(filled_depth, K_src, c2w_src, K_dst, c2w_dst)
+    known = depth_valid & np.isfinite(flow).all(axis=-1) & (z_dst > 0)
+    if not known.any():
+        return None
+    flow = np.where(known[..., None], flow, 0.0).astype(np.float32)
+    if not known.all():
+        unknown = (~known).astype(np.uint8)
+        flow = np.stack([cv2.inpaint(flow[..., c], unknown, INPAINT_RADIUS_PX, cv2.INPAINT_TELEA) for c in range(2)], -1)
+    return cv2.GaussianBlur(flow, (0, 0), PRIOR_SMOOTH_SIGMA_PX)
+
+
+def warp_by_flow(image: np.ndarray, flow_px: np.ndarray) -> np.ndarray:
+    """`image` (H, W[, C]) read at u + flow_px(u): the destination brought back onto the source's grid
+    (bilinear, the border replicated)."""
+    at = pixel_grid(*flow_px.shape[:2]).astype(np.float32) + flow_px
+    return cv2.remap(image, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _add_prior(residual_px: np.ndarray, prior_px: np.ndarray) -> np.ndarray:
+    """F(u) = r(u) + R(u + r(u)) for (H, W, 2) residual r and prior R."""
+    return (residual_px + warp_by_flow(prior_px, residual_px)).astype(np.float32)
+
+
+def geometry_guided_pair_flows(
+    estimator: FlowEstimator,
+    frames: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    depth: np.ndarray,
+    depth_valid: np.ndarray,
+    c2w: np.ndarray,
+    K: np.ndarray,
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
+    checks: ValidityChecks | None = ValidityChecks(),
+    batch_size: int = 8,
+) -> PairFlows:
+    """Flows of frame pairs estimated from the rigid flow of the labelled geometry (module docstring,
+    steps 1-4 but the chain repair); a direction without valid depth at its source is estimated
+    directly.
+
+    Args:
+        estimator: any `FlowEstimator`.
+        frames: (T, H, W, 3) uint8 RGB.
+        pairs: frame index pairs (i, j).
+        depth, depth_valid: (T, H, W) z-depth in the unit of the cameras' translations, and where it holds.
+        c2w: (T, 4, 4) camera-to-world; K: (T, 3, 3).
+        batch_size: image pairs handed to the estimator per call.
+    """
+    num_frames, height, width = check_frames(frames)
+    if depth.shape != (num_frames, height, width) or depth_valid.shape != depth.shape:
+        raise ValueError(f"depth {depth.shape} and depth_valid {depth_valid.shape} must be {(num_frames, height, width)}")
+    index = np.asarray(pairs, np.int64).reshape(-1, 2)
+    directions = [(int(i), int(j)) for i, j in index] + [(int(j), int(i)) for i, j in index]
+    priors = [rigid_prior_flow(depth[s], depth_valid[s], K[s], c2w[s], K[d], c2w[d]) for s, d in directions]
+    zero = np.zeros((height, width, 2), np.float32)
+    warped = np.stack([frames[d] if prior is None else warp_by_flow(frames[d], prior)
+                       for (_, d), prior in zip(directions, priors)])
+    sources = np.asarray([s for s, _ in directions])
+    parts = [estimator.estimate(frames[sources[b : b + batch_size]], warped[b : b + batch_size])
+             for b in range(0, len(directions), batch_size)]
+    residual = np.concatenate([r.flow_px for r in parts])
+    uncertainty = np.concatenate([r.uncertainty_px for r in parts])
+    flow = np.stack([_add_prior(r, zero if prior is None else prior) for r, prior in zip(residual, priors)])
+    P = len(index)
+    return validate_pair_flows(
+        frames, index, FlowResult(flow[:P], uncertainty[:P]), FlowResult(flow[P:], uncertainty[P:]),
+        max_uncertainty_px, checks=checks,
+    )
+
+
+@dataclass(frozen=True)
+class GuidedKeyFlows:
+    """The second key-pair flow pass of the label pipeline (module docstring).
+
+    Attributes:
+        estimator: the flow backend of the first pass.
+        max_uncertainty_px: flow with a larger expected error is invalid (as in the first pass).
+        chains: repair the guided flows from the consecutive ones (`fill_from_chains`), as the
+            first pass's key flows were.
+    """
+
+    estimator: FlowEstimator
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX
+    chains: bool = True
+
+    def refine(
+        self,
+        frames: np.ndarray,
+        flows: PairFlows,
+        key_frames: Sequence[int],
+        depth: np.ndarray,
+        depth_valid: np.ndarray,
+        c2w: np.ndarray,
+        K: np.ndarray,
+    ) -> PairFlows:
+        """The key pairs' flows (S - 1 pairs (k_n, k_n+1)): guided where valid, else `flows`' own.
+
+        Args:
+            frames: (T, H, W, 3) uint8 RGB; flows: the first pass's flows, holding every key pair and,
+                with `chains`, every consecutive pair; key_frames: the S key-frame indices.
+            depth, depth_valid: (T, H, W) the labelled depth; c2w (T, 4, 4); K (T, 3, 3).
+        """
+        keys = [int(k) for k in key_frames]
+        pairs = list(zip(keys[:-1], keys[1:]))
+        guided = geometry_guided_pair_flows(
+            self.estimator, frames, pairs, depth, depth_valid, c2w, K, self.max_uncertainty_px
+        )
+        if self.chains:
+            guided = fill_from_chains(guided, flows, self.max_uncertainty_px)
+        return prefer_valid(guided, flows.select(pairs))
