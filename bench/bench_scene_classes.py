@@ -29,6 +29,7 @@ and the worst value). `--tables-from JSON` prints the tables of an earlier `--ou
     python bench/bench_scene_classes.py --classes room open_sky --clips 8 --cameras dolly \
         --fovs 50 60 70 85 --unknown-focal prior     # the prior focal's tests on dollies
     python bench/bench_scene_classes.py --tables-from after.json --compare before.json
+    python bench/bench_scene_classes.py --frames 49 --seed 150 --no-key-flow-guided --out before.json  # a baseline
     python bench/bench_scene_classes.py --frames 49 --clips 3 --seed 130 --with-intrinsics   # the label default's T
 
 The default T = 17 keeps a sweep to minutes; `LabelConfig`'s default is T = 49, where dollies
@@ -148,7 +149,8 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         return []
     write_synthetic_set(root / name, configs, with_intrinsics=args.with_intrinsics, on_render=keep)
     specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
-    cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal)
+    cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
+                      key_flow_guided=not args.no_key_flow_guided)
     backends = build_backends(cfg)
     if args.dense_limit is not None:  # calibration: label clips the prior's dense test would reject
         backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=args.dense_limit))
@@ -261,6 +263,8 @@ def main() -> None:
     parser.add_argument("--dense-limit", type=float, help="SfmConfig.min_prior_dense_agreement (default: its own)")
     parser.add_argument("--with-intrinsics", action="store_true",
                         help="write the true intrinsics into the manifest (default: none, the focal is estimated)")
+    parser.add_argument("--no-key-flow-guided", action="store_true",
+                        help="without the second key-pair flow pass (LabelConfig.key_flow_guided): the baseline")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print the tables of a sweep written with --out, labelling nothing")

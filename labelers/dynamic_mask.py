@@ -109,7 +109,12 @@ depth-free residual), implemented by `label_depth_and_masks`:
    `view_gaps` (several time scales), through flows composed along the given pairs; a
    pixel is dynamic when at least `min_dynamic_views` views and `min_dynamic_fraction` of
    its views with valid flow say so;
-2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid);
+2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
+   `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
+   estimated again starting from the rigid flow of that depth and the cameras, and the key
+   frames' depth again from them (`label_depth_and_masks`' `guide`): flow near the camera that
+   a search from zero motion got wrong, and depth triangulated from it, no longer disagree with
+   a static background (measured: docs/benchmarks.md, "Session 20");
 3. key-frame masks (S, H, W) from the key-frame flows, now with the rigid-flow residual
    where depth is valid; where the key-frame flow is invalid, the frame mask of step 1
    decides. Key frame k is also compared with the frames m times as far as its label pair's

@@ -4,7 +4,8 @@ DESIGN.md "Data path of one clip", as plain functions that run in-process, in a 
 or under a Prefect flow alike:
 
     decode -> flow (consecutive and key pairs, both directions, forward-backward check)
-           -> camera -> dynamic masks -> depth -> point maps and scene flow -> QA -> commit
+           -> camera -> dynamic masks -> depth -> key-pair flow again from depth and cameras
+           -> key-frame masks -> point maps and scene flow -> QA -> commit
 
 `label_and_commit` never raises for a bad clip: every failure becomes a rejected clip in the
 store with a reason naming the stage and the cause, so one bad clip never stops a run and a
@@ -26,7 +27,6 @@ import numpy as np
 
 from labelers.depth import MultiViewDepth
 from labelers.dynamic_mask import label_depth_and_masks, label_masks_given_depth
-from labelers.guided_flow import GUIDED_KEY_FLOW_VERSION, GuidedKeyFlows
 from labelers.flow import (
     CHAIN_DISAGREE_GAP_PX,
     CHAIN_FILL_VERSION,
@@ -40,6 +40,7 @@ from labelers.flow import (
     fill_from_chains,
     key_frame_pairs,
 )
+from labelers.guided_flow import GUIDED_KEY_FLOW_VERSION, INPAINT_RADIUS_PX, PRIOR_SMOOTH_SIGMA_PX, GuidedKeyFlows
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
@@ -447,7 +448,11 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
     labelers = backends.describe()
     labelers["flow"]["params"]["validity_checks"] = ValidityChecks().to_dict()
     if cfg.key_flow_guided:
-        labelers["flow"]["params"]["key_flow_guided"] = {"version": GUIDED_KEY_FLOW_VERSION}
+        labelers["flow"]["params"]["key_flow_guided"] = {
+            "version": GUIDED_KEY_FLOW_VERSION,
+            "inpaint_radius_px": INPAINT_RADIUS_PX,
+            "prior_smooth_sigma_px": PRIOR_SMOOTH_SIGMA_PX,
+        }
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,

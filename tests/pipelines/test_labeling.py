@@ -47,6 +47,24 @@ def labelled_dolly(tmp_path_factory):
     return store, truth, rows[0].clip_id, outcomes[0]
 
 
+def test_the_stored_key_flow_is_the_pass_guided_by_the_labelled_geometry(labelled_dolly, tmp_path):
+    """The same clip without `key_flow_guided`: the stored key flows differ, and the guided ones are closer."""
+    store, truth, clip_id, _ = labelled_dolly
+    plain = LabelStore.create(tmp_path / "plain.zarr")
+    spec = next(s for s in read_manifest(store.root.parent / "synth" / "manifest.csv").specs if s.clip_id == clip_id)
+    label_clips([spec], LabelConfig(height=120, width=180, num_frames=17, key_flow_guided=False), plain)
+    guided, direct, exact = store.read(clip_id), plain.read(clip_id), truth.read(clip_id)
+    assert "key_flow_guided" in store.attrs(clip_id)["labelers"]["flow"]["params"]
+    assert "key_flow_guided" not in plain.attrs(clip_id)["labelers"]["flow"]["params"]
+    static = np.asarray(exact["key_flow_valid"]) & ~np.asarray(exact["dynamic_mask"])[:-1]
+    both = static & np.asarray(guided["key_flow_valid"]) & np.asarray(direct["key_flow_valid"])
+    errors = [np.linalg.norm(np.asarray(labels["key_flow"]) - np.asarray(exact["key_flow"]), axis=-1)[both]
+              for labels in (guided, direct)]
+    assert not np.array_equal(np.asarray(guided["key_flow"]), np.asarray(direct["key_flow"]))
+    assert errors[0].mean() < errors[1].mean()
+    np.testing.assert_array_equal(np.asarray(guided["flow"]), np.asarray(direct["flow"]))  # consecutive: one pass
+
+
 def test_weight_free_labels_meet_the_targets_on_a_dolly_clip(labelled_dolly):
     store, truth, clip_id, outcome = labelled_dolly
     assert outcome.status == "accepted", outcome.reasons
