@@ -403,7 +403,9 @@ def label_clip(
             result = label_depth_and_masks(frames, merged, c2w, K, key_frames, backends.depth, backends.masks,
                                            key_flow_guide(backends, cfg))
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
-            key_flows = key_flows if result.key_flows is None else result.key_flows
+            if result.key_flows is not None:  # the key frames' depth comes from these now
+                key_flows = result.key_flows
+                merged = merged.merged(key_flows)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
                 spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames
