@@ -851,10 +851,9 @@ class PairFlows:
         rows = [self._directions[(int(i), int(j))] for i, j in pairs]
         out = {}
         for suffix, other in (("fwd", "bwd"), ("bwd", "fwd")):
-            for name in _PER_PIXEL_FIELDS:
-                if name.endswith(f"_{suffix}") or name.endswith(f"_{suffix}_px"):
-                    flipped = name.replace(f"_{suffix}", f"_{other}")
-                    out[name] = np.stack([getattr(self, name if forward else flipped)[p] for p, forward in rows])
+            for name in _direction_fields(suffix):
+                flipped = name.replace(f"_{suffix}", f"_{other}")
+                out[name] = np.stack([getattr(self, name if forward else flipped)[p] for p, forward in rows])
         return PairFlows(pairs=np.asarray(pairs, np.int64).reshape(-1, 2), **out)
 
     def merged(self, other: PairFlows) -> PairFlows:
@@ -886,10 +885,9 @@ def prefer_valid(first: PairFlows, second: PairFlows) -> PairFlows:
     out = {}
     for suffix in ("fwd", "bwd"):
         keep = getattr(first, f"valid_{suffix}")
-        for name in _PER_PIXEL_FIELDS:
-            if name.endswith(f"_{suffix}") or name.endswith(f"_{suffix}_px"):
-                a, b = getattr(first, name), getattr(second, name)
-                out[name] = np.where(keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim)), a, b)
+        for name in _direction_fields(suffix):
+            a, b = getattr(first, name), getattr(second, name)
+            out[name] = np.where(keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim)), a, b)
     return PairFlows(pairs=first.pairs.copy(), **out)
 
 
@@ -1174,6 +1172,11 @@ _PER_PIXEL_FIELDS = (
     "flow_fwd_px", "flow_bwd_px", "uncertainty_fwd_px", "uncertainty_bwd_px",
     "valid_fwd", "valid_bwd", "fb_error_fwd_px", "fb_error_bwd_px", "across_only_fwd", "across_only_bwd",
 )
+
+
+def _direction_fields(suffix: str) -> tuple[str, ...]:
+    """The per-pixel fields of one direction of `PairFlows` ("fwd" or "bwd")."""
+    return tuple(name for name in _PER_PIXEL_FIELDS if f"_{suffix}" in name)
 
 
 def _along_chain(
