@@ -25,8 +25,9 @@ start:
 the refined flows (`labelers.depth.MultiViewDepth.reestimate`) before the key-frame masks: the
 first depth was triangulated from the flow now corrected, and the masks read a correct flow
 that disagrees with it as motion (on a degraded orbit at T = 49, false alarms 1.50 % before the
-guided pass, 1.89 % with it alone, 1.21 % with the depth again). The prior flow is smoothed (`PRIOR_SMOOTH_SIGMA_PX`): the labelled
-depth's pixel noise would otherwise pass straight into F through R.
+guided pass, 1.89 % with it alone, 1.21 % with the depth again). The prior flow is smoothed
+(`PRIOR_SMOOTH_SIGMA_PX`): the labelled depth's pixel noise would otherwise pass straight into F
+through R.
 
 The labelled depth was triangulated from the direct flow, so it carries part of that flow's
 error, and the guided flow keeps part of it too (on one dolly's last key pairs the share of
@@ -54,12 +55,19 @@ from labelers.flow import (
 )
 from labelers.geometry import check_frames, pixel_grid, rigid_flow
 
-__all__ = ["GUIDED_KEY_FLOW_VERSION", "INPAINT_RADIUS_PX", "PRIOR_SMOOTH_SIGMA_PX", "GuidedKeyFlows", "rigid_prior_flow", "warp_by_flow", "geometry_guided_pair_flows"]
+__all__ = [
+    "GUIDED_KEY_FLOW_VERSION",
+    "INPAINT_RADIUS_PX",
+    "PRIOR_SMOOTH_SIGMA_PX",
+    "GuidedKeyFlows",
+    "rigid_prior_flow",
+    "warp_by_flow",
+    "geometry_guided_pair_flows",
+]
 
 GUIDED_KEY_FLOW_VERSION = "1"
 INPAINT_RADIUS_PX = 5
-# The labelled depth's pixel noise would pass straight into F = r + R(u + r); the estimator
-# only needs a start within its reach (docs/benchmarks.md, "Session 20").
+# The estimator only needs a start within its reach; the depth's pixel noise would reach F.
 PRIOR_SMOOTH_SIGMA_PX = 2.0
 
 
