@@ -5,7 +5,8 @@ masks themselves take seconds. `capture` renders synthetic clips, labels each on
 `pipelines.labeling.label_clip` (default `LabelConfig`) through a mask labeler that saves the
 arguments of its `key_masks` call (flows, cameras, depth, frame masks, texture, frames) with the
 true masks; `replay` recomputes the key-frame masks of every saved clip with `DynamicMaskConfig`
-fields overridden and prints IoU and false alarms against the truth beside the labelled ones.
+fields overridden (and the frames' texture with them; the frame masks and depth stay as
+captured) and prints IoU and false alarms against the truth beside the labelled ones.
 
     python bench/bench_mask_replay.py capture --clips room:132 open_sky:130 --frames 49 --with-intrinsics --out DIR
     python bench/bench_mask_replay.py replay DIR --set longer_view_min_score=0.3 --set confirm_max_snr=8
@@ -17,6 +18,7 @@ Replaying with no override reproduces the labelled masks exactly (`tests/test_be
 from __future__ import annotations
 
 import argparse
+import inspect
 import pickle
 import sys
 import tempfile
@@ -28,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labelers.dynamic_mask import DynamicMaskConfig, FlowRigidityMasks  # noqa: E402
+from labelers.dynamic_mask import DynamicMaskConfig, FlowRigidityMasks, SourceTexture  # noqa: E402
 from pipelines.clips import ClipRejected  # noqa: E402
 from pipelines.labeling import LabelConfig, build_backends, label_clip  # noqa: E402
 from pipelines.manifests import read_manifest  # noqa: E402
@@ -83,11 +85,20 @@ def scores(mask: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def replay(path: Path, overrides: dict) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(IoU, false alarms) of the labelled masks and of the masks recomputed with `overrides`."""
+    """(IoU, false alarms) of the labelled masks and of the masks recomputed with `overrides`.
+
+    The frames' texture (stripes, periods, weak texture) is measured again with the new settings,
+    as the pipeline does; the frame masks and the depth stay as captured, so fields that act only
+    through them (step 1 of `labelers.dynamic_mask`) do not take effect here."""
     with open(path, "rb") as f:
         saved = pickle.load(f)
     args, kwargs = saved["call"]
-    mask = FlowRigidityMasks(replace(saved["config"], **overrides)).key_masks(*args, **kwargs)
+    config = replace(saved["config"], **overrides)
+    call = inspect.signature(FlowRigidityMasks.key_masks).bind(None, *args, **kwargs).arguments
+    call.pop("self")
+    if call.get("frames") is not None:
+        call["texture"] = SourceTexture.of(call["frames"], config, period_frames=call["key_frames"])
+    mask = FlowRigidityMasks(config).key_masks(**call)
     return scores(saved["label"], saved["truth"]), scores(mask, saved["truth"])
 
 

@@ -42,6 +42,20 @@ def test_an_override_changes_the_masks(bench, saved):
     assert fa_tight > fa_labelled + 0.01  # a threshold below the flow noise flags static pixels
 
 
+def test_texture_settings_are_measured_again(bench, saved):
+    """The weak-texture map is computed outside `key_masks`: the replay must redo it."""
+    with open(saved[0], "rb") as f:
+        data = pickle.load(f)
+    args, kwargs = data["call"]
+    frames, keys = args[10], args[3]
+    strict = bench.replace(data["config"], confirm_max_snr=1e6)
+    again = bench.SourceTexture.of(frames, strict, period_frames=keys)
+    assert again.weak[keys].sum() > data["call"][0][9].weak[keys].sum()  # every key pixel now weak
+    _, replayed = bench.replay(saved[0], {"confirm_max_snr": 1e6})
+    labelled, _ = bench.replay(saved[0], {})
+    assert replayed != labelled
+
+
 def test_overrides_are_parsed_as_the_fields_types(bench):
     assert bench.config_override("residual_abs_px=1.5") == ("residual_abs_px", 1.5)
     assert bench.config_override("key_view_multiples=2,3") == ("key_view_multiples", (2, 3))
