@@ -483,18 +483,9 @@ class MultiViewDepth:
     ) -> DepthResult:
         """Depth (T, H, W) of every frame; see `DepthEstimator.estimate` for the arguments."""
         num_frames, height, width = check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
-        # Flow valid only across stripes says nothing reliable along them (the two directions
-        # slid apart there), and triangulation reads both components.
-        flows = flows.without_across_only()
-        c2w = np.asarray(c2w, np.float64)
-        depth = np.zeros((num_frames, height, width), np.float32)
-        valid = np.zeros((num_frames, height, width), bool)
-        rel_sigma = np.full((num_frames, height, width), np.inf, np.float32)
-        cfg = self.config
-        for t in range(num_frames):
-            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
-            depth[t], valid[t], rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, frames[t])
-        return DepthResult(depth, valid, rel_sigma)
+        shape = (num_frames, height, width)
+        none = DepthResult(np.zeros(shape, np.float32), np.zeros(shape, bool), np.full(shape, np.inf, np.float32))
+        return self.reestimate(none, range(num_frames), frames, flows, c2w, K, dynamic_mask)
 
     def reestimate(
         self,
@@ -509,6 +500,8 @@ class MultiViewDepth:
         """A copy of `depth` (T, H, W) whose frames `frame_indices` are estimated again from `flows`
         (e.g. after some pairs' flows were improved); other arguments as in `estimate`."""
         check_depth_inputs(frames, flows, c2w, K, dynamic_mask)
+        # Flow valid only across stripes says nothing reliable along them (the two directions
+        # slid apart there), and triangulation reads both components.
         flows = flows.without_across_only()
         c2w = np.asarray(c2w, np.float64)
         out = DepthResult(depth.depth.copy(), depth.depth_valid.copy(), depth.rel_sigma.copy(), depth.prior_depth)
