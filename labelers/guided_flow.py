@@ -29,8 +29,10 @@ guided pass, 1.89 % with it alone, 1.21 % with the depth again). The prior flow 
 (`PRIOR_SMOOTH_SIGMA_PX`): the labelled depth's pixel noise would otherwise pass straight into F
 through R.
 
-The labelled depth was triangulated from the direct flow, so it carries part of that flow's
-error, and the guided flow keeps part of it too (on one dolly's last key pairs the share of
+An import's depth and cameras (`--camera import --depth import`) guide the same pass, and stay as
+imported; a fixed camera (one pose for every key frame) gets no second pass, since its rigid flow
+is zero. The labelled depth was triangulated from the direct flow, so it carries part of that
+flow's error, and the guided flow keeps part of it too (on one dolly's last key pairs the share of
 valid static pixels more than 1 px off went from 14.5-39 % to 8.8-29 %; with the true depth to
 0.6-1.4 %). Measured on the label pipeline: docs/benchmarks.md, "Session 20".
 """
@@ -175,7 +177,8 @@ class GuidedKeyFlows:
         c2w: np.ndarray,
         K: np.ndarray,
     ) -> PairFlows:
-        """The key pairs' flows (S - 1 pairs (k_n, k_n+1)): guided where valid, else `flows`' own.
+        """The key pairs' flows (S - 1 pairs (k_n, k_n+1)): guided where valid, else `flows`' own (only
+        `flows`' own when every key frame has the same camera).
 
         Args:
             frames: (T, H, W, 3) uint8 RGB; flows: the first pass's flows, holding every key pair and,
@@ -184,6 +187,8 @@ class GuidedKeyFlows:
         """
         keys = [int(k) for k in key_frames]
         pairs = list(zip(keys[:-1], keys[1:]))
+        if np.array_equal(c2w[keys], np.broadcast_to(c2w[keys[0]], (len(keys), 4, 4))):
+            return flows.select(pairs)  # a fixed camera: the rigid flow is zero, the pass would repeat the first
         guided = geometry_guided_pair_flows(
             self.estimator, frames, pairs, depth, depth_valid, c2w, K, self.max_uncertainty_px
         )

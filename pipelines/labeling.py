@@ -102,8 +102,8 @@ class LabelConfig:
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
             repeated texture. Recorded in the flow labeler's params.
-        key_flow_guided: with multi-view depth, estimate the key pairs' flows again once depth and
-            cameras are labelled, starting from the rigid flow they predict
+        key_flow_guided: with multi-view or imported depth, estimate the key pairs' flows again once
+            depth and cameras are known, starting from the rigid flow they predict
             (`labelers.guided_flow`): near the camera, weak texture magnified between key frames
             sends a search from zero motion 1-4 px wrong in both directions alike. The key flow
             labels, the key-frame masks and scene flow use it. Recorded in the flow labeler's params.
@@ -173,7 +173,8 @@ class LabelConfig:
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
     key_flow_guided: bool = field(default=True, metadata={
-        "help": "estimate the key-pair flows again from the labelled depth and cameras (multi-view depth only)"})
+        "help": "estimate the key-pair flows again from the labelled or imported depth and cameras (not with "
+        "--depth neural)"})
     thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
         "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction_off_infinity=0.2"})
 
@@ -337,8 +338,9 @@ def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tupl
 
 
 def key_flow_guide(backends: Backends, cfg: LabelConfig) -> GuidedKeyFlows | None:
-    """The second key-pair flow pass of `cfg.key_flow_guided` on the clip's flow backend (None: off)."""
-    if not cfg.key_flow_guided:
+    """The second key-pair flow pass of `cfg.key_flow_guided` on the clip's flow backend (None: off, or
+    a neural depth, with which it is not measured)."""
+    if not cfg.key_flow_guided or cfg.depth == "neural":
         return None
     return GuidedKeyFlows(backends.flow, cfg.max_flow_uncertainty_px, cfg.key_flow_chains)
 
@@ -396,16 +398,17 @@ def label_clip(
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
         merged = flows.merged(key_flows)
         if imported is not None:
-            depth, depth_valid, dynamic_key = _imported_depth_and_masks(
-                imported, backends, frames, merged, c2w, K, key_frames
+            depth, depth_valid, dynamic_key, guided = _imported_depth_and_masks(
+                imported, backends, frames, merged, c2w, K, key_frames, key_flow_guide(backends, cfg)
             )
         else:
             result = label_depth_and_masks(frames, merged, c2w, K, key_frames, backends.depth, backends.masks,
                                            key_flow_guide(backends, cfg))
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
-            if result.key_flows is not None:  # the key frames' depth comes from these now
-                key_flows = result.key_flows
-                merged = merged.merged(key_flows)
+            guided = result.key_flows
+        if guided is not None:  # the key frames' depth and masks come from these now
+            key_flows = guided
+            merged = merged.merged(key_flows)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
                 spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames
@@ -449,7 +452,7 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
     """`Backends.describe`, plus the flow validity checks and how key-pair flows were repaired."""
     labelers = backends.describe()
     labelers["flow"]["params"]["validity_checks"] = ValidityChecks().to_dict()
-    if cfg.key_flow_guided:
+    if key_flow_guide(backends, cfg) is not None:
         labelers["flow"]["params"]["key_flow_guided"] = {
             "version": GUIDED_KEY_FLOW_VERSION,
             "inpaint_radius_px": INPAINT_RADIUS_PX,
@@ -489,13 +492,25 @@ def _import_annotations(spec: ClipSpec, decoded: DecodedClip, cfg: LabelConfig):
 
 
 def _imported_depth_and_masks(
-    imported, backends: Backends, frames: np.ndarray, flows: PairFlows, c2w, K, key_frames
+    imported, backends: Backends, frames: np.ndarray, flows: PairFlows, c2w, K, key_frames,
+    guide: GuidedKeyFlows | None,
 ) -> tuple:
-    """Imported depth (kept on moving objects: scene flow needs it) and key-frame masks from flow rigidity
-    (the frames let the masks judge striped texture across its stripes only)."""
+    """Imported depth (kept on moving objects: scene flow needs it), the key pairs' flows estimated again
+    from it and the imported cameras (`guide`; None: not), and key-frame masks from flow rigidity (the
+    frames let the masks judge striped texture across its stripes only).
+
+    Returns:
+        depth (T, H, W), depth_valid (T, H, W), the key-frame masks (S, H, W) and the guided key
+        flows (None without `guide`).
+    """
     depth_valid = imported.arrays["depth_valid"]
     depth = np.where(depth_valid, imported.arrays["depth"], 0.0)
-    return depth, depth_valid, label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks, frames=frames)
+    key_flows = None
+    if guide is not None:
+        key_flows = guide.refine(frames, flows, key_frames, depth, depth_valid, c2w, K)
+        flows = flows.merged(key_flows)
+    masks = label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks, frames=frames)
+    return depth, depth_valid, masks, key_flows
 
 
 def label_scene_flow(

@@ -104,6 +104,29 @@ def test_refined_key_flows_keep_the_movers_the_guided_pass_loses(clips, scene):
     assert refined.pairs.tolist() == [list(p) for p in KEY_PAIRS]
 
 
+class _CountingFlow(DisFlow):
+    """DIS that counts the image pairs it is asked for."""
+
+    calls = 0
+
+    def estimate(self, images_src, images_dst):
+        self.calls += len(images_src)
+        return super().estimate(images_src, images_dst)
+
+
+def test_a_fixed_camera_keeps_the_direct_key_flows_without_a_second_pass(clips):
+    """Every key frame with one camera: the rigid prior is zero, so the first pass is returned as is."""
+    clip, flows = clips["fast_dolly"]
+    c2w = np.broadcast_to(clip.labels["c2w"][0], clip.labels["c2w"].shape).copy()
+    counting = _CountingFlow()
+    refined = GuidedKeyFlows(counting).refine(clip.frames, flows, KEYS, clip.labels["depth"], clip.labels["depth_valid"],
+                                              c2w, clip.labels["K"])
+    direct = flows.select(KEY_PAIRS)
+    assert counting.calls == 0
+    np.testing.assert_array_equal(refined.flow_fwd_px, direct.flow_fwd_px)
+    np.testing.assert_array_equal(refined.valid_bwd, direct.valid_bwd)
+
+
 @pytest.mark.parametrize("scene", list(SCENES))
 def test_label_depth_and_masks_guides_the_key_flows_with_its_own_depth(clips, scene):
     """The pipeline's path: multi-view depth from the flows, then the key pairs again from it."""
