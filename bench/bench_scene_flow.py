@@ -4,8 +4,9 @@ Issue 13, item 7: with exact depth and cameras (as a ViPE-format import gives th
 95 % of the pixels marked `scene_flow_valid` must be within max(5 %, 1 cm) of the true motion.
 For each synthetic clip this renders the ground truth, estimates flow as
 `pipelines.labeling.label_clip` does on an import (DIS on consecutive and key pairs, key pairs
-repaired from the chains, then estimated again from the given depth and cameras:
-`labelers.guided_flow`; `--no-key-flow-guided`: the first pass only), takes depth, `depth_valid`,
+repaired from the chains, then estimated again from the given depth and cameras, with the first
+pass's flow back on the movers the masks find where the depth does not hold them: `labelers.guided_flow`; `--no-key-flow-guided`: the
+first pass only), takes depth, `depth_valid`,
 K, c2w and the dynamic masks from the truth
 (`--masks estimated`: the masks the pipeline's `FlowRigidityMasks` estimates from that flow
 and the exact depth and cameras), and runs the scene-flow stage (`pipelines.labeling.label_scene_flow`:
@@ -43,7 +44,7 @@ from common import image_size  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import label_masks_given_depth  # noqa: E402
 from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs  # noqa: E402
-from labelers.guided_flow import GuidedKeyFlows  # noqa: E402
+from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers  # noqa: E402
 from pipelines.labeling import LabelConfig, label_scene_flow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 from pipelines.synthetic_set import SCENE_CLASSES, class_configs  # noqa: E402
@@ -61,8 +62,8 @@ CLASSES = {
 
 def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig, labels: dict, seconds: dict[str, float]):
     """Consecutive and key-pair flows exactly as `label_clip` computes them on an import (the key pairs
-    estimated again from the given depth and cameras, `labels`', with `cfg.key_flow_guided`); the
-    seconds of the first pass and of the guided one are put in `seconds`."""
+    estimated again from the given depth and cameras, `labels`', with `cfg.key_flow_guided`) and the
+    key pairs' first-pass flows; the seconds of the first pass and of the guided one are put in `seconds`."""
     estimator = DisFlow()
     start = time.perf_counter()
     flows = compute_pair_flows(estimator, frames, consecutive_pairs(len(frames)), cfg.max_flow_uncertainty_px)
@@ -71,6 +72,7 @@ def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig, labels: di
         key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
     seconds["flow"] = time.perf_counter() - start
     start = time.perf_counter()
+    direct = key_flows
     if cfg.key_flow_guided:
         depth_valid = labels["depth_valid"]
         depth = np.where(depth_valid, labels["depth"], 0.0).astype(np.float64)
@@ -78,7 +80,7 @@ def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig, labels: di
         key_flows = guide.refine(frames, flows.merged(key_flows), list(range(0, len(frames), stride)), depth,
                                  depth_valid, labels["c2w"].astype(np.float64), labels["K"].astype(np.float64))
     seconds["guided"] = time.perf_counter() - start
-    return flows, key_flows
+    return flows, key_flows, direct
 
 
 def estimated_masks(labels: dict, flows, key_flows, stride: int, frames: np.ndarray) -> np.ndarray:
@@ -184,9 +186,11 @@ def main() -> None:
         clip = render_clip(config)
         labels = clip.labels
         seconds: dict[str, float] = {}
-        flows, key_flows = pipeline_flows(clip.frames, cfg.stride, cfg, labels, seconds)
+        flows, key_flows, direct = pipeline_flows(clip.frames, cfg.stride, cfg, labels, seconds)
         masks = labels["dynamic_mask"] if args.masks == "truth" else estimated_masks(
             labels, flows, key_flows, cfg.stride, clip.frames)
+        if cfg.key_flow_guided:  # as the pipeline: the direct flow on the movers the masks find
+            key_flows = direct_flow_on_movers(key_flows, direct, masks, labels["depth_valid"][::cfg.stride])
         flow3d, valid = scene_flow_stage(labels, flows, key_flows, masks, cfg, clip.frames, old=args.old)
         result = score(labels, key_flows, flow3d, valid, masks)
         totals["valid"] += result["valid"]

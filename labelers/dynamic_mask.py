@@ -114,7 +114,9 @@ depth-free residual), implemented by `label_depth_and_masks`:
    estimated again starting from the rigid flow of that depth and the cameras, and the key
    frames' depth again from them (`label_depth_and_masks`' `guide`): flow near the camera that
    a search from zero motion got wrong, and depth triangulated from it, no longer disagree with
-   a static background (measured: docs/benchmarks.md, "Session 20");
+   a static background (measured: docs/benchmarks.md, "Session 20"); after step 3 the pixels
+   found moving take the direct flow back where it is valid (`direct_flow_on_movers`): their
+   guided start was inpainted from the background around them;
 3. key-frame masks (S, H, W) from the key-frame flows, now with the rigid-flow residual
    where depth is valid; where the key-frame flow is invalid, the frame mask of step 1
    decides. Key frame k is also compared with the frames m times as far as its label pair's
@@ -134,7 +136,13 @@ depth-free residual), implemented by `label_depth_and_masks`:
    from k to k - d, does not find it static (score below 1; no score, or no such view in the
    clip, is no verdict): near the camera, weak texture magnified between key frames gets flow
    1-4 px off in both directions alike, which the flow checks keep, while a mover moves on
-   both sides of k (measured: docs/benchmarks.md, "Session 19");
+   both sides of k (measured: docs/benchmarks.md, "Session 19"). The last key frame's mask
+   is that of the motion since key frame S-2 (LABELS.md), the motion M_{S-2} shows from the
+   other end; its own views look one way only, and a mover that travels along the epipolar
+   lines fits a wrong depth in all of them. It also takes the regions of M_{S-2} read along its
+   valid flow back to S-2 that it already holds part of (`last_from_previous`; a region it
+   holds none of stays out, so that M_{S-2}'s false alarms are not carried over wholesale;
+   measured: docs/benchmarks.md, "Session 21");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -175,7 +183,7 @@ from labelers.flow import (
     texture_snr,
 )
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
-from labelers.guided_flow import GuidedKeyFlows
+from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers
 from labelers.sfm.background import (
     background_fundamental,
     epipolar_distance_px,
@@ -254,6 +262,8 @@ class DynamicMaskConfig:
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
             (module docstring); 0 disables.
+        last_from_previous: the last key frame's mask also takes, along its valid flow to key
+            frame S-2, the regions of M_{S-2} it already holds part of (module docstring, step 3).
     """
 
     residual_abs_px: float = 1.0
@@ -285,6 +295,7 @@ class DynamicMaskConfig:
     longer_view_min_score: float = 0.5
     confirm_max_snr: float = 4.0
     confirm_window_px: int = 9
+    last_from_previous: bool = True
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -772,8 +783,9 @@ class FlowRigidityMasks:
     # 5: on repeated texture up to its periods (max_period_px); 6: borders snapped to the frame's edges (guided_radius_px);
     # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio),
     # longer views only where the key pair hints at motion (longer_view_min_score);
-    # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr)
-    version = "8"
+    # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr);
+    # 9: the last key frame completed from M_{S-2} (last_from_previous)
+    version = "9"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -931,7 +943,26 @@ class FlowRigidityMasks:
                 far_dynamic = (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
                 dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry)
             masks[n] = clean_mask(dynamic, self.config)
-        return masks if frames is None else snap_to_edges(masks, np.asarray(frames)[keys], self.config)
+        if frames is not None:
+            masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
+        if self.config.last_from_previous:
+            masks[-1] = self._completed_from(masks[-1], masks[-2], self._flow(flows, keys[-1], keys[-2]))
+        return masks
+
+    @staticmethod
+    def _completed_from(
+        mask: np.ndarray, previous: np.ndarray, flow_to_previous: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """The last key frame's `mask` (H, W) with the regions of `previous` (M_{S-2}) read along its
+        valid flow to key frame S-2 that it already holds part of (module docstring, step 3)."""
+        flow_px, flow_valid = flow_to_previous
+        at = pixel_grid(*mask.shape).astype(np.float32) + np.nan_to_num(flow_px).astype(np.float32)
+        read = cv2.remap(previous.astype(np.float32), at[..., 0], at[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        carried = (read >= 0.5) & flow_valid
+        _, regions = cv2.connectedComponents(carried.astype(np.uint8), connectivity=8)
+        seeded = np.unique(regions[carried & mask])
+        return mask | np.isin(regions, seeded[seeded > 0])
 
     def _confirmed(
         self,
@@ -1045,8 +1076,9 @@ class DepthAndMasks:
         frame_masks: (T, H, W) bool depth-free masks of step 1.
         dynamic_mask: (S, H, W) bool M_k of the key frames (the `dynamic_mask` label).
         key_flows: the key pairs' flows (k_n, k_n+1) estimated again from the labelled depth
-            and cameras (`labelers.guided_flow`), which the key-frame masks used; None without a
-            guide.
+            and cameras (`labelers.guided_flow`), which the key-frame masks used, with the
+            direct flow on the pixels those masks call moving (which the depth does not hold);
+            None without a guide.
     """
 
     depth: DepthResult
@@ -1089,7 +1121,7 @@ def label_depth_and_masks(
     depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     measured = float(np.median(depth.rel_sigma[depth.depth_valid])) if depth.depth_valid.any() else np.inf
     prior_rel_tol = max(cfg.min_prior_rel_tol, cfg.depth_sigmas * measured)
-    key_flows = None
+    key_flows, direct, prior_depth_valid = None, flows, depth.depth_valid
     if guide is not None and isinstance(depth_estimator, MultiViewDepth):
         key_flows = guide.refine(frames, flows, key_frames, depth.depth, depth.depth_valid, c2w, K)
         flows = flows.merged(key_flows)
@@ -1102,6 +1134,9 @@ def label_depth_and_masks(
         frames,
     )
     keys = list(key_frames)
+    if key_flows is not None:
+        direct_key = direct.select(list(zip(keys[:-1], keys[1:])))
+        key_flows = direct_flow_on_movers(key_flows, direct_key, dynamic, prior_depth_valid[keys])
     if depth_estimator.dense:
         if depth.prior_depth is None:
             return DepthAndMasks(depth, frame_masks, dynamic, key_flows)

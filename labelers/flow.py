@@ -873,18 +873,29 @@ class PairFlows:
         )
 
 
-def prefer_valid(first: PairFlows, second: PairFlows) -> PairFlows:
+def prefer_valid(
+    first: PairFlows, second: PairFlows, within: tuple[np.ndarray, np.ndarray] | None = None
+) -> PairFlows:
     """Per pair, direction and pixel, `first`'s flow where it is valid, else `second`'s (same pairs).
 
+    Args:
+        within: optional (P, H, W) bool masks of the forward and the backward direction's source
+            pixels: `first` is taken only inside them (outside, always `second`).
+
     Raises:
-        ValueError: the two hold different pairs or image sizes.
+        ValueError: the two hold different pairs or image sizes, or `within` another shape.
     """
     if not np.array_equal(first.pairs, second.pairs) or first.flow_fwd_px.shape != second.flow_fwd_px.shape:
         raise ValueError(f"pair flows differ: pairs {first.pairs.tolist()} vs {second.pairs.tolist()}, "
                          f"flows {first.flow_fwd_px.shape} vs {second.flow_fwd_px.shape}")
+    if within is not None and any(np.shape(m) != first.valid_fwd.shape for m in within):
+        raise ValueError(f"within must be two masks of shape {first.valid_fwd.shape}, got "
+                         f"{[np.shape(m) for m in within]}")
     out = {}
-    for suffix in ("fwd", "bwd"):
+    for index, suffix in enumerate(("fwd", "bwd")):
         keep = getattr(first, f"valid_{suffix}")
+        if within is not None:
+            keep = keep & within[index]
         for name in _direction_fields(suffix):
             a, b = getattr(first, name), getattr(second, name)
             out[name] = np.where(keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim)), a, b)

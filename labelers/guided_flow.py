@@ -19,7 +19,13 @@ start:
    (`labelers.flow.validate_pair_flows`) and the same chain repair (`fill_from_chains`);
 5. per pixel and direction, the guided flow where it is valid, else the direct flow
    (`labelers.flow.prefer_valid`): the guided estimate loses part of the movers, whose motion
-   the inpainted start does not hold, and the direct one keeps them.
+   the inpainted start does not hold, and the direct one keeps them;
+6. once the key-frame masks are labelled, the direct flow again where they call a pixel moving
+   that the depth did not hold, and the direct flow is valid (`direct_flow_on_movers`): the start
+   inpainted from the background around a mover is wrong by its motion, and the direct flow is
+   the closer one there (multi-view depth, which never holds movers). Where an import's depth
+   holds the mover, the guided start includes the camera's share of its motion and the guided
+   flow is the closer one (docs/benchmarks.md, "Session 21").
 
 `labelers.dynamic_mask.label_depth_and_masks` then estimates the key frames' depth again from
 the refined flows (`labelers.depth.MultiViewDepth.reestimate`) before the key-frame masks: the
@@ -65,9 +71,10 @@ __all__ = [
     "rigid_prior_flow",
     "warp_by_flow",
     "geometry_guided_pair_flows",
+    "direct_flow_on_movers",
 ]
 
-GUIDED_KEY_FLOW_VERSION = "1"
+GUIDED_KEY_FLOW_VERSION = "2"
 INPAINT_RADIUS_PX = 5
 # The estimator only needs a start within its reach; the depth's pixel noise would reach F.
 PRIOR_SMOOTH_SIGMA_PX = 2.0
@@ -195,3 +202,21 @@ class GuidedKeyFlows:
         if self.chains:
             guided = fill_from_chains(guided, flows, self.max_uncertainty_px)
         return prefer_valid(guided, flows.select(pairs))
+
+
+def direct_flow_on_movers(
+    refined: PairFlows, direct: PairFlows, dynamic_key: np.ndarray, prior_depth_valid_key: np.ndarray
+) -> PairFlows:
+    """`refined` key-pair flows with `direct`'s flow where the key-frame masks call the source pixel
+    moving, the depth that guided it did not hold it (its prior was inpainted from the background
+    around it) and the direct flow is valid (module docstring, step 6).
+
+    Args:
+        refined: the S - 1 key pairs (k_n, k_n+1) from `GuidedKeyFlows.refine`.
+        direct: the same pairs' first-pass flows.
+        dynamic_key: (S, H, W) bool key-frame masks (frame k_n's for the forward direction, k_n+1's
+            for the backward one).
+        prior_depth_valid_key: (S, H, W) bool, where the depth `refine` was given held on the key frames.
+    """
+    inpainted_mover = np.asarray(dynamic_key, bool) & ~np.asarray(prior_depth_valid_key, bool)
+    return prefer_valid(direct, refined, within=(inpainted_mover[:-1], inpainted_mover[1:]))

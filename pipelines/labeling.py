@@ -40,7 +40,13 @@ from labelers.flow import (
     fill_from_chains,
     key_frame_pairs,
 )
-from labelers.guided_flow import GUIDED_KEY_FLOW_VERSION, INPAINT_RADIUS_PX, PRIOR_SMOOTH_SIGMA_PX, GuidedKeyFlows
+from labelers.guided_flow import (
+    GUIDED_KEY_FLOW_VERSION,
+    INPAINT_RADIUS_PX,
+    PRIOR_SMOOTH_SIGMA_PX,
+    GuidedKeyFlows,
+    direct_flow_on_movers,
+)
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
@@ -496,8 +502,9 @@ def _imported_depth_and_masks(
     guide: GuidedKeyFlows | None,
 ) -> tuple:
     """Imported depth (kept on moving objects: scene flow needs it), the key pairs' flows estimated again
-    from it and the imported cameras (`guide`; None: not), and key-frame masks from flow rigidity (the
-    frames let the masks judge striped texture across its stripes only).
+    from it and the imported cameras (`guide`; None: not; the direct flow back on the pixels the masks
+    call moving where the import has no depth, `direct_flow_on_movers`), and key-frame masks from flow
+    rigidity (the frames let the masks judge striped texture across its stripes only).
 
     Returns:
         depth (T, H, W), depth_valid (T, H, W), the key-frame masks (S, H, W) and the guided key
@@ -505,12 +512,13 @@ def _imported_depth_and_masks(
     """
     depth_valid = imported.arrays["depth_valid"]
     depth = np.where(depth_valid, imported.arrays["depth"], 0.0)
-    key_flows = None
-    if guide is not None:
-        key_flows = guide.refine(frames, flows, key_frames, depth, depth_valid, c2w, K)
-        flows = flows.merged(key_flows)
-    masks = label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks, frames=frames)
-    return depth, depth_valid, masks, key_flows
+    if guide is None:
+        return depth, depth_valid, label_masks_given_depth(flows, c2w, K, key_frames, depth, backends.masks,
+                                                           frames=frames), None
+    key_flows = guide.refine(frames, flows, key_frames, depth, depth_valid, c2w, K)
+    masks = label_masks_given_depth(flows.merged(key_flows), c2w, K, key_frames, depth, backends.masks, frames=frames)
+    direct = flows.select(list(zip(key_frames[:-1], key_frames[1:])))
+    return depth, depth_valid, masks, direct_flow_on_movers(key_flows, direct, masks, depth_valid[key_frames])
 
 
 def label_scene_flow(

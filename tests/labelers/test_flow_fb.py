@@ -325,3 +325,18 @@ def test_prefer_valid_takes_the_second_only_where_the_first_is_invalid():
     np.testing.assert_array_equal(out.flow_fwd_px[0][first.valid_fwd[0]], first.flow_fwd_px[0][first.valid_fwd[0]])
     with pytest.raises(ValueError, match="pair flows differ"):
         prefer_valid(first, _translations([(0, 4)], (1.0, 0.5), uncertainty_px=0.1))
+
+
+def test_prefer_valid_within_masks_takes_the_first_only_inside_them():
+    first = _translations(key_frame_pairs(9, 4), (1.0, 0.5), uncertainty_px=0.1)
+    second = _translations(key_frame_pairs(9, 4), (2.0, 0.0), uncertainty_px=0.2)
+    inside_fwd = np.zeros(first.valid_fwd.shape, bool)
+    inside_fwd[0, 5:15, 5:20] = True
+    first.valid_fwd[0, 5:8] = False  # inside but invalid: the second's
+    out = prefer_valid(first, second, within=(inside_fwd, np.zeros_like(inside_fwd)))
+    taken = inside_fwd & first.valid_fwd
+    np.testing.assert_array_equal(out.flow_fwd_px[taken], first.flow_fwd_px[taken])
+    np.testing.assert_array_equal(out.flow_fwd_px[~taken], second.flow_fwd_px[~taken])
+    np.testing.assert_array_equal(out.flow_bwd_px, second.flow_bwd_px)  # an empty mask: the second everywhere
+    with pytest.raises(ValueError, match="within must be two masks"):
+        prefer_valid(first, second, within=(inside_fwd[:1], inside_fwd))

@@ -10,7 +10,13 @@ from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.geometry import rigid_flow
-from labelers.guided_flow import GuidedKeyFlows, geometry_guided_pair_flows, rigid_prior_flow, warp_by_flow
+from labelers.guided_flow import (
+    GuidedKeyFlows,
+    direct_flow_on_movers,
+    geometry_guided_pair_flows,
+    rigid_prior_flow,
+    warp_by_flow,
+)
 from pipelines.synthetic import SceneConfig, render_clip
 
 KEYS = [0, 4, 8]
@@ -102,6 +108,27 @@ def test_refined_key_flows_keep_the_movers_the_guided_pass_loses(clips, scene):
     assert guided_only.valid_fwd[moving].mean() < direct.valid_fwd[moving].mean() - 0.1
     assert refined.valid_fwd[moving].mean() >= direct.valid_fwd[moving].mean() - 0.01
     assert refined.pairs.tolist() == [list(p) for p in KEY_PAIRS]
+
+
+def test_movers_without_depth_take_the_direct_flow_back(clips):
+    """Step 6: where the masks call a pixel moving and the guiding depth did not hold it, the direct
+    flow (where valid); a mover the depth holds keeps the guided flow, and so does the background."""
+    clip, flows = clips["orbit"]
+    labels = clip.labels
+    dynamic = labels["dynamic_mask"]
+    depth_valid = labels["depth_valid"].copy()
+    depth_valid[KEYS[0]] &= ~dynamic[0]  # the first key frame's movers without depth, as multi-view depth has them
+    refined = GuidedKeyFlows(DisFlow()).refine(clip.frames, flows, KEYS, labels["depth"], depth_valid, labels["c2w"],
+                                               labels["K"])
+    direct = flows.select(KEY_PAIRS)
+    out = direct_flow_on_movers(refined, direct, dynamic, depth_valid[KEYS])
+    back = dynamic[0] & direct.valid_fwd[0]
+    assert back.sum() > 100
+    np.testing.assert_array_equal(out.flow_fwd_px[0][back], direct.flow_fwd_px[0][back])
+    np.testing.assert_array_equal(out.flow_fwd_px[0][~back], refined.flow_fwd_px[0][~back])
+    np.testing.assert_array_equal(out.flow_fwd_px[1], refined.flow_fwd_px[1])  # key frame 4's movers have depth
+    np.testing.assert_array_equal(out.flow_bwd_px, refined.flow_bwd_px)  # the backward sources' movers too
+    assert not np.array_equal(direct.flow_fwd_px[0][back], refined.flow_fwd_px[0][back])
 
 
 class _CountingFlow(DisFlow):
