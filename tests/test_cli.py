@@ -87,7 +87,7 @@ def test_sizes_parse_or_fail_clearly():
 @pytest.mark.parametrize("argv, message", [
     (["--size", "10x10"], "argument --size: 10x10: height must be >= 16, got 10"),  # the labelers need 16
     (["--gate", "foo=1"],
-     "argument --gate: unknown gate 'foo'; known: max_camera_epipolar_ratio, max_depth_reprojection_abs_rel"),
+     "argument --gate: unknown gate 'foo'; known: max_camera_epipolar_ratio, max_camera_epipolar_ratio_worst"),
     (["--gate", "min_depth_valid_fraction"], "argument --gate: expected NAME=VALUE"),
     (["--frames", "10"], "num_frames - 1 (9) must be a positive multiple of stride 4"),
     (["--flow", "sea-raft"], "flow 'sea-raft' needs flow_weights"),

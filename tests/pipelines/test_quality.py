@@ -4,7 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.quality import QualityThresholds, camera_flow_consistency, clip_quality, gate, trajectory_stats
+from pipelines.quality import (
+    QualityThresholds,
+    camera_epipolar_ratios,
+    camera_flow_consistency,
+    clip_quality,
+    gate,
+    trajectory_stats,
+)
 from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 
@@ -56,6 +63,7 @@ def test_gate_names_metric_and_value():
         "trajectory_anomalies": 0,
         "flow_uncertainty_p90_px": 0.5,
         "camera_epipolar_ratio": 1.0,
+        "camera_epipolar_ratio_worst": 1.0,
         "foo": 1.0,
     }
     reasons = gate(metrics, thresholds)
@@ -118,6 +126,25 @@ def test_right_cameras_score_about_one_whatever_the_flow_noise(noise_px):
     wrong = camera_flow_consistency({**labels, "c2w": _turned_cameras(labels["c2w"], 4.0)}, stride=4)
     assert 0.9 < right < 1.2, right
     assert wrong > QualityThresholds().max_camera_epipolar_ratio, wrong
+
+
+def test_cameras_that_drift_at_the_end_are_caught_by_the_worst_key_pair():
+    """The last camera turned by 2 deg: the median over four key pairs still passes, the worst pair
+    does not, and the gate names it."""
+    clip = render_clip(SceneConfig(seed=2, height=72, width=108, num_frames=17, camera="dolly", num_moving=1))
+    labels = {**clip.labels, "flow_uncertainty": np.full_like(clip.labels["flow_uncertainty"], 0.05)}
+    turned = labels["c2w"].copy()
+    a = np.radians(2.0)
+    turned[16, :3, :3] = turned[16, :3, :3] @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    ratios = camera_epipolar_ratios({**labels, "c2w": turned}, stride=4)
+    assert ratios.shape == (4,) and np.argmax(ratios) == 3
+    metrics = clip_quality({**labels, "c2w": turned}, stride=4)
+    assert metrics["camera_epipolar_ratio"] < QualityThresholds().max_camera_epipolar_ratio
+    assert metrics["camera_epipolar_ratio_worst"] == pytest.approx(ratios[3])
+    assert gate(metrics, QualityThresholds()) == [
+        f"qa: camera_epipolar_ratio_worst={ratios[3]:.4g} > max 8"
+    ]
+    assert clip_quality(labels, stride=4)["camera_epipolar_ratio_worst"] < 0.01  # exact flow and cameras
 
 
 def test_the_epipolar_ratio_does_not_trust_the_dynamic_mask():
