@@ -88,8 +88,7 @@ class S3Server:
                 tail = (self.workdir / "weed.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"weed server exited with code {self.process.returncode}:\n{tail}")
             try:
-                self.create_bucket(probe)
-                self._request("PUT", f"/{probe}/x", b"x")
+                self.create_bucket(probe, timeout_s=0.0)
                 return
             except (OSError, urllib.error.URLError):
                 time.sleep(0.2)
@@ -101,8 +100,21 @@ class S3Server:
         with urllib.request.urlopen(request, timeout=5) as response:
             response.read()
 
-    def create_bucket(self, name: str) -> None:
+    def create_bucket(self, name: str, timeout_s: float = 60.0) -> None:
+        """Create bucket `name` and return once an object can be written to it: a new bucket is a new
+        SeaweedFS collection whose first volume grows on the first write, and a loaded machine
+        answers writes with 500 until it has (seen in CI: 10 client retries over 4 s all failed)."""
         self._request("PUT", f"/{name}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._request("PUT", f"/{name}/.ready", b"x")
+                self._request("DELETE", f"/{name}/.ready")
+                return
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop(self) -> None:
         """Stop the server process (its own session: the PID is its process group).
