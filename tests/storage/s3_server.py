@@ -101,10 +101,15 @@ class S3Server:
             response.read()
 
     def create_bucket(self, name: str, timeout_s: float = 60.0) -> None:
-        """Create bucket `name` and return once an object can be written to it: a new bucket is a new
-        SeaweedFS collection whose first volume grows on the first write, and a loaded machine
-        answers writes with 500 until it has (seen in CI: 10 client retries over 4 s all failed)."""
-        self._request("PUT", f"/{name}")
+        """Create bucket `name` (409, already there, is fine) and return once an object can be written
+        to it: a new bucket is a new SeaweedFS collection whose first volume grows on the first write,
+        and writes fail until it has (seen when the disk was nearly full: 500s past the client's 10
+        retries; the weed server needs free space for each new volume)."""
+        try:
+            self._request("PUT", f"/{name}")
+        except urllib.error.HTTPError as error:
+            if error.code != 409:  # 409: it exists already (a retry after the write below failed)
+                raise
         deadline = time.monotonic() + timeout_s
         while True:
             try:
