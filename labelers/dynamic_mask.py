@@ -183,7 +183,7 @@ from labelers.flow import (
     texture_snr,
 )
 from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
-from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers
+from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers, warp_by_flow
 from labelers.sfm.background import (
     background_fundamental,
     epipolar_distance_px,
@@ -956,9 +956,7 @@ class FlowRigidityMasks:
         """The last key frame's `mask` (H, W) with the regions of `previous` (M_{S-2}) read along its
         valid flow to key frame S-2 that it already holds part of (module docstring, step 3)."""
         flow_px, flow_valid = flow_to_previous
-        at = pixel_grid(*mask.shape).astype(np.float32) + np.nan_to_num(flow_px).astype(np.float32)
-        read = cv2.remap(previous.astype(np.float32), at[..., 0], at[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        read = warp_by_flow(previous.astype(np.float32), np.nan_to_num(flow_px).astype(np.float32), outside=0.0)
         carried = (read >= 0.5) & flow_valid
         _, regions = cv2.connectedComponents(carried.astype(np.uint8), connectivity=8)
         seeded = np.unique(regions[carried & mask])

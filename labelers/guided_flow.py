@@ -101,11 +101,14 @@ def rigid_prior_flow(
     return cv2.GaussianBlur(flow, (0, 0), PRIOR_SMOOTH_SIGMA_PX)
 
 
-def warp_by_flow(image: np.ndarray, flow_px: np.ndarray) -> np.ndarray:
+def warp_by_flow(image: np.ndarray, flow_px: np.ndarray, outside: float | None = None) -> np.ndarray:
     """`image` (H, W[, C]) read at u + flow_px(u): the destination brought back onto the source's grid
-    (bilinear, the border replicated)."""
+    (bilinear; outside the image the border replicated, or `outside` where given)."""
     at = pixel_grid(*flow_px.shape[:2]).astype(np.float32) + flow_px
-    return cv2.remap(image, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if outside is None:
+        return cv2.remap(image, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, at[..., 0], at[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=outside)
 
 
 def _add_prior(residual_px: np.ndarray, prior_px: np.ndarray) -> np.ndarray:

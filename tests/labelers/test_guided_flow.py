@@ -176,6 +176,11 @@ def test_label_depth_and_masks_guides_the_key_flows_with_its_own_depth(clips, sc
         return (mask & truth).sum() / (mask | truth).sum()
 
     assert iou(guided.dynamic_mask) > iou(plain.dynamic_mask) - 0.01
+    # step 6: the pixels found moving keep their direct flow (multi-view depth leaves them without depth)
+    moving = guided.dynamic_mask[:-1] & direct.valid_fwd
+    same = (guided.key_flows.flow_fwd_px == direct.flow_fwd_px).all(-1)
+    assert same[moving].mean() > 0.9  # measured 0.998
+    assert same[static & ~guided.dynamic_mask[:-1]].mean() < 0.5  # the background's guided flow: 0.06
 
 
 class _TrueDenseDepth:
