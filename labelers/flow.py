@@ -87,8 +87,8 @@ CHAIN_REPLACE_GAP_PX = 8.0
 CHAIN_DISAGREE_GAP_PX = 3.0
 CHAIN_FILL_VERSION = "4"  # 3: 3-8 px contradictions invalid; 4: direct pixels re-checked against the filled twin
 # 1: texture, patch ZNCC, no small islands; 2: stripes checked across them; 3: texture at half resolution too;
-# 4: ZNCC corrected for the image noise, larger patches where the texture is faint
-VALIDITY_CHECKS_VERSION = "4"
+# 4: ZNCC corrected for the image noise, larger patches where the texture is faint; 5: up to 11x11 while faint
+VALIDITY_CHECKS_VERSION = "5"
 NOISE_FLOOR_LEVELS = 0.3  # grey levels: 8-bit quantisation alone is 1/sqrt(12)
 # Texture whose isotropy over the window is below this is stripes or a single edge (`aperture_normals`).
 # One default for flow validity, depth and masks: the flow that validity passes across stripes only
@@ -292,10 +292,15 @@ class ValidityChecks:
             zncc_min_signal_ratio sigma^2 (`patch_zncc`): under noise a correct match of faint
             texture correlates well below 1. On the noisy, blurred class (sigma 1.6 levels) the
             plain ZNCC left 12 % of the visible pixels invalid whose flow was within 1 px.
-        zncc_faint_ratio: where the source patch's variance is below this times sigma^2, the
-            patches grow by one pixel of radius: the correlation of 25 samples of faint texture
-            under noise spreads too wide for `min_zncc` (0 disables). Textured pixels keep the
-            smaller patch, which lets less of an occluded band pass.
+        zncc_faint_ratio, zncc_faint_radius_px: where the source patch's variance is below
+            `zncc_faint_ratio` times sigma^2, the patches grow by one pixel of radius, and
+            further, up to `zncc_faint_radius_px`, where the larger patch is faint too: the
+            correlation of 25 samples of faint texture under noise spreads too wide for
+            `min_zncc` (ratio 0 disables). Textured pixels keep the smaller patch, which lets
+            less of an occluded band pass, and a faint patch stops growing where it reaches
+            strong texture (which would vouch for the flow of a pixel beside it). Up to 7x7
+            patches only, a noisy dolly nearing a faint surface lost 0.8 points more of its
+            consecutive coverage (docs/benchmarks.md, "Session 22").
         min_region_fraction: valid pixels form 8-connected regions of at least this fraction of
             the image; smaller islands amid invalid flow are chance agreements (0 disables).
         stripe_max_isotropy, stripe_window_px: source pixels whose `texture_isotropy` over the
@@ -317,6 +322,7 @@ class ValidityChecks:
     zncc_noise_correction: bool = True
     zncc_min_signal_ratio: float = 1.5
     zncc_faint_ratio: float = 3.0
+    zncc_faint_radius_px: int = 5
     min_region_fraction: float = 0.001
     stripe_max_isotropy: float = STRIPE_MAX_ISOTROPY
     stripe_window_px: int = STRIPE_WINDOW_PX
@@ -334,6 +340,9 @@ class ValidityChecks:
         if not self.zncc_min_signal_ratio > 1 or self.zncc_faint_ratio < 0:
             raise ValueError("need zncc_min_signal_ratio > 1 and zncc_faint_ratio >= 0, got "
                              f"{self.zncc_min_signal_ratio}, {self.zncc_faint_ratio}")
+        if self.zncc_faint_radius_px < self.zncc_radius_px:
+            raise ValueError(f"zncc_faint_radius_px must be >= zncc_radius_px, got {self.zncc_faint_radius_px} "
+                             f"< {self.zncc_radius_px}")
         if not 0 <= self.min_region_fraction < 1:
             raise ValueError(f"min_region_fraction must lie in [0, 1), got {self.min_region_fraction}")
         if not (0 <= self.stripe_max_isotropy < 1 and self.stripe_window_px >= 3 and self.stripe_along_fb_px >= 0
@@ -738,19 +747,24 @@ def photometric_support(
 ) -> np.ndarray:
     """(H, W) bool: the patch at the flow's target matches the source's (`ValidityChecks.min_zncc`,
     noise-corrected with `zncc_noise_correction`); where the source patch is faint
-    (`zncc_faint_ratio`), the patches are one pixel of radius larger. With `where`, only those
-    pixels need the larger patches (the others' answer does not matter to the caller)."""
+    (`zncc_faint_ratio`), the patches grow by one pixel of radius, and further, up to
+    `zncc_faint_radius_px`, where the larger patch is faint too: a patch that reaches a
+    neighbour's strong texture would let that texture vouch for the pixel's flow. With `where`,
+    only those pixels need the larger patches (the others' answer does not matter to the caller)."""
     noise = noise_sigma if checks.zncc_noise_correction else None
     zncc = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px, noise, checks.zncc_min_signal_ratio)
-    if checks.zncc_faint_ratio > 0:
-        src = np.asarray(gray_src, np.float32) - float(np.mean(gray_src))
-        faint = _box_variance(src, checks.zncc_radius_px) < checks.zncc_faint_ratio * noise_sigma**2
-        if where is not None:
-            faint &= where
-        if faint.any():
-            wider = patch_zncc(gray_src, gray_dst, flow_px, checks.zncc_radius_px + 1, noise,
-                               checks.zncc_min_signal_ratio, where=faint)
-            zncc = np.where(faint, wider, zncc)
+    if checks.zncc_faint_ratio <= 0:
+        return zncc >= checks.min_zncc
+    src = np.asarray(gray_src, np.float32) - float(np.mean(gray_src))
+    faint_limit = checks.zncc_faint_ratio * noise_sigma**2
+    grows = np.ones(zncc.shape, bool) if where is None else np.asarray(where, bool)
+    for radius in range(checks.zncc_radius_px + 1, checks.zncc_faint_radius_px + 1):
+        faint_at = radius - 1 if radius == checks.zncc_radius_px + 1 else radius
+        grows = grows & (_box_variance(src, faint_at) < faint_limit)
+        if not grows.any():
+            break
+        wider = patch_zncc(gray_src, gray_dst, flow_px, radius, noise, checks.zncc_min_signal_ratio, where=grows)
+        zncc = np.where(grows, wider, zncc)
     return zncc >= checks.min_zncc
 
 

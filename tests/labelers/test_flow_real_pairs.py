@@ -26,6 +26,7 @@ from labelers.flow import (
     drop_small_regions,
     image_noise_sigma,
     patch_zncc,
+    photometric_support,
     texture_isotropy,
     texture_snr,
 )
@@ -212,7 +213,7 @@ def test_coarse_texture_under_noise_is_supported_at_half_resolution():
 def test_faint_texture_under_noise_passes_the_noise_corrected_zncc():
     """Faint texture (a few levels) under noise of 3 levels in each frame: the flow is right, but
     5x5 patches of a correct match correlate at about s^2 / (s^2 + sigma^2), under `min_zncc`.
-    Corrected for the pair's noise, and over 7x7 patches where the 5x5 ones are faint, the
+    Corrected for the pair's noise, and over 9x9 patches where the 5x5 ones are faint, the
     photometric check keeps them, at the same error."""
     frames = noisy_yard_pair(0.16, 1.0, texture_seed=4, noise_seed=8)
     plain, corrected, wider = (
@@ -220,9 +221,38 @@ def test_faint_texture_under_noise_passes_the_noise_corrected_zncc():
         for checks in (ValidityChecks(zncc_noise_correction=False, zncc_faint_ratio=0),
                        ValidityChecks(zncc_faint_ratio=0), ValidityChecks())
     )
-    # measured: coverage 0.54 -> 0.62 -> 0.77, mean error 0.08 px throughout, none over 1 px
+    # measured: coverage 0.54 -> 0.62 -> 0.85, mean error 0.08 px throughout, none over 1 px
     assert corrected[0] > plain[0] + 0.05 and wider[0] > corrected[0] + 0.1, (plain, corrected, wider)
     assert wider[1] < 0.15 and wider[2] < 0.01, wider
+
+
+def test_faint_patches_grow_past_7x7_while_faint():
+    """Fainter texture under the same noise: 7x7 patches still correlate too little where the
+    flow is right; up to 11x11 (`zncc_faint_radius_px` 5) more of it is kept at the same error."""
+    frames = noisy_yard_pair(0.12, 1.0, texture_seed=4, noise_seed=8)
+    up_to_7, up_to_11 = (coverage_and_error(frames, ValidityChecks(zncc_faint_radius_px=r)) for r in (3, 5))
+    # measured: coverage 0.53 -> 0.65, mean error 0.100 -> 0.101 px, none over 1 px
+    assert up_to_11[0] > up_to_7[0] + 0.08, (up_to_7, up_to_11)
+    assert up_to_11[1] < up_to_7[1] + 0.01 and up_to_11[2] < 0.01, (up_to_7, up_to_11)
+
+
+def test_faint_patches_stop_growing_at_strong_texture():
+    """A faint wall beside a textured poster, both still, and a flow 2 px off everywhere. On the wall
+    3-5 px from the poster an 11x11 patch reaches the poster, whose texture shifted by 2 px still
+    correlates: such patches would pass most of that band. The rule keeps them at the size that
+    stays on the wall, where the wrong flow fails."""
+    frames = wall_pair(4.0, poster=True, shift=(0.0, 0.0))
+    gray_src, gray_dst = (cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames)
+    wrong_flow = np.zeros((*gray_src.shape, 2), np.float32)
+    wrong_flow[..., 0] = 2.0
+    v, u = np.mgrid[0:120, 0:160]
+    poster = (np.abs(u - 80) < 32) & (np.abs(v - 60) < 24)
+    distance = cv2.distanceTransform((~poster).astype(np.uint8), cv2.DIST_L2, 5)
+    band = (distance > 3) & (distance <= 5)
+    passed = photometric_support(gray_src, gray_dst, wrong_flow, 4.0, ValidityChecks())
+    reaching = patch_zncc(gray_src, gray_dst, wrong_flow, 5, 4.0) >= ValidityChecks().min_zncc
+    # measured: 11x11 patches everywhere 0.62, the rule 0.01 (as with patches up to 7x7)
+    assert reaching[band].mean() > 0.5 and passed[band].mean() < 0.05, (reaching[band].mean(), passed[band].mean())
 
 
 # ----------------------------------------------------------------------------- known answers
@@ -310,6 +340,8 @@ def test_patch_zncc_corrected_for_noise():
         ValidityChecks(zncc_min_signal_ratio=1.0)
     with pytest.raises(ValueError, match="zncc_faint_ratio"):
         ValidityChecks(zncc_faint_ratio=-1.0)
+    with pytest.raises(ValueError, match="zncc_faint_radius_px must be >= zncc_radius_px"):
+        ValidityChecks(zncc_radius_px=3, zncc_faint_radius_px=2)
 
 
 def test_drop_small_regions_and_checks_config():
