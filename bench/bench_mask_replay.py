@@ -10,6 +10,7 @@ captured) and prints IoU and false alarms against the truth beside the labelled 
 
     python bench/bench_mask_replay.py capture --clips room:132 open_sky:130 --frames 49 --with-intrinsics --out DIR
     python bench/bench_mask_replay.py replay DIR --set longer_view_min_score=0.3 --set confirm_max_snr=8
+    python bench/bench_mask_replay.py replay DIR --per-key  # also IoU, recall, false alarms per key frame
     python bench/bench_mask_replay.py [--quick]      # smoke run: capture one small clip, replay it unchanged
 
 Replaying with no override reproduces the labelled masks exactly (`tests/test_bench_mask_replay.py`).
@@ -84,8 +85,17 @@ def scores(mask: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float((mask & truth).sum() / max((mask | truth).sum(), 1)), float((mask & ~truth).sum() / max((~truth).sum(), 1))
 
 
-def replay(path: Path, overrides: dict) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(IoU, false alarms) of the labelled masks and of the masks recomputed with `overrides`.
+def per_key_scores(mask: np.ndarray, truth: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Per key frame of (S, H, W) masks: (true moving share, IoU, recall, false alarms)."""
+    rows = []
+    for m, t in zip(mask, truth):
+        rows.append((float(t.mean()), float((m & t).sum() / max((m | t).sum(), 1)),
+                     float((m & t).sum() / max(t.sum(), 1)), float((m & ~t).sum() / max((~t).sum(), 1))))
+    return rows
+
+
+def replayed_masks(path: Path, overrides: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labelled, replayed, true) key-frame masks (S, H, W) of a saved clip, replayed with `overrides`.
 
     The frames' texture (stripes, periods, weak texture) is measured again with the new settings,
     as the pipeline does; the frame masks and the depth stay as captured, so fields that act only
@@ -98,8 +108,13 @@ def replay(path: Path, overrides: dict) -> tuple[tuple[float, float], tuple[floa
     call.pop("self")
     if call.get("frames") is not None:
         call["texture"] = SourceTexture.of(call["frames"], config, period_frames=call["key_frames"])
-    mask = FlowRigidityMasks(config).key_masks(**call)
-    return scores(saved["label"], saved["truth"]), scores(mask, saved["truth"])
+    return saved["label"], FlowRigidityMasks(config).key_masks(**call), saved["truth"]
+
+
+def replay(path: Path, overrides: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(IoU, false alarms) of the labelled masks and of the masks recomputed with `overrides`."""
+    label, mask, truth = replayed_masks(path, overrides)
+    return scores(label, truth), scores(mask, truth)
 
 
 def config_override(text: str) -> tuple[str, object]:
@@ -123,13 +138,24 @@ def class_seed(text: str) -> tuple[str, int]:
     return name, int(seed)
 
 
-def print_replays(paths: list[Path], overrides: dict) -> None:
+def print_replays(paths: list[Path], overrides: dict, per_key: bool = False) -> None:
     print(f"overrides: {overrides or 'none'}")
     print("| clip | labelled IoU / false alarms | replayed IoU / false alarms |")
     print("| --- | --- | --- |")
+    masks = {}
     for path in paths:
-        (iou0, fa0), (iou1, fa1) = replay(path, overrides)
+        masks[path.stem] = label, mask, truth = replayed_masks(path, overrides)
+        (iou0, fa0), (iou1, fa1) = scores(label, truth), scores(mask, truth)
         print(f"| {path.stem} | {iou0:.3f} / {100 * fa0:.2f} % | {iou1:.3f} / {100 * fa1:.2f} % |")
+    if not per_key:
+        return
+    for name, (label, mask, truth) in masks.items():
+        print(f"\n{name}, per key frame (IoU / recall / false alarms):")
+        print("| key frame | moving share | labelled | replayed |")
+        print("| --- | --- | --- | --- |")
+        for k, (before, after) in enumerate(zip(per_key_scores(label, truth), per_key_scores(mask, truth))):
+            print(f"| {k} | {100 * before[0]:.1f} % | " + " | ".join(
+                f"{iou:.3f} / {recall:.3f} / {100 * fa:.2f} %" for _, iou, recall, fa in (before, after)) + " |")
 
 
 def main() -> None:
@@ -146,11 +172,12 @@ def main() -> None:
     rep.add_argument("dir", type=Path)
     rep.add_argument("--set", dest="overrides", action="append", type=config_override, default=[],
                      metavar="FIELD=VALUE", help="a DynamicMaskConfig field (repeatable)")
+    rep.add_argument("--per-key", action="store_true", help="also a table per clip, key frame by key frame")
     args = parser.parse_args()
     if args.command == "capture":
         capture(args.clips, args.frames, args.size, args.with_intrinsics, args.out)
     elif args.command == "replay":
-        print_replays(sorted(args.dir.glob("*.pkl")), dict(args.overrides))
+        print_replays(sorted(args.dir.glob("*.pkl")), dict(args.overrides), args.per_key)
     else:  # `make bench` and --quick: the round trip on one small clip
         out = Path(tempfile.mkdtemp(prefix="bench_mask_replay_quick_"))
         print_replays(capture([("room", 0)], 9, (120, 180), True, out), {})

@@ -62,3 +62,25 @@ def test_overrides_are_parsed_as_the_fields_types(bench):
     for bad in ("no_such_field=1", "residual_abs_px", "residual_abs_px="):
         with pytest.raises(argparse.ArgumentTypeError):
             bench.config_override(bad)
+
+
+def test_per_key_scores_add_up_to_the_clip(bench, saved, capsys):
+    """Per key frame: the moving share, IoU, recall and false alarms against the truth; pooled over
+    the key frames the intersections and the false alarms are the clip's."""
+    label, mask, truth = bench.replayed_masks(saved[0], {})
+    rows = bench.per_key_scores(label, truth)
+    assert len(rows) == len(truth)
+    for (share, iou, recall, fa), m, t in zip(rows, label, truth):
+        assert share == pytest.approx(t.mean()) and 0 <= iou <= recall <= 1
+        assert fa == pytest.approx((m & ~t).sum() / (~t).sum())
+    _, fa_clip = bench.scores(label, truth)
+    static_counts = [(~t).sum() for t in truth]
+    assert fa_clip == pytest.approx(sum(r[3] * n for r, n in zip(rows, static_counts)) / sum(static_counts))
+    synthetic = np.zeros((2, 4, 4), bool)
+    synthetic[:, :2, :2] = True  # truth: 4 pixels per key frame
+    found = synthetic.copy()
+    found[1, 0, 0] = False  # key frame 1 misses one of them
+    found[1, 3, 3] = True  # and flags one static pixel
+    assert bench.per_key_scores(found, synthetic) == [(0.25, 1.0, 1.0, 0.0), (0.25, 0.6, 0.75, 1 / 12)]
+    bench.print_replays(saved, {}, per_key=True)
+    assert "per key frame" in capsys.readouterr().out
