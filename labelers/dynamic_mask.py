@@ -142,7 +142,13 @@ depth-free residual), implemented by `label_depth_and_masks`:
    lines fits a wrong depth in all of them. It also takes the regions of M_{S-2} read along its
    valid flow back to S-2 that it already holds part of (`last_from_previous`; a region it
    holds none of stays out, so that M_{S-2}'s false alarms are not carried over wholesale;
-   measured: docs/benchmarks.md, "Session 21");
+   measured: docs/benchmarks.md, "Session 21"). Before the clean-up, a connected region of a key
+   frame's flags is kept only where some of its flags (`seed_min_share`, `seed_min_px`) lie on
+   texture that determines the flow (9 px structure tensor at least `seed_min_snr` times the
+   noise variance): a camera that nears a faint surface under noise magnifies it into ramps
+   whose flow is off by several pixels in both directions alike, and whose flags then form
+   regions with no such texture at all, while a mover's region holds its textured parts
+   (measured: docs/benchmarks.md, "Session 22");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -264,6 +270,10 @@ class DynamicMaskConfig:
             (module docstring); 0 disables.
         last_from_previous: the last key frame's mask also takes, along its valid flow to key
             frame S-2, the regions of M_{S-2} it already holds part of (module docstring, step 3).
+        seed_min_snr, seed_min_share, seed_min_px: a connected region of a key frame's flags is
+            kept only where at least `seed_min_share` of its pixels, and at least `seed_min_px`,
+            are flagged on texture that determines the flow (`labelers.flow.texture_snr` over
+            `confirm_window_px` at least `seed_min_snr`; module docstring, step 3); 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -296,6 +306,9 @@ class DynamicMaskConfig:
     confirm_max_snr: float = 4.0
     confirm_window_px: int = 9
     last_from_previous: bool = True
+    seed_min_snr: float = 2.0
+    seed_min_share: float = 0.01
+    seed_min_px: int = 20
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -326,6 +339,9 @@ class DynamicMaskConfig:
         if self.confirm_max_snr < 0 or self.confirm_window_px < 3:
             raise ValueError(f"need confirm_max_snr >= 0 and confirm_window_px >= 3, got {self.confirm_max_snr}, "
                              f"{self.confirm_window_px}")
+        if self.seed_min_snr < 0 or not 0 <= self.seed_min_share <= 1 or self.seed_min_px < 0:
+            raise ValueError(f"need seed_min_snr >= 0, seed_min_share in [0, 1] and seed_min_px >= 0, got "
+                             f"{self.seed_min_snr}, {self.seed_min_share}, {self.seed_min_px}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -653,6 +669,19 @@ def _hidden(rigid_px: np.ndarray, z_dst: np.ndarray, depth_dst: np.ndarray, rel_
         return z_dst > (1.0 + rel_tol) * occluder
 
 
+def seeded_regions(dynamic: np.ndarray, seeds: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
+    """The 8-connected regions of `dynamic` (H, W) bool that hold at least `seed_min_share` of their
+    pixels, and `seed_min_px`, on `seeds` (H, W) bool, texture that determines the flow."""
+    count, regions = cv2.connectedComponents(dynamic.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return dynamic
+    size = np.bincount(regions.ravel(), minlength=count)
+    seeded = np.bincount(regions[dynamic & seeds], minlength=count)
+    keep = seeded >= np.maximum(config.seed_min_px, config.seed_min_share * size)
+    keep[0] = False
+    return keep[regions]
+
+
 def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
@@ -726,20 +755,23 @@ class SourceTexture:
             where none): on repeated texture the flow is known up to them.
         weak: optional (T, H, W) bool, texture too weak to trust one key-frame view's flag
             there (`DynamicMaskConfig.confirm_max_snr`).
+        seeds: optional (T, H, W) bool, texture that determines the flow: a region of flags
+            needs some of them there (`DynamicMaskConfig.seed_min_snr`).
     """
 
     stripe_normals: np.ndarray | None = None
     periods: np.ndarray | None = None
     weak: np.ndarray | None = None
+    seeds: np.ndarray | None = None
 
     @classmethod
     def of(
         cls, frames: np.ndarray, config: DynamicMaskConfig, period_frames: Sequence[int] | None = None
     ) -> SourceTexture:
-        """Stripes (`stripe_normals`), periods and weak texture of the frames, (T, H, W, 3) uint8
-        RGB, as `config` asks for (`min_isotropy`, `max_period_px`, `confirm_max_snr`; 0 leaves
-        one out); the periods and weak texture of `period_frames` only (all if None), 0 and
-        False elsewhere."""
+        """Stripes (`stripe_normals`), periods, weak texture and seed texture of the frames, (T, H, W, 3)
+        uint8 RGB, as `config` asks for (`min_isotropy`, `max_period_px`, `confirm_max_snr`,
+        `seed_min_snr`; 0 leaves one out); all but the stripes of `period_frames` only (all if
+        None), 0 and False elsewhere."""
         normals = stripe_normals(frames, config)
         only = range(len(frames)) if period_frames is None else period_frames
         periods = weak = None
@@ -750,13 +782,17 @@ class SourceTexture:
                                              config.max_period_px, config.period_min_zncc, config.period_min_dip)
             if normals is not None:
                 periods[np.isfinite(normals[..., 0])] = 0.0  # measured across the stripes already
-        if config.confirm_max_snr:
-            weak = np.zeros(frames.shape[:3], bool)
+        weak = np.zeros(frames.shape[:3], bool) if config.confirm_max_snr else None
+        seeds = np.zeros(frames.shape[:3], bool) if config.seed_min_snr else None
+        if weak is not None or seeds is not None:
             for t in only:
                 gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
-                sigma = max(image_noise_sigma(gray), NOISE_FLOOR_LEVELS)
-                weak[t] = texture_snr(gray, sigma, config.confirm_window_px) < config.confirm_max_snr
-        return cls(normals, periods, weak)
+                snr = texture_snr(gray, max(image_noise_sigma(gray), NOISE_FLOOR_LEVELS), config.confirm_window_px)
+                if weak is not None:
+                    weak[t] = snr < config.confirm_max_snr
+                if seeds is not None:
+                    seeds[t] = snr >= config.seed_min_snr
+        return cls(normals, periods, weak, seeds)
 
     def without_periods(self) -> SourceTexture:
         """The same stripes, no periods nor weak texture (the frame masks' views are many already)."""
@@ -784,8 +820,9 @@ class FlowRigidityMasks:
     # 7: key-frame views refitted to their background where the cameras explain it worse (refit_min_ratio),
     # longer views only where the key pair hints at motion (longer_view_min_score);
     # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr);
-    # 9: the last key frame completed from M_{S-2} (last_from_previous)
-    version = "9"
+    # 9: the last key frame completed from M_{S-2} (last_from_previous);
+    # 10: regions of flags need texture that determines the flow (seed_min_snr)
+    version = "10"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -942,6 +979,8 @@ class FlowRigidityMasks:
                 far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
                 far_dynamic = (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
                 dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry)
+            if texture is not None and texture.seeds is not None:
+                dynamic = seeded_regions(dynamic, texture.seeds[src], self.config)
             masks[n] = clean_mask(dynamic, self.config)
         if frames is not None:
             masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)

@@ -20,6 +20,7 @@ from labelers.dynamic_mask import (
     refit_to_background,
     residual_threshold,
     rigidity_residual,
+    seeded_regions,
     snap_to_edges,
 )
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
@@ -134,6 +135,40 @@ def test_clean_mask_removes_specks_and_fills_holes():
     truth = np.zeros_like(raw)
     cv2.circle(truth.view(np.uint8), (40, 30), 12, 1, -1)
     assert iou(cleaned, truth) > 0.95
+
+
+def test_regions_of_flags_need_flags_on_texture_that_determines_the_flow():
+    """A region stays when at least `seed_min_share` of its pixels, and `seed_min_px`, are flagged on
+    seed texture; flags elsewhere, and seeds outside the flags, do not count."""
+    cfg = DynamicMaskConfig()  # 1 % and 20 pixels
+    dynamic = np.zeros((100, 200), bool)
+    seeds = np.zeros_like(dynamic)
+    dynamic[10:20, 10:20] = True  # 100 px, 25 on seeds: kept
+    seeds[10:15, 10:15] = True
+    dynamic[10:20, 40:50] = True  # 100 px, 10 on seeds: below 20 px
+    seeds[10:12, 40:45] = True
+    seeds[30:40, 40:50] = True  # seeds beside the region, not under its flags
+    dynamic[50:100, 100:200] = True  # 5000 px, 30 on seeds: below 1 %
+    seeds[50:53, 100:110] = True
+    kept = seeded_regions(dynamic, seeds, cfg)
+    assert kept[10:20, 10:20].all() and kept.sum() == 100
+    assert seeded_regions(dynamic, seeds, replace(cfg, seed_min_share=0.005)).sum() == 5100
+    assert not seeded_regions(np.zeros_like(dynamic), seeds, cfg).any()
+    with pytest.raises(ValueError, match="seed_min_share"):
+        DynamicMaskConfig(seed_min_share=1.5)
+
+
+def test_seed_texture_is_texture_above_the_noise():
+    """`SourceTexture.seeds`: the 9 px structure tensor at least `seed_min_snr` times the noise variance;
+    a flat grey half under the same noise has none, the textured half is seed texture."""
+    rng = np.random.default_rng(3)
+    grey = np.full((80, 160), 120.0)
+    grey[:, 80:] += cv2.GaussianBlur(rng.normal(0, 100, (80, 80)), (0, 0), 1.5)
+    grey += rng.normal(0, 2.0, grey.shape)
+    frame = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)[None]
+    texture = SourceTexture.of(frame, DynamicMaskConfig())
+    assert texture.seeds[0][10:-10, 95:-10].mean() > 0.95 and texture.seeds[0][10:-10, 10:65].mean() < 0.02
+    assert SourceTexture.of(frame, DynamicMaskConfig(seed_min_snr=0)).seeds is None
 
 
 def _disc_on_texture(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
