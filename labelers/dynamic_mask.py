@@ -306,7 +306,7 @@ class DynamicMaskConfig:
     confirm_max_snr: float = 4.0
     confirm_window_px: int = 9
     last_from_previous: bool = True
-    seed_min_snr: float = 2.0
+    seed_min_snr: float = 1.0
     seed_min_share: float = 0.01
     seed_min_px: int = 20
 
