@@ -399,6 +399,29 @@ def test_weak_texture_needs_the_mirror_view(clips):
     np.testing.assert_array_equal(found["weak"][[0, 2]], found["none"][[0, 2]])
 
 
+def test_key_masks_keep_only_regions_with_flags_on_seed_texture(clips):
+    """A 4 px error in a 30x30 patch of pair (4, 8) flags a region on key frame 4 of a clip without
+    movers. Where that patch has no seed texture (a faint surface), `key_masks` drops the region.
+    On a clip with movers and the seed texture its frames really have, the movers' masks stay."""
+    clip, flows = clips[("dolly", 0)]
+    c2w, K = scaled_c2w(clip), clip.labels["K"]
+    flows = with_wrong_patch(flows, (4, 8))
+    masks = FlowRigidityMasks()
+    seeds = np.ones((9, 120, 180), bool)
+    seeds[4, 30:80, 50:100] = False  # key frame 4's patch is faint
+    plain = masks.key_masks(flows, c2w, K, KEYS)
+    seeded = masks.key_masks(flows, c2w, K, KEYS, texture=SourceTexture(seeds=seeds))
+    assert plain[1].sum() > 600 and not seeded[1].any()  # measured 896 pixels and 0
+    np.testing.assert_array_equal(seeded[[0, 2]], plain[[0, 2]])
+    clip, flows = clips[("dolly", 2)]
+    c2w, K = scaled_c2w(clip), clip.labels["K"]
+    texture = SourceTexture.of(clip.frames, DynamicMaskConfig(), period_frames=KEYS)
+    with_seeds = masks.key_masks(flows, c2w, K, KEYS, texture=texture)
+    without = masks.key_masks(flows, c2w, K, KEYS, texture=replace(texture, seeds=None))
+    truth = clip.labels["dynamic_mask"]
+    assert texture.seeds[KEYS].mean() > 0.5 and (with_seeds & truth).sum() == (without & truth).sum() > 0
+
+
 @pytest.mark.parametrize("camera", ["dolly", "orbit"])
 def test_movers_in_weak_texture_are_seen_in_the_mirror_view(clips, camera):
     """Movers move over both key intervals around a key frame: the mirror view confirms them."""
@@ -429,7 +452,8 @@ class _TextureSpy(FlowRigidityMasks):
 
 def test_labelling_entry_points_hand_the_key_frames_weak_texture(clips):
     """End to end: `label_depth_and_masks` (the pipeline's path) and `label_masks_given_depth` with
-    frames give `key_masks` the weak-texture maps of the key frames, so the mirror views apply."""
+    frames give `key_masks` the weak-texture and seed-texture maps of the key frames, so the mirror
+    views and the seed rule apply."""
     clip, flows = clips[("dolly", 2)]
     c2w, K = scaled_c2w(clip), clip.labels["K"]
     frames = left_half_blurred(clip.frames)
@@ -440,6 +464,8 @@ def test_labelling_entry_points_hand_the_key_frames_weak_texture(clips):
         spy = _TextureSpy()
         run(spy)
         np.testing.assert_array_equal(spy.texture.weak, expected)
+        np.testing.assert_array_equal(spy.texture.seeds, SourceTexture.of(frames, DynamicMaskConfig(),
+                                                                          period_frames=KEYS).seeds)
 
 
 def test_last_key_frame_takes_the_regions_of_the_one_before_it_holds_part_of():

@@ -213,7 +213,7 @@ def test_coarse_texture_under_noise_is_supported_at_half_resolution():
 def test_faint_texture_under_noise_passes_the_noise_corrected_zncc():
     """Faint texture (a few levels) under noise of 3 levels in each frame: the flow is right, but
     5x5 patches of a correct match correlate at about s^2 / (s^2 + sigma^2), under `min_zncc`.
-    Corrected for the pair's noise, and over 9x9 patches where the 5x5 ones are faint, the
+    Corrected for the pair's noise, and over larger patches where the 5x5 ones are faint, the
     photometric check keeps them, at the same error."""
     frames = noisy_yard_pair(0.16, 1.0, texture_seed=4, noise_seed=8)
     plain, corrected, wider = (
