@@ -18,6 +18,15 @@ decodes them; it prints, per class, how many clips the test calls fixed: the fal
 over moving cameras and the recall over fixed ones.
 
     python bench/bench_camera_fixed.py --sweep [--size 120x180] [--frames 17]
+
+`--slow-turns` labels slow pans, dollies and orbits in front of plain walls (texture "low", a
+large textured mover) with the pipeline's camera step (`pipelines.labeling.pair_flows` key-pair
+flows, `LabelConfig`'s prior focal, no intrinsics), once without and once with the rotation fitted
+to the dense background (`SfmConfig.background_rotation`), and prints both verdicts per clip:
+motion, largest rotation, RRE against the truth, intrinsics source, or the failure.
+
+    python bench/bench_camera_fixed.py --slow-turns [--frames 17] [--seeds 0,1] [--cameras pan,dolly,orbit]
+        [--speeds 0.06,0.15]
 """
 
 from __future__ import annotations
@@ -125,6 +134,43 @@ def sweep(height: int, width: int, frames: int) -> None:
                   flush=True)
 
 
+def slow_turns(
+    height: int, width: int, frames: int, seeds: list[int], cameras: list[str], speeds: list[float]
+) -> None:
+    from dataclasses import replace
+
+    from pipelines.labeling import LabelConfig, build_backends, pair_flows
+
+    cfg = LabelConfig(height=height, width=width, num_frames=frames)
+    backends = build_backends(cfg)
+    with_background = backends.camera
+    without = SfmCamera(replace(with_background.config, background_rotation=False))
+
+    def outcome(camera: SfmCamera, clip, flows) -> str:
+        try:
+            result = camera.estimate(clip.frames, None, flows)
+        except CameraFailure as e:
+            return f"FAIL {e.reason}"
+        rre = relative_rotation_errors_deg(result.c2w, clip.labels["c2w"]).mean()
+        return (f"{result.motion} {rotation_angle_deg(result.c2w[:, :3, :3]).max():.2f} deg, RRE {rre:.3f}, "
+                f"{result.intrinsics_source}")
+
+    for camera in cameras:
+        for scene in ("room", "open"):
+            for speed in speeds:
+                for seed in seeds:
+                    clip = render_clip(SceneConfig(
+                        seed=seed, height=height, width=width, num_frames=frames, stride=4, camera=camera,
+                        camera_speed=speed, texture="low", large_mover=True, scene=scene,
+                    ))
+                    flows = pair_flows(clip.frames, cfg, backends)[1]
+                    c2w = clip.labels["c2w"]
+                    moved_cm = 100 * np.linalg.norm(c2w[-1, :3, 3])
+                    truth = f"{rotation_angle_deg(c2w[-1, :3, :3]):.2f} deg, {moved_cm:.0f} cm"
+                    print(f"| {camera} {scene} {speed} seed {seed} | {truth} | {outcome(without, clip, flows)} | "
+                          f"{outcome(with_background, clip, flows)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=image_size, default=(240, 360))
@@ -132,12 +178,22 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--real-only", action="store_true")
     parser.add_argument("--sweep", action="store_true", help="the fixed-camera test alone over every camera class")
+    parser.add_argument("--slow-turns", action="store_true", help="slow turns before plain walls, without and "
+                        "with the background rotation")
+    parser.add_argument("--cameras", default="pan,dolly,orbit", help="--slow-turns: camera motions")
+    parser.add_argument("--speeds", default="0.06,0.15", help="--slow-turns: camera_speed values")
     parser.add_argument("--quick", action="store_true", help="smoke run: seed 0 at 120x180, T=9")
     args = parser.parse_args()
     if args.quick:
         args.size, args.frames, args.seeds = (120, 180), 9, "0"
     if args.sweep:
         sweep(*args.size, args.frames)
+        return
+    if args.slow_turns:
+        print("| clip | truth (rotation, translation) | without | with the background rotation |")
+        print("| --- | --- | --- | --- |")
+        slow_turns(*args.size, args.frames, [int(s) for s in args.seeds.split(",")], args.cameras.split(","),
+                   [float(s) for s in args.speeds.split(",")])
         return
     with tempfile.TemporaryDirectory() as tmp:
         for name, starts in REAL:

@@ -20,6 +20,12 @@ settings of `SfmConfig`:
    (`labelers.sfm.focal_prior`).
 4. Pure rotation (`labelers.sfm.rotation`): rotation-only homographies, the focal fitted to
    them when not given, rotation averaging; translations are zero.
+5. A slow rotation of the dense background (`labelers.sfm.dense_rotation`; with the flows):
+   where the tracks fail with `intrinsics_unobservable`, or call the camera a pure rotation
+   that turns away from the background's, and the background follows a rotation over every
+   key pair and over the whole clip, the camera is that rotation (the prior focal's when none
+   is given, while it turns slowly enough for it): a slow pan before plain walls leaves its
+   corners on the mover in front.
 
 Why not pycolmap's own incremental mapper: it starts from descriptor matches in a database
 and tunes its thresholds for unordered photo collections (large initial triangulation

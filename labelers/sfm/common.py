@@ -41,6 +41,12 @@ def apply_homography(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return q[:, :2] / q[:, 2:]
 
 
+def bearings(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(M, 3) unit viewing directions of pixels (M, 2) of a camera with intrinsics K (3, 3)."""
+    rays = np.concatenate([xy, np.ones((len(xy), 1))], 1) @ np.linalg.inv(K).T
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
 def image_regions(xy: np.ndarray, width: int, height: int, grid: int) -> np.ndarray:
     """(M,) index of the grid x grid image region holding each position (M, 2)."""
     col = np.clip((xy[:, 0] / width * grid).astype(int), 0, grid - 1)

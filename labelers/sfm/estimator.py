@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labelers.camera import CameraResult, check_camera_inputs
+from labelers.camera import CameraFailure, CameraResult, check_camera_inputs
 from labelers.sfm.background import screen_movers
+from labelers.sfm.common import centred_K, prior_focal_px
 from labelers.sfm.config import SfmConfig
+from labelers.sfm.dense_rotation import (
+    BackgroundRotation,
+    background_rotation,
+    background_rotation_result,
+    max_rotation_gap_deg,
+)
 from labelers.sfm.fixed import fixed_camera_evidence, fixed_result, static_result
 from labelers.sfm.general import general_result
 from labelers.sfm.motion import analyse_motion
@@ -25,7 +32,7 @@ class SfmCamera:
     """Weight-free `CameraEstimator`: KLT tracks + incremental SfM + pycolmap bundle adjustment."""
 
     name = "sfm-klt-colmap"
-    version = "3"
+    version = "4"
 
     def __init__(self, config: SfmConfig | None = None) -> None:
         self.config = config or SfmConfig()
@@ -37,7 +44,8 @@ class SfmCamera:
     def estimate(self, frames: np.ndarray, K: np.ndarray | None = None, flows: PairFlows | None = None) -> CameraResult:
         """Cameras of every frame (see `labelers.camera.CameraEstimator.estimate`); with `flows`,
         tracks that contradict the dense flows' background geometry are left out
-        (`labelers.sfm.background`)."""
+        (`labelers.sfm.background`), and a slow rotation of the background replaces the tracks'
+        answer where they fail on the focal or turn away from it (`labelers.sfm.dense_rotation`)."""
         K_given = check_camera_inputs(frames, K)
         cfg = self.config
         height, width = frames.shape[1:3]
@@ -51,6 +59,35 @@ class SfmCamera:
             result = fixed_result(evidence, K_given, height, width, cfg)
             result.diagnostics["seconds"] = seconds
             return result
+        background_K = K_given[0] if K_given is not None else centred_K(prior_focal_px(width, cfg), height, width)
+        try:
+            result = self._from_tracks(frames, K_given, flows, evidence, seconds)
+        except CameraFailure as e:
+            if e.reason != "intrinsics_unobservable":
+                raise
+            background = self._usable_background(flows, background_K, K_given is not None, seconds)
+            if background is None:
+                raise
+            diagnostics = {**evidence.diagnostics(), "tracks_failed": e.message}
+        else:
+            gap = self._rotation_gap_deg(result, flows, seconds)
+            background = (self._usable_background(flows, background_K, K_given is not None, seconds)
+                          if gap > cfg.max_track_rotation_gap_deg else None)
+            if background is None:
+                result.diagnostics["seconds"] = seconds
+                return result
+            diagnostics = {**result.diagnostics, "tracks_rotation_gap_deg": gap}
+        result = background_rotation_result(
+            background, background_K, K_given is not None, len(frames), diagnostics, cfg
+        )
+        result.diagnostics["seconds"] = seconds
+        return result
+
+    def _from_tracks(self, frames: np.ndarray, K_given: np.ndarray | None, flows: PairFlows | None,
+                     evidence, seconds: dict[str, float]) -> CameraResult:
+        """Steps 1-4: tracks, the mover screen, the motion class and its solution."""
+        cfg = self.config
+        height, width = frames.shape[1:3]
         start = time.perf_counter()
         tracks = track_klt(frames, cfg)
         seconds["tracking"] = time.perf_counter() - start
@@ -78,5 +115,35 @@ class SfmCamera:
         else:
             result = general_result(tracks, analysis, K_given, height, width, cfg, diagnostics)
         seconds["solve"] = time.perf_counter() - start
-        result.diagnostics["seconds"] = seconds
         return result
+
+    def _background(self, flows: PairFlows, K: np.ndarray, seconds: dict[str, float]) -> BackgroundRotation | None:
+        start = time.perf_counter()
+        background = background_rotation(flows, K, self.config)
+        seconds["background_rotation"] = seconds.get("background_rotation", 0.0) + time.perf_counter() - start
+        return background
+
+    def _usable_background(
+        self, flows: PairFlows | None, K: np.ndarray, K_given: bool, seconds: dict[str, float]
+    ) -> BackgroundRotation | None:
+        """The dense background's rotation at intrinsics K (3, 3) where it holds and, with the prior
+        focal, turns slowly enough for it (`labelers.sfm.dense_rotation`); None otherwise."""
+        cfg = self.config
+        if not cfg.background_rotation or flows is None:
+            return None
+        background = self._background(flows, K, seconds)
+        if background is None or not background.holds:
+            return None
+        if not K_given and background.max_rotation_per_frame_deg() > cfg.max_prior_rotation_deg:
+            return None
+        return background
+
+    def _rotation_gap_deg(self, result: CameraResult, flows: PairFlows | None, seconds: dict[str, float]) -> float:
+        """How far a pure rotation from the tracks turns away from the background's at the same
+        intrinsics (0 for other motions, or where the background does not hold a rotation)."""
+        if result.motion != "rotation" or not self.config.background_rotation or flows is None:
+            return 0.0
+        background = self._background(flows, result.K[0], seconds)
+        if background is None or not background.holds:
+            return 0.0
+        return max_rotation_gap_deg(result.c2w, background)

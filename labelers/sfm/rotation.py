@@ -20,6 +20,7 @@ from labelers.camera import CameraFailure, CameraResult
 from labelers.geometry import nearest_rotation
 from labelers.sfm.common import (
     apply_homography,
+    bearings,
     centred_K,
     error_stats,
     exp_so3,
@@ -101,18 +102,12 @@ def rotation_result(
     )
 
 
-def _bearings(xy: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(M, 3) unit viewing directions of pixels (M, 2) in a camera with intrinsics K (3, 3)."""
-    rays = np.concatenate([xy, np.ones((len(xy), 1))], 1) @ np.linalg.inv(K).T
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
 def _pair_rotation(tracks: Tracks, pair: PairGeometry, K: np.ndarray) -> np.ndarray:
     """Q = R_j^T R_i (camera-to-world rotations) of a pure rotation, aligning the viewing
     directions of the pair's homography inliers."""
     sel = pair.common[pair.H_inliers]
     return nearest_rotation(
-        _bearings(tracks.xy[pair.j, sel], K[pair.j]).T @ _bearings(tracks.xy[pair.i, sel], K[pair.i])
+        bearings(tracks.xy[pair.j, sel], K[pair.j]).T @ bearings(tracks.xy[pair.i, sel], K[pair.i])
     )
 
 
@@ -142,7 +137,7 @@ class _RotationFocalCost:
     def __call__(self, focal: float, weights: np.ndarray | None = None) -> float:
         w = np.ones(len(self.src)) if weights is None else weights
         K = centred_K(focal, self.height, self.width)
-        b_src, b_dst = _bearings(self.src, K), _bearings(self.dst, K)
+        b_src, b_dst = bearings(self.src, K), bearings(self.dst, K)
         cross = np.add.reduceat(w[:, None, None] * b_dst[:, :, None] * b_src[:, None, :], self.starts, axis=0)
         H = K @ nearest_rotation(cross) @ np.linalg.inv(K)
         pred = np.einsum("nij,nj->ni", H[self.pair_of], np.concatenate([self.src, np.ones((len(self.src), 1))], 1))
