@@ -42,11 +42,13 @@ class SfmConfig:
             used; no track is removed when more than max_mover_track_share of them would be.
         parallax_inlier_px, max_homography_ratio, min_translation_px, translation_ratio: when
             a frame pair shows translation (`labelers.sfm.motion`).
-        background_rotation, background_min_share, background_chain_px, max_track_rotation_gap_deg:
-            the rotation fitted
+        background_rotation, background_min_share, background_chain_px, max_track_rotation_gap_deg,
+        max_translating_rotation_gap_deg: the rotation fitted
             to the dense flow's background (`labelers.sfm.dense_rotation`; needs the flows): taken
-            where the tracks fail with `intrinsics_unobservable`, or call the camera a pure
-            rotation more than max_track_rotation_gap_deg away from it, when every flow pair
+            where the tracks fail with `intrinsics_unobservable`, or turn the camera away from it
+            by more than max_track_rotation_gap_deg (a pure rotation) or
+            max_translating_rotation_gap_deg (a translating camera, whose translation may cancel
+            part of its rotation's flow: an orbit about a point ahead), when every flow pair
             (within parallax_inlier_px) and the flows composed from the first frame (within
             background_chain_px) follow it on background_min_share of their samples (a large
             mover holds much of the valid flow where the background is faint) and on three
@@ -137,6 +139,7 @@ class SfmConfig:
     background_min_share: float = 0.4
     background_chain_px: float = 1.0
     max_track_rotation_gap_deg: float = 1.0
+    max_translating_rotation_gap_deg: float = 5.0
     ransac_max_px: float = 1.0
     max_reproj_px: float = 2.0
     min_reproj_px: float = 0.3
@@ -203,11 +206,12 @@ class SfmConfig:
             raise ValueError("need mover_epipolar_px > 0, mover_flow_samples >= 16, mover_min_pair_inliers and "
                              f"max_mover_track_share in (0, 1], got {self.mover_epipolar_px}, {self.mover_flow_samples}, "
                              f"{self.mover_min_pair_inliers}, {self.max_mover_track_share}")
-        if not (self.background_chain_px >= self.parallax_inlier_px > 0 and self.max_track_rotation_gap_deg > 0
-                and 0 < self.background_min_share <= 1):
+        if not (self.background_chain_px >= self.parallax_inlier_px > 0 and 0 < self.background_min_share <= 1
+                and 0 < self.max_track_rotation_gap_deg <= self.max_translating_rotation_gap_deg):
             raise ValueError(
-                "need background_chain_px >= parallax_inlier_px > 0, max_track_rotation_gap_deg > 0 and "
-                f"background_min_share in (0, 1], got {self.background_chain_px}, {self.parallax_inlier_px}, "
-                f"{self.max_track_rotation_gap_deg}, {self.background_min_share}")
+                "need background_chain_px >= parallax_inlier_px > 0, background_min_share in (0, 1] and "
+                "0 < max_track_rotation_gap_deg <= max_translating_rotation_gap_deg, got "
+                f"{self.background_chain_px}, {self.parallax_inlier_px}, {self.background_min_share}, "
+                f"{self.max_track_rotation_gap_deg}, {self.max_translating_rotation_gap_deg}")
         if not 0 < self.min_registered_fraction <= 1:
             raise ValueError(f"min_registered_fraction must be in (0, 1], got {self.min_registered_fraction}")

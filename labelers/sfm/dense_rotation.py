@@ -24,11 +24,12 @@ focal's error: the fit is only kept while the camera turns by at most `max_prior
 per frame, as for the prior focal of a moving camera (`labelers.sfm.focal_prior`).
 
 `SfmCamera` takes this rotation where the tracks fail with `intrinsics_unobservable`, and where
-the tracks call the camera a pure rotation that turns more than `max_track_rotation_gap_deg`
-away from the background's at some key frame; frames between the pairs' ends get the rotation
-interpolated (slerp). A camera the tracks call translating is left to them: its translation
-may cancel part of its rotation's flow (an orbit about a point ahead), which a rotation-only
-fit cannot tell. Measured:
+the tracks' cameras turn away from the background's at some key frame by more than
+`max_track_rotation_gap_deg` (the tracks' pure rotation) or `max_translating_rotation_gap_deg`
+(the tracks' translating camera: its translation may cancel part of its rotation's flow, an
+orbit about a point ahead, but over a background that follows one rotation within
+`background_chain_px` for the whole clip not by degrees); frames between the pairs' ends get
+the rotation interpolated (slerp). Measured:
 docs/benchmarks.md, "Session 23".
 """
 

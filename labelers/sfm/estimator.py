@@ -71,8 +71,10 @@ class SfmCamera:
             diagnostics = {**evidence.diagnostics(), "tracks_failed": e.message}
         else:
             gap = self._rotation_gap_deg(result, flows, seconds)
+            limit = (cfg.max_track_rotation_gap_deg if result.motion == "rotation"
+                     else cfg.max_translating_rotation_gap_deg)
             background = (self._usable_background(flows, background_K, K_given is not None, seconds)
-                          if gap > cfg.max_track_rotation_gap_deg else None)
+                          if gap > limit else None)
             if background is None:
                 result.diagnostics["seconds"] = seconds
                 return result
@@ -139,9 +141,9 @@ class SfmCamera:
         return background
 
     def _rotation_gap_deg(self, result: CameraResult, flows: PairFlows | None, seconds: dict[str, float]) -> float:
-        """How far a pure rotation from the tracks turns away from the background's at the same
-        intrinsics (0 for other motions, or where the background does not hold a rotation)."""
-        if result.motion != "rotation" or not self.config.background_rotation or flows is None:
+        """How far the tracks' cameras turn away from the background's rotation at the same
+        intrinsics (0 for a static camera, or where the background does not hold a rotation)."""
+        if result.motion == "static" or not self.config.background_rotation or flows is None:
             return 0.0
         background = self._background(flows, result.K[0], seconds)
         if background is None or not background.holds:

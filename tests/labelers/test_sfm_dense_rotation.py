@@ -87,6 +87,8 @@ def test_background_rotation_settings_are_checked() -> None:
         SfmConfig(background_chain_px=0.3)
     with pytest.raises(ValueError, match="background_min_share in"):
         SfmConfig(background_min_share=0.0)
+    with pytest.raises(ValueError, match="max_track_rotation_gap_deg <= max_translating_rotation_gap_deg"):
+        SfmConfig(max_track_rotation_gap_deg=6.0)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +134,18 @@ def test_tracks_turning_away_from_a_still_background_give_way_to_it() -> None:
     assert result.motion == "static"
     assert result.diagnostics["tracks_rotation_gap_deg"] > 0.4
     np.testing.assert_array_equal(result.c2w, np.tile(np.eye(4), (17, 1, 1)))
+
+
+def test_a_translating_camera_turning_away_from_a_still_background_gives_way_past_its_own_limit() -> None:
+    """A textured dolly's tracks (general motion, 1.3 deg of turn) against flows that hold the
+    background still: kept at the default 5 deg, replaced by the background's (static) at 1 deg."""
+    clip = render_clip(SceneConfig(seed=0, height=HEIGHT, width=WIDTH, num_frames=17, stride=4, camera="dolly",
+                                   scene="room"))
+    frames, K_true = clip.frames, clip.labels["K"]
+    zeros = [np.zeros((HEIGHT, WIDTH, 2), np.float32)] * len(PAIRS)
+    still = make_pair_flows(PAIRS, zeros, [np.ones((HEIGHT, WIDTH), bool)] * len(PAIRS))
+    kept = SfmCamera().estimate(frames, K_true, still)
+    assert kept.motion == "general" and rotation_angle_deg(kept.c2w[-1, :3, :3]) > 1.2
+    result = SfmCamera(SfmConfig(max_track_rotation_gap_deg=0.5, max_translating_rotation_gap_deg=1.0)).estimate(
+        frames, K_true, still)
+    assert result.motion == "static" and result.diagnostics["tracks_rotation_gap_deg"] > 1.2
