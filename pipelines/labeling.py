@@ -648,7 +648,10 @@ def _check_prior_focal_depth(
 def _no_parallax_message(result) -> str:
     """Why a fixed or rotating camera cannot be labelled with multi-view depth, and what would label it."""
     diag = result.diagnostics
-    if result.motion == "static":
+    if result.motion == "static" and diag.get("background_rotation_holds"):
+        what = ("the camera does not move (the dense flow's background follows one rotation of "
+                f"{diag.get('max_rotation_deg', float('nan')):.2f} deg over the clip, under half a pixel)")
+    elif result.motion == "static":
         what = (
             "the camera does not move (fixed camera: the background stands still in "
             f"{100 * diag.get('static_pairs_fixed', 1.0):.0f} % of the frame pairs, still share of the probes "

@@ -35,7 +35,7 @@ docs/benchmarks.md, "Session 23".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,6 +64,7 @@ class PairRotation:
     """Rotation-only fit of one flow pair (i < j).
 
     Attributes:
+        i, j: the pair's frames.
         Q: (3, 3) R_j^T R_i (camera-to-world rotations), the rotation that maps frame i's
             viewing directions to frame j's.
         residual_px: (M,) transfer residuals of the pair's flow samples under K Q K^-1.
@@ -87,7 +88,8 @@ class BackgroundRotation:
         key_frames: (S,) frames at the pairs' ends, the first frame included.
         R_key: (S, 3, 3) camera-to-world rotations of those frames, R_key[0] = I.
         pair_inliers, pair_residual_px, pair_inlier_count: (P,) per pair, the share of samples
-            within `parallax_inlier_px`, their median residual and their number.
+            within `parallax_inlier_px`, their median residual and their number (0 / NaN for
+            the pairs after the first failed test).
         chain_inliers: (P,) per composed span from the first frame, the share within
             `background_chain_px`.
     """
@@ -99,7 +101,7 @@ class BackgroundRotation:
     pair_inliers: np.ndarray
     pair_residual_px: np.ndarray
     pair_inlier_count: np.ndarray
-    chain_inliers: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    chain_inliers: np.ndarray
 
     def max_rotation_per_frame_deg(self) -> float:
         """Largest rotation between two consecutive key frames, per frame between them."""
@@ -118,7 +120,7 @@ class BackgroundRotation:
             "background_rotation_why_not": self.why_not,
             "background_pair_inliers_min": float(self.pair_inliers.min(initial=1.0)),
             "background_chain_inliers_min": float(self.chain_inliers.min(initial=1.0)),
-            "background_rotation_per_frame_deg": self.max_rotation_per_frame_deg() if len(self.R_key) > 1 else 0.0,
+            "background_rotation_per_frame_deg": self.max_rotation_per_frame_deg(),
         }
 
 

@@ -11,7 +11,7 @@ from labelers.camera import CameraFailure, relative_rotation_errors_deg, rotatio
 from labelers.sfm import SfmCamera, SfmConfig
 from labelers.sfm.dense_rotation import background_rotation
 from pair_flows_helpers import make_pair_flows
-from pipelines.labeling import LabelConfig, build_backends, pair_flows
+from pipelines.labeling import LabelConfig, _no_parallax_message, build_backends, pair_flows
 from pipelines.synthetic import SceneConfig, render_clip
 from scipy.spatial.transform import Rotation
 
@@ -149,3 +149,5 @@ def test_a_translating_camera_turning_away_from_a_still_background_gives_way_pas
     result = SfmCamera(SfmConfig(max_track_rotation_gap_deg=0.5, max_translating_rotation_gap_deg=1.0)).estimate(
         frames, K_true, still)
     assert result.motion == "static" and result.diagnostics["tracks_rotation_gap_deg"] > 1.2
+    # the rejection with multi-view depth says where the verdict came from
+    assert "the dense flow's background follows one rotation of 0.00 deg" in _no_parallax_message(result)
