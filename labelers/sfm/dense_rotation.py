@@ -43,6 +43,7 @@ import pycolmap
 from scipy.spatial.transform import Rotation, Slerp
 
 from labelers.camera import CameraResult
+from labelers.flow import compose_flows
 from labelers.geometry import nearest_rotation
 from labelers.sfm.background import grid_samples
 from labelers.sfm.common import (
@@ -181,8 +182,6 @@ def background_rotation(flows: PairFlows, K: np.ndarray, cfg: SfmConfig) -> Back
         flows: dense flows of the chained pairs.
         K: (3, 3) intrinsics (given, or the prior focal's).
     """
-    from labelers.flow import compose_flows
-
     pairs = [tuple(p) for p in np.asarray(flows.pairs).tolist()]
     if not pairs or pairs[0][0] != 0 or any(a[1] != b[0] for a, b in zip(pairs[:-1], pairs[1:])):
         return None

@@ -75,6 +75,15 @@ def test_a_dolly_is_not_a_rotation() -> None:
     assert background.why_not.startswith("frames 0-4"), background.why_not
 
 
+def test_with_the_prior_focal_only_a_slow_turn_is_used() -> None:
+    """0.3 deg per pair (0.08 deg per frame) passes `max_prior_rotation_deg` (0.2 deg per frame);
+    with that limit at 0.05 the prior focal would scale the angles too much: given intrinsics only."""
+    camera = SfmCamera(SfmConfig(max_prior_rotation_deg=0.05))
+    assert SfmCamera()._usable_background(_flows(0.0), K, False, {}) is not None
+    assert camera._usable_background(_flows(0.0), K, False, {}) is None
+    assert camera._usable_background(_flows(0.0), K, True, {}) is not None
+
+
 def test_flow_pairs_that_do_not_chain_the_clip_are_not_used() -> None:
     flow = _pair_flow(0.0)
     valid = np.ones((HEIGHT, WIDTH), bool)

@@ -152,3 +152,22 @@ def test_a_prior_focal_whose_dense_depth_depends_on_it_is_rejected_with_the_numb
     with pytest.raises(ClipRejected, match=r"only 0\.9\d\d of the pixels with valid depth keep it.*limit 1\.0") as info:
         label_clip(spec, cfg, backends)
     assert info.value.reason == "camera_intrinsics_unobservable"
+
+
+def test_a_slow_pan_before_plain_walls_is_rejected_as_a_rotation_naming_the_depth_that_labels_it(tmp_path):
+    """End to end from the video, without intrinsics: a camera turning 0.5 deg in 17 frames in a
+    plain room, a large textured mover in front. The tracks fail on the focal; the dense
+    background's rotation makes it `camera_rotation` (`labelers.sfm.dense_rotation`)."""
+    cfg = SceneConfig(seed=0, height=240, width=360, num_frames=17, camera="pan", camera_speed=0.06, texture="low",
+                      large_mover=True)
+    write_synthetic_set(tmp_path / "synth", [cfg], with_intrinsics=False)
+    spec = read_manifest(tmp_path / "synth" / "manifest.csv").specs[0]
+    label_cfg = LabelConfig(height=240, width=360, num_frames=17)
+    backends = build_backends(label_cfg)
+    with pytest.raises(ClipRejected, match=r"camera only rotates.*--depth neural") as info:
+        label_clip(spec, label_cfg, backends)
+    assert info.value.reason == "camera_rotation"
+    backends.camera = SfmCamera(replace(backends.camera.config, background_rotation=False))
+    with pytest.raises(ClipRejected) as info:
+        label_clip(spec, label_cfg, backends)
+    assert info.value.reason == "camera_intrinsics_unobservable"
