@@ -47,13 +47,15 @@ class RecordingMasks(FlowRigidityMasks):
 
 
 def capture(clips: list[tuple[str, int]], frames: int, size: tuple[int, int], with_intrinsics: bool, out: Path,
-            cfg_overrides: dict | None = None) -> list[Path]:
-    """Label each CLASS:SEED clip once and save its key masks' inputs to `out`/<class>_<seed>.pkl."""
+            cfg_overrides: dict | None = None, mover_speed: float = 1.0) -> list[Path]:
+    """Label each CLASS:SEED clip once and save its key masks' inputs to `out`/<class>_<seed>.pkl
+    (with `mover_speed` != 1: <class>_<seed>_x<mover_speed>.pkl, the movers that much faster)."""
     out.mkdir(parents=True, exist_ok=True)
     height, width = size
     videos = Path(tempfile.mkdtemp(prefix="bench_mask_replay_"))
     truth = {}
-    configs = [replace(SCENE_CLASSES[name](seed, height, width, frames), fps=8.0) for name, seed in clips]
+    configs = [replace(SCENE_CLASSES[name](seed, height, width, frames), fps=8.0, mover_speed=mover_speed)
+               for name, seed in clips]
     write_synthetic_set(videos, configs, with_intrinsics=with_intrinsics,
                         on_render=lambda row, clip: truth.__setitem__(row.clip_id, clip.labels["dynamic_mask"]))
     cfg = LabelConfig(height=height, width=width, num_frames=frames, **(cfg_overrides or {}))
@@ -71,7 +73,7 @@ def capture(clips: list[tuple[str, int]], frames: int, size: tuple[int, int], wi
         if masks.last_call is None:
             print(f"{name} {seed}: no key masks (imported or dense path)")
             continue
-        path = out / f"{name}_{seed}.pkl"
+        path = out / (f"{name}_{seed}.pkl" if mover_speed == 1 else f"{name}_{seed}_x{mover_speed:g}.pkl")
         with open(path, "wb") as f:
             pickle.dump({"call": masks.last_call, "truth": truth[spec.clip_id], "label": np.asarray(arrays["dynamic_mask"]),
                          "config": masks.config, "reasons": reasons}, f, protocol=4)
@@ -168,6 +170,7 @@ def main() -> None:
     cap.add_argument("--size", type=lambda t: tuple(int(v) for v in t.split("x")), default=(240, 360))
     cap.add_argument("--with-intrinsics", action="store_true")
     cap.add_argument("--out", type=Path, required=True)
+    cap.add_argument("--mover-speed", type=float, default=1.0, help="scale of the movers' speed (SceneConfig.mover_speed)")
     rep = sub.add_parser("replay", help="recompute the saved clips' key masks with other settings")
     rep.add_argument("dir", type=Path)
     rep.add_argument("--set", dest="overrides", action="append", type=config_override, default=[],
@@ -175,7 +178,7 @@ def main() -> None:
     rep.add_argument("--per-key", action="store_true", help="also a table per clip, key frame by key frame")
     args = parser.parse_args()
     if args.command == "capture":
-        capture(args.clips, args.frames, args.size, args.with_intrinsics, args.out)
+        capture(args.clips, args.frames, args.size, args.with_intrinsics, args.out, mover_speed=args.mover_speed)
     elif args.command == "replay":
         print_replays(sorted(args.dir.glob("*.pkl")), dict(args.overrides), args.per_key)
     else:  # `make bench` and --quick: the round trip on one small clip

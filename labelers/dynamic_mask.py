@@ -148,7 +148,18 @@ depth-free residual), implemented by `label_depth_and_masks`:
    noise variance): a camera that nears a faint surface under noise magnifies it into ramps
    whose flow is off by several pixels in both directions alike, and whose flags then form
    regions with no such texture at all, while a mover's region holds its textured parts
-   (measured: docs/benchmarks.md, "Session 22");
+   (measured: docs/benchmarks.md, "Session 22"). The regions left after the clean-up then grow,
+   by up to `grow_radius_px` steps, into neighbouring pixels without valid depth whose key-pair
+   score reaches `grow_min_score` (hysteresis): a mover that moves 1.5-2.5 px per key interval
+   against the static scene, mostly along its epipolar lines (which the free depth of a pixel
+   without depth absorbs), crosses the threshold on only part of its surface while the rest of it
+   scores just below, and the static background around it scores lower. Where depth is valid the
+   rigid residual sees motion along the lines in full, and growth there only widened the band of
+   flow smeared beside movers (exact dense depth, 120x180: IoU 0.97 -> 0.94). A region that would grow to more than `grow_max_ratio`
+   times its size keeps its size: it lies in a wide area of near-threshold static residuals (late
+   in a dolly, near a surface), where growth doubled the false alarms. Growing from the raw flags
+   instead let specks that the clean-up drops grow past its size limits (measured:
+   docs/benchmarks.md, "Session 24");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -274,6 +285,11 @@ class DynamicMaskConfig:
             kept only where at least `seed_min_share` of its pixels, and at least `seed_min_px`,
             are flagged on texture that determines the flow (`labelers.flow.texture_snr` over
             `confirm_window_px` at least `seed_min_snr`; module docstring, step 3); 0 disables.
+        grow_min_score, grow_radius_px, grow_max_ratio: a key frame's cleaned regions grow, by up
+            to `grow_radius_px` 8-connected steps, into pixels without valid depth whose key-pair
+            score (residual over tau) is at least `grow_min_score`; a region that would grow to more than
+            `grow_max_ratio` times its size stays as it was (module docstring, step 3);
+            `grow_min_score` 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -309,6 +325,9 @@ class DynamicMaskConfig:
     seed_min_snr: float = 1.0
     seed_min_share: float = 0.01
     seed_min_px: int = 20
+    grow_min_score: float = 0.4
+    grow_radius_px: int = 8
+    grow_max_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -342,6 +361,9 @@ class DynamicMaskConfig:
         if self.seed_min_snr < 0 or not 0 <= self.seed_min_share <= 1 or self.seed_min_px < 0:
             raise ValueError(f"need seed_min_snr >= 0, seed_min_share in [0, 1] and seed_min_px >= 0, got "
                              f"{self.seed_min_snr}, {self.seed_min_share}, {self.seed_min_px}")
+        if not 0 <= self.grow_min_score < 1 or self.grow_radius_px < 0 or not self.grow_max_ratio >= 1:
+            raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
+                             f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -682,6 +704,26 @@ def seeded_regions(dynamic: np.ndarray, seeds: np.ndarray, config: DynamicMaskCo
     return keep[regions]
 
 
+def grown_into(dynamic: np.ndarray, score: np.ndarray, min_score: float, radius_px: int, max_ratio: float = np.inf) -> np.ndarray:
+    """`dynamic` (H, W) bool grown, through pixels of score >= `min_score`, by up to `radius_px`
+    8-connected steps; a grown region more than `max_ratio` times the size of the flags it holds
+    keeps those flags alone."""
+    with np.errstate(invalid="ignore"):
+        weak = (score >= min_score).astype(np.uint8)
+    grown = dynamic.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(radius_px):
+        grown = cv2.dilate(grown, kernel) & (weak | grown)
+    if not np.isfinite(max_ratio):
+        return grown.astype(bool)
+    count, regions = cv2.connectedComponents(grown, connectivity=8)
+    size = np.bincount(regions.ravel(), minlength=count)
+    held = np.bincount(regions[dynamic], minlength=count)
+    flooded = size > max_ratio * held
+    flooded[0] = False
+    return np.where(flooded[regions], dynamic, grown.astype(bool))
+
+
 def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
@@ -821,8 +863,9 @@ class FlowRigidityMasks:
     # longer views only where the key pair hints at motion (longer_view_min_score);
     # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr);
     # 9: the last key frame completed from M_{S-2} (last_from_previous);
-    # 10: regions of flags need texture that determines the flow (seed_min_snr)
-    version = "10"
+    # 10: regions of flags need texture that determines the flow (seed_min_snr);
+    # 11: regions grow into neighbours that score just below the threshold (grow_min_score)
+    version = "11"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -982,6 +1025,11 @@ class FlowRigidityMasks:
             if texture is not None and texture.seeds is not None:
                 dynamic = seeded_regions(dynamic, texture.seeds[src], self.config)
             masks[n] = clean_mask(dynamic, self.config)
+            if self.config.grow_min_score:
+                free = score if depth is None else np.where(depth[src] > 0, np.nan, score)
+                grown = grown_into(masks[n], free, self.config.grow_min_score, self.config.grow_radius_px,
+                                   self.config.grow_max_ratio)
+                masks[n] = clean_mask(grown, self.config)
         if frames is not None:
             masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
         if self.config.last_from_previous:

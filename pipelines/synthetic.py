@@ -70,6 +70,8 @@ class SceneConfig:
         num_moving: rigid objects that translate and rotate.
         fov_x_deg: horizontal field of view.
         camera_speed: scale of the camera motion per frame (1 = default magnitudes).
+        mover_speed: scale of the moving objects' velocity and spin, the large mover's excepted
+            (1 = default magnitudes).
         scene: "room" (a closed textured box) or "open" (a ground plane 1.6 m below the
             world origin and a sky sphere of radius `sky_distance_m` centred on it; object id
             `GROUND_ID` is the ground and `SKY_ID` the sky, whose depth is its true distance).
@@ -96,6 +98,7 @@ class SceneConfig:
     num_moving: int = 2
     fov_x_deg: float = 70.0
     camera_speed: float = 1.0
+    mover_speed: float = 1.0
     scene: Literal["room", "open"] = "room"
     sky_distance_m: float = 80.0
     texture: Literal["rich", "low", "repeated"] = "rich"
@@ -126,6 +129,8 @@ class SceneConfig:
             raise ValueError(f"num_frames - 1 ({self.num_frames - 1}) must be a positive multiple of stride {self.stride}")
         if self.num_static < 0 or self.num_moving < 0:
             raise ValueError("object counts must be >= 0")
+        if not self.mover_speed >= 0:
+            raise ValueError(f"mover_speed must be >= 0, got {self.mover_speed}")
 
 
 @dataclass
@@ -268,12 +273,13 @@ def _build_scene(cfg: SceneConfig) -> _Scene:
     objects: list[_Object] = []
     if not cfg.large_mover:
         for moving in [False] * cfg.num_static + [True] * cfg.num_moving:
-            objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames))
+            objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames, speed=cfg.mover_speed))
         return _Scene(faces, objects, c2w_world, K, cfg.scene, cfg.sky_distance_m)
     large = _large_mover(cfg, c2w_world, min_wavelength, np.random.default_rng((cfg.seed, 1)))
     times = np.linspace(0.0, cfg.num_frames - 1.0, 5)  # the large mover sweeps the view: check all along
     for moving in [False] * cfg.num_static + [True] * (cfg.num_moving - 1):
-        objects.append(_place_object(rng, min_wavelength, moving, [large, *objects], cfg.num_frames, times))
+        objects.append(_place_object(rng, min_wavelength, moving, [large, *objects], cfg.num_frames, times,
+                                      cfg.mover_speed))
     objects.insert(cfg.num_static, large)  # static objects first, then the movers (ids follow)
     return _Scene(faces, objects, c2w_world, K, cfg.scene, cfg.sky_distance_m)
 
@@ -412,13 +418,14 @@ def _place_object(
     others: list[_Object],
     num_frames: int,
     times: np.ndarray | None = None,
+    speed: float = 1.0,
 ) -> _Object:
     """A new object whose bounding sphere, at `times` (default the clip's start and end), keeps clear of the others.
 
     Overlapping objects would hide each other (a moving object inside a still one shows no motion).
     """
     times = (0.0, num_frames - 1.0) if times is None else times
-    candidate = _make_object(rng, min_wavelength, moving)
+    candidate = _make_object(rng, min_wavelength, moving, speed)
     for _ in range(200):
         clear = all(
             np.linalg.norm(candidate.pose(t)[:3, 3] - other.pose(t)[:3, 3])
@@ -428,11 +435,11 @@ def _place_object(
         )
         if clear:
             return candidate
-        candidate = _make_object(rng, min_wavelength, moving)
+        candidate = _make_object(rng, min_wavelength, moving, speed)
     return candidate  # a crowded scene: accept an overlap rather than fail
 
 
-def _make_object(rng: np.random.Generator, min_wavelength: float, moving: bool) -> _Object:
+def _make_object(rng: np.random.Generator, min_wavelength: float, moving: bool, speed: float = 1.0) -> _Object:
     kind = "sphere" if rng.random() < 0.5 else "box"
     size = np.array([rng.uniform(0.35, 0.7)]) if kind == "sphere" else rng.uniform(0.25, 0.6, 3)
     center = np.array([rng.uniform(-1.4, 1.4), rng.uniform(-0.5, 0.8), rng.uniform(1.2, 3.2)])
@@ -440,9 +447,9 @@ def _make_object(rng: np.random.Generator, min_wavelength: float, moving: bool) 
     spin = np.zeros(3)
     if moving:
         direction = rng.normal(size=3) * np.array([1.0, 0.3, 0.6])
-        velocity = direction / np.linalg.norm(direction) * rng.uniform(0.015, 0.03)
+        velocity = direction / np.linalg.norm(direction) * rng.uniform(0.015, 0.03) * speed
         axis = rng.normal(size=3)
-        spin = axis / np.linalg.norm(axis) * np.radians(rng.uniform(0.8, 2.0))
+        spin = axis / np.linalg.norm(axis) * np.radians(rng.uniform(0.8, 2.0)) * speed
     return _Object(kind, size, center, rng.normal(size=3), velocity, spin, _make_texture(rng, min_wavelength))
 
 

@@ -15,6 +15,7 @@ from labelers.dynamic_mask import (
     FlowRigidityMasks,
     SourceTexture,
     clean_mask,
+    grown_into,
     label_depth_and_masks,
     label_masks_given_depth,
     refit_to_background,
@@ -135,6 +136,33 @@ def test_clean_mask_removes_specks_and_fills_holes():
     truth = np.zeros_like(raw)
     cv2.circle(truth.view(np.uint8), (40, 30), 12, 1, -1)
     assert iou(cleaned, truth) > 0.95
+
+
+def test_regions_grow_into_neighbours_that_hint_at_motion_up_to_a_radius():
+    """A flagged region takes the pixels of score >= min_score it reaches in radius_px 8-connected
+    steps; a hinted region it does not touch, and pixels past the radius, stay out; a region that
+    would grow past max_ratio times its flags keeps its flags alone."""
+    flagged = np.zeros((40, 60), bool)
+    flagged[10:14, 10:14] = True
+    score = np.full(flagged.shape, 0.2)
+    score[8:30, 8:16] = 0.6  # a hinted strip below the flags: 16 rows past them
+    score[10:14, 30:40] = 0.9  # hinted, not touching
+    score[20, 12] = np.nan  # no verdict: a gap the growth goes around
+    grown = grown_into(flagged, score, 0.5, 4)
+    assert grown[8:18, 8:16].all() and not grown[18:, :].any()  # 4 steps from row 13
+    assert not grown[:, 16:].any() and not grown[:8].any()
+    assert grown_into(flagged, score, 0.5, 40)[8:30, 8:16].sum() == 22 * 8 - 1
+    two = flagged.copy()
+    two[32:34, 44:46] = True  # a second region, in a sea of hints: 4 flags -> 100 pixels
+    score[26:40, 36:56] = 0.6
+    capped = grown_into(two, score, 0.5, 4, max_ratio=5.0)  # the first: 16 flags -> 80 pixels
+    assert capped[8:18, 8:16].all() and capped[26:40, 36:56].sum() == 4
+    np.testing.assert_array_equal(grown_into(two, score, 0.5, 4, max_ratio=1.5), two)
+    np.testing.assert_array_equal(grown_into(flagged, score, 0.7, 4), flagged)
+    np.testing.assert_array_equal(grown_into(flagged, score, 0.5, 0), flagged)
+    for bad in (dict(grow_min_score=1.0), dict(grow_radius_px=-1), dict(grow_max_ratio=0.5)):
+        with pytest.raises(ValueError, match="grow_min_score"):
+            DynamicMaskConfig(**bad)
 
 
 def test_regions_of_flags_need_flags_on_texture_that_determines_the_flow():
