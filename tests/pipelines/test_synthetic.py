@@ -137,6 +137,7 @@ def test_same_seed_same_clip_and_different_seed_different_clip():
         {"motion_blur": 1.5},
         {"noise_std": -1.0},
         {"sky_distance_m": 5.0},
+        {"mover_speed": -1.0},
     ],
 )
 def test_invalid_config_raises(kwargs):
@@ -276,6 +277,17 @@ def test_degradations_change_the_frames_only():
     mover = clean.object_ids == 6 + 3
     assert change[mover].mean() > 4 * change[clean.object_ids < 6].mean()
     assert "motion blur" in blurred.caption and "sensor noise" in noisy.caption
+
+
+def test_mover_speed_scales_the_movers_motion_and_zero_stops_them():
+    kwargs = dict(seed=3, height=48, width=72, num_frames=9, camera="static", num_static=0, num_moving=1)
+    clips = {speed: render_clip(SceneConfig(**kwargs, mover_speed=speed)) for speed in (0.0, 0.5, 1.0)}
+    np.testing.assert_array_equal(clips[0.5].object_ids[0], clips[1.0].object_ids[0])  # same mover, same start
+    assert clips[1.0].labels["dynamic_mask"].any() and not clips[0.0].labels["dynamic_mask"].any()
+    assert not clips[0.0].labels["scene_flow"].any()
+    both = clips[0.5].labels["dynamic_mask"][0] & clips[1.0].labels["dynamic_mask"][0]
+    half, full = (np.linalg.norm(clips[s].labels["scene_flow"][0][both], axis=-1) for s in (0.5, 1.0))
+    assert abs(np.median(half / full) - 0.5) < 0.05  # translation and spin halved
 
 
 def test_new_options_are_deterministic_by_seed():
