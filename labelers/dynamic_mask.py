@@ -155,11 +155,11 @@ depth-free residual), implemented by `label_depth_and_masks`:
    without depth absorbs), crosses the threshold on only part of its surface while the rest of it
    scores just below, and the static background around it scores lower. Where depth is valid the
    rigid residual sees motion along the lines in full, and growth there only widened the band of
-   flow smeared beside movers (exact dense depth, 120x180: IoU 0.97 -> 0.94). A region that would grow to more than `grow_max_ratio`
-   times its size keeps its size: it lies in a wide area of near-threshold static residuals (late
-   in a dolly, near a surface), where growth doubled the false alarms. Growing from the raw flags
-   instead let specks that the clean-up drops grow past its size limits (measured:
-   docs/benchmarks.md, "Session 24");
+   flow smeared beside movers (exact dense depth, 120x180: IoU 0.97 -> 0.94). A region that
+   would grow to more than `grow_max_ratio` times its size keeps its size: it lies in a wide
+   area of near-threshold static residuals (late in a dolly, near a surface), where growth
+   doubled the false alarms. Growing from the raw flags instead let specks that the clean-up
+   drops grow past its size limits (measured: docs/benchmarks.md, "Session 24");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -287,8 +287,8 @@ class DynamicMaskConfig:
             `confirm_window_px` at least `seed_min_snr`; module docstring, step 3); 0 disables.
         grow_min_score, grow_radius_px, grow_max_ratio: a key frame's cleaned regions grow, by up
             to `grow_radius_px` 8-connected steps, into pixels without valid depth whose key-pair
-            score (residual over tau) is at least `grow_min_score`; a region that would grow to more than
-            `grow_max_ratio` times its size stays as it was (module docstring, step 3);
+            score (residual over tau) is at least `grow_min_score`; a region that would grow to
+            more than `grow_max_ratio` times its size stays as it was (module docstring, step 3);
             `grow_min_score` 0 disables.
     """
 
@@ -704,10 +704,12 @@ def seeded_regions(dynamic: np.ndarray, seeds: np.ndarray, config: DynamicMaskCo
     return keep[regions]
 
 
-def grown_into(dynamic: np.ndarray, score: np.ndarray, min_score: float, radius_px: int, max_ratio: float = np.inf) -> np.ndarray:
-    """`dynamic` (H, W) bool grown, through pixels of score >= `min_score`, by up to `radius_px`
-    8-connected steps; a grown region more than `max_ratio` times the size of the flags it holds
-    keeps those flags alone."""
+def grown_into(
+    dynamic: np.ndarray, score: np.ndarray, min_score: float, radius_px: int, max_ratio: float = np.inf
+) -> np.ndarray:
+    """`dynamic` (H, W) bool grown, through pixels of `score` (H, W; NaN: no verdict) >= `min_score`,
+    by up to `radius_px` 8-connected steps; a grown region more than `max_ratio` times the size of
+    the flags it holds keeps those flags alone."""
     with np.errstate(invalid="ignore"):
         weak = (score >= min_score).astype(np.uint8)
     grown = dynamic.astype(np.uint8)

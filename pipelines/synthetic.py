@@ -273,13 +273,14 @@ def _build_scene(cfg: SceneConfig) -> _Scene:
     objects: list[_Object] = []
     if not cfg.large_mover:
         for moving in [False] * cfg.num_static + [True] * cfg.num_moving:
-            objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames, speed=cfg.mover_speed))
+            objects.append(_place_object(rng, min_wavelength, moving, objects, cfg.num_frames,
+                                         speed=cfg.mover_speed))
         return _Scene(faces, objects, c2w_world, K, cfg.scene, cfg.sky_distance_m)
     large = _large_mover(cfg, c2w_world, min_wavelength, np.random.default_rng((cfg.seed, 1)))
     times = np.linspace(0.0, cfg.num_frames - 1.0, 5)  # the large mover sweeps the view: check all along
     for moving in [False] * cfg.num_static + [True] * (cfg.num_moving - 1):
         objects.append(_place_object(rng, min_wavelength, moving, [large, *objects], cfg.num_frames, times,
-                                      cfg.mover_speed))
+                                     speed=cfg.mover_speed))
     objects.insert(cfg.num_static, large)  # static objects first, then the movers (ids follow)
     return _Scene(faces, objects, c2w_world, K, cfg.scene, cfg.sky_distance_m)
 
