@@ -56,6 +56,14 @@ def test_texture_settings_are_measured_again(bench, saved):
     assert replayed != labelled
 
 
+def test_capture_at_another_mover_speed_names_its_file_and_renders_that_speed(bench, tmp_path):
+    """`capture --mover-speed 0`: the movers stand still, so the truth holds no moving pixel."""
+    (path,) = bench.capture([("room", 0)], 9, (120, 180), True, tmp_path, mover_speed=0.0)
+    assert path.name == "room_0_x0.pkl"
+    with open(path, "rb") as f:
+        assert not pickle.load(f)["truth"].any()
+
+
 def test_overrides_are_parsed_as_the_fields_types(bench):
     assert bench.config_override("residual_abs_px=1.5") == ("residual_abs_px", 1.5)
     assert bench.config_override("key_view_multiples=2,3") == ("key_view_multiples", (2, 3))
