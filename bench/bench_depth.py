@@ -6,7 +6,8 @@ directions (computed once, not timed), cameras with an arbitrary global scale. T
 the median of `--repeats` runs in this process:
 
 - mvs_depth:   `MultiViewDepth.estimate` with a given dynamic mask, ms per frame;
-- frame_masks: `FlowRigidityMasks.frame_masks` without depth (step 1), ms per frame;
+- frame_masks: `FlowRigidityMasks.frame_masks` without depth (step 1), ms per frame; also its
+               ratio to the same without carried static points (`carry_frames` 0);
 - key_masks:   `FlowRigidityMasks.key_masks` with depth (step 3), ms per key frame;
 - chain:       `label_depth_and_masks` (steps 1-4), ms per frame;
 - nn_infer:    `NeuralDepth.predict_inverse_depth` with the architecture of Depth-Anything-V2-Small
@@ -42,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -166,6 +168,10 @@ def main() -> None:
         masks = FlowRigidityMasks()
         t_depth, depth = timed(lambda: MultiViewDepth().estimate(clip.frames, flows, c2w, K, moving), repeats)
         t_frame, frame_masks = timed(lambda: masks.frame_masks(flows, c2w, K), repeats)
+        uncarried = FlowRigidityMasks(replace(masks.config, carry_frames=0))
+        t_uncarried, _ = timed(lambda: uncarried.frame_masks(flows, c2w, K), repeats)
+        print(f"# frame masks with static points carried from other frames: {1e3 * t_frame / frames:.0f} ms per "
+              f"frame, {t_frame / t_uncarried:.2f}x those without (carry_frames 0)")
         t_key, _ = timed(lambda: masks.key_masks(flows, c2w, K, keys, depth.depth, frame_masks), repeats)
         t_chain, chain = timed(
             lambda: label_depth_and_masks(clip.frames, flows, c2w, K, keys, MultiViewDepth(), masks), repeats

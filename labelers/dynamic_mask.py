@@ -108,7 +108,25 @@ depth-free residual), implemented by `label_depth_and_masks`:
 1. frame masks (T, H, W) without depth: frame t against frames t -+ g for g in
    `view_gaps` (several time scales), through flows composed along the given pairs; a
    pixel is dynamic when at least `min_dynamic_views` views and `min_dynamic_fraction` of
-   its views with valid flow say so;
+   its views with valid flow say so. Then each frame whose flags hold pixels nearer than its
+   plausible range, at the inverse depth that static points of other frames put there, is scored
+   again: the points of the frames within `carry_frames` that the first pass found static, more
+   than `carry_clear_px` from any flag and within their own frame's plausible range, at the
+   inverse depth their two longest views triangulate, carried through the cameras
+   (`carried_inv_depth`, the nearest per cell of a few pixels); the depth-free residual then
+   also accepts, beside the frame's range, the inverse depth carried to the pixel within a
+   factor 1 + `carry_rel_tol`. A camera that passes close to a static object sees it nearer than
+   the range the rest of the frame sets, and the frame masks flagged it whole, after which the
+   depth step left it without depth and the key masks flagged it again (unseen room and open
+   orbits 205: 3.8 and 2.6 % false alarms, most of the degraded orbits' 1.3 %); in the frames
+   before, farther away, it was within range and found static. Unflagged is not enough for a
+   carried point: a mover that moves along its epipolar lines a little nearer than the range's
+   end stays unflagged in the frames whose short views leave it within a pixel of that end, and
+   carried from there it lost its flags on the key frames, whose longer views had found it
+   (17-frame dolly: key-mask IoU 0.96 -> 0.74). Nor do the second pass's freed points carry on:
+   they chained a mover's unflagged frames into all its others. The price: a mover along its
+   lines that was within range in a nearby frame fits the points carried from there and loses
+   flags (measured: docs/benchmarks.md, "Session 25");
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
    estimated again starting from the rigid flow of that depth and the cameras, and the key
@@ -217,6 +235,7 @@ __all__ = [
     "rigidity_residual",
     "residual_threshold",
     "clean_mask",
+    "carried_inv_depth",
     "stripe_normals",
     "SourceTexture",
     "label_depth_and_masks",
@@ -290,6 +309,11 @@ class DynamicMaskConfig:
             score (residual over tau) is at least `grow_min_score`; a region that would grow to
             more than `grow_max_ratio` times its size stays as it was (module docstring, step 3);
             `grow_min_score` 0 disables.
+        carry_frames, carry_rel_tol, carry_clear_px: in the frame masks, the depth-free residual also
+            accepts, within a factor 1 + `carry_rel_tol`, the inverse depth of the nearest static point
+            that frames within `carry_frames` put on the pixel through the cameras: points found static
+            there, more than `carry_clear_px` from any flag and within that frame's plausible range
+            (module docstring, step 1); `carry_frames` 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -328,6 +352,9 @@ class DynamicMaskConfig:
     grow_min_score: float = 0.4
     grow_radius_px: int = 8
     grow_max_ratio: float = 1.5
+    carry_frames: int = 48
+    carry_rel_tol: float = 0.1
+    carry_clear_px: int = 8
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -364,6 +391,9 @@ class DynamicMaskConfig:
         if not 0 <= self.grow_min_score < 1 or self.grow_radius_px < 0 or not self.grow_max_ratio >= 1:
             raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
                              f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
+        if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0:
+            raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0 and carry_clear_px >= 0, got "
+                             f"{self.carry_frames}, {self.carry_rel_tol}, {self.carry_clear_px}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -456,6 +486,7 @@ def rigidity_residual(
     prior_rel_tol: float = 0.15,
     stripe_normal_src: np.ndarray | None = None,
     period_src: np.ndarray | None = None,
+    carried_inv_depth_src: np.ndarray | None = None,
 ) -> np.ndarray:
     """How far (pixels) each flow target lies from where a static point could be (module docstring).
 
@@ -482,6 +513,9 @@ def rigidity_residual(
             them, and the residual is that of the alias (the flow plus -1, 0 or 1 times each)
             nearest a static point, if smaller. Without depth and without translation (no
             epipolar line) no alias is tried.
+        carried_inv_depth_src: optional (H, W) inverse depth of a static point that other frames
+            put on the pixel (`carried_inv_depth`; 0 or NaN: none): the depth-free residual also
+            accepts it, within a factor 1 + `carry_rel_tol`, beside the frame's plausible range.
 
     Returns:
         (H, W) float64 residual; NaN where the flow is invalid or the geometry undefined.
@@ -512,6 +546,14 @@ def rigidity_residual(
     far, near = _plausible_inv_depths(static_inv_depth, cfg)
     no_line = tri.offset_px if across is None else np.where(across.stripes, across.offset_px, tri.offset_px)
     residual = np.where(tri.line_scale > 0, _segment_residual(tri, far, near, across), no_line)
+    if carried_inv_depth_src is not None:
+        if carried_inv_depth_src.shape != flow_px.shape[:2]:
+            raise ValueError(f"carried_inv_depth_src must be {flow_px.shape[:2]}, got {carried_inv_depth_src.shape}")
+        carried = np.where(carried_inv_depth_src > 0, carried_inv_depth_src, np.nan)
+        margin = 1.0 + cfg.carry_rel_tol
+        with np.errstate(invalid="ignore"):
+            at_carried = _segment_residual(tri, carried / margin, carried * margin, across)
+            residual = np.where((tri.line_scale > 0) & (at_carried < residual), at_carried, residual)
     if prior_depth_src is not None:
         has_prior = (prior_depth_src > 0) & ~src_valid & (tri.line_scale > 0) & ~_near_depth_edge(prior_depth_src, cfg)
         prior_inv = 1.0 / np.where(has_prior, prior_depth_src, 1.0)
@@ -551,7 +593,8 @@ def rigidity_residual(
     if not shift.any():
         return residual
     alias = rigidity_residual(flow_px + shift, flow_valid, K_src, c2w_src, K_dst, c2w_dst, depth_src, depth_dst, cfg,
-                              prior_depth_src, depth_rel_tol_src, prior_rel_tol, stripe_normal_src)
+                              prior_depth_src, depth_rel_tol_src, prior_rel_tol, stripe_normal_src,
+                              carried_inv_depth_src=carried_inv_depth_src)
     with np.errstate(invalid="ignore"):
         return np.where(alias < residual, alias, residual)  # NaN on either side keeps the residual
 
@@ -607,6 +650,72 @@ def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) 
     low, high = np.percentile(static_inv_depth, [100.0 - cfg.parallax_percentile, cfg.parallax_percentile])
     margin = cfg.parallax_margin
     return min(low * margin, 0.0), (high * margin if high > 0 else high / margin)
+
+
+def _implied_inv_depth(
+    views: dict[int, tuple[np.ndarray, np.ndarray, int]], t: int, c2w: np.ndarray, K: np.ndarray,
+    shape: tuple[int, int], cfg: DynamicMaskConfig,
+) -> np.ndarray:
+    """(H, W) = `shape` inverse depth of frame t's pixels as a static point (NaN where undetermined),
+    from its longest view on each side, weighted by their sensitivity squared, where the flow lies
+    within `residual_abs_px` of its epipolar line."""
+    sides = [[dst for dst in views if (dst - t) * sign > 0] for sign in (-1, 1)]
+    longest = [max(side, key=lambda dst: abs(dst - t)) for side in sides if side]
+    weighted, weights = np.zeros(shape), np.zeros(shape)
+    for dst in longest:
+        flow_px, flow_valid, _ = views[dst]
+        tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]))
+        with np.errstate(invalid="ignore"):
+            use = flow_valid & tri.ok & (np.abs(tri.epipolar_px) <= cfg.residual_abs_px) & (tri.inv_depth > 0)
+        weight = np.where(use, np.nan_to_num(tri.sensitivity) ** 2, 0.0)
+        weighted += weight * np.where(use, tri.inv_depth, 0.0)
+        weights += weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weights > 0, weighted / weights, np.nan).astype(np.float32)
+
+
+def carried_inv_depth(
+    static_inv_depth: np.ndarray, c2w: np.ndarray, K: np.ndarray, t: int, max_gap: int, cell_px: int = 4
+) -> np.ndarray:
+    """The nearest static point (largest inverse depth) that frames within `max_gap` of frame t put
+    on each of its pixels through the cameras, 0 where none (module docstring, step 1).
+
+    Args:
+        static_inv_depth: (T, H, W) inverse depth of each frame's static pixels, NaN elsewhere.
+        c2w: (T, 4, 4); K: (T, 3, 3).
+        cell_px: points land on cells of this size (a point seen nearer in frame t than in its
+            own frame covers more pixels there); an empty cell takes its neighbours' nearest.
+
+    Returns:
+        (H, W) float32 inverse depth in frame t's camera, in the scale of c2w.
+    """
+    num_frames, height, width = static_inv_depth.shape
+    rows, cols = -(-height // cell_px), -(-width // cell_px)
+    nearest = np.zeros(rows * cols)
+    grid = pixel_grid(height, width)[::2, ::2]  # every other pixel: cells hold several per side
+    world_to_t = np.linalg.inv(c2w[t])
+    for src in range(max(0, t - max_gap), min(num_frames, t + max_gap + 1)):
+        inv_depth = static_inv_depth[src, ::2, ::2]
+        keep = inv_depth > 0  # NaN compares False
+        if src == t or not keep.any():
+            continue
+        rays = np.linalg.solve(K[src], np.concatenate([grid[keep], np.ones((keep.sum(), 1))], axis=1).T)
+        src_to_t = world_to_t @ c2w[src]
+        points = src_to_t[:3, :3] @ (rays / inv_depth[keep]) + src_to_t[:3, 3:]
+        image = K[t] @ points
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x, y = image[0] / image[2], image[1] / image[2]
+            inside = (points[2] > 0) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        cell = (y[inside] // cell_px).astype(np.int64) * cols + (x[inside] // cell_px).astype(np.int64)
+        if not cell.size:
+            continue
+        order = np.argsort(cell, kind="stable")
+        cell, inv_depth_t = cell[order], 1.0 / points[2][inside][order]
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        nearest[cell[starts]] = np.fmax(nearest[cell[starts]], np.maximum.reduceat(inv_depth_t, starts))
+    cells = nearest.reshape(rows, cols).astype(np.float32)
+    cells = np.where(cells > 0, cells, cv2.dilate(cells, np.ones((3, 3), np.uint8)))  # holes between points
+    return np.repeat(np.repeat(cells, cell_px, axis=0), cell_px, axis=1)[:height, :width]
 
 
 @dataclass(frozen=True)
@@ -866,8 +975,9 @@ class FlowRigidityMasks:
     # 8: flags on weak texture confirmed by the mirror view (confirm_max_snr);
     # 9: the last key frame completed from M_{S-2} (last_from_previous);
     # 10: regions of flags need texture that determines the flow (seed_min_snr);
-    # 11: regions grow into neighbours that score just below the threshold (grow_min_score)
-    version = "11"
+    # 11: regions grow into neighbours that score just below the threshold (grow_min_score);
+    # 12: frame masks accept static points carried from other frames (carry_frames)
+    version = "12"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -890,6 +1000,7 @@ class FlowRigidityMasks:
         depth_rel_tol: np.ndarray | None = None,
         prior_rel_tol: float = 0.15,
         texture: SourceTexture | None = None,
+        carried_inv_depth_src: np.ndarray | None = None,
     ) -> np.ndarray:
         """Residual (H, W) of F_{src->dst} over its threshold tau: > 1 dynamic, NaN unknown.
 
@@ -901,6 +1012,8 @@ class FlowRigidityMasks:
             depth_rel_tol: optional (T, H, W) relative tolerance of `depth`.
             prior_rel_tol: relative tolerance of `prior_depth`.
             texture: optional `SourceTexture`: stripes and periods of the frames.
+            carried_inv_depth_src: optional (H, W) inverse depth of static points carried to src
+                from other frames (`rigidity_residual`).
         """
         cfg = self.config
         stripe_normal_src, period_src = (None, None) if texture is None else texture.at(src)
@@ -919,6 +1032,7 @@ class FlowRigidityMasks:
             prior_rel_tol,
             stripe_normal_src,
             period_src,
+            carried_inv_depth_src,
         )
         return residual / residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
 
@@ -942,20 +1056,80 @@ class FlowRigidityMasks:
         cfg = self.config
         c2w = np.asarray(c2w, np.float64)
         masks = np.zeros((num_frames, height, width), bool)
+        implied_inv_depth = np.full((num_frames, height, width), np.nan, np.float32)
+        static_inv_depth = np.full((num_frames, height, width), np.nan, np.float32)
+        near = np.full(num_frames, np.inf)
         for t in range(num_frames):
-            paths = flow_paths(flows.directed_pairs(), t, max(cfg.view_gaps), cfg.max_hops)
-            wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
-            views = correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
-            dynamic_votes = np.zeros((height, width))
-            known_votes = np.zeros((height, width))
-            for dst, (flow_px, flow_valid, _) in views.items():
-                score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth, texture=texture)
-                known = np.isfinite(score)
-                known_votes += known
-                dynamic_votes += known & (np.nan_to_num(score) > 1.0)
-            raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
-            masks[t] = clean_mask(raw, cfg)
+            views = self._frame_views(flows, t)
+            masks[t] = self._frame_mask(views, t, c2w, K, (height, width), depth, texture)
+            if cfg.carry_frames:
+                implied_inv_depth[t] = _implied_inv_depth(views, t, c2w, K, (height, width), cfg)
+                static_inv_depth[t], near[t] = self._static_points(implied_inv_depth[t], masks[t])
+        if not cfg.carry_frames:
+            return masks
+        # from the first pass's static points alone: carrying the second pass's ones as well
+        # chained a mover's unflagged frames into all its others (module docstring, step 1)
+        static_inv_depth.flags.writeable = False
+        for t in np.flatnonzero(masks.any(axis=(1, 2))):
+            carried = carried_inv_depth(static_inv_depth, c2w, K, t, cfg.carry_frames)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                nearer = implied_inv_depth[t] > near[t]
+                matches = np.abs(np.log(implied_inv_depth[t] / carried)) <= np.log1p(cfg.carry_rel_tol)
+            freed = masks[t] & nearer & matches
+            if depth is not None:
+                freed &= ~(depth[t] > 0)  # where depth is valid the rigid residual decides
+            if freed.sum() < cfg.min_area_fraction * carried.size:
+                continue  # too few flags to free to survive the clean-up anyway
+            views = self._frame_views(flows, t)
+            masks[t] = self._frame_mask(views, t, c2w, K, (height, width), depth, texture, carried)
         return masks
+
+    def _static_points(self, implied_inv_depth: np.ndarray, dynamic: np.ndarray) -> tuple[np.ndarray, float]:
+        """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`) and within
+        the frame's plausible range (NaN elsewhere; a mover that moves along its epipolar lines stays
+        unflagged where its short views leave it within a pixel of the range's end), and the range's
+        nearest inverse depth."""
+        clear = self._clear_of(dynamic) & np.isfinite(implied_inv_depth)
+        near = _plausible_inv_depths(implied_inv_depth[clear], self.config)[1]
+        with np.errstate(invalid="ignore"):
+            return np.where(clear & (implied_inv_depth <= near), implied_inv_depth, np.nan), near
+
+    def _clear_of(self, dynamic: np.ndarray) -> np.ndarray:
+        """(H, W) bool, pixels more than `carry_clear_px` from a flag of `dynamic` (H, W): a mover's
+        unflagged part beside its flags would carry the mover as a static object."""
+        if not self.config.carry_clear_px:
+            return ~dynamic
+        return ~cv2.dilate(dynamic.astype(np.uint8), _disk(self.config.carry_clear_px)).astype(bool)
+
+    def _frame_views(self, flows: PairFlows, t: int) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
+        """Flows from frame t to frames t -+ g, g in `view_gaps`, composed along given pairs."""
+        cfg = self.config
+        paths = flow_paths(flows.directed_pairs(), t, max(cfg.view_gaps), cfg.max_hops)
+        wanted = {t + sign * gap for gap in cfg.view_gaps for sign in (-1, 1)}
+        return correspondences_along(flows, {dst: path for dst, path in paths.items() if dst in wanted})
+
+    def _frame_mask(
+        self,
+        views: dict[int, tuple[np.ndarray, np.ndarray, int]],
+        t: int,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        shape: tuple[int, int],
+        depth: np.ndarray | None,
+        texture: SourceTexture | None,
+        carried_inv_depth_src: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Frame t's mask (H, W) = `shape` bool from the votes of its views (module docstring, step 1)."""
+        cfg = self.config
+        dynamic_votes, known_votes = np.zeros(shape), np.zeros(shape)
+        for dst, (flow_px, flow_valid, _) in views.items():
+            score = self.pair_score(flow_px, flow_valid, t, dst, c2w, K, depth, texture=texture,
+                                    carried_inv_depth_src=carried_inv_depth_src)
+            known = np.isfinite(score)
+            known_votes += known
+            dynamic_votes += known & (np.nan_to_num(score) > 1.0)
+        raw = (dynamic_votes >= cfg.min_dynamic_views) & (dynamic_votes >= cfg.min_dynamic_fraction * known_votes)
+        return clean_mask(raw, cfg)
 
     def key_masks(
         self,
