@@ -353,7 +353,7 @@ class DynamicMaskConfig:
     grow_radius_px: int = 8
     grow_max_ratio: float = 1.5
     carry_frames: int = 48
-    carry_rel_tol: float = 0.1
+    carry_rel_tol: float = 0.03
     carry_clear_px: int = 8
 
     def __post_init__(self) -> None:
