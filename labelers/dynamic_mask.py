@@ -123,10 +123,13 @@ depth-free residual), implemented by `label_depth_and_masks`:
    carried point: a mover that moves along its epipolar lines a little nearer than the range's
    end stays unflagged in the frames whose short views leave it within a pixel of that end, and
    carried from there it lost its flags on the key frames, whose longer views had found it
-   (17-frame dolly: key-mask IoU 0.96 -> 0.74). Nor do the second pass's freed points carry on:
-   they chained a mover's unflagged frames into all its others. The price: a mover along its
-   lines that was within range in a nearby frame fits the points carried from there and loses
-   flags (measured: docs/benchmarks.md, "Session 25");
+   (17-frame dolly: key-mask IoU 0.96 -> 0.74). Nor is within range enough: between the key
+   frames the views are short, the implied inverse depths noisy and the range wide, and a mover
+   that a 64x96 dolly's key frames found was within range there (key-mask IoU 0.93 -> 0.64); a
+   carried point needs `carry_min_parallax_px` of parallax behind its inverse depth. Nor do the
+   second pass's freed points carry on: they chained a mover's unflagged frames into all its
+   others. The price: a mover along its lines that was within range in a nearby frame fits the
+   points carried from there and loses flags (measured: docs/benchmarks.md, "Session 25");
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
    estimated again starting from the rigid flow of that depth and the cameras, and the key
@@ -309,10 +312,11 @@ class DynamicMaskConfig:
             score (residual over tau) is at least `grow_min_score`; a region that would grow to
             more than `grow_max_ratio` times its size stays as it was (module docstring, step 3);
             `grow_min_score` 0 disables.
-        carry_frames, carry_rel_tol, carry_clear_px: in the frame masks, the depth-free residual also
-            accepts, within a factor 1 + `carry_rel_tol`, the inverse depth of the nearest static point
-            that frames within `carry_frames` put on the pixel through the cameras: points found static
-            there, more than `carry_clear_px` from any flag and within that frame's plausible range
+        carry_frames, carry_rel_tol, carry_clear_px, carry_min_parallax_px: in the frame masks, the
+            depth-free residual also accepts, within a factor 1 + `carry_rel_tol`, the inverse depth of
+            the nearest static point that frames within `carry_frames` put on the pixel through the
+            cameras: points found static there, more than `carry_clear_px` from any flag, within that
+            frame's plausible range and triangulated over at least `carry_min_parallax_px` of parallax
             (module docstring, step 1); `carry_frames` 0 disables.
     """
 
@@ -355,6 +359,7 @@ class DynamicMaskConfig:
     carry_frames: int = 48
     carry_rel_tol: float = 0.03
     carry_clear_px: int = 8
+    carry_min_parallax_px: float = 8.0
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -391,9 +396,11 @@ class DynamicMaskConfig:
         if not 0 <= self.grow_min_score < 1 or self.grow_radius_px < 0 or not self.grow_max_ratio >= 1:
             raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
                              f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
-        if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0:
-            raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0 and carry_clear_px >= 0, got "
-                             f"{self.carry_frames}, {self.carry_rel_tol}, {self.carry_clear_px}")
+        if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0 \
+                or not self.carry_min_parallax_px >= 0:
+            raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0, carry_clear_px >= 0 and "
+                             f"carry_min_parallax_px >= 0, got {self.carry_frames}, {self.carry_rel_tol}, "
+                             f"{self.carry_clear_px}, {self.carry_min_parallax_px}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -655,10 +662,12 @@ def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) 
 def _implied_inv_depth(
     views: dict[int, tuple[np.ndarray, np.ndarray, int]], t: int, c2w: np.ndarray, K: np.ndarray,
     shape: tuple[int, int], cfg: DynamicMaskConfig,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) = `shape` inverse depth of frame t's pixels as a static point (NaN where undetermined),
     from its longest view on each side, weighted by their sensitivity squared, where the flow lies
-    within `residual_abs_px` of its epipolar line."""
+    within `residual_abs_px` of its epipolar line; and the parallax behind it, (H, W) pixels (the
+    root sum of squares of the views' image motion between infinity and that depth: the inverse
+    depth is known to about the flow's noise over it)."""
     sides = [[dst for dst in views if (dst - t) * sign > 0] for sign in (-1, 1)]
     longest = [max(side, key=lambda dst: abs(dst - t)) for side in sides if side]
     weighted, weights = np.zeros(shape), np.zeros(shape)
@@ -671,7 +680,8 @@ def _implied_inv_depth(
         weighted += weight * np.where(use, tri.inv_depth, 0.0)
         weights += weight
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weights > 0, weighted / weights, np.nan).astype(np.float32)
+        inv_depth = np.where(weights > 0, weighted / weights, np.nan)
+        return inv_depth.astype(np.float32), (inv_depth * np.sqrt(weights)).astype(np.float32)
 
 
 def carried_inv_depth(
@@ -1063,36 +1073,41 @@ class FlowRigidityMasks:
             views = self._frame_views(flows, t)
             masks[t] = self._frame_mask(views, t, c2w, K, (height, width), depth, texture)
             if cfg.carry_frames:
-                implied_inv_depth[t] = _implied_inv_depth(views, t, c2w, K, (height, width), cfg)
-                static_inv_depth[t], near[t] = self._static_points(implied_inv_depth[t], masks[t])
+                implied_inv_depth[t], parallax_px = _implied_inv_depth(views, t, c2w, K, (height, width), cfg)
+                static_inv_depth[t], near[t] = self._static_points(implied_inv_depth[t], parallax_px, masks[t])
         if not cfg.carry_frames:
             return masks
         # from the first pass's static points alone: carrying the second pass's ones as well
         # chained a mover's unflagged frames into all its others (module docstring, step 1)
         static_inv_depth.flags.writeable = False
+        least = cfg.min_area_fraction * height * width  # fewer freed flags would not survive the clean-up
         for t in np.flatnonzero(masks.any(axis=(1, 2))):
+            with np.errstate(invalid="ignore"):
+                candidates = masks[t] & (implied_inv_depth[t] > near[t])
+            if depth is not None:
+                candidates &= ~(depth[t] > 0)  # where depth is valid the rigid residual decides
+            if candidates.sum() < least:
+                continue
             carried = carried_inv_depth(static_inv_depth, c2w, K, t, cfg.carry_frames)
             with np.errstate(invalid="ignore", divide="ignore"):
-                nearer = implied_inv_depth[t] > near[t]
                 matches = np.abs(np.log(implied_inv_depth[t] / carried)) <= np.log1p(cfg.carry_rel_tol)
-            freed = masks[t] & nearer & matches
-            if depth is not None:
-                freed &= ~(depth[t] > 0)  # where depth is valid the rigid residual decides
-            if freed.sum() < cfg.min_area_fraction * carried.size:
-                continue  # too few flags to free to survive the clean-up anyway
+            if (candidates & matches).sum() < least:
+                continue
             views = self._frame_views(flows, t)
             masks[t] = self._frame_mask(views, t, c2w, K, (height, width), depth, texture, carried)
         return masks
 
-    def _static_points(self, implied_inv_depth: np.ndarray, dynamic: np.ndarray) -> tuple[np.ndarray, float]:
-        """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`) and within
-        the frame's plausible range (NaN elsewhere; a mover that moves along its epipolar lines stays
-        unflagged where its short views leave it within a pixel of the range's end), and the range's
-        nearest inverse depth."""
+    def _static_points(
+        self, implied_inv_depth: np.ndarray, parallax_px: np.ndarray, dynamic: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`), within the
+        frame's plausible range and with `parallax_px` (H, W) of at least `carry_min_parallax_px` (NaN
+        elsewhere; module docstring, step 1), and the range's nearest inverse depth."""
         clear = self._clear_of(dynamic) & np.isfinite(implied_inv_depth)
         near = _plausible_inv_depths(implied_inv_depth[clear], self.config)[1]
         with np.errstate(invalid="ignore"):
-            return np.where(clear & (implied_inv_depth <= near), implied_inv_depth, np.nan), near
+            keep = clear & (implied_inv_depth <= near) & (parallax_px >= self.config.carry_min_parallax_px)
+            return np.where(keep, implied_inv_depth, np.nan), near
 
     def _clear_of(self, dynamic: np.ndarray) -> np.ndarray:
         """(H, W) bool, pixels more than `carry_clear_px` from a flag of `dynamic` (H, W): a mover's
