@@ -556,11 +556,13 @@ def rigidity_residual(
     if carried_inv_depth_src is not None:
         if carried_inv_depth_src.shape != flow_px.shape[:2]:
             raise ValueError(f"carried_inv_depth_src must be {flow_px.shape[:2]}, got {carried_inv_depth_src.shape}")
-        carried = np.where(carried_inv_depth_src > 0, carried_inv_depth_src, np.nan)
+        has_carried = carried_inv_depth_src > 0  # NaN compares False
+        carried = np.where(has_carried, carried_inv_depth_src, 1.0)  # finite: a NaN end would unbound all
         margin = 1.0 + cfg.carry_rel_tol
         with np.errstate(invalid="ignore"):
             at_carried = _segment_residual(tri, carried / margin, carried * margin, across)
-            residual = np.where((tri.line_scale > 0) & (at_carried < residual), at_carried, residual)
+            closer = has_carried & (tri.line_scale > 0) & (at_carried < residual)
+        residual = np.where(closer, at_carried, residual)
     if prior_depth_src is not None:
         has_prior = (prior_depth_src > 0) & ~src_valid & (tri.line_scale > 0) & ~_near_depth_edge(prior_depth_src, cfg)
         prior_inv = 1.0 / np.where(has_prior, prior_depth_src, 1.0)
