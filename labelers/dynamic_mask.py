@@ -129,7 +129,10 @@ depth-free residual), implemented by `label_depth_and_masks`:
    carried point needs `carry_min_parallax_px` of parallax behind its inverse depth. Nor do the
    second pass's freed points carry on: they chained a mover's unflagged frames into all its
    others. The price: a mover along its lines that was within range in a nearby frame fits the
-   points carried from there and loses flags (measured: docs/benchmarks.md, "Session 25");
+   points carried from there and loses flags. The figures of this paragraph were measured with a
+   bug since fixed that dropped the near bound in every frame scored again; after the fix the
+   conditions keep those dollies as they were and were not tuned again (measured:
+   docs/benchmarks.md, "Session 25");
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
    estimated again starting from the rigid flow of that depth and the cameras, and the key
