@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from labelers.depth import MultiViewDepth
+from labelers.depth import MultiViewDepth, triangulate_flow
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import (
     DynamicMaskConfig,
@@ -203,6 +203,27 @@ def test_static_points_are_carried_to_where_another_frames_camera_sees_them(clip
     only_first[0] = inv_depth[0]
     assert not carried_inv_depth(only_first, c2w, clip.labels["K"], 8, max_gap=4).any()
     assert carried_inv_depth(only_first, c2w, clip.labels["K"], 4, max_gap=4).mean() > 0
+
+
+def test_a_carried_point_changes_the_residual_of_its_own_pixel_only(clips):
+    """Pixels without a carried point (NaN or 0) keep the frame's plausible range, near end included;
+    a pixel carried its own triangulated inverse depth is left its distance from the epipolar line."""
+    clip, _ = clips[("dolly", 2)]
+    c2w, K = scaled_c2w(clip), clip.labels["K"]
+    flow_px, valid = clip.labels["key_flow"][0], clip.labels["key_flow_valid"][0]
+    plain = rigidity_residual(flow_px, valid, K[0], c2w[0], K[4], c2w[4])
+    carried = np.full(plain.shape, np.nan, np.float32)
+    np.testing.assert_array_equal(rigidity_residual(flow_px, valid, K[0], c2w[0], K[4], c2w[4],
+                                                    carried_inv_depth_src=carried), plain)
+    tri = triangulate_flow(flow_px, K[0], K[4], relative_pose(c2w[0], c2w[4]))
+    carried[:, :90] = np.where(tri.inv_depth[:, :90] > 0, tri.inv_depth[:, :90], np.nan)  # left half only
+    carried[0, 100] = 0.0
+    mixed = rigidity_residual(flow_px, valid, K[0], c2w[0], K[4], c2w[4], carried_inv_depth_src=carried)
+    np.testing.assert_array_equal(mixed[:, 90:], plain[:, 90:])
+    left = np.isfinite(plain[:, :90]) & np.isfinite(carried[:, :90])
+    expected = np.minimum(plain[:, :90], np.abs(tri.epipolar_px[:, :90]))
+    np.testing.assert_allclose(mixed[:, :90][left], expected[left], atol=1e-6)
+    assert (mixed[:, :90][left] < plain[:, :90][left] - 0.5).sum() > 50  # the movers' along-line excess is gone
 
 
 def test_a_static_object_an_orbit_nears_is_carried_from_frames_where_it_was_within_range():
