@@ -111,28 +111,21 @@ depth-free residual), implemented by `label_depth_and_masks`:
    its views with valid flow say so. Then each frame whose flags hold pixels nearer than its
    plausible range, at the inverse depth that static points of other frames put there, is scored
    again: the points of the frames within `carry_frames` that the first pass found static, more
-   than `carry_clear_px` from any flag and within their own frame's plausible range, at the
-   inverse depth their two longest views triangulate, carried through the cameras
-   (`carried_inv_depth`, the nearest per cell of a few pixels); the depth-free residual then
-   also accepts, beside the frame's range, the inverse depth carried to the pixel within a
-   factor 1 + `carry_rel_tol`. A camera that passes close to a static object sees it nearer than
-   the range the rest of the frame sets, and the frame masks flagged it whole, after which the
-   depth step left it without depth and the key masks flagged it again (unseen room and open
-   orbits 205: 3.8 and 2.6 % false alarms, most of the degraded orbits' 1.3 %); in the frames
-   before, farther away, it was within range and found static. Unflagged is not enough for a
-   carried point: a mover that moves along its epipolar lines a little nearer than the range's
-   end stays unflagged in the frames whose short views leave it within a pixel of that end, and
-   carried from there it lost its flags on the key frames, whose longer views had found it
-   (17-frame dolly: key-mask IoU 0.96 -> 0.74). Nor is within range enough: between the key
-   frames the views are short, the implied inverse depths noisy and the range wide, and a mover
-   that a 64x96 dolly's key frames found was within range there (key-mask IoU 0.93 -> 0.64); a
-   carried point needs `carry_min_parallax_px` of parallax behind its inverse depth. Nor do the
-   second pass's freed points carry on: they chained a mover's unflagged frames into all its
-   others. The price: a mover along its lines that was within range in a nearby frame fits the
-   points carried from there and loses flags. The figures of this paragraph were measured with a
-   bug since fixed that dropped the near bound in every frame scored again; after the fix the
-   conditions keep those dollies as they were and were not tuned again (measured:
-   docs/benchmarks.md, "Session 25");
+   than `carry_clear_px` from any flag, at most `carry_range_margin` times nearer than their own
+   frame's plausible range and triangulated by their two longest views over at least
+   `carry_min_parallax_px` of parallax, carried through the cameras (`carried_inv_depth`, the
+   nearest per cell of a few pixels); the depth-free residual of a pixel carried a point then
+   also accepts that inverse depth within a factor 1 + `carry_rel_tol`. A camera that passes
+   close to a static object sees it nearer than the range the rest of the frame sets, and the
+   frame masks flagged it whole, after which the depth step left it without depth and the key
+   masks flagged it again; in the frames before, farther away, it was found static. The
+   conditions keep movers from being carried: a mover that moves along its epipolar lines a
+   little nearer than the range's end stays unflagged in frames whose short views leave it
+   within a pixel of that end (hence the range and the parallax), and a mover's unflagged part
+   beside its flags is the mover (hence the clearance). Nor do the second pass's freed points
+   carry on: they chained a mover's unflagged frames into all its others. The price: a mover
+   along its lines that passed these conditions in a nearby frame fits the points carried from
+   there and loses flags (measured: docs/benchmarks.md, sessions 25-26);
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
    estimated again starting from the rigid flow of that depth and the cameras, and the key
@@ -315,12 +308,14 @@ class DynamicMaskConfig:
             score (residual over tau) is at least `grow_min_score`; a region that would grow to
             more than `grow_max_ratio` times its size stays as it was (module docstring, step 3);
             `grow_min_score` 0 disables.
-        carry_frames, carry_rel_tol, carry_clear_px, carry_min_parallax_px: in the frame masks, the
-            depth-free residual also accepts, within a factor 1 + `carry_rel_tol`, the inverse depth of
-            the nearest static point that frames within `carry_frames` put on the pixel through the
-            cameras: points found static there, more than `carry_clear_px` from any flag, within that
-            frame's plausible range and triangulated over at least `carry_min_parallax_px` of parallax
-            (module docstring, step 1); `carry_frames` 0 disables.
+        carry_frames, carry_rel_tol, carry_clear_px, carry_min_parallax_px, carry_range_margin: in the
+            frame masks, the depth-free residual also accepts, within a factor 1 + `carry_rel_tol`, the
+            inverse depth of the nearest static point that frames within `carry_frames` put on the
+            pixel through the cameras: points found static there, more than `carry_clear_px` from any
+            flag, at most `carry_range_margin` times nearer than that frame's plausible range and
+            triangulated over at least `carry_min_parallax_px` of parallax
+            (module docstring, step 1); `carry_frames` 0 disables. The margin lets in an object the
+            camera nears, which crosses the range's end gradually.
     """
 
     residual_abs_px: float = 1.0
@@ -363,6 +358,7 @@ class DynamicMaskConfig:
     carry_rel_tol: float = 0.03
     carry_clear_px: int = 8
     carry_min_parallax_px: float = 8.0
+    carry_range_margin: float = 1.1
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -400,10 +396,11 @@ class DynamicMaskConfig:
             raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
                              f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
         if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0 \
-                or not self.carry_min_parallax_px >= 0:
-            raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0, carry_clear_px >= 0 and "
-                             f"carry_min_parallax_px >= 0, got {self.carry_frames}, {self.carry_rel_tol}, "
-                             f"{self.carry_clear_px}, {self.carry_min_parallax_px}")
+                or not self.carry_min_parallax_px >= 0 or not self.carry_range_margin >= 1:
+            raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0, carry_clear_px >= 0, "
+                             f"carry_min_parallax_px >= 0 and carry_range_margin >= 1, got {self.carry_frames}, "
+                             f"{self.carry_rel_tol}, {self.carry_clear_px}, {self.carry_min_parallax_px}, "
+                             f"{self.carry_range_margin}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -991,8 +988,9 @@ class FlowRigidityMasks:
     # 9: the last key frame completed from M_{S-2} (last_from_previous);
     # 10: regions of flags need texture that determines the flow (seed_min_snr);
     # 11: regions grow into neighbours that score just below the threshold (grow_min_score);
-    # 12: frame masks accept static points carried from other frames (carry_frames)
-    version = "12"
+    # 12: frame masks accept static points carried from other frames (carry_frames);
+    # 13: carried points may lie a little nearer than their frame's range (carry_range_margin)
+    version = "13"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1105,13 +1103,14 @@ class FlowRigidityMasks:
     def _static_points(
         self, implied_inv_depth: np.ndarray, parallax_px: np.ndarray, dynamic: np.ndarray
     ) -> tuple[np.ndarray, float]:
-        """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`), within the
-        frame's plausible range and with `parallax_px` (H, W) of at least `carry_min_parallax_px` (NaN
+        """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`), at most
+        `carry_range_margin` times nearer than the frame's plausible range and with `parallax_px` (H, W) of at least `carry_min_parallax_px` (NaN
         elsewhere; module docstring, step 1), and the range's nearest inverse depth."""
         clear = self._clear_of(dynamic) & np.isfinite(implied_inv_depth)
         near = _plausible_inv_depths(implied_inv_depth[clear], self.config)[1]
         with np.errstate(invalid="ignore"):
-            keep = clear & (implied_inv_depth <= near) & (parallax_px >= self.config.carry_min_parallax_px)
+            nearest = near * self.config.carry_range_margin if near > 0 else near / self.config.carry_range_margin
+            keep = clear & (implied_inv_depth <= nearest) & (parallax_px >= self.config.carry_min_parallax_px)
             return np.where(keep, implied_inv_depth, np.nan), near
 
     def _clear_of(self, dynamic: np.ndarray) -> np.ndarray:

@@ -226,12 +226,13 @@ def test_a_carried_point_changes_the_residual_of_its_own_pixel_only(clips):
     assert (mixed[:, :90][left] < plain[:, :90][left] - 0.5).sum() > 50  # the movers' along-line excess is gone
 
 
-def test_a_static_object_an_orbit_nears_is_carried_from_frames_where_it_was_within_range():
+def test_a_static_object_an_orbit_nears_is_carried_from_frames_that_found_it_static():
     """Room orbit 205 (T = 49): late in the clip the camera passes close to a static sphere, nearer
-    than the frame's plausible range, and the frame masks flagged it; earlier frames found it static.
-    Measured: late false alarms 1.50 -> 0.48 %, movers' recall 0.459 -> 0.459 (a mover that moves
-    along its epipolar lines, within range in nearby frames, may match the points carried from there:
-    with a tolerance of 10 % instead of 3 % the recall fell to 0.431)."""
+    than the frame's plausible range, and the frame masks flagged it; earlier frames found it static,
+    near the range's end. Measured: late false alarms 1.50 -> 0.15 %, movers' recall 0.459 -> 0.447 (a
+    mover that moves along its epipolar lines, unflagged in nearby frames, may match the points carried
+    from there). With `carry_range_margin` 1 (points within their frame's range only): 0.48 %, 0.459;
+    1.3: 0.15 %, 0.439."""
     cfg = replace(SCENE_CLASSES["room"](205, 120, 180, 49), fps=8.0)
     clip = render_clip(cfg)
     flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(49))
@@ -240,9 +241,10 @@ def test_a_static_object_an_orbit_nears_is_carried_from_frames_where_it_was_with
         flows, clip.labels["c2w"], clip.labels["K"]) for carry in (0, 48)}
     late = slice(24, 49)
     false_alarms = {carry: masks[late][~moving[late]].mean() for carry, masks in found.items()}
-    assert false_alarms[0] > 0.01 and false_alarms[48] < min(0.008, false_alarms[0] / 2)
+    assert false_alarms[0] > 0.01 and false_alarms[48] < min(0.003, false_alarms[0] / 4)
     assert found[48][moving].mean() > found[0][moving].mean() - 0.02
-    for bad in (dict(carry_clear_px=-1), dict(carry_rel_tol=-0.1), dict(carry_min_parallax_px=-1.0)):
+    for bad in (dict(carry_clear_px=-1), dict(carry_rel_tol=-0.1), dict(carry_min_parallax_px=-1.0),
+                dict(carry_range_margin=0.9)):
         with pytest.raises(ValueError, match="carry_frames"):
             DynamicMaskConfig(**bad)
 
