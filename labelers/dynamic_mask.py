@@ -115,17 +115,20 @@ depth-free residual), implemented by `label_depth_and_masks`:
    frame's plausible range and triangulated by their two longest views over at least
    `carry_min_parallax_px` of parallax, carried through the cameras (`carried_inv_depth`, the
    nearest per cell of a few pixels); the depth-free residual of a pixel carried a point then
-   also accepts that inverse depth within a factor 1 + `carry_rel_tol`. A camera that passes
-   close to a static object sees it nearer than the range the rest of the frame sets, and the
-   frame masks flagged it whole, after which the depth step left it without depth and the key
-   masks flagged it again; in the frames before, farther away, it was found static. The
+   also accepts that inverse depth within a factor 1 + `carry_rel_tol`, and the pixels this frees
+   extend over the flagged pixels their implied inverse depth continues into smoothly (at most
+   `carry_smooth_rel` per pixel step, `smooth_continuation`). A camera that passes close to a
+   static object sees it nearer than the range the rest of the frame sets, and the frame masks
+   flagged it whole, after which the depth step left it without depth and the key masks flagged
+   it again; in the frames before, farther away, it was found static, except for the parts that
+   came into view, or nearer than the range, only later: those the smooth surface reaches. The
    conditions keep movers from being carried: a mover that moves along its epipolar lines a
    little nearer than the range's end stays unflagged in frames whose short views leave it
    within a pixel of that end (hence the range and the parallax), and a mover's unflagged part
    beside its flags is the mover (hence the clearance). Nor do the second pass's freed points
    carry on: they chained a mover's unflagged frames into all its others. The price: a mover
    along its lines that passed these conditions in a nearby frame fits the points carried from
-   there and loses flags (measured: docs/benchmarks.md, sessions 25-26);
+   there and loses flags, and its smooth surface with them (measured: docs/benchmarks.md, sessions 25-26);
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
    estimated again starting from the rigid flow of that depth and the cameras, and the key
@@ -194,6 +197,8 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
 from labelers.depth import (
     DepthEstimator,
@@ -235,6 +240,7 @@ __all__ = [
     "residual_threshold",
     "clean_mask",
     "carried_inv_depth",
+    "smooth_continuation",
     "stripe_normals",
     "SourceTexture",
     "label_depth_and_masks",
@@ -316,6 +322,9 @@ class DynamicMaskConfig:
             triangulated over at least `carry_min_parallax_px` of parallax
             (module docstring, step 1); `carry_frames` 0 disables. The margin lets in an object the
             camera nears, which crosses the range's end gradually.
+        carry_smooth_rel: the pixels that carried points free extend over the flagged pixels their
+            implied inverse depth continues into, neighbour to neighbour within this relative step
+            (module docstring, step 1); 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -359,6 +368,7 @@ class DynamicMaskConfig:
     carry_clear_px: int = 8
     carry_min_parallax_px: float = 8.0
     carry_range_margin: float = 1.1
+    carry_smooth_rel: float = 0.01
 
     def __post_init__(self) -> None:
         if self.residual_abs_px <= 0 or self.residual_rel < 0:
@@ -396,11 +406,12 @@ class DynamicMaskConfig:
             raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
                              f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
         if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0 \
-                or not self.carry_min_parallax_px >= 0 or not self.carry_range_margin >= 1:
+                or not self.carry_min_parallax_px >= 0 or not self.carry_range_margin >= 1 \
+                or not self.carry_smooth_rel >= 0:
             raise ValueError(f"need carry_frames >= 0, carry_rel_tol >= 0, carry_clear_px >= 0, "
-                             f"carry_min_parallax_px >= 0 and carry_range_margin >= 1, got {self.carry_frames}, "
-                             f"{self.carry_rel_tol}, {self.carry_clear_px}, {self.carry_min_parallax_px}, "
-                             f"{self.carry_range_margin}")
+                             f"carry_min_parallax_px >= 0, carry_range_margin >= 1 and carry_smooth_rel >= 0, got "
+                             f"{self.carry_frames}, {self.carry_rel_tol}, {self.carry_clear_px}, "
+                             f"{self.carry_min_parallax_px}, {self.carry_range_margin}, {self.carry_smooth_rel}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
@@ -730,6 +741,42 @@ def carried_inv_depth(
     return np.repeat(np.repeat(cells, cell_px, axis=0), cell_px, axis=1)[:height, :width]
 
 
+def smooth_continuation(
+    seeds: np.ndarray, allowed: np.ndarray, inv_depth: np.ndarray, max_rel_step: float
+) -> np.ndarray:
+    """The pixels of `allowed` that `seeds` reach through 4-neighbours whose inverse depth changes by
+    at most a factor 1 + `max_rel_step` per step (module docstring, step 1): one smooth surface.
+
+    Args:
+        seeds, allowed: (H, W) bool; inv_depth: (H, W), NaN or <= 0 where undetermined (never reached).
+
+    Returns:
+        (H, W) bool, within `allowed` (all False if `max_rel_step` is 0).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_inv = np.log(np.where(inv_depth > 0, inv_depth, np.nan))
+    nodes = (seeds | allowed) & np.isfinite(log_inv)
+    if not max_rel_step or not (seeds & nodes).any() or not (allowed & nodes).any():
+        return np.zeros(allowed.shape, bool)
+    index = np.full(allowed.shape, -1, np.int64)
+    index[nodes] = np.arange(nodes.sum())
+    step = np.log1p(max_rel_step)
+    rows, cols = [], []
+    for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
+        with np.errstate(invalid="ignore"):
+            edge = nodes[a] & nodes[b] & (np.abs(log_inv[a] - log_inv[b]) <= step)
+        rows.append(index[a][edge]), cols.append(index[b][edge])
+    count = int(nodes.sum())
+    graph = scipy.sparse.coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))),
+                                    shape=(count, count))
+    _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    seeded = np.zeros(component.max() + 1, bool)
+    seeded[component[index[seeds & nodes]]] = True
+    reached = np.zeros(allowed.shape, bool)
+    reached[nodes] = seeded[component]
+    return reached & allowed
+
+
 @dataclass(frozen=True)
 class _AcrossStripes:
     """Where the source texture is stripes: the residual measured across them only.
@@ -989,8 +1036,9 @@ class FlowRigidityMasks:
     # 10: regions of flags need texture that determines the flow (seed_min_snr);
     # 11: regions grow into neighbours that score just below the threshold (grow_min_score);
     # 12: frame masks accept static points carried from other frames (carry_frames);
-    # 13: carried points may lie a little nearer than their frame's range (carry_range_margin)
-    version = "13"
+    # 13: carried points may lie a little nearer than their frame's range (carry_range_margin);
+    # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel)
+    version = "14"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1097,7 +1145,9 @@ class FlowRigidityMasks:
             if (candidates & matches).sum() < least:
                 continue
             views = self._frame_views(flows, t)
-            masks[t] = self._frame_mask(views, t, c2w, K, (height, width), depth, texture, carried)
+            rescored = self._frame_mask(views, t, c2w, K, (height, width), depth, texture, carried)
+            masks[t] = rescored & ~smooth_continuation(masks[t] & ~rescored, rescored, implied_inv_depth[t],
+                                                       cfg.carry_smooth_rel)
         return masks
 
     def _static_points(

@@ -23,6 +23,7 @@ from labelers.dynamic_mask import (
     residual_threshold,
     rigidity_residual,
     seeded_regions,
+    smooth_continuation,
     snap_to_edges,
 )
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
@@ -247,6 +248,34 @@ def test_a_static_object_an_orbit_nears_is_carried_from_frames_that_found_it_sta
                 dict(carry_range_margin=0.9)):
         with pytest.raises(ValueError, match="carry_frames"):
             DynamicMaskConfig(**bad)
+
+
+def test_freed_pixels_extend_over_their_smooth_surface_only():
+    """A sphere-like surface whose inverse depth changes 0.5 % per pixel is reached from a seed on it;
+    a surface in front of it (a 20 % jump, as a mover has against the surface it passes) and pixels
+    without an inverse depth are not, nor is anything beyond them."""
+    height, width = 40, 60
+    cols = np.arange(width)[None, :].repeat(height, axis=0)
+    inv_depth = 0.2 * 1.005 ** cols  # smooth along the rows and down the columns
+    inv_depth[10:20, 30:40] *= 1.2  # a nearer patch on it
+    inv_depth[:, 50] = np.nan  # a column without depth cuts off the right edge
+    seeds = np.zeros((height, width), bool)
+    seeds[0, 0] = True
+    allowed = np.ones((height, width), bool)
+    reached = smooth_continuation(seeds, allowed, inv_depth, 0.01)
+    expected = np.ones((height, width), bool)
+    expected[10:20, 30:40] = False
+    expected[:, 50:] = False
+    np.testing.assert_array_equal(reached, expected)
+    assert smooth_continuation(seeds, allowed, inv_depth, 0.3)[15, 35]  # the jump is within 30 %
+    steep = smooth_continuation(seeds, allowed, inv_depth, 0.004)  # 0.5 % steps across columns exceed it
+    np.testing.assert_array_equal(steep, cols == 0)  # down the seed's column the depth is constant
+    assert not smooth_continuation(seeds, allowed, inv_depth, 0.0).any()
+    only_left = allowed.copy()
+    only_left[:, 20] = False  # not allowed: a barrier even where the depth is smooth
+    assert not smooth_continuation(seeds, only_left, inv_depth, 0.01)[:, 21:].any()
+    with pytest.raises(ValueError, match="carry_smooth_rel"):
+        DynamicMaskConfig(carry_smooth_rel=-0.01)
 
 
 def test_regions_of_flags_need_flags_on_texture_that_determines_the_flow():
