@@ -322,9 +322,9 @@ class DynamicMaskConfig:
             triangulated over at least `carry_min_parallax_px` of parallax
             (module docstring, step 1); `carry_frames` 0 disables. The margin lets in an object the
             camera nears, which crosses the range's end gradually.
-        carry_smooth_rel: the pixels that carried points free extend over the flagged pixels their
-            implied inverse depth continues into, neighbour to neighbour within this relative step
-            (module docstring, step 1); 0 disables.
+        carry_smooth_rel: the pixels that carried points free extend over the flagged pixels without
+            valid depth that their implied inverse depth continues into, neighbour to neighbour within
+            this relative step (module docstring, step 1); 0 disables.
     """
 
     residual_abs_px: float = 1.0
@@ -765,7 +765,8 @@ def smooth_continuation(
     for a, b in ((np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])):
         with np.errstate(invalid="ignore"):
             edge = nodes[a] & nodes[b] & (np.abs(log_inv[a] - log_inv[b]) <= step)
-        rows.append(index[a][edge]), cols.append(index[b][edge])
+        rows.append(index[a][edge])
+        cols.append(index[b][edge])
     count = int(nodes.sum())
     graph = scipy.sparse.coo_matrix((np.ones(sum(map(len, rows))), (np.concatenate(rows), np.concatenate(cols))),
                                     shape=(count, count))
@@ -1146,7 +1147,8 @@ class FlowRigidityMasks:
                 continue
             views = self._frame_views(flows, t)
             rescored = self._frame_mask(views, t, c2w, K, (height, width), depth, texture, carried)
-            masks[t] = rescored & ~smooth_continuation(masks[t] & ~rescored, rescored, implied_inv_depth[t],
+            without_depth = rescored if depth is None else rescored & ~(depth[t] > 0)
+            masks[t] = rescored & ~smooth_continuation(masks[t] & ~rescored, without_depth, implied_inv_depth[t],
                                                        cfg.carry_smooth_rel)
         return masks
 
@@ -1154,8 +1156,9 @@ class FlowRigidityMasks:
         self, implied_inv_depth: np.ndarray, parallax_px: np.ndarray, dynamic: np.ndarray
     ) -> tuple[np.ndarray, float]:
         """(H, W) `implied_inv_depth` of the pixels clear of `dynamic`'s flags (`_clear_of`), at most
-        `carry_range_margin` times nearer than the frame's plausible range and with `parallax_px` (H, W) of at least `carry_min_parallax_px` (NaN
-        elsewhere; module docstring, step 1), and the range's nearest inverse depth."""
+        `carry_range_margin` times nearer than the frame's plausible range and with `parallax_px`
+        (H, W) of at least `carry_min_parallax_px` (NaN elsewhere; module docstring, step 1), and the
+        range's nearest inverse depth."""
         clear = self._clear_of(dynamic) & np.isfinite(implied_inv_depth)
         near = _plausible_inv_depths(implied_inv_depth[clear], self.config)[1]
         with np.errstate(invalid="ignore"):
