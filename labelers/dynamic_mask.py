@@ -173,13 +173,20 @@ depth-free residual), implemented by `label_depth_and_masks`:
    score reaches `grow_min_score` (hysteresis): a mover that moves 1.5-2.5 px per key interval
    against the static scene, mostly along its epipolar lines (which the free depth of a pixel
    without depth absorbs), crosses the threshold on only part of its surface while the rest of it
-   scores just below, and the static background around it scores lower. Where depth is valid the
-   rigid residual sees motion along the lines in full, and growth there only widened the band of
-   flow smeared beside movers (exact dense depth, 120x180: IoU 0.97 -> 0.94). A region that
-   would grow to more than `grow_max_ratio` times its size keeps its size: it lies in a wide
-   area of near-threshold static residuals (late in a dolly, near a surface), where growth
-   doubled the false alarms. Growing from the raw flags instead let specks that the clean-up
-   drops grow past its size limits (measured: docs/benchmarks.md, "Session 24");
+   scores just below, and the static background around it scores lower. Where a network's or an
+   import's depth is valid the rigid residual sees motion along the lines in full, and growth
+   there only widened the band of flow smeared beside movers (exact dense depth, 120x180: IoU
+   0.97 -> 0.94). Depth triangulated from the flows (`MultiViewDepth`) does not: it assumed the
+   scene static, and gives such a mover the consistent wrong depth that its motion implies (a
+   third to two thirds of the slow movers' missed pixels had valid triangulated depth, scoring
+   0.3-0.55 in the median against static pixels there, 0.4-2 % of which reach 0.4), so with
+   triangulated depth (`key_masks`' `depth_triangulated`) regions grow into its valid pixels
+   too. A region that would grow to more than `grow_max_ratio` times its size keeps its size:
+   it lies in a wide area of near-threshold static residuals (late in a dolly, near a surface),
+   where growth doubled the false alarms; where growth into triangulated depth would do that,
+   the growth without it stands. Growing from the raw flags instead let specks that the clean-up
+   drops grow past its size limits (measured: docs/benchmarks.md, "Session 24"; into
+   triangulated depth: "Session 27");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -314,6 +321,9 @@ class DynamicMaskConfig:
             score (residual over tau) is at least `grow_min_score`; a region that would grow to
             more than `grow_max_ratio` times its size stays as it was (module docstring, step 3);
             `grow_min_score` 0 disables.
+        grow_into_triangulated: where the depth was triangulated from the flows (`key_masks`'
+            `depth_triangulated`), regions also grow into its valid pixels; where that would flood a
+            region, its growth without them stands (module docstring, step 3).
         carry_frames, carry_rel_tol, carry_clear_px, carry_min_parallax_px, carry_range_margin: in the
             frame masks, the depth-free residual also accepts, within a factor 1 + `carry_rel_tol`, the
             inverse depth of the nearest static point that frames within `carry_frames` put on the
@@ -363,6 +373,7 @@ class DynamicMaskConfig:
     grow_min_score: float = 0.4
     grow_radius_px: int = 8
     grow_max_ratio: float = 1.5
+    grow_into_triangulated: bool = True
     carry_frames: int = 48
     carry_rel_tol: float = 0.03
     carry_clear_px: int = 8
@@ -1038,8 +1049,9 @@ class FlowRigidityMasks:
     # 11: regions grow into neighbours that score just below the threshold (grow_min_score);
     # 12: frame masks accept static points carried from other frames (carry_frames);
     # 13: carried points may lie a little nearer than their frame's range (carry_range_margin);
-    # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel)
-    version = "14"
+    # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel);
+    # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated)
+    version = "15"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1216,6 +1228,7 @@ class FlowRigidityMasks:
         prior_rel_tol: float = 0.15,
         texture: SourceTexture | None = None,
         frames: np.ndarray | None = None,
+        depth_triangulated: bool = False,
     ) -> np.ndarray:
         """M_k (S, H, W) bool for the key frames (module docstring, step 3).
 
@@ -1234,6 +1247,10 @@ class FlowRigidityMasks:
             texture: optional `SourceTexture` of the frames.
             frames: optional (T, H, W, 3) uint8 RGB frames: the masks' borders follow their edges
                 (`snap_to_edges`).
+            depth_triangulated: `depth` was triangulated from these flows under a static scene (a
+                `DepthEstimator` with `dense` False), so a surface moving along its epipolar lines has
+                a consistent wrong depth there: regions also grow into its valid pixels
+                (`grow_into_triangulated`).
         """
         num_frames, height, width = _check_mask_inputs(flows, c2w, K, depth, texture)
         if frames is not None and np.shape(frames) != (num_frames, height, width, 3):
@@ -1277,6 +1294,10 @@ class FlowRigidityMasks:
                 free = score if depth is None else np.where(depth[src] > 0, np.nan, score)
                 grown = grown_into(masks[n], free, self.config.grow_min_score, self.config.grow_radius_px,
                                    self.config.grow_max_ratio)
+                if depth_triangulated and self.config.grow_into_triangulated:
+                    # where growth over depth-valid pixels as well would flood, growth without them stands
+                    grown |= grown_into(masks[n], score, self.config.grow_min_score, self.config.grow_radius_px,
+                                        self.config.grow_max_ratio)
                 masks[n] = clean_mask(grown, self.config)
         if frames is not None:
             masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
@@ -1464,7 +1485,7 @@ def label_depth_and_masks(
         depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     dynamic = masks.key_masks(
         flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture,
-        frames,
+        frames, depth_triangulated=not depth_estimator.dense,
     )
     keys = list(key_frames)
     if key_flows is not None:

@@ -168,18 +168,22 @@ def test_regions_grow_into_neighbours_that_hint_at_motion_up_to_a_radius():
             DynamicMaskConfig(**bad)
 
 
-def test_a_slow_movers_region_grows_where_depth_is_free_and_not_where_it_is_known():
-    """Movers at half the default speed (seed 7 dolly, T = 17): multi-view depth leaves them without
-    depth, the threshold finds part of them, and growth the rest (measured IoU 0.553 -> 0.609, false
-    alarms 0.05 -> 0.09 %). With exact depth everywhere nothing grows."""
+def test_a_slow_movers_region_grows_where_depth_is_free_or_triangulated_and_not_where_it_is_known():
+    """Movers at half the default speed (seed 7 dolly, T = 17): multi-view depth leaves part of them
+    without depth and gives the rest the consistent wrong depth their motion along the lines implies;
+    the threshold finds part of them, and growth the rest (measured IoU 0.553 without growth, 0.609
+    growing where depth is free, 0.678 also into triangulated depth; false alarms 0.05, 0.09, 0.12 %).
+    With exact depth everywhere nothing grows."""
     clip = render_clip(SceneConfig(seed=7, height=120, width=180, num_frames=17, stride=4, camera="dolly",
                                    num_moving=2, mover_speed=0.5))
     flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17) + key_frame_pairs(17, 4))
     c2w, K, keys, truth = clip.labels["c2w"], clip.labels["K"], [0, 4, 8, 12, 16], clip.labels["dynamic_mask"]
-    configs = {name: DynamicMaskConfig(grow_min_score=score) for name, score in (("off", 0.0), ("on", 0.4))}
+    configs = {"off": DynamicMaskConfig(grow_min_score=0.0), "free": DynamicMaskConfig(grow_into_triangulated=False),
+               "on": DynamicMaskConfig()}
     found = {name: label_depth_and_masks(clip.frames, flows, c2w, K, keys, MultiViewDepth(),
                                          FlowRigidityMasks(cfg)).dynamic_mask for name, cfg in configs.items()}
-    assert iou(found["on"], truth) > iou(found["off"], truth) + 0.03
+    assert iou(found["free"], truth) > iou(found["off"], truth) + 0.03
+    assert iou(found["on"], truth) > iou(found["free"], truth) + 0.04
     assert false_positive_rate(found["on"], truth) < 0.003
     exact = {name: label_masks_given_depth(flows, c2w, K, keys, clip.labels["depth"], FlowRigidityMasks(cfg),
                                            frames=clip.frames) for name, cfg in configs.items()}
@@ -645,13 +649,14 @@ def test_last_key_frame_takes_the_regions_of_the_one_before_it_holds_part_of():
 
 def test_last_key_frame_completed_on_a_dolly():
     """A dolly's last key frame sees its movers from one side only; with `last_from_previous` its mask
-    gains what M_{S-2} shows (measured IoU 0.746 -> 0.897), the other key frames stay as they were."""
+    gains what M_{S-2} shows (measured IoU 0.746 -> 0.897), the other key frames stay as they were.
+    Without growth into triangulated depth, which alone takes it to 0.900 here (0.910 with both)."""
     clip = render_clip(SceneConfig(seed=0, height=120, width=180, num_frames=17, stride=4, camera="dolly", num_moving=2))
     flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17) + key_frame_pairs(17, 4))
     labels, truth, keys = clip.labels, clip.labels["dynamic_mask"], list(range(0, 17, 4))
+    configs = {flag: DynamicMaskConfig(last_from_previous=flag, grow_into_triangulated=False) for flag in (False, True)}
     masks = {flag: label_depth_and_masks(clip.frames, flows, labels["c2w"], labels["K"], keys, MultiViewDepth(),
-                                         FlowRigidityMasks(DynamicMaskConfig(last_from_previous=flag))).dynamic_mask
-             for flag in (False, True)}
+                                         FlowRigidityMasks(cfg)).dynamic_mask for flag, cfg in configs.items()}
     np.testing.assert_array_equal(masks[True][:-1], masks[False][:-1])
     assert (masks[True][-1] >= masks[False][-1]).all()
     assert iou(masks[True][-1], truth[-1]) > iou(masks[False][-1], truth[-1]) + 0.1
