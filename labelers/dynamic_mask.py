@@ -156,7 +156,10 @@ depth-free residual), implemented by `label_depth_and_masks`:
    from k to k - d, does not find it static (score below 1; no score, or no such view in the
    clip, is no verdict): near the camera, weak texture magnified between key frames gets flow
    1-4 px off in both directions alike, which the flow checks keep, while a mover moves on
-   both sides of k (measured: docs/benchmarks.md, "Session 19"). The last key frame's mask
+   both sides of k (measured: docs/benchmarks.md, "Session 19"). The frame mask's flags that
+   decide where the key pair's flow is invalid pass the same test on weak texture: frame masks
+   flag such surfaces too, from the same wrong flow over their short views (measured:
+   docs/benchmarks.md, "Session 27"). The last key frame's mask
    is that of the motion since key frame S-2 (LABELS.md), the motion M_{S-2} shows from the
    other end; its own views look one way only, and a mover that travels along the epipolar
    lines fits a wrong depth in all of them. It also takes the regions of M_{S-2} read along its
@@ -304,8 +307,8 @@ class DynamicMaskConfig:
         confirm_max_snr, confirm_window_px: a key-frame view (the key pair's or a longer one)
             flags a pixel whose texture is weak (`labelers.flow.texture_snr` over the window
             below this, in units of the frame's noise variance) only where its mirror view, as
-            far the other way in time, does not find it static (module docstring, step 3); 0
-            disables.
+            far the other way in time, does not find it static, and so do the frame masks where
+            the key pair's flow is invalid (module docstring, step 3); 0 disables.
         refit_min_ratio: a key-frame view's relative pose is refitted to the background of its
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
@@ -1050,8 +1053,9 @@ class FlowRigidityMasks:
     # 12: frame masks accept static points carried from other frames (carry_frames);
     # 13: carried points may lie a little nearer than their frame's range (carry_range_margin);
     # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel);
-    # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated)
-    version = "15"
+    # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated);
+    # 16: the frame masks' flags on weak texture, where the key flow is invalid, confirmed by the mirror view too
+    version = "16"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1277,9 +1281,10 @@ class FlowRigidityMasks:
             view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
             score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             weak = None if texture is None or texture.weak is None else texture.weak[src]
-            dynamic = self._confirmed(np.nan_to_num(score) > 1.0, flows, src, dst, weak, geometry)
+            dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
+            dynamic = self._confirmed(dynamic, flows, src, dst, weak, geometry)
             with np.errstate(invalid="ignore"):
                 hinted = score >= self.config.longer_view_min_score
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():

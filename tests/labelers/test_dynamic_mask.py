@@ -559,6 +559,25 @@ def test_weak_texture_needs_the_mirror_view(clips):
     np.testing.assert_array_equal(found["weak"][[0, 2]], found["none"][[0, 2]])
 
 
+def test_frame_mask_flags_on_weak_texture_need_the_mirror_view(clips):
+    """Where the key pair's flow is invalid (a 30x30 patch of pair (4, 8)) the frame mask decides; on
+    weak texture only where the mirror view back to key frame 0 (right flow there) does not find the
+    pixel static: frame masks flag a faint surface near the camera from the same wrong flow."""
+    clip, flows = clips[("dolly", 0)]
+    c2w, K = scaled_c2w(clip), clip.labels["K"]
+    valid = flows.valid_fwd.copy()
+    valid[[tuple(given) for given in flows.pairs.tolist()].index((4, 8)), 40:70, 60:90] = False
+    flows = replace(flows, valid_fwd=valid)
+    frame_masks = np.zeros((9, 120, 180), bool)
+    frame_masks[4, 40:70, 60:90] = True
+    masks = FlowRigidityMasks()
+    everywhere, nowhere = np.ones((9, 120, 180), bool), np.zeros((9, 120, 180), bool)
+    found = {name: masks.key_masks(flows, c2w, K, KEYS, frame_masks=frame_masks, texture=SourceTexture(weak=weak))
+             for name, weak in (("none", None), ("weak", everywhere), ("textured", nowhere))}
+    assert found["none"][1, 40:70, 60:90].mean() > 0.9 and not found["weak"][1, 40:70, 60:90].any()
+    np.testing.assert_array_equal(found["textured"], found["none"])
+
+
 def test_key_masks_keep_only_regions_with_flags_on_seed_texture(clips):
     """A 4 px error in a 30x30 patch of pair (4, 8) flags a region on key frame 4 of a clip without
     movers. Where that patch has no seed texture (a faint surface), `key_masks` drops the region.
