@@ -156,7 +156,7 @@ depth-free residual), implemented by `label_depth_and_masks`:
    from k to k - d, does not find it static (score below 1; no score, or no such view in the
    clip, is no verdict): near the camera, weak texture magnified between key frames gets flow
    1-4 px off in both directions alike, which the flow checks keep, while a mover moves on
-   both sides of k (measured: docs/benchmarks.md, "Session 19"). The frame mask's flags that
+   both sides of k (measured: docs/benchmarks.md, "Session 19"). The frame masks' flags that
    decide where the key pair's flow is invalid pass the same test on weak texture: frame masks
    flag such surfaces too, from the same wrong flow over their short views (measured:
    docs/benchmarks.md, "Session 27"). The last key frame's mask
