@@ -909,6 +909,25 @@ def grown_into(
     return np.where(flooded[regions], dynamic, grown.astype(bool))
 
 
+def grown_regions(
+    dynamic: np.ndarray,
+    score: np.ndarray,
+    depth_valid: np.ndarray | None,
+    depth_triangulated: bool,
+    config: DynamicMaskConfig,
+) -> np.ndarray:
+    """A key frame's cleaned regions `dynamic` (H, W) bool grown by `grown_into` with the `grow_*`
+    settings through pixels of key-pair `score` (H, W) without `depth_valid` (H, W; None: no depth);
+    with `depth_triangulated` and `grow_into_triangulated` through the depth-valid ones as well,
+    except where that floods a region: there the growth without them stands (module docstring,
+    step 3)."""
+    free = score if depth_valid is None else np.where(depth_valid, np.nan, score)
+    grown = grown_into(dynamic, free, config.grow_min_score, config.grow_radius_px, config.grow_max_ratio)
+    if depth_triangulated and config.grow_into_triangulated and depth_valid is not None:
+        grown |= grown_into(dynamic, score, config.grow_min_score, config.grow_radius_px, config.grow_max_ratio)
+    return grown
+
+
 def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
@@ -1296,14 +1315,9 @@ class FlowRigidityMasks:
                 dynamic = seeded_regions(dynamic, texture.seeds[src], self.config)
             masks[n] = clean_mask(dynamic, self.config)
             if self.config.grow_min_score:
-                free = score if depth is None else np.where(depth[src] > 0, np.nan, score)
-                grown = grown_into(masks[n], free, self.config.grow_min_score, self.config.grow_radius_px,
-                                   self.config.grow_max_ratio)
-                if depth_triangulated and self.config.grow_into_triangulated:
-                    # where growth over depth-valid pixels as well would flood, growth without them stands
-                    grown |= grown_into(masks[n], score, self.config.grow_min_score, self.config.grow_radius_px,
-                                        self.config.grow_max_ratio)
-                masks[n] = clean_mask(grown, self.config)
+                depth_valid = None if depth is None else depth[src] > 0
+                masks[n] = clean_mask(grown_regions(masks[n], score, depth_valid, depth_triangulated, self.config),
+                                      self.config)
         if frames is not None:
             masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
         if self.config.last_from_previous:

@@ -17,6 +17,7 @@ from labelers.dynamic_mask import (
     carried_inv_depth,
     clean_mask,
     grown_into,
+    grown_regions,
     label_depth_and_masks,
     label_masks_given_depth,
     refit_to_background,
@@ -166,6 +167,30 @@ def test_regions_grow_into_neighbours_that_hint_at_motion_up_to_a_radius():
     for bad in (dict(grow_min_score=1.0), dict(grow_radius_px=-1), dict(grow_max_ratio=0.5)):
         with pytest.raises(ValueError, match="grow_min_score"):
             DynamicMaskConfig(**bad)
+
+
+def test_regions_grow_into_triangulated_depth_unless_it_floods_them():
+    """Growth enters depth-valid pixels only for triangulated depth; where that floods a region past
+    grow_max_ratio, the region keeps the growth it had through depth-free pixels."""
+    flagged = np.zeros((40, 60), bool)
+    flagged[10:20, 10:20] = True
+    score = np.full(flagged.shape, 0.2)
+    score[10:20, 20:22] = 0.6  # hinted, without depth: 20 pixels right of the 100 flags
+    score[20:22, 10:20] = 0.6  # hinted, with depth: 20 pixels below (140 in all, under 1.5 times 100)
+    depth_valid = np.zeros(flagged.shape, bool)
+    depth_valid[20:, :] = True
+    cfg = DynamicMaskConfig()
+    free_only = flagged.copy()
+    free_only[10:20, 20:22] = True
+    np.testing.assert_array_equal(grown_regions(flagged, score, depth_valid, False, cfg), free_only)
+    both = grown_regions(flagged, score, depth_valid, True, cfg)
+    np.testing.assert_array_equal(both, free_only | (score >= 0.4) & depth_valid)
+    np.testing.assert_array_equal(
+        grown_regions(flagged, score, depth_valid, True, replace(cfg, grow_into_triangulated=False)), free_only)
+    flood = score.copy()
+    flood[20:, :] = 0.6  # a sea of hinted depth-valid pixels: growth through it passes 1.5 times the flags
+    np.testing.assert_array_equal(grown_regions(flagged, flood, depth_valid, True, cfg), free_only)
+    np.testing.assert_array_equal(grown_regions(flagged, score, None, True, cfg), free_only | (score >= 0.4))
 
 
 def test_a_slow_movers_region_grows_where_depth_is_free_or_triangulated_and_not_where_it_is_known():
