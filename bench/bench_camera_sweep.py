@@ -26,6 +26,11 @@ dominates otherwise: a 240x360x49 clip takes about a minute). Per (camera, size,
     python bench/bench_camera_sweep.py [--quick] [--seeds N] [--sizes 120x180,240x360]
         [--frames 17,25,49] [--cameras dolly,orbit] [--cache DIR] [--clips]
         [--unknown-focal reject|prior] [--prior-fov DEG] [--fovs 70] [--scenes room] [--rendered]
+        [--flows] [--uncertain-max-std STD]
+
+`--flows` gives the camera the pipeline's dense key-pair flows, as `worldreel label` does: the
+mover screen, the background's rotation and the uncertain estimated focal
+(`labelers.sfm.focal_prior`) need them; `--uncertain-max-std 0` turns the last off.
 
 The frames are written as MP4 and decoded back, as the pipeline sees them (`--rendered`: the
 rendered frames, as before session 12).
@@ -56,17 +61,27 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_camera import load_clip  # noqa: E402
 from bench.common import image_sizes  # noqa: E402
 from labelers.camera import CameraFailure, trajectory_errors  # noqa: E402
+from labelers.flow import PairFlows  # noqa: E402
 from labelers.sfm import SfmCamera, SfmConfig  # noqa: E402
+from pipelines.labeling import LabelConfig, build_backends, pair_flows  # noqa: E402
 from pipelines.synthetic import SceneConfig  # noqa: E402
 
 FOCAL_BOUND = 0.05  # the guarantee the sweep checks: accepted => focal within 5 %
 
 
-def run_clip(estimator: SfmCamera, frames: np.ndarray, c2w_gt: np.ndarray, focal_gt: float) -> dict:
-    """One estimate without intrinsics: its rejection reason, or its errors."""
+def key_flows(frames: np.ndarray) -> PairFlows:
+    """The labeling pipeline's key-pair flows (default `LabelConfig`: DIS, stride 4, chains) of (T, H, W, 3) frames."""
+    cfg = LabelConfig(height=frames.shape[1], width=frames.shape[2], num_frames=len(frames))
+    return pair_flows(frames, cfg, build_backends(cfg))[1]
+
+
+def run_clip(estimator: SfmCamera, frames: np.ndarray, c2w_gt: np.ndarray, focal_gt: float,
+             flows: PairFlows | None = None) -> dict:
+    """One estimate without intrinsics (with the dense key-pair `flows`, as the pipeline gives
+    them, where given): its rejection reason, or its errors."""
     start = time.perf_counter()
     try:
-        result = estimator.estimate(frames, None)
+        result = estimator.estimate(frames, None, flows)
     except CameraFailure as failure:
         return {"reason": failure.reason, "seconds": time.perf_counter() - start}
     errors = trajectory_errors(result.c2w, c2w_gt)
@@ -77,6 +92,7 @@ def run_clip(estimator: SfmCamera, frames: np.ndarray, c2w_gt: np.ndarray, focal
         "focal_err": abs(result.K[0, 0, 0] / focal_gt - 1),
         "source": result.intrinsics_source,
         "focal_std": result.diagnostics.get("focal_rel_std", float("nan")),
+        "uncertain": result.intrinsics_source == "estimated" and bool(result.focal_alternatives),
         "rre": errors["rre_mean_deg"],
         "ate": errors.get("ate_percent_of_path", float("nan")),
         "rta": errors.get("rta_max_deg", float("nan")),
@@ -121,17 +137,23 @@ def main() -> None:
     parser.add_argument("--fovs", default="70", help="true horizontal fields of view (deg), one per seed in turn")
     parser.add_argument("--scenes", default="room", help="scene classes (room, open), per seed in turn")
     parser.add_argument("--rendered", action="store_true", help="the rendered frames, not decoded from MP4")
+    parser.add_argument("--flows", action="store_true",
+                        help="give the camera the pipeline's dense key-pair flows (flow time not counted)")
+    parser.add_argument("--uncertain-max-std", type=float, default=SfmConfig.uncertain_focal_max_rel_std,
+                        help="uncertain_focal_max_rel_std (0: no uncertain estimated focal is kept)")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.sizes, args.frames = 3, [(120, 180)], "17,25"
     sizes = args.sizes
     frame_counts = sorted(int(t) for t in args.frames.split(","))
-    estimator = SfmCamera(SfmConfig(unknown_focal=args.unknown_focal, prior_fov_x_deg=args.prior_fov))
+    estimator = SfmCamera(SfmConfig(unknown_focal=args.unknown_focal, prior_fov_x_deg=args.prior_fov,
+                                    uncertain_focal_max_rel_std=args.uncertain_max_std))
     fovs = [float(v) for v in args.fovs.split(",")]
     scenes = args.scenes.split(",")
     print(
         f"camera sweep without intrinsics: {estimator.name} v{estimator.version}, max_focal_rel_std "
         f"{estimator.config.max_focal_rel_std}, unknown focal {args.unknown_focal} (prior {args.prior_fov:g} deg), "
+        f"uncertain focal max std {args.uncertain_max_std} {'with' if args.flows else 'without'} dense flows, "
         f"true fov {args.fovs}, scenes {args.scenes}, seeds 0..{args.seeds - 1}, one moving object"
     )
     results: dict[tuple, list[dict]] = collections.defaultdict(list)
@@ -148,12 +170,15 @@ def main() -> None:
                     args.cache / f"{cfg.scene}_fov{cfg.fov_x_deg:g}")
                 clip = load_clip(cfg, cache, decoded=not args.rendered)
                 for num_frames in frame_counts:
-                    row = run_clip(estimator, clip["frames"][:num_frames], clip["c2w"][:num_frames], clip["K"][0, 0, 0])
+                    frames = clip["frames"][:num_frames]
+                    flows = key_flows(frames) if args.flows else None
+                    row = run_clip(estimator, frames, clip["c2w"][:num_frames], clip["K"][0, 0, 0], flows)
                     key = (camera, f"{height}x{width}", num_frames)
                     results[key].append(row)
                     if args.clips:
                         detail = row["reason"] or (
-                            f"{row['motion']} {row['source']} f err {100 * row['focal_err']:.2f} % "
+                            f"{row['motion']} {row['source']}{' (uncertain)' if row['uncertain'] else ''} "
+                            f"f err {100 * row['focal_err']:.2f} % "
                             f"std {100 * row['focal_std']:.2f} % RRE {row['rre']:.4f} ATE {row['ate']:.3f} % "
                             f"RTA {row['rta']:.2f}"
                         )
@@ -171,11 +196,13 @@ def main() -> None:
     accepted = [r for rows in results.values() for r in rows if r["reason"] is None]
     bad = sum(r["focal_err"] > FOCAL_BOUND and r["source"] == "estimated" for r in accepted)
     prior = sum(r["source"] == "prior" for r in accepted)
+    uncertain = sum(r["uncertain"] for r in accepted)
     total = sum(len(rows) for rows in results.values())
     labelling = sum(r["seconds"] for rows in results.values() for r in rows)
     print(f"rejections: {dict(reasons) or 'none'}")
     print(
-        f"total: {len(accepted)} of {total} accepted ({prior} with the prior focal), {bad} with an estimated focal "
+        f"total: {len(accepted)} of {total} accepted ({prior} with the prior focal, {uncertain} with an uncertain "
+        f"estimated one), {bad} with an estimated focal "
         f"more than {100 * FOCAL_BOUND:.0f} % off; labelling took {labelling:.0f} s "
         f"(wall {time.perf_counter() - start:.0f} s with rendering)"
     )

@@ -104,6 +104,8 @@ class LabelConfig:
             target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
         unknown_focal, prior_fov_x_deg: what a moving camera gets when its tracks do not
             determine the focal length (`labelers.sfm.SfmConfig`), and the field of view assumed.
+        uncertain_focal_max_std: the largest relative std of an estimated focal kept on a turning
+            camera when its error cannot bend the labels (`labelers.sfm.focal_prior`); 0: none.
         key_flow_chains: repair the direct key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -176,6 +178,11 @@ class LabelConfig:
     prior_fov_x_deg: float = field(default=60.0, metadata={
         "gt": 10, "lt": 170, "help": "horizontal field of view (degrees) assumed for unknown intrinsics: fixed "
         "cameras, and moving ones under --unknown-focal prior"})
+    uncertain_focal_max_std: float = field(default=0.04, metadata={
+        "ge": 0, "lt": 1, "help": "a turning camera whose tracks give the focal length with a relative std over "
+        "0.02 keeps it up to this std when three stds leave at most 0.1 deg of rotation error, its cameras explain "
+        "the dense flow's background and the depth does not depend on it (QA: camera_focal_uncertain_rel_std); "
+        "0 rejects such clips"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
     key_flow_guided: bool = field(default=True, metadata={
@@ -287,7 +294,8 @@ def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
     camera = (
         _ImportedLabels("camera")
         if cfg.camera == "import"
-        else SfmCamera(SfmConfig(unknown_focal=cfg.unknown_focal, prior_fov_x_deg=cfg.prior_fov_x_deg))
+        else SfmCamera(SfmConfig(unknown_focal=cfg.unknown_focal, prior_fov_x_deg=cfg.prior_fov_x_deg,
+                                 uncertain_focal_max_rel_std=cfg.uncertain_focal_max_std))
     )
     if cfg.depth == "import":
         depth = _ImportedLabels("depth")
@@ -417,7 +425,8 @@ def label_clip(
             merged = merged.merged(key_flows)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
-                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames
+                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames,
+                uncertain=camera_qa["camera_focal_uncertain_rel_std"] > 0,
             ))
         del merged
     with timed_stage(seconds, "scene_flow"):
@@ -601,6 +610,9 @@ def _cameras(
         "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
         "camera_registered_fraction": float(np.mean(result.registered)),
         "camera_intrinsics_prior": float(result.intrinsics_source == "prior"),
+        # an estimated focal kept over `max_focal_rel_std` (`labelers.sfm.focal_prior`): its relative std
+        "camera_focal_uncertain_rel_std": float(result.diagnostics["focal_rel_std"])
+        if result.intrinsics_source == "estimated" and result.focal_alternatives else 0.0,
         # share of the tracks left out as movers' (`labelers.sfm.background`); 0 when none or not applied
         "camera_mover_track_share": float(result.diagnostics.get("mover_track_share", 0.0))
         if result.diagnostics.get("mover_screen_applied") else 0.0,
@@ -624,10 +636,12 @@ def _check_prior_focal_depth(
     key_frames: list[int],
     focal_alternatives: tuple,
     images: np.ndarray,
+    uncertain: bool = False,
 ) -> dict[str, float]:
-    """Test 4 of a prior focal (`labelers.sfm.focal_prior.dense_depth_agreement`) on up to
-    three key frames (first, middle, last): the clip's multi-view depth must not depend on the
-    focal. Returns its QA metrics; raises ClipRejected (`camera_intrinsics_unobservable`)."""
+    """Test 4 of a prior focal or an uncertain estimated one (`labelers.sfm.focal_prior.
+    dense_depth_agreement`) on up to three key frames (first, middle, last): the clip's multi-view
+    depth must not depend on the focal (`uncertain`: an uncertain estimate's span). Returns its QA
+    metrics; raises ClipRejected (`camera_intrinsics_unobservable`)."""
     from labelers.sfm import SfmConfig
     from labelers.sfm.focal_prior import dense_depth_agreement
 
@@ -638,9 +652,9 @@ def _check_prior_focal_depth(
         raise ClipRejected(
             clip_id,
             "camera_intrinsics_unobservable",
-            f"the tracks do not determine the focal length and the prior focal's dense depth depends on it: with "
-            f"the focal at either end of the prior's span, only {agreement:.3f} of the pixels with valid depth keep "
-            f"it, within a factor 1.25 (limit {limit}); give intrinsics",
+            f"the tracks do not determine the focal length and the dense depth depends on it: with the focal at "
+            f"either end of {'its uncertain estimate' if uncertain else 'the prior'}'s span, only {agreement:.3f} of "
+            f"the pixels with valid depth keep it, within a factor 1.25 (limit {limit}); give intrinsics",
         )
     return {"camera_focal_prior_dense_agreement": agreement}
 

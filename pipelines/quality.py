@@ -12,8 +12,8 @@ from typing import Mapping
 import numpy as np
 
 from labelers.depth import triangulate_flow
-from labelers.dynamic_mask import refit_to_background
 from labelers.geometry import bilinear_sample, pixel_grid, relative_pose, rigid_flow
+from labelers.sfm.background import refit_to_background
 
 __all__ = [
     "QualityThresholds",
@@ -167,7 +167,7 @@ def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_f
 def camera_epipolar_ratios(labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05) -> np.ndarray:
     """How much worse the cameras explain the background's key-pair flow than the best pose for that flow does.
 
-    Per key pair (`labelers.dynamic_mask.refit_to_background`, which the masks use too), a
+    Per key pair (`labelers.sfm.background.refit_to_background`, which the masks and the camera's uncertain focal use too), a
     fundamental matrix is fitted to grid samples of the valid flow, so the background that
     fills the frame outvotes the movers; the samples it explains to within `ransac_max_px`
     are the background. Over them: the median distance of the flow targets from the cameras'
@@ -205,12 +205,8 @@ def camera_epipolar_ratios(labels: Mapping[str, np.ndarray], stride: int, min_fl
         cameras = relative_pose(c2w[src], c2w[dst])
         # the gate's background fit keeps SfmConfig's defaults, so QA does not move with the labeler's settings
         refit = refit_to_background(key_flow[n], key_valid[n], K[src], K[dst], cameras)
-        if refit is None:
-            continue
-        floor = refit.refit_px
-        if np.linalg.norm(cameras[:3, 3]) > 0:  # a refit stuck far away must not raise the floor
-            floor = min(floor, refit.fundamental_px)
-        ratios[n] = refit.given_px / max(floor, min_floor_px)
+        if refit is not None:
+            ratios[n] = refit.epipolar_ratio(bool(np.linalg.norm(cameras[:3, 3]) > 0), min_floor_px)
     return ratios
 
 

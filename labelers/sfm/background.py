@@ -206,6 +206,78 @@ def flow_relative_pose(
     return fitted
 
 
+# No pose is asked to explain a flow better than this: no label resolves it (`pipelines.quality`, `labelers.dynamic_mask`).
+REFIT_FLOOR_PX = 0.05
+
+
+@dataclass(frozen=True)
+class BackgroundPoseRefit:
+    """A relative pose refitted to the background of one flow field (`refit_to_background`).
+
+    Attributes:
+        src_to_dst: (4, 4) the refitted source-camera to destination-camera transform.
+        given_px, refit_px, fundamental_px: median distance (pixels) of the background's flow
+            targets from the epipolar lines of the given pose, of the refitted one and of the
+            background's fundamental matrix (from the rotation-only positions for a pose
+            without translation).
+    """
+
+    src_to_dst: np.ndarray
+    given_px: float
+    refit_px: float
+    fundamental_px: float
+
+    def epipolar_ratio(self, translating: bool, min_floor_px: float = REFIT_FLOOR_PX) -> float:
+        """How many times worse the given pose explains the background than the best pose for it:
+        `given_px` over the refit's distance, or the fundamental matrix's where that is lower on a
+        translating pair (a refit stuck far away must not raise the floor), at least `min_floor_px`."""
+        floor = min(self.refit_px, self.fundamental_px) if translating else self.refit_px
+        return self.given_px / max(floor, min_floor_px)
+
+
+def refit_to_background(
+    flow_px: np.ndarray,
+    flow_valid: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    src_to_dst: np.ndarray,
+    sfm_config: SfmConfig | None = None,
+) -> BackgroundPoseRefit | None:
+    """The relative pose next to `src_to_dst` that best explains the background's flow.
+
+    A fundamental matrix fitted to grid samples of the valid flow
+    (`labelers.sfm.background.background_fundamental`: the background that fills the frame
+    outvotes the movers) picks the background, the samples within `ransac_max_px` of its
+    epipolar lines; the pose is then refitted to them (`flow_relative_pose`: rotation and
+    direction of travel, the translation's length kept). Distances are measured on the same
+    grid samples (about `mover_flow_samples`).
+
+    Args:
+        flow_px: (H, W, 2) F_{src->dst}; flow_valid: (H, W) bool.
+        K_src, K_dst: (3, 3); src_to_dst: (4, 4) the given relative pose.
+        sfm_config: the background fit's settings (`SfmConfig` defaults if None).
+
+    Returns:
+        the refit, or None without a background fit (too few valid samples).
+    """
+    cfg = sfm_config or SfmConfig()
+    fit = background_fundamental(flow_px, flow_valid, cfg)
+    if fit is None:
+        return None
+    xy, target = grid_samples(flow_px, flow_valid, cfg.mover_flow_samples)
+    fundamental_px = epipolar_distance_px(fit[0], xy, target)
+    given_px = pose_distance_px(xy, target, K_src, K_dst, src_to_dst)
+    background = (fundamental_px <= cfg.ransac_max_px) & np.isfinite(given_px)
+    if not background.any():
+        return None
+    refit = flow_relative_pose(src_to_dst, K_src, K_dst, xy[background], target[background])
+    refit_px = pose_distance_px(xy[background], target[background], K_src, K_dst, refit)
+    return BackgroundPoseRefit(
+        refit, float(np.median(given_px[background])), float(np.median(refit_px)),
+        float(np.median(fundamental_px[background])),
+    )
+
+
 def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScreen:
     """Flag the tracks that contradict the dense flows' background geometry (module docstring).
 

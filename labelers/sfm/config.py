@@ -85,6 +85,17 @@ class SfmConfig:
             one of grid x grid image regions at a time.
         max_focal_rel_std: an estimated focal less certain than this rejects the clip, or,
             with `unknown_focal` "prior", makes it fall back to the prior focal.
+        uncertain_focal_max_rel_std, uncertain_focal_sigmas, uncertain_focal_max_rotation_error_deg,
+        uncertain_focal_max_epipolar_ratio: with dense flows given, an estimated focal less certain
+            than `max_focal_rel_std` is kept, on a camera turning by more than
+            `max_prior_rotation_deg` per frame, when its std is at most `uncertain_focal_max_rel_std`,
+            the rotation error that `uncertain_focal_sigmas` stds of focal error may leave (that many
+            times the std times the mean rotation per frame) is at most
+            `uncertain_focal_max_rotation_error_deg`, the cameras explain the flows' background at
+            most `uncertain_focal_max_epipolar_ratio` times worse than the best pose for it, and the
+            depth does not depend on the focal within that span
+            (`labelers.sfm.focal_prior.uncertain_focal_alternatives`); a
+            `uncertain_focal_max_rel_std` of 0 disables.
         unknown_focal: what a moving camera gets when the tracks do not determine the focal
             (`labelers.sfm.focal_prior`): "reject" (`intrinsics_unobservable`) or "prior" (bundle
             adjustment with the focal fixed at `prior_fov_x_deg`, `intrinsics_source` "prior",
@@ -157,6 +168,10 @@ class SfmConfig:
     focal_bias_px: float = 0.001
     focal_jackknife_grid: int = 3
     max_focal_rel_std: float = 0.02
+    uncertain_focal_max_rel_std: float = 0.04
+    uncertain_focal_sigmas: float = 3.0
+    uncertain_focal_max_rotation_error_deg: float = 0.1
+    uncertain_focal_max_epipolar_ratio: float = 2.0
     unknown_focal: str = "reject"
     max_prior_reproj_ratio: float = 1.5
     max_prior_rotation_deg: float = 0.2
@@ -179,6 +194,16 @@ class SfmConfig:
             )
         if self.focal_bias_px < 0 or self.max_focal_rel_std <= 0 or self.focal_jackknife_grid < 2:
             raise ValueError("need focal_bias_px >= 0, max_focal_rel_std > 0 and focal_jackknife_grid >= 2")
+        if self.uncertain_focal_max_rel_std < 0 or not (
+            self.uncertain_focal_sigmas > 0 and self.uncertain_focal_max_rotation_error_deg > 0
+            and self.uncertain_focal_max_epipolar_ratio >= 1
+        ):
+            raise ValueError(
+                "need uncertain_focal_max_rel_std >= 0, uncertain_focal_sigmas > 0, "
+                "uncertain_focal_max_rotation_error_deg > 0 and uncertain_focal_max_epipolar_ratio >= 1, got "
+                f"{self.uncertain_focal_max_rel_std}, {self.uncertain_focal_sigmas}, "
+                f"{self.uncertain_focal_max_rotation_error_deg}, {self.uncertain_focal_max_epipolar_ratio}"
+            )
         if self.unknown_focal not in ("reject", "prior") or not (
             self.max_prior_reproj_ratio >= 1 and self.max_prior_rotation_deg > 0 and self.prior_focal_span > 0
             and 0 <= self.min_prior_depth_agreement <= 1 and 0 <= self.min_prior_dense_agreement <= 1

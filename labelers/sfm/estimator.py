@@ -32,7 +32,7 @@ class SfmCamera:
     """Weight-free `CameraEstimator`: KLT tracks + incremental SfM + pycolmap bundle adjustment."""
 
     name = "sfm-klt-colmap"
-    version = "4"
+    version = "5"
 
     def __init__(self, config: SfmConfig | None = None) -> None:
         self.config = config or SfmConfig()
@@ -115,7 +115,7 @@ class SfmCamera:
                 diagnostics,
             )
         else:
-            result = general_result(tracks, analysis, K_given, height, width, cfg, diagnostics)
+            result = general_result(tracks, analysis, K_given, height, width, cfg, diagnostics, flows)
         seconds["solve"] = time.perf_counter() - start
         return result
 

@@ -26,6 +26,27 @@ diagnostics) unless one of three tests rejects it (`intrinsics_unobservable`):
    does: an open yard passed test 3 with its dense depth at delta1.25 0.88 against 0.98
    with the true focal; the far ground's depth was valid only under the assumed focal.
 
+An uncertain estimate: before the prior, an estimated focal whose std (`labelers.sfm.focal`)
+exceeds `max_focal_rel_std` is kept, with `intrinsics_source` "estimated", when the camera
+turns too much for the prior (test 1), the dense flows show that the model is right, and the
+focal's error cannot move the other labels past their targets:
+- the std is at most `uncertain_focal_max_rel_std`;
+- a focal `uncertain_focal_sigmas` stds off leaves at most
+  `uncertain_focal_max_rotation_error_deg` of rotation error (span times the mean rotation per
+  frame: rotation angles scale with the focal's error, test 1);
+- the cameras explain the background of the key pairs' dense flow at most
+  `uncertain_focal_max_epipolar_ratio` times worse than the best pose for it
+  (`background_epipolar_ratio`, the QA camera gate's measure). The std gate also turns away
+  wrong models, whose std is not honest: a slow pan whose tracks sit on a large mover was
+  solved as a general motion with 1.1 deg per frame of invented rotation at std 0.026, and its
+  cameras explain the background 47-103 times worse than its best pose; right orbits score
+  0.3-0.7;
+- tests 3 and 4 hold with the focal at the estimate times (1 +- span) instead of the prior's span.
+
+A turning camera gets no prior (test 1) and was rejected with a focal 1-3 % off (textureless
+orbits, std 0.022-0.037: docs/benchmarks.md, "Session 27"); the price is K within a few stds
+rather than within 2 %, and the QA metric `camera_focal_uncertain_rel_std` records the std.
+
 Limits: lateral 3D coordinates (x = z (u - cx) / f) scale with the focal's error, so point
 maps and scene flow are off by it, and the field of view in the camera vector is the prior's;
 `camera_intrinsics_prior` in the clip's QA says so. Measured: docs/benchmarks.md, "Labeler
@@ -34,12 +55,14 @@ design measurements", SfM camera: prior focal.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from labelers.camera import CameraFailure
-from labelers.sfm.common import rotation_angle_deg
+from labelers.sfm.background import refit_to_background
+from labelers.sfm.common import COLMAP_OFFSET, rotation_angle_deg
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.reconstruction import (
     SfmModel,
@@ -120,6 +143,83 @@ def prior_focal_model(
             "prior_fov_x_deg",
         )
     return prior, diagnostics, alternatives
+
+
+@dataclass(frozen=True)
+class UncertainFocal:
+    """An estimated focal over `max_focal_rel_std`, tested for keeping (`uncertain_focal_alternatives`).
+
+    Attributes:
+        alternatives: the models re-adjusted with the focal at the estimate times (1 +- span),
+            for the dense test; empty when the focal is not kept.
+        diagnostics: span, rotation error bound, epipolar ratio, sparse depth agreement.
+        why_not: the test it failed, with its value and limit ("" when kept, or when the camera
+            turns too slowly for the tier: the prior's case).
+    """
+
+    alternatives: list[SfmModel]
+    diagnostics: dict
+    why_not: str = ""
+
+
+def uncertain_focal_alternatives(model: SfmModel, rel_std: float, flows: PairFlows, cfg: SfmConfig) -> UncertainFocal:
+    """Whether an estimated focal less certain than `max_focal_rel_std` (relative std `rel_std`)
+    can be kept (module docstring, "An uncertain estimate"): the camera turns by more than
+    `max_prior_rotation_deg` per frame (less is the prior's), its std is at most
+    `uncertain_focal_max_rel_std`, the rotation error of a focal `uncertain_focal_sigmas` stds off
+    (span times the mean rotation per frame) at most `uncertain_focal_max_rotation_error_deg`, the
+    cameras explain the background of the dense `flows` (`background_epipolar_ratio` at most
+    `uncertain_focal_max_epipolar_ratio`), and test 3 holds at the estimate times (1 +- span)."""
+    span = cfg.uncertain_focal_sigmas * rel_std
+    rotation = _mean_step_rotation_deg(model)
+    diagnostics = {"focal_uncertain_span": span, "focal_uncertain_rotation_error_deg": span * rotation}
+    if not rotation > cfg.max_prior_rotation_deg:  # the prior's case (tests 1-4), which says why not
+        return UncertainFocal([], diagnostics)
+    if not rel_std <= cfg.uncertain_focal_max_rel_std:
+        return UncertainFocal([], diagnostics, f"std {rel_std:.3f} > {cfg.uncertain_focal_max_rel_std}")
+    if not span * rotation <= cfg.uncertain_focal_max_rotation_error_deg:
+        return UncertainFocal([], diagnostics, f"{cfg.uncertain_focal_sigmas:g} stds of focal error would turn the "
+                              f"cameras by {span * rotation:.3f} deg per frame, more than "
+                              f"{cfg.uncertain_focal_max_rotation_error_deg} deg")
+    # before the std, the gate turned wrong models away too (module docstring): a model check first
+    ratio = background_epipolar_ratio(model, flows, cfg)
+    diagnostics["focal_uncertain_epipolar_ratio"] = ratio
+    if not ratio <= cfg.uncertain_focal_max_epipolar_ratio:
+        return UncertainFocal([], diagnostics, f"the cameras explain the dense flow's background {ratio:.1f} times "
+                              f"worse than its best pose (limit {cfg.uncertain_focal_max_epipolar_ratio})")
+    estimate_px = float(model.K[0, 0, 0])
+    alternatives, agreement = [], []
+    for factor in (1 + span, 1 / (1 + span)):
+        trial = copy_model(model)
+        bundle_adjust(trial, True, cfg, fixed_focal=estimate_px * factor)
+        agreement.append(_depth_agreement(model, trial, cfg.prior_depth_min_tri_angle_deg))
+        alternatives.append(trial)
+    diagnostics["focal_uncertain_depth_agreement"] = min(agreement)
+    if not min(agreement) >= cfg.min_prior_depth_agreement:
+        return UncertainFocal([], diagnostics, f"with the focal {100 * span:.1f} % either side, {min(agreement):.3f} "
+                              f"of the sparse points keep their depth (limit {cfg.min_prior_depth_agreement})")
+    return UncertainFocal(alternatives, diagnostics)
+
+
+def background_epipolar_ratio(model: SfmModel, flows: PairFlows, cfg: SfmConfig) -> float:
+    """Median over the pairs of `flows` between registered frames of how many times worse the
+    model's cameras explain the background's flow than the best pose for it
+    (`labelers.sfm.background.refit_to_background`, as the QA's camera gate measures it);
+    NaN where no pair can be fitted. The ratio does not depend on the model's scale."""
+    flows = flows.without_across_only()
+    K = model.K.copy()
+    K[:, :2, 2] -= COLMAP_OFFSET
+    ratios = []
+    for n, (i, j) in enumerate(flows.pairs):
+        if not (model.registered[i] and model.registered[j]):
+            continue
+        src_to_dst = np.eye(4)
+        src_to_dst[:3, :3] = model.R[j] @ model.R[i].T
+        src_to_dst[:3, 3] = model.t[j] - src_to_dst[:3, :3] @ model.t[i]
+        refit = refit_to_background(flows.flow_fwd_px[n], flows.valid_fwd[n], K[i], K[j], src_to_dst, cfg)
+        if refit is not None:
+            ratios.append(refit.epipolar_ratio(translating=bool(np.linalg.norm(src_to_dst[:3, 3]) > 0)))
+    return float(np.median(ratios)) if ratios else float("nan")
 
 
 def _depth_agreement(a: SfmModel, b: SfmModel, min_tri_angle_deg: float) -> float:

@@ -12,7 +12,7 @@ reconstructed points, in frame 0's camera, when frame 0 sees fewer than 10).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from labelers.sfm.focal import (
     focal_uncertainty_from_costs,
     jackknife_log_std,
 )
-from labelers.sfm.focal_prior import prior_focal_model
+from labelers.sfm.focal_prior import prior_focal_model, uncertain_focal_alternatives
 from labelers.sfm.motion import MotionAnalysis
 from labelers.sfm.reconstruction import (
     LEAST_SQUARES_SCALE_PX,
@@ -39,6 +39,9 @@ from labelers.sfm.reconstruction import (
 )
 from labelers.sfm.tracks import Tracks
 
+if TYPE_CHECKING:
+    from labelers.flow import PairFlows
+
 
 def general_result(
     tracks: Tracks,
@@ -48,8 +51,11 @@ def general_result(
     width: int,
     cfg: SfmConfig,
     diagnostics: dict,
+    flows: PairFlows | None = None,
 ) -> CameraResult:
-    """Incremental SfM (`labelers.sfm.reconstruction`), the focal checks, first-frame coordinates."""
+    """Incremental SfM (`labelers.sfm.reconstruction`), the focal checks, first-frame coordinates;
+    `flows` (dense flows of frame pairs) let an uncertain estimated focal be kept
+    (`labelers.sfm.focal_prior.uncertain_focal_alternatives`)."""
     num_frames = tracks.xy.shape[0]
     obs = tracks.xy + COLMAP_OFFSET
     estimate_focal = K_given is None
@@ -77,6 +83,13 @@ def general_result(
                 float(model.K[0, 0, 0]), fov_x, focal, cfg
             )
         focal_diagnostics = focal.diagnostics() if focal is not None else {"focal_rel_std": None}  # drifted
+        if problem is not None and focal is not None and flows is not None and cfg.uncertain_focal_max_rel_std:
+            uncertain = uncertain_focal_alternatives(model, focal.rel_std, flows, cfg)
+            focal_diagnostics.update(uncertain.diagnostics)
+            if uncertain.alternatives:
+                problem, alternatives = None, uncertain.alternatives
+            elif uncertain.why_not:
+                problem = f"{problem}; not kept as an uncertain estimate: {uncertain.why_not}"
         if problem is not None:
             if cfg.unknown_focal == "reject":
                 raise CameraFailure("intrinsics_unobservable", problem)

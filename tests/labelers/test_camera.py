@@ -28,11 +28,18 @@ from labelers.camera import (
     umeyama_sim3,
 )
 from labelers.sfm import FocalUncertainty, SfmCamera, SfmConfig
+from pipelines.labeling import LabelConfig, build_backends, pair_flows
 from pipelines.synthetic import SceneConfig, render_clip
 
 RRE_TARGET_DEG = 0.1
 ATE_TARGET_PERCENT = 1.0
 FOCAL_BOUND = 0.05  # accepted without intrinsics => focal within 5 %
+
+
+def _key_flows(clip):
+    """The pipeline's key-pair flows (stride 4) of a 120x180 clip."""
+    cfg = LabelConfig(height=120, width=180, num_frames=len(clip.frames))
+    return pair_flows(clip.frames, cfg, build_backends(cfg))[1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -204,7 +211,8 @@ def test_sfm_meets_the_targets_with_given_intrinsics(camera, estimator, request)
     [
         ("dolly", 0, 17, False),  # 2 deg of rotation: the focal trades against depth and translation
         ("dolly", 6, 17, False),  # the same; accepted 21 % off when the std assumed independent errors
-        ("orbit", 6, 17, False),  # 13 deg of rotation, but a moving object pulls the focal (jackknife)
+        ("orbit", 6, 17, False),  # 13 deg of rotation, but a moving object pulls the focal (jackknife); without
+        # dense flows no uncertain estimate is kept (test_an_uncertain_focal_is_kept_...)
         ("orbit", 0, 25, True),  # 19 deg of rotation
     ],
 )
@@ -224,6 +232,37 @@ def test_an_estimated_focal_is_accepted_only_within_the_bound(camera, seed, num_
     assert result.diagnostics["focal_rel_std"] <= SfmConfig().max_focal_rel_std
     assert result.diagnostics["focal_jackknife_rel_std"] > 0  # computed for every accepted focal
     assert focal_error <= 2.5 * result.diagnostics["focal_rel_std"]  # the reported std is honest
+
+
+@pytest.mark.parametrize("seed, focal_error_bound", [(1, 0.03), (3, 0.02), (6, 0.05)])
+def test_an_uncertain_focal_is_kept_only_where_it_cannot_bend_the_rotations(seed, focal_error_bound):
+    """Orbits of 17 frames (0.8 deg per frame) with a moving object: their focal std is
+    0.025 / 0.034 / 0.026, over the 0.02 gate, at errors of -1.9 / +0.8 / +4.4 %. Given the dense
+    key-pair flows, the cameras explain the background's flow (epipolar ratio 0.3-0.7) and three
+    stds of focal error leave at most 0.1 deg of rotation error, so the estimate is kept with the
+    RRE and ATE targets met. A tighter rotation budget, no tier, or no flows reject it as before."""
+    clip = _clip("orbit", seed, 17)
+    flows = _key_flows(clip)
+    result = SfmCamera().estimate(clip.frames, None, flows)
+    _check_targets(result, clip)
+    diagnostics, cfg = result.diagnostics, SfmConfig()
+    assert result.intrinsics_source == "estimated" and len(result.focal_alternatives) == 2
+    assert cfg.max_focal_rel_std < diagnostics["focal_rel_std"] <= cfg.uncertain_focal_max_rel_std
+    assert diagnostics["focal_uncertain_rotation_error_deg"] <= cfg.uncertain_focal_max_rotation_error_deg
+    assert diagnostics["focal_uncertain_epipolar_ratio"] < 1.0  # measured 0.34-0.68
+    assert abs(result.K[0, 0, 0] / clip.labels["K"][0, 0, 0] - 1) <= focal_error_bound
+    for tighter in (dict(uncertain_focal_max_rel_std=0.0), dict(uncertain_focal_max_rotation_error_deg=0.01)):
+        with pytest.raises(CameraFailure, match="do not determine the focal length"):
+            SfmCamera(SfmConfig(**tighter)).estimate(clip.frames, None, flows)
+    with pytest.raises(CameraFailure, match="do not determine the focal length"):
+        SfmCamera().estimate(clip.frames, None)
+
+
+def test_uncertain_focal_settings_are_checked():
+    for bad in (dict(uncertain_focal_max_rel_std=-0.1), dict(uncertain_focal_sigmas=0.0),
+                dict(uncertain_focal_max_epipolar_ratio=0.5)):
+        with pytest.raises(ValueError, match="uncertain_focal"):
+            SfmConfig(**bad)
 
 
 def test_focal_uncertainty_counts_spread_and_systematic_error():

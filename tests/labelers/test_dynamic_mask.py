@@ -20,7 +20,6 @@ from labelers.dynamic_mask import (
     grown_regions,
     label_depth_and_masks,
     label_masks_given_depth,
-    refit_to_background,
     residual_threshold,
     rigidity_residual,
     seeded_regions,
@@ -30,6 +29,7 @@ from labelers.dynamic_mask import (
 from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.geometry import relative_pose
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
+from labelers.sfm.background import refit_to_background
 from pair_flows_helpers import make_pair_flows, select_pairs
 from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 from pipelines.synthetic_set import SCENE_CLASSES
@@ -491,6 +491,7 @@ def test_refit_to_background_recovers_a_turned_pair(clips, camera):
     assert np.linalg.norm(refit.src_to_dst[:3, 3]) == pytest.approx(np.linalg.norm(true_pose[:3, 3]))
     right = refit_to_background(flow, valid, K[0], K[4], true_pose)
     assert right.given_px < 0.02 and right.refit_px < 0.02
+    assert refit.epipolar_ratio(translating=True) > 20 and right.epipolar_ratio(translating=True) < 0.5  # floored
     assert refit_to_background(flow, np.zeros_like(valid), K[0], K[4], true_pose) is None
 
 

@@ -143,6 +143,27 @@ def test_a_prior_focal_is_labelled_when_the_dense_depth_does_not_depend_on_it(do
     assert m["rre_mean_deg"] < 0.1 and m["depth_delta125"] > 0.95, m
 
 
+def test_a_turning_camera_keeps_an_uncertain_focal_whose_error_cannot_bend_the_labels(tmp_path):
+    """An orbit (0.8 deg per frame) whose focal std is 0.021, over the 0.02 gate: kept, with the
+    std in the QA, and the labels meet the targets (measured RRE 0.018 deg, delta1.25 0.996, mask
+    IoU 0.82); `--uncertain-focal-max-std 0` rejects it as before."""
+    truth = LabelStore.create(tmp_path / "truth.zarr", precision="float32")
+    scene = SceneConfig(seed=7, height=120, width=180, num_frames=17, camera="orbit", num_moving=1)
+    write_synthetic_set(tmp_path / "synth", [scene], store=truth, with_intrinsics=False)
+    spec = read_manifest(tmp_path / "synth" / "manifest.csv").specs[0]
+    cfg = LabelConfig(height=120, width=180, num_frames=17)
+    arrays, attrs, reasons = label_clip(spec, cfg, build_backends(cfg))
+    qa = attrs["qa"]
+    assert not reasons and qa["camera_intrinsics_prior"] == 0.0
+    assert SfmConfig().max_focal_rel_std < qa["camera_focal_uncertain_rel_std"] <= cfg.uncertain_focal_max_std
+    assert qa["camera_focal_prior_dense_agreement"] >= SfmConfig().min_prior_dense_agreement
+    m = compare_labels(arrays, truth.read(spec.clip_id))
+    assert m["rre_mean_deg"] < 0.1 and m["depth_delta125"] > 0.95 and m["dynamic_iou"] > 0.6, m
+    strict = replace(cfg, uncertain_focal_max_std=0.0)
+    with pytest.raises(ClipRejected, match="camera_intrinsics_unobservable"):
+        label_clip(spec, strict, build_backends(strict))
+
+
 def test_a_prior_focal_whose_dense_depth_depends_on_it_is_rejected_with_the_numbers(dolly_without_intrinsics):
     spec, _ = dolly_without_intrinsics
     cfg = LabelConfig(height=120, width=180, num_frames=17, unknown_focal="prior")
