@@ -184,6 +184,8 @@ def uncertain_focal_alternatives(model: SfmModel, rel_std: float, flows: PairFlo
     # before the std, the gate turned wrong models away too (module docstring): a model check first
     ratio = background_epipolar_ratio(model, flows, cfg)
     diagnostics["focal_uncertain_epipolar_ratio"] = ratio
+    if np.isnan(ratio):
+        return UncertainFocal([], diagnostics, "no key pair's dense flow has a background to check the cameras on")
     if not ratio <= cfg.uncertain_focal_max_epipolar_ratio:
         return UncertainFocal([], diagnostics, f"the cameras explain the dense flow's background {ratio:.1f} times "
                               f"worse than its best pose (limit {cfg.uncertain_focal_max_epipolar_ratio})")

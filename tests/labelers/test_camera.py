@@ -29,6 +29,7 @@ from labelers.camera import (
 )
 from labelers.sfm import FocalUncertainty, SfmCamera, SfmConfig
 from pipelines.labeling import LabelConfig, build_backends, pair_flows
+from pipelines.regression_footage import absurd_numbers
 from pipelines.synthetic import SceneConfig, render_clip
 
 RRE_TARGET_DEG = 0.1
@@ -258,6 +259,15 @@ def test_an_uncertain_focal_is_kept_only_where_it_cannot_bend_the_rotations(seed
         SfmCamera().estimate(clip.frames, None)
 
 
+def test_an_uncertain_focal_needs_a_background_to_check_the_cameras_on():
+    clip = _clip("orbit", 7, 17)
+    flows = _key_flows(clip)
+    blind = replace(flows, valid_fwd=np.zeros_like(flows.valid_fwd), valid_bwd=np.zeros_like(flows.valid_bwd))
+    with pytest.raises(CameraFailure, match="no key pair's dense flow has a background") as info:
+        SfmCamera().estimate(clip.frames, None, blind)
+    assert not absurd_numbers(info.value.message)
+
+
 def test_uncertain_focal_settings_are_checked():
     for bad in (dict(uncertain_focal_max_rel_std=-0.1), dict(uncertain_focal_sigmas=0.0),
                 dict(uncertain_focal_max_epipolar_ratio=0.5)):
@@ -280,7 +290,6 @@ def test_focal_uncertainty_counts_spread_and_systematic_error():
 def test_focal_problem_never_reports_an_infinite_spread():
     """cup_hand's rejection read 'a relative standard deviation of at least inf'."""
     from labelers.sfm.focal import focal_problem
-    from pipelines.regression_footage import absurd_numbers
 
     no_signal = FocalUncertainty(signal_px=0.0, random_px=0.01, bias_px=0.001)
     message = focal_problem(625.8, 32.0, no_signal, SfmConfig())
