@@ -88,7 +88,8 @@ class SfmConfig:
         uncertain_focal_max_rel_std, uncertain_focal_sigmas, uncertain_focal_max_rotation_error_deg,
         uncertain_focal_max_epipolar_ratio: with dense flows given, an estimated focal less certain
             than `max_focal_rel_std` is kept, on a camera turning by more than
-            `max_prior_rotation_deg` per frame, when its std is at most `uncertain_focal_max_rel_std`,
+            `max_prior_rotation_deg` per frame, when its std (the region jackknife's spread
+            included) is at most `uncertain_focal_max_rel_std`,
             the rotation error that `uncertain_focal_sigmas` stds of focal error may leave (that many
             times the std times the mean rotation per frame) is at most
             `uncertain_focal_max_rotation_error_deg`, the cameras explain the flows' background at

@@ -30,7 +30,10 @@ An uncertain estimate: before the prior, an estimated focal whose std (`labelers
 exceeds `max_focal_rel_std` is kept, with `intrinsics_source` "estimated", when the camera
 turns too much for the prior (test 1), the dense flows show that the model is right, and the
 focal's error cannot move the other labels past their targets:
-- the std is at most `uncertain_focal_max_rel_std`;
+- the std, with the region jackknife's spread (`labelers.sfm.focal`; computed here when the
+  cost profile alone already exceeded `max_focal_rel_std`), is at most
+  `uncertain_focal_max_rel_std`: a 55 deg orbit whose mover pulled the focal 24 % off had a
+  cost-profile std of 0.025 and a jackknife spread of 0.125;
 - a focal `uncertain_focal_sigmas` stds off leaves at most
   `uncertain_focal_max_rotation_error_deg` of rotation error (span times the mean rotation per
   frame: rotation angles scale with the focal's error, test 1);
@@ -39,8 +42,8 @@ focal's error cannot move the other labels past their targets:
   (`background_epipolar_ratio`, the QA camera gate's measure). The std gate also turns away
   wrong models, whose std is not honest: a slow pan whose tracks sit on a large mover was
   solved as a general motion with 1.1 deg per frame of invented rotation at std 0.026, and its
-  cameras explain the background 47-103 times worse than its best pose; right orbits score
-  0.3-0.7;
+  cameras explain the background 47-103 times worse than its best pose (its jackknife spread,
+  0.090, rejects it too); right orbits score 0.3-0.7;
 - tests 3 and 4 hold with the focal at the estimate times (1 +- span) instead of the prior's span.
 
 A turning camera gets no prior (test 1) and was rejected with a focal 1-3 % off (textureless

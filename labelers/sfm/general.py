@@ -84,6 +84,11 @@ def general_result(
             )
         focal_diagnostics = focal.diagnostics() if focal is not None else {"focal_rel_std": None}  # drifted
         if problem is not None and focal is not None and flows is not None and cfg.uncertain_focal_max_rel_std:
+            if np.isnan(focal.jackknife_rel_std) and focal.rel_std <= cfg.uncertain_focal_max_rel_std:
+                # the cost profile's std alone was 2.5 % on an orbit whose mover pulled the focal 24 % off
+                focal = replace(focal, jackknife_rel_std=_bundle_focal_jackknife(model, cfg))
+                focal_diagnostics = focal.diagnostics()
+                problem = focal_problem(float(model.K[0, 0, 0]), fov_x, focal, cfg)
             uncertain = uncertain_focal_alternatives(model, focal.rel_std, flows, cfg)
             focal_diagnostics.update(uncertain.diagnostics)
             if uncertain.alternatives:
