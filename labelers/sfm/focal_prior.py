@@ -166,8 +166,8 @@ class UncertainFocal:
 
 
 def uncertain_focal_alternatives(model: SfmModel, rel_std: float, flows: PairFlows, cfg: SfmConfig) -> UncertainFocal:
-    """Whether an estimated focal less certain than `max_focal_rel_std` (relative std `rel_std`)
-    can be kept (module docstring, "An uncertain estimate"): the camera turns by more than
+    """Whether an estimated focal less certain than `max_focal_rel_std` (relative std `rel_std`,
+    the region jackknife's spread included) can be kept (module docstring, "An uncertain estimate"): the camera turns by more than
     `max_prior_rotation_deg` per frame (less is the prior's), its std is at most
     `uncertain_focal_max_rel_std`, the rotation error of a focal `uncertain_focal_sigmas` stds off
     (span times the mean rotation per frame) at most `uncertain_focal_max_rotation_error_deg`, the
@@ -184,7 +184,7 @@ def uncertain_focal_alternatives(model: SfmModel, rel_std: float, flows: PairFlo
         return UncertainFocal([], diagnostics, f"{cfg.uncertain_focal_sigmas:g} stds of focal error would turn the "
                               f"cameras by {span * rotation:.3f} deg per frame, more than "
                               f"{cfg.uncertain_focal_max_rotation_error_deg} deg")
-    # before the std, the gate turned wrong models away too (module docstring): a model check first
+    # the std gate was also what kept wrong models out, and their std is not honest (module docstring)
     ratio = background_epipolar_ratio(model, flows, cfg)
     diagnostics["focal_uncertain_epipolar_ratio"] = ratio
     if np.isnan(ratio):
