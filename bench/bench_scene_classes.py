@@ -150,7 +150,7 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     write_synthetic_set(root / name, configs, with_intrinsics=args.with_intrinsics, on_render=keep)
     specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
     cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
-                      key_flow_guided=not args.no_key_flow_guided)
+                      key_flow_guided=not args.no_key_flow_guided, uncertain_focal_max_std=args.uncertain_focal_max_std)
     backends = build_backends(cfg)
     if args.dense_limit is not None:  # calibration: label clips the prior's dense test would reject
         backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=args.dense_limit))
@@ -261,6 +261,8 @@ def main() -> None:
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
     parser.add_argument("--dense-limit", type=float, help="SfmConfig.min_prior_dense_agreement (default: its own)")
+    parser.add_argument("--uncertain-focal-max-std", type=float, default=LabelConfig.uncertain_focal_max_std,
+                        help="LabelConfig.uncertain_focal_max_std (0: no uncertain estimated focal is kept)")
     parser.add_argument("--with-intrinsics", action="store_true",
                         help="write the true intrinsics into the manifest (default: none, the focal is estimated)")
     parser.add_argument("--no-key-flow-guided", action="store_true",
