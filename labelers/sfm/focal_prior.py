@@ -65,12 +65,13 @@ import numpy as np
 
 from labelers.camera import CameraFailure
 from labelers.sfm.background import refit_to_background
-from labelers.sfm.common import COLMAP_OFFSET, rotation_angle_deg
+from labelers.sfm.common import rotation_angle_deg
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.reconstruction import (
     SfmModel,
     bundle_adjust,
     copy_model,
+    image_K,
     filter_outliers,
     reprojection_errors,
     triangulate_new,
@@ -156,8 +157,7 @@ class UncertainFocal:
         alternatives: the models re-adjusted with the focal at the estimate times (1 +- span),
             for the dense test; empty when the focal is not kept.
         diagnostics: span, rotation error bound, epipolar ratio, sparse depth agreement.
-        why_not: the test it failed, with its value and limit ("" when kept, or when the camera
-            turns too slowly for the tier: the prior's case).
+        why_not: the test it failed, with its value and limit ("" when kept).
     """
 
     alternatives: list[SfmModel]
@@ -165,19 +165,23 @@ class UncertainFocal:
     why_not: str = ""
 
 
+def turns_faster_than_prior(model: SfmModel, cfg: SfmConfig) -> bool:
+    """Whether the camera turns by more than `max_prior_rotation_deg` per frame on average: too
+    fast for the prior focal (test 1), the case of an uncertain estimate."""
+    return _mean_step_rotation_deg(model) > cfg.max_prior_rotation_deg
+
+
 def uncertain_focal_alternatives(model: SfmModel, rel_std: float, flows: PairFlows, cfg: SfmConfig) -> UncertainFocal:
-    """Whether an estimated focal less certain than `max_focal_rel_std` (relative std `rel_std`,
-    the region jackknife's spread included) can be kept (module docstring, "An uncertain estimate"): the camera turns by more than
-    `max_prior_rotation_deg` per frame (less is the prior's), its std is at most
-    `uncertain_focal_max_rel_std`, the rotation error of a focal `uncertain_focal_sigmas` stds off
-    (span times the mean rotation per frame) at most `uncertain_focal_max_rotation_error_deg`, the
-    cameras explain the background of the dense `flows` (`background_epipolar_ratio` at most
+    """Whether an estimated focal less certain than `max_focal_rel_std`, on a camera that
+    `turns_faster_than_prior`, can be kept (module docstring, "An uncertain estimate"):
+    `rel_std` (the region jackknife's spread included) is at most `uncertain_focal_max_rel_std`,
+    the rotation error of a focal `uncertain_focal_sigmas` stds off (span times the mean rotation
+    per frame) at most `uncertain_focal_max_rotation_error_deg`, the cameras explain the
+    background of the dense `flows` (`background_epipolar_ratio` at most
     `uncertain_focal_max_epipolar_ratio`), and test 3 holds at the estimate times (1 +- span)."""
     span = cfg.uncertain_focal_sigmas * rel_std
     rotation = _mean_step_rotation_deg(model)
     diagnostics = {"focal_uncertain_span": span, "focal_uncertain_rotation_error_deg": span * rotation}
-    if not rotation > cfg.max_prior_rotation_deg:  # the prior's case (tests 1-4), which says why not
-        return UncertainFocal([], diagnostics)
     if not rel_std <= cfg.uncertain_focal_max_rel_std:
         return UncertainFocal([], diagnostics, f"std {rel_std:.3f} > {cfg.uncertain_focal_max_rel_std}")
     if not span * rotation <= cfg.uncertain_focal_max_rotation_error_deg:
@@ -212,8 +216,7 @@ def background_epipolar_ratio(model: SfmModel, flows: PairFlows, cfg: SfmConfig)
     (`labelers.sfm.background.refit_to_background`, as the QA's camera gate measures it);
     NaN where no pair can be fitted. The ratio does not depend on the model's scale."""
     flows = flows.without_across_only()
-    K = model.K.copy()
-    K[:, :2, 2] -= COLMAP_OFFSET
+    K = image_K(model)
     ratios = []
     for n, (i, j) in enumerate(flows.pairs):
         if not (model.registered[i] and model.registered[j]):

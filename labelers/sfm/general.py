@@ -26,13 +26,14 @@ from labelers.sfm.focal import (
     focal_uncertainty_from_costs,
     jackknife_log_std,
 )
-from labelers.sfm.focal_prior import prior_focal_model, uncertain_focal_alternatives
+from labelers.sfm.focal_prior import prior_focal_model, turns_faster_than_prior, uncertain_focal_alternatives
 from labelers.sfm.motion import MotionAnalysis
 from labelers.sfm.reconstruction import (
     LEAST_SQUARES_SCALE_PX,
     SfmModel,
     bundle_adjust,
     copy_model,
+    image_K,
     reconstruct,
     reprojection_errors,
     triangulation_angles,
@@ -83,7 +84,8 @@ def general_result(
                 float(model.K[0, 0, 0]), fov_x, focal, cfg
             )
         focal_diagnostics = focal.diagnostics() if focal is not None else {"focal_rel_std": None}  # drifted
-        if problem is not None and focal is not None and flows is not None and cfg.uncertain_focal_max_rel_std:
+        if (problem is not None and focal is not None and flows is not None and cfg.uncertain_focal_max_rel_std
+                and turns_faster_than_prior(model, cfg)):  # a slower camera is the prior's case
             if np.isnan(focal.jackknife_rel_std) and focal.rel_std <= cfg.uncertain_focal_max_rel_std:
                 # the cost profile's std alone was 2.5 % on an orbit whose mover pulled the focal 24 % off
                 focal = replace(focal, jackknife_rel_std=_bundle_focal_jackknife(model, cfg))
@@ -93,7 +95,7 @@ def general_result(
             focal_diagnostics.update(uncertain.diagnostics)
             if uncertain.alternatives:
                 problem, alternatives = None, uncertain.alternatives
-            elif uncertain.why_not:
+            else:
                 problem = f"{problem}; not kept as an uncertain estimate: {uncertain.why_not}"
         if problem is not None:
             if cfg.unknown_focal == "reject":
@@ -109,11 +111,11 @@ def general_result(
             f"median reprojection error {stats['median']:.2f} px > {cfg.max_median_reproj_px} px",
         )
     c2w, scene_scale = _first_frame_c2w(model)
-    focal_alternatives = tuple((_first_frame_c2w(alt)[0], _image_K(alt)) for alt in alternatives)
+    focal_alternatives = tuple((_first_frame_c2w(alt)[0], image_K(alt)) for alt in alternatives)
     inlier_errors = np.where(model.inlier, errors, np.nan)
     with np.errstate(invalid="ignore"):
         frame_reproj = np.nansum(inlier_errors, 1) / model.inlier.sum(1)  # NaN where no inliers
-    K_out = _image_K(model)
+    K_out = image_K(model)
     diagnostics.update(
         {
             "num_points3d": int(model.triangulated.sum()),
@@ -139,13 +141,6 @@ def general_result(
         diagnostics=diagnostics,
         focal_alternatives=focal_alternatives,
     )
-
-
-def _image_K(model: SfmModel) -> np.ndarray:
-    """(T, 3, 3) intrinsics of the model in image pixel coordinates (without COLMAP's offset)."""
-    K = model.K.copy()
-    K[:, :2, 2] -= COLMAP_OFFSET
-    return K
 
 
 def _bundle_focal_uncertainty(model: SfmModel, cfg: SfmConfig) -> FocalUncertainty:

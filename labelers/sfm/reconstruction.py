@@ -23,7 +23,7 @@ import numpy as np
 import pycolmap
 
 from labelers.camera import CameraFailure
-from labelers.sfm.common import ransac_options
+from labelers.sfm.common import COLMAP_OFFSET, ransac_options
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.motion import MotionAnalysis
 from labelers.sfm.pairs import PairGeometry
@@ -456,6 +456,13 @@ def _loss_scale_px(model: SfmModel, cfg: SfmConfig) -> float:
     errors = errors[np.isfinite(errors)]
     typical = float(np.median(errors)) if errors.size else 0.0
     return max(cfg.loss_scale_factor * typical, cfg.min_loss_scale_px)
+
+
+def image_K(model: SfmModel) -> np.ndarray:
+    """(T, 3, 3) intrinsics of the model in image pixel coordinates (without COLMAP's offset)."""
+    K = model.K.copy()
+    K[:, :2, 2] -= COLMAP_OFFSET
+    return K
 
 
 def copy_model(model: SfmModel) -> SfmModel:
