@@ -189,7 +189,18 @@ depth-free residual), implemented by `label_depth_and_masks`:
    where growth doubled the false alarms; where growth into triangulated depth would do that,
    the growth without it stands. Growing from the raw flags instead let specks that the clean-up
    drops grow past its size limits (measured: docs/benchmarks.md, "Session 24"; into
-   triangulated depth: "Session 27");
+   triangulated depth: "Session 27"). Each key frame's mask but the last then takes, along its
+   valid flow to the next key frame and to the previous one, the regions of their masks that it
+   already holds part of (`from_neighbours`; from the end back, then onwards, so that a region
+   passes along the key frames that hold part of it), on its pixels whose key-pair score is at
+   least `neighbour_min_score` or unknown. A rigid mover keeps moving over a few key intervals
+   while what shows its motion comes and goes: parts of it leave the view, or go behind
+   something, before the next key frame, where the key pair has no flow (on the development
+   clips about half of the movers' missed pixels had no key-pair score), and its motion turns
+   towards its epipolar lines at times. A neighbour that sees the region moving completes it. The
+   score gate keeps out the background beside a mover where the key pair finds it still: the
+   neighbour's region, read along a flow smeared at the mover's border, takes some of it along
+   (measured: docs/benchmarks.md, "Session 29");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -306,6 +317,10 @@ class DynamicMaskConfig:
             (module docstring); 0 disables.
         last_from_previous: the last key frame's mask also takes, along its valid flow to key
             frame S-2, the regions of M_{S-2} it already holds part of (module docstring, step 3).
+        from_neighbours, neighbour_min_score: each other key frame's mask also takes, along its
+            valid flow to the next key frame and to the previous one, the regions of their masks it
+            already holds part of, on its pixels whose key-pair score (residual over tau) is at least
+            `neighbour_min_score` or unknown (module docstring, step 3).
         seed_min_snr, seed_min_share, seed_min_px: a connected region of a key frame's flags is
             kept only where at least `seed_min_share` of its pixels, and at least `seed_min_px`,
             are flagged on texture that determines the flow (`labelers.flow.texture_snr` over
@@ -361,6 +376,8 @@ class DynamicMaskConfig:
     confirm_max_snr: float = 4.0
     confirm_window_px: int = 9
     last_from_previous: bool = True
+    from_neighbours: bool = True
+    neighbour_min_score: float = 0.2
     seed_min_snr: float = 1.0
     seed_min_share: float = 0.01
     seed_min_px: int = 20
@@ -404,6 +421,8 @@ class DynamicMaskConfig:
         if self.confirm_max_snr < 0 or self.confirm_window_px < 3:
             raise ValueError(f"need confirm_max_snr >= 0 and confirm_window_px >= 3, got {self.confirm_max_snr}, "
                              f"{self.confirm_window_px}")
+        if not 0 <= self.neighbour_min_score <= 1:
+            raise ValueError(f"neighbour_min_score must be in [0, 1], got {self.neighbour_min_score}")
         if self.seed_min_snr < 0 or not 0 <= self.seed_min_share <= 1 or self.seed_min_px < 0:
             raise ValueError(f"need seed_min_snr >= 0, seed_min_share in [0, 1] and seed_min_px >= 0, got "
                              f"{self.seed_min_snr}, {self.seed_min_share}, {self.seed_min_px}")
@@ -999,8 +1018,9 @@ class FlowRigidityMasks:
     # 13: carried points may lie a little nearer than their frame's range (carry_range_margin);
     # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel);
     # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated);
-    # 16: the frame masks' flags on weak texture, where the key flow is invalid, confirmed by the mirror view too
-    version = "16"
+    # 16: the frame masks' flags on weak texture, where the key flow is invalid, confirmed by the mirror view too;
+    # 17: key masks completed from their neighbours' regions (from_neighbours)
+    version = "17"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1221,10 +1241,11 @@ class FlowRigidityMasks:
         # longer views go without the prior: a longer baseline magnifies its errors as much as the motion
         far_geometry = dict(geometry, prior_depth=None)
         masks = np.zeros((len(keys), height, width), bool)
+        scores = np.full((len(keys), height, width), np.nan, np.float32)
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
             view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
-            score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
+            scores[n] = score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             weak = None if texture is None or texture.weak is None else texture.weak[src]
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
@@ -1244,18 +1265,37 @@ class FlowRigidityMasks:
                 depth_valid = None if depth is None else depth[src] > 0
                 masks[n] = clean_mask(grown_regions(masks[n], score, depth_valid, depth_triangulated, self.config),
                                       self.config)
+        if self.config.from_neighbours:
+            masks = self._completed_by_neighbours(masks, scores, flows, keys)
         if frames is not None:
             masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
         if self.config.last_from_previous:
             masks[-1] = self._completed_from(masks[-1], masks[-2], self._flow(flows, keys[-1], keys[-2]))
         return masks
 
+    def _completed_by_neighbours(
+        self, masks: np.ndarray, scores: np.ndarray, flows: PairFlows, keys: list[int]
+    ) -> np.ndarray:
+        """`masks` (S, H, W) with each but the last completed from its neighbours' (`_completed_from`) on
+        its pixels whose key-pair score in `scores` (S, H, W) is at least `neighbour_min_score` or
+        unknown: from the next key frame's, from the end back, then from the previous one's, onwards,
+        so that a region passes along the key frames that hold part of it (module docstring, step 3)."""
+        out = masks.copy()
+        with np.errstate(invalid="ignore"):
+            open_to = ~(scores < self.config.neighbour_min_score)
+        order = [(n, n + 1) for n in range(len(keys) - 2, -1, -1)] + [(n, n - 1) for n in range(1, len(keys) - 1)]
+        for n, other in order:
+            completed = self._completed_from(out[n], out[other], self._flow(flows, keys[n], keys[other]))
+            out[n] |= completed & open_to[n]
+        return out
+
     @staticmethod
     def _completed_from(
         mask: np.ndarray, previous: np.ndarray, flow_to_previous: tuple[np.ndarray, np.ndarray]
     ) -> np.ndarray:
-        """The last key frame's `mask` (H, W) with the regions of `previous` (M_{S-2}) read along its
-        valid flow to key frame S-2 that it already holds part of (module docstring, step 3)."""
+        """A key frame's `mask` (H, W) with the regions of `previous`, another key frame's mask, read
+        along its valid flow to that key frame, that it already holds part of (module docstring,
+        step 3): the last key frame's from M_{S-2}, and each other from its neighbours'."""
         flow_px, flow_valid = flow_to_previous
         read = warp_by_flow(previous.astype(np.float32), np.nan_to_num(flow_px).astype(np.float32), outside=0.0)
         carried = (read >= 0.5) & flow_valid

@@ -529,7 +529,8 @@ def test_longer_views_find_slow_movers(camera):
     depth = clip.labels["depth"] * SCALE
     found = {}
     for multiples in ((), (2, 4)):  # the last key frame as its views alone find it
-        masks = FlowRigidityMasks(DynamicMaskConfig(key_view_multiples=multiples, last_from_previous=False))
+        masks = FlowRigidityMasks(DynamicMaskConfig(key_view_multiples=multiples, last_from_previous=False,
+                                                    from_neighbours=False))
         found[multiples] = masks.key_masks(flows, c2w, K, keys, depth, masks.frame_masks(flows, c2w, K))
     # Measured IoU without longer views: dolly 0.31, orbit 0.31; with them 0.56, 0.45 (0.55, 0.41
     # before longer views needed a hint in the key pair, `longer_view_min_score`).
@@ -540,7 +541,8 @@ def test_longer_views_find_slow_movers(camera):
     assert false_positive_rate(found[(2, 4)], truth) < 0.03  # measured 0.004, 0.012 (object borders)
     # the mirror views (as far back in time) see the slow movers too: with every pixel taken as
     # weak texture (`confirm_max_snr`), measured IoU dolly 0.570, orbit 0.438
-    masks = FlowRigidityMasks(DynamicMaskConfig(key_view_multiples=(2, 4), last_from_previous=False))
+    masks = FlowRigidityMasks(DynamicMaskConfig(key_view_multiples=(2, 4), last_from_previous=False,
+                                                from_neighbours=False))
     weak = SourceTexture(weak=np.ones((17, 120, 180), bool))
     confirmed = masks.key_masks(flows, c2w, K, keys, depth, masks.frame_masks(flows, c2w, K), texture=weak)
     assert iou(confirmed, truth) > iou(found[(2, 4)], truth) - 0.03
@@ -690,6 +692,52 @@ def test_last_key_frame_takes_the_regions_of_the_one_before_it_holds_part_of():
     expected[5:15, 8:18] = True
     expected &= valid
     np.testing.assert_array_equal(out, expected | own)
+
+
+def test_key_masks_are_completed_from_their_neighbours_where_the_key_pair_allows():
+    """`_completed_by_neighbours`: a region passes along the key frames that hold part of it, from the
+    end back and then onwards, onto pixels whose key-pair score is unknown or at least
+    `neighbour_min_score`; a region a key frame holds nothing of, and the last key frame, stay as
+    they were."""
+    keys, shape = [0, 4, 8, 12], (30, 40)
+    pairs = list(zip(keys[:-1], keys[1:]))
+    still = [np.zeros((*shape, 2))] * len(pairs)
+    flows = make_pair_flows(pairs, still, [np.ones(shape, bool)] * len(pairs), still, [np.ones(shape, bool)] * len(pairs))
+    region = np.zeros(shape, bool)
+    region[5:15, 5:15] = True
+    other = np.zeros(shape, bool)
+    other[20:25, 25:35] = True
+    masks = np.zeros((4, *shape), bool)
+    masks[0, 5:7, 5:7] = True  # part of the region only
+    masks[1, 13:15, 13:15] = True  # another part
+    masks[2] = region | other
+    scores = np.full((4, *shape), 0.5, np.float32)
+    scores[0, 5:15, 12:15] = 0.1  # the key pair finds these still
+    scores[0, 8:10, 8:10] = np.nan  # no key-pair flow: the neighbour decides
+    out = FlowRigidityMasks()._completed_by_neighbours(masks, scores, flows, keys)
+    np.testing.assert_array_equal(out[2], masks[2])  # it holds both
+    np.testing.assert_array_equal(out[1], region)  # the other region touches nothing it holds
+    np.testing.assert_array_equal(out[0], region & ~(scores[0] < 0.2))
+    np.testing.assert_array_equal(out[3], masks[3])
+    open_gate = FlowRigidityMasks(DynamicMaskConfig(neighbour_min_score=0.0))
+    np.testing.assert_array_equal(open_gate._completed_by_neighbours(masks, scores, flows, keys)[0], region)
+    with pytest.raises(ValueError, match="neighbour_min_score"):
+        DynamicMaskConfig(neighbour_min_score=1.5)
+
+
+@pytest.mark.parametrize("camera", ["dolly", "orbit"])
+def test_key_masks_completed_from_their_neighbours_find_more_of_the_movers(camera):
+    """End to end on seed 2 (17 frames, two movers, weight-free depth): the neighbours' regions give each
+    key frame the parts of a mover that its own views miss. Measured IoU dolly 0.696 -> 0.803, orbit
+    0.646 -> 0.786; false alarms 0.29 -> 0.58 %, 0.02 -> 0.10 % (borders the neighbours' flow smears)."""
+    clip = render_clip(SceneConfig(seed=2, height=120, width=180, num_frames=17, stride=4, camera=camera, num_moving=2))
+    flows = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(17) + key_frame_pairs(17, 4))
+    labels, truth, keys = clip.labels, clip.labels["dynamic_mask"], list(range(0, 17, 4))
+    masks = {flag: label_depth_and_masks(clip.frames, flows, labels["c2w"], labels["K"], keys, MultiViewDepth(),
+                                         FlowRigidityMasks(DynamicMaskConfig(from_neighbours=flag))).dynamic_mask
+             for flag in (False, True)}
+    assert iou(masks[True], truth) > iou(masks[False], truth) + 0.08
+    assert false_positive_rate(masks[True], truth) < 0.01
 
 
 def test_last_key_frame_completed_on_a_dolly():
