@@ -1282,22 +1282,22 @@ class FlowRigidityMasks:
         so that a region passes along the key frames that hold part of it (module docstring, step 3)."""
         out = masks.copy()
         with np.errstate(invalid="ignore"):
-            open_to = ~(scores < self.config.neighbour_min_score)
+            score_allows = ~(scores < self.config.neighbour_min_score)  # NaN (no key-pair score) allows
         order = [(n, n + 1) for n in range(len(keys) - 2, -1, -1)] + [(n, n - 1) for n in range(1, len(keys) - 1)]
         for n, other in order:
             completed = self._completed_from(out[n], out[other], self._flow(flows, keys[n], keys[other]))
-            out[n] |= completed & open_to[n]
+            out[n] |= completed & score_allows[n]
         return out
 
     @staticmethod
     def _completed_from(
-        mask: np.ndarray, previous: np.ndarray, flow_to_previous: tuple[np.ndarray, np.ndarray]
+        mask: np.ndarray, other: np.ndarray, flow_to_other: tuple[np.ndarray, np.ndarray]
     ) -> np.ndarray:
-        """A key frame's `mask` (H, W) with the regions of `previous`, another key frame's mask, read
+        """A key frame's `mask` (H, W) with the regions of `other`, another key frame's mask, read
         along its valid flow to that key frame, that it already holds part of (module docstring,
         step 3): the last key frame's from M_{S-2}, and each other from its neighbours'."""
-        flow_px, flow_valid = flow_to_previous
-        read = warp_by_flow(previous.astype(np.float32), np.nan_to_num(flow_px).astype(np.float32), outside=0.0)
+        flow_px, flow_valid = flow_to_other
+        read = warp_by_flow(other.astype(np.float32), np.nan_to_num(flow_px).astype(np.float32), outside=0.0)
         carried = (read >= 0.5) & flow_valid
         _, regions = cv2.connectedComponents(carried.astype(np.uint8), connectivity=8)
         seeded = np.unique(regions[carried & mask])
