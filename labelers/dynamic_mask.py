@@ -198,9 +198,11 @@ depth-free residual), implemented by `label_depth_and_masks`:
    something, before the next key frame, where the key pair has no flow (on the development
    clips about half of the movers' missed pixels had no key-pair score), and its motion turns
    towards its epipolar lines at times. A neighbour that sees the region moving completes it. The
-   score gate keeps out the background beside a mover where the key pair finds it still: the
-   neighbour's region, read along a flow smeared at the mover's border, takes some of it along
-   (measured: docs/benchmarks.md, "Session 29");
+   neighbour's region, read along a flow smeared at the mover's border, takes some background
+   along: the score gate keeps it out where the key pair finds the background still, and the
+   neighbour's mask is read with its borders moved to its own frame's edges (`snap_to_edges`,
+   below), which took out a third to a half of the false alarms the completion added on the
+   replayed clips and kept more of the movers (measured: docs/benchmarks.md, "Session 29");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -1265,27 +1267,38 @@ class FlowRigidityMasks:
                 depth_valid = None if depth is None else depth[src] > 0
                 masks[n] = clean_mask(grown_regions(masks[n], score, depth_valid, depth_triangulated, self.config),
                                       self.config)
+        key_rgb = None if frames is None else np.asarray(frames)[keys]
         if self.config.from_neighbours:
-            masks = self._completed_by_neighbours(masks, scores, flows, keys)
-        if frames is not None:
-            masks = snap_to_edges(masks, np.asarray(frames)[keys], self.config)
+            masks = self._completed_by_neighbours(masks, scores, flows, keys, key_rgb)
+        if key_rgb is not None:
+            masks = snap_to_edges(masks, key_rgb, self.config)
         if self.config.last_from_previous:
             masks[-1] = self._completed_from(masks[-1], masks[-2], self._flow(flows, keys[-1], keys[-2]))
         return masks
 
     def _completed_by_neighbours(
-        self, masks: np.ndarray, scores: np.ndarray, flows: PairFlows, keys: list[int]
+        self,
+        masks: np.ndarray,
+        scores: np.ndarray,
+        flows: PairFlows,
+        keys: list[int],
+        key_rgb: np.ndarray | None = None,
     ) -> np.ndarray:
         """`masks` (S, H, W) with each but the last completed from its neighbours' (`_completed_from`) on
         its pixels whose key-pair score in `scores` (S, H, W) is at least `neighbour_min_score` or
         unknown: from the next key frame's, from the end back, then from the previous one's, onwards,
-        so that a region passes along the key frames that hold part of it (module docstring, step 3)."""
+        so that a region passes along the key frames that hold part of it (module docstring, step 3).
+        With the key frames' RGB `key_rgb` (S, H, W, 3) uint8, a neighbour's mask is read with its
+        borders on its own frame's edges (`snap_to_edges`)."""
         out = masks.copy()
         with np.errstate(invalid="ignore"):
             score_allows = ~(scores < self.config.neighbour_min_score)  # NaN (no key-pair score) allows
         order = [(n, n + 1) for n in range(len(keys) - 2, -1, -1)] + [(n, n - 1) for n in range(1, len(keys) - 1)]
         for n, other in order:
-            completed = self._completed_from(out[n], out[other], self._flow(flows, keys[n], keys[other]))
+            neighbour = out[other]
+            if key_rgb is not None:
+                neighbour = snap_to_edges(neighbour[None], key_rgb[other][None], self.config)[0]
+            completed = self._completed_from(out[n], neighbour, self._flow(flows, keys[n], keys[other]))
             out[n] |= completed & score_allows[n]
         return out
 
