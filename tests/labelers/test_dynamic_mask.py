@@ -725,6 +725,28 @@ def test_key_masks_are_completed_from_their_neighbours_where_the_key_pair_allows
         DynamicMaskConfig(neighbour_min_score=1.5)
 
 
+def test_a_neighbours_mask_is_read_with_its_borders_on_its_own_frames_edges():
+    """With the key frames' RGB, the neighbour's region is snapped to its frame's edges before it is
+    read: a 3 px band past a dark object's border stays out; without the frames it comes along."""
+    keys, shape = [0, 4, 8], (30, 40)
+    pairs = list(zip(keys[:-1], keys[1:]))
+    still = [np.zeros((*shape, 2))] * len(pairs)
+    flows = make_pair_flows(pairs, still, [np.ones(shape, bool)] * len(pairs), still, [np.ones(shape, bool)] * len(pairs))
+    key_rgb = np.full((3, *shape, 3), 220, np.uint8)
+    key_rgb[:, 5:25, 5:20] = 30  # the object
+    obj = np.zeros(shape, bool)
+    obj[5:25, 5:20] = True
+    masks = np.zeros((3, *shape), bool)
+    masks[0, 8:12, 8:12] = True  # part of the object
+    masks[1, 5:25, 5:23] = True  # the object and a band beside it
+    scores = np.full((3, *shape), 0.5, np.float32)
+    completer = FlowRigidityMasks()
+    unsnapped = completer._completed_by_neighbours(masks, scores, flows, keys)[0]
+    snapped = completer._completed_by_neighbours(masks, scores, flows, keys, key_rgb)[0]
+    assert (unsnapped & ~obj).sum() == 60
+    np.testing.assert_array_equal(snapped, obj)
+
+
 @pytest.mark.parametrize("camera", ["dolly", "orbit"])
 def test_key_masks_completed_from_their_neighbours_find_more_of_the_movers(camera):
     """End to end on seed 2 (17 frames, two movers, weight-free depth): the neighbours' regions give each
