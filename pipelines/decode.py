@@ -34,6 +34,16 @@ Short clips (`DecodeConfig.fps_max`): when T frames at the clip's target rate do
 `DecodedClip.fps` and the mean source-frame spacing `DecodedClip.source_stride`. With
 `fps_max=None` (the default) the target rate is kept exactly and a short clip is rejected.
 
+Shot cuts (`DecodeConfig.shot_cuts`, `pipelines.shot_cuts`): the label frames are scored by
+PySceneDetect's content detector; a pair of label frames whose change reaches half of
+`shot_cut_threshold` is a candidate, and the consecutive source frames between them are decoded
+and scored too: a step at or over the threshold there is a cut (with `fps_target=None` the
+label frames are those consecutive frames already). "skip" (the default) starts the clip again at
+the new shot's first frame, as often as cuts are found, and records the cuts skipped
+(`DecodedClip.shot_cuts_skipped`); when the span left after a cut cannot hold T label frames the
+clip is rejected as `shot_cut`, naming the cut and the length left. "reject" rejects a clip at
+its first cut; "ignore" does not look.
+
 Only the T label frames are decoded on the container timeline (decord `get_batch` on their
 indices; decord still decodes the frames between a key frame and a needed frame, but never
 holds them).
@@ -53,6 +63,8 @@ measured quantity, its value and the limit it missed:
     out_of_range   the clip span is not inside the video
     too_short      the span holds fewer than T label frames (at any allowed rate)
     low_fps        the source is slower than the target fps (label frames would repeat)
+    shot_cut       a shot cut among the label frames (`DecodeConfig.shot_cuts` "reject"), or no
+                   cut-free stretch of T label frames after it ("skip")
 
 Caveat: decord 0.6 can hang inside native code when a container over-reports its frame
 count and a requested index lies past the real end (dmlc/decord#373); callers running many
@@ -72,6 +84,7 @@ import numpy as np
 
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.remote_video import DEFAULT_CACHE_DIR, RemoteVideoError, VideoCache, is_remote
+from pipelines.shot_cuts import DEFAULT_CUT_THRESHOLD, ShotCut, content_changes
 from pipelines.video_io import VideoProbe, decode_sequential, probe_video
 
 __all__ = [
@@ -81,6 +94,7 @@ __all__ = [
     "DecodedClip",
     "FrameSelection",
     "ResizeCrop",
+    "SHOT_CUT_POLICIES",
     "decode_clip",
     "frame_times",
     "select_frames",
@@ -88,8 +102,10 @@ __all__ = [
 ]
 
 DECODE_REASONS = (
-    "missing_file", "not_a_file", "unreadable", "no_frames", "no_timeline", "out_of_range", "too_short", "low_fps"
+    "missing_file", "not_a_file", "unreadable", "no_frames", "no_timeline", "out_of_range", "too_short", "low_fps",
+    "shot_cut",
 )
+SHOT_CUT_POLICIES = ("skip", "reject", "ignore")
 TIMELINES = ("container", "pyav", "frame_index_rate")
 Timeline = Literal["container", "pyav", "frame_index_rate"]
 
@@ -130,6 +146,11 @@ class DecodeConfig:
     video_cache_dir: str | None = field(default=None, metadata={
         "help": "local cache of videos from object storage (default: worldreel-video-cache in the temp folder)"})
     video_cache_gb: float = field(default=20.0, metadata={"gt": 0, "help": "size bound of the video cache"})
+    shot_cuts: str = field(default="skip", metadata={
+        "choices": SHOT_CUT_POLICIES, "help": "a shot cut among the label frames: skip to the shot after it, "
+        "reject the clip, or ignore it"})
+    shot_cut_threshold: float = field(default=DEFAULT_CUT_THRESHOLD, metadata={
+        "gt": 0, "help": "content change between consecutive source frames (PySceneDetect, 0-255) that is a cut"})
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -140,6 +161,10 @@ class DecodeConfig:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if self.fps_max is not None and not (math.isfinite(self.fps_max) and self.fps_max > 0):
             raise ValueError(f"fps_max must be a positive number or None, got {self.fps_max}")
+        if self.shot_cuts not in SHOT_CUT_POLICIES:
+            raise ValueError(f"shot_cuts must be one of {SHOT_CUT_POLICIES}, got {self.shot_cuts!r}")
+        if not (math.isfinite(self.shot_cut_threshold) and self.shot_cut_threshold > 0):
+            raise ValueError(f"shot_cut_threshold must be a positive number, got {self.shot_cut_threshold}")
 
 
 @dataclass(frozen=True)
@@ -243,6 +268,7 @@ class DecodedClip:
         transform: the source -> label pixel map.
         timeline: "container", "pyav" or "frame_index_rate" (module docstring).
         timeline_problem: why the container's timestamps were not used ("" when they were).
+        shot_cuts_skipped: the cuts the clip was started again after (`DecodeConfig.shot_cuts` "skip").
     """
 
     clip_id: str
@@ -259,6 +285,7 @@ class DecodedClip:
     transform: ResizeCrop
     timeline: Timeline = "container"
     timeline_problem: str = ""
+    shot_cuts_skipped: tuple[ShotCut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -464,13 +491,29 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
             timeline, times = "container", raw - raw[0]
     n = times.shape[0]
     source_fps = (n - 1) / times[-1] if n > 1 else (nominal if math.isfinite(nominal) else 0.0)
-    selection = select_frames(
-        times, spec.start_sec, spec.end_sec, config.num_frames, spec.fps_target, spec.clip_id, config.fps_max
-    )
-    index = selection.index
-    raw_frames = _decode_frames(spec, reader, index, config.num_threads)
-    transform = ResizeCrop.from_sizes(raw_frames.shape[1], raw_frames.shape[2], config.height, config.width)
-    frames = transform.apply_frames(np.ascontiguousarray(raw_frames, np.uint8))
+    start_sec, skipped = spec.start_sec, []
+    while True:
+        try:
+            selection = select_frames(
+                times, start_sec, spec.end_sec, config.num_frames, spec.fps_target, spec.clip_id, config.fps_max
+            )
+        except ClipRejected as e:
+            if not skipped:
+                raise
+            raise ClipRejected(spec.clip_id, "shot_cut", f"{_cut_text(skipped[-1], config)}; the rest of the clip "
+                               f"from it: {e.reason}: {e.message}") from None
+        index = selection.index
+        raw_frames = _decode_frames(spec, reader, index, config.num_threads)
+        transform = ResizeCrop.from_sizes(raw_frames.shape[1], raw_frames.shape[2], config.height, config.width)
+        frames = transform.apply_frames(np.ascontiguousarray(raw_frames, np.uint8))
+        cut = None if config.shot_cuts == "ignore" else _first_cut(spec, reader, times, index, frames, transform, config)
+        if cut is None:
+            break
+        if config.shot_cuts == "reject":
+            raise ClipRejected(spec.clip_id, "shot_cut", f"{_cut_text(cut, config)} (shot_cuts 'skip' labels the "
+                               "shot after it)")
+        skipped.append(cut)
+        start_sec = cut.time_s
     K = None
     if spec.intrinsics is not None:
         fx, fy, cx, cy = spec.intrinsics
@@ -492,7 +535,36 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
         transform=transform,
         timeline=timeline,
         timeline_problem=problem,
+        shot_cuts_skipped=tuple(skipped),
     )
+
+
+def _first_cut(spec: ClipSpec, reader, times: np.ndarray, index: np.ndarray, frames: np.ndarray,
+               transform: ResizeCrop, config: DecodeConfig) -> ShotCut | None:
+    """The first shot cut among the label frames (module docstring), or None."""
+    threshold = config.shot_cut_threshold
+    changes = content_changes(frames)
+    steps = np.diff(index)
+    # label frames that are consecutive source frames are judged as they are; others are candidates
+    candidates = [i for i in np.flatnonzero(changes >= 0.5 * threshold) + 1
+                  if steps[i - 1] > 1 or changes[i - 1] >= threshold]
+    if not candidates:
+        return None
+    between = np.unique(np.concatenate([np.arange(index[i - 1], index[i] + 1) for i in candidates]))
+    source = dict(zip(between.tolist(), transform.apply_frames(
+        np.ascontiguousarray(_decode_frames(spec, reader, between, config.num_threads), np.uint8))))
+    for i in candidates:
+        first, last = int(index[i - 1]), int(index[i])
+        run = content_changes(np.stack([source[n] for n in range(first, last + 1)]))
+        step = int(np.argmax(run))
+        if run[step] >= threshold:
+            return ShotCut(first + step + 1, float(times[first + step + 1]), float(run[step]))
+    return None
+
+
+def _cut_text(cut: ShotCut, config: DecodeConfig) -> str:
+    return (f"shot cut at {_s(cut.time_s)} (source frame {cut.source_frame}: content change {cut.change:.1f}, "
+            f"threshold {config.shot_cut_threshold:g})")
 
 
 def _cached(spec: ClipSpec, config: DecodeConfig) -> Path:

@@ -48,9 +48,10 @@ from labelers.guided_flow import (
     direct_flow_on_movers,
 )
 from pipelines.clips import ClipRejected, ClipSpec
-from pipelines.decode import DecodeConfig, DecodedClip, decode_clip
+from pipelines.decode import SHOT_CUT_POLICIES, DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
 from pipelines.quality import QualityThresholds, clip_quality, gate
+from pipelines.shot_cuts import DEFAULT_CUT_THRESHOLD
 from storage import LabelStore
 
 __all__ = [
@@ -102,6 +103,9 @@ class LabelConfig:
             motion allowed, as a share of the tolerance (`rigid_motion_residual`).
         fps_max: short clips: the fastest label rate a clip too short for T frames at its
             target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
+        shot_cuts, shot_cut_threshold: what a shot cut among the label frames does ("skip" to
+            the shot after it, "reject", "ignore") and the content change that is a cut
+            (`pipelines.decode`, `pipelines.shot_cuts`).
         unknown_focal, prior_fov_x_deg: what a moving camera gets when its tracks do not
             determine the focal length (`labelers.sfm.SfmConfig`), and the field of view assumed.
         uncertain_focal_max_std: the largest relative std of an estimated focal kept on a turning
@@ -158,6 +162,12 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    shot_cuts: str = field(default="skip", metadata={
+        "choices": SHOT_CUT_POLICIES, "help": "a shot cut among the label frames: skip (start the clip again at the "
+        "new shot, recorded as the source attribute shot_cuts_skipped), reject (reason shot_cut) or ignore"})
+    shot_cut_threshold: float = field(default=DEFAULT_CUT_THRESHOLD, metadata={
+        "gt": 0, "help": "content change between consecutive source frames that is a shot cut (PySceneDetect's "
+        "content detector, 0-255)"})
     vipe_frame_skip: int | None = field(default=None, metadata={
         "ge": 1, "none": "auto", "help": "ViPE streams.frame_skip, used when ViPE's rgb/<name>.mp4 is absent (auto: "
         "read from that video, else 1)"})
@@ -216,7 +226,8 @@ class LabelConfig:
     def decode(self) -> DecodeConfig:
         return DecodeConfig(
             num_frames=self.num_frames, height=self.height, width=self.width, num_threads=1, fps_max=self.fps_max,
-            video_cache_dir=self.video_cache_dir, video_cache_gb=self.video_cache_gb,
+            video_cache_dir=self.video_cache_dir, video_cache_gb=self.video_cache_gb, shot_cuts=self.shot_cuts,
+            shot_cut_threshold=self.shot_cut_threshold,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -450,6 +461,7 @@ def label_clip(
             "size": list(decoded.source_size),
             "timeline": decoded.timeline,
             "timeline_problem": decoded.timeline_problem,
+            "shot_cuts_skipped": [asdict(cut) for cut in decoded.shot_cuts_skipped],
         },
         "fps": decoded.fps,
         "fps_target": decoded.fps_target,

@@ -106,10 +106,13 @@ def test_fixed_camera_with_parallax_free_depth_masks_the_movers(cache: Path, tmp
 
 
 def test_broken_timestamps_give_a_sane_outcome(cache: Path) -> None:
-    """Megamind.avi's container timestamps are broken: decoded by another timeline, never an absurd reason."""
+    """Megamind.avi's container timestamps are broken: decoded by another timeline, never an absurd reason.
+    The film cuts to another shot 0.09 s after the clip's start: the clip starts again there."""
     spec = _spec("megamind", cache)
     decoded = _decode(spec)
     assert decoded.frames.shape == (FRAMES, *SIZE, 3)
+    (cut,) = decoded.shot_cuts_skipped
+    assert cut.time_s == pytest.approx(4.087, abs=0.01) and decoded.timestamps[0] == pytest.approx(cut.time_s)
     assert np.all(np.diff(decoded.timestamps) > 0) and decoded.timestamps[-1] < 60.0
     cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES)
     try:

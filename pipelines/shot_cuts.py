@@ -1,0 +1,55 @@
+"""Shot cuts between frames, scored by PySceneDetect's content detector.
+
+A clip span from a manifest can hold a hard cut (a split a few frames off, an edit inside a
+stock clip); frames on both sides of it are two different scenes, and every labeler downstream
+assumes one. OpenCV's Megamind.avi, decoded from 4 s, cuts to another shot after 2 label frames:
+the cameras failed with `camera_too_few_tracks`, which says nothing about the cause.
+
+The score is PySceneDetect's `ContentDetector` value between two frames: the mean absolute
+change of hue, saturation and luma (0-255 scale). `pipelines.decode` scores the label frames and
+confirms a candidate on the consecutive source frames between them, where a cut is one step:
+between label frames taken every few source frames, motion alone raises the score (a hand moving
+a box, 8 fps from 30: up to 15), while between consecutive source frames the regression footage
+stays under 21 within its shots and its 9 cuts score 36-99 (measured: docs/benchmarks.md,
+"Session 30"). Gradual transitions (fades, dissolves) are not cuts to this detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scenedetect import ContentDetector, StatsManager
+
+__all__ = ["DEFAULT_CUT_THRESHOLD", "ShotCut", "content_changes"]
+
+DEFAULT_CUT_THRESHOLD = 27.0  # PySceneDetect's ContentDetector default
+
+
+@dataclass(frozen=True)
+class ShotCut:
+    """A cut before source frame `source_frame` (the first frame of the new shot).
+
+    Attributes:
+        source_frame: source frame number of the new shot's first frame.
+        time_s: its time on the clip's timeline, seconds.
+        change: content change from the frame before (PySceneDetect's content value, 0-255).
+    """
+
+    source_frame: int
+    time_s: float
+    change: float
+
+
+def content_changes(frames: np.ndarray) -> np.ndarray:
+    """(N - 1,) content change between consecutive frames of (N, H, W, 3) uint8 RGB frames."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+    detector = ContentDetector(min_scene_len=1)
+    detector.stats_manager = StatsManager()
+    for n, frame in enumerate(frames):
+        detector.process_frame(n, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    key = ContentDetector.FRAME_SCORE_KEY
+    return np.array([detector.stats_manager.get_metrics(n, [key])[0] for n in range(1, len(frames))], np.float64)
