@@ -7,7 +7,12 @@ two in-process baselines that read every frame and then pick:
 - naive_scan:  read every frame from the start of the video up to the clip's last frame,
                keeping the needed ones (what a plain sequential reader does).
 
-and reports two parts of decode_clip on their own:
+and reports three parts of decode_clip on their own:
+
+- cut_check:   decode_clip with the shot-cut check (`DecodeConfig.shot_cuts`, on by default) against
+               the same call without it (`shot_cuts="ignore"`): the source pans over fine texture,
+               so every pair of label frames is a candidate and its source frames are decoded too
+               (the worst case; clips whose label frames change less pay only the scoring);
 
 - probe:       the PyAV packet-timestamp read every clip now starts with (no decoding);
 - pyav_seq:    the broken-timestamp fallback, PyAV decoding from the first frame without
@@ -27,6 +32,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -47,7 +53,8 @@ def make_source(path: Path, seconds: float, fps: float, height: int, width: int,
     texture = cv2.GaussianBlur(rng.integers(0, 256, (height + 64, width * 3, 3), dtype=np.uint8), (0, 0), 2.0)
     tmp = path.with_suffix(".tmp" + path.suffix)
     frames = (
-        np.ascontiguousarray(texture[32 + int(8 * np.sin(i / 20)) :][:height, (i * 3) % (2 * width) :][:, :width])
+        # back and forth (up to 3 px per frame), never wrapping: a wrap is a jump, which is a shot cut
+        np.ascontiguousarray(texture[32 + int(8 * np.sin(i / 20)) :][:height, int(width * (1 - np.cos(3 * i / width))) :][:, :width])
         for i in range(num_frames)
     )
     if encoder == "mp4v":
@@ -101,6 +108,10 @@ def ours(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     return decode_clip(spec, config).frames
 
 
+def ours_no_cut_check(spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
+    return decode_clip(spec, replace(config, shot_cuts="ignore")).frames
+
+
 def _index(reader, spec: ClipSpec, config: DecodeConfig) -> np.ndarray:
     times = frame_times(reader)
     return select_frames(times, spec.start_sec, spec.end_sec, config.num_frames, spec.fps_target).index
@@ -130,7 +141,7 @@ def main() -> None:
     src_h, src_w = (int(x) for x in args.source_size.split("x"))
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"decode_src_{args.encoder}_{src_h}x{src_w}_{args.source_fps:g}fps_{args.duration:g}s.mp4"
+    name = f"decode_src_v2_{args.encoder}_{src_h}x{src_w}_{args.source_fps:g}fps_{args.duration:g}s.mp4"
     t0 = time.perf_counter()
     source = make_source(out_dir / name, args.duration, args.source_fps, src_h, src_w, args.encoder)
     print(f"source {source} ({source.stat().st_size / 1e6:.1f} MB, ready in {time.perf_counter() - t0:.1f}s)")
@@ -141,14 +152,16 @@ def main() -> None:
     results = []
     for height, width in ((240, 360), (480, 720)):
         config = DecodeConfig(num_frames=49, height=height, width=width, num_threads=args.threads)
-        times: dict[str, list[float]] = {"ours": [], "naive_span": [], "naive_scan": [], "pyav_seq": [], "probe": []}
+        times: dict[str, list[float]] = {"ours": [], "ours_no_cut_check": [], "naive_span": [], "naive_scan": [],
+                                         "pyav_seq": [], "probe": []}
         for _ in range(args.repeats):
             for spec in specs:
                 t0 = time.perf_counter()
                 probe_video(spec.uri)
                 times["probe"].append(1000.0 * (time.perf_counter() - t0))
                 reference = None
-                methods = (("ours", ours), ("naive_span", naive_span), ("naive_scan", naive_scan), ("pyav_seq", pyav_seq))
+                methods = (("ours", ours), ("ours_no_cut_check", ours_no_cut_check), ("naive_span", naive_span),
+                           ("naive_scan", naive_scan), ("pyav_seq", pyav_seq))
                 for label, fn in methods:
                     ms, frames = time_ms(fn, spec, config)
                     times[label].append(ms)
@@ -165,13 +178,16 @@ def main() -> None:
             "speedup_vs_span": round(med["naive_span"] / med["ours"], 2),
             "speedup_vs_scan": round(med["naive_scan"] / med["ours"], 2),
             "probe_ms": round(med["probe"], 1),
+            "no_cut_check_ms": round(med["ours_no_cut_check"], 1),
+            "cut_check_ratio": round(med["ours"] / med["ours_no_cut_check"], 2),
             "pyav_seq_ms": round(med["pyav_seq"], 1),
         }
         results.append(row)
         print(
             f"{row['label_size']:>8}: decode_clip {row['ours_ms']:8.1f} ms | naive_span {row['naive_span_ms']:8.1f} ms "
             f"(x{row['speedup_vs_span']}) | naive_scan {row['naive_scan_ms']:8.1f} ms (x{row['speedup_vs_scan']}) | "
-            f"probe {row['probe_ms']:6.1f} ms | pyav_seq fallback {row['pyav_seq_ms']:8.1f} ms  "
+            f"probe {row['probe_ms']:6.1f} ms | pyav_seq fallback {row['pyav_seq_ms']:8.1f} ms | "
+            f"without the cut check {row['no_cut_check_ms']:8.1f} ms (with it x{row['cut_check_ratio']})  "
             f"[median of {len(times['ours'])}]"
         )
     print(json.dumps({"bench": "decode", "source": name, "encoder": args.encoder, "results": results}))

@@ -138,7 +138,9 @@ class CameraEstimator(Protocol):
     @property
     def params(self) -> dict[str, Any]: ...
 
-    def estimate(self, frames: np.ndarray, K: np.ndarray | None = None, flows: Any = None) -> CameraResult:
+    def estimate(
+        self, frames: np.ndarray, K: np.ndarray | None = None, flows: Any = None, exclude: np.ndarray | None = None
+    ) -> CameraResult:
         """Cameras of every frame.
 
         Args:
@@ -146,6 +148,8 @@ class CameraEstimator(Protocol):
             K: intrinsics in pixels, (3, 3) shared or (T, 3, 3) per frame; None to estimate them.
             flows: optional `labelers.flow.PairFlows` of frame pairs of the same frames, which
                 a backend may use to tell the background from movers.
+            exclude: optional (H, W) bool pixels that show no scene (static overlays,
+                `labelers.overlay`), which the backend must not read.
 
         Raises:
             CameraFailure: the clip cannot be labelled (reason code and cause).

@@ -817,6 +817,17 @@ class PairFlows:
             if getattr(self, f"across_only_{suffix}") is None:
                 object.__setattr__(self, f"across_only_{suffix}", np.zeros_like(getattr(self, f"valid_{suffix}")))
 
+    def invalid_where(self, mask: np.ndarray) -> PairFlows:
+        """A copy whose flows of every pair and direction are invalid on the (H, W) bool `mask`
+        (pixels that show no scene, e.g. `labelers.overlay`); itself when the mask is empty."""
+        if np.shape(mask) != self.valid_fwd.shape[1:]:
+            raise ValueError(f"mask must be (H, W) = {self.valid_fwd.shape[1:]}, got {np.shape(mask)}")
+        if not np.any(mask):
+            return self
+        keep = ~np.asarray(mask, bool)
+        return replace(self, valid_fwd=self.valid_fwd & keep, valid_bwd=self.valid_bwd & keep,
+                       across_only_fwd=self.across_only_fwd & keep, across_only_bwd=self.across_only_bwd & keep)
+
     def without_across_only(self) -> PairFlows:
         """A copy in which the pixels valid only across stripes are invalid: for labelers that use
         the flow's both components (itself when there are none)."""

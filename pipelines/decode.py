@@ -506,7 +506,7 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
         raw_frames = _decode_frames(spec, reader, index, config.num_threads)
         transform = ResizeCrop.from_sizes(raw_frames.shape[1], raw_frames.shape[2], config.height, config.width)
         frames = transform.apply_frames(np.ascontiguousarray(raw_frames, np.uint8))
-        cut = None if config.shot_cuts == "ignore" else _first_cut(spec, reader, times, index, frames, transform, config)
+        cut = None if config.shot_cuts == "ignore" else _first_cut(spec, reader, times, index, frames, config)
         if cut is None:
             break
         if config.shot_cuts == "reject":
@@ -540,7 +540,7 @@ def decode_clip(spec: ClipSpec, config: DecodeConfig = DecodeConfig()) -> Decode
 
 
 def _first_cut(spec: ClipSpec, reader, times: np.ndarray, index: np.ndarray, frames: np.ndarray,
-               transform: ResizeCrop, config: DecodeConfig) -> ShotCut | None:
+               config: DecodeConfig) -> ShotCut | None:
     """The first shot cut among the label frames (module docstring), or None."""
     threshold = config.shot_cut_threshold
     changes = content_changes(frames)
@@ -551,8 +551,8 @@ def _first_cut(spec: ClipSpec, reader, times: np.ndarray, index: np.ndarray, fra
     if not candidates:
         return None
     between = np.unique(np.concatenate([np.arange(index[i - 1], index[i] + 1) for i in candidates]))
-    source = dict(zip(between.tolist(), transform.apply_frames(
-        np.ascontiguousarray(_decode_frames(spec, reader, between, config.num_threads), np.uint8))))
+    # scored uncropped: `content_changes` shrinks them to its own scale
+    source = dict(zip(between.tolist(), np.asarray(_decode_frames(spec, reader, between, config.num_threads), np.uint8)))
     for i in candidates:
         first, last = int(index[i - 1]), int(index[i])
         run = content_changes(np.stack([source[n] for n in range(first, last + 1)]))

@@ -47,6 +47,7 @@ from labelers.guided_flow import (
     GuidedKeyFlows,
     direct_flow_on_movers,
 )
+from labelers.overlay import static_overlay
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import SHOT_CUT_POLICIES, DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
@@ -103,6 +104,8 @@ class LabelConfig:
             motion allowed, as a share of the tolerance (`rigid_motion_residual`).
         fps_max: short clips: the fastest label rate a clip too short for T frames at its
             target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
+        static_overlays: find static overlays on a moving camera's frames (`labelers.overlay`) and
+            keep the camera, flow, depth and masks off them (off by default).
         shot_cuts, shot_cut_threshold: what a shot cut among the label frames does ("skip" to
             the shot after it, "reject", "ignore") and the content change that is a cut
             (`pipelines.decode`, `pipelines.shot_cuts`).
@@ -162,6 +165,10 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
+    static_overlays: bool = field(default=False, metadata={
+        "help": "find captions and logos that stay put in the margins of a moving camera's picture "
+        "(labelers.overlay) and keep corners, flow, depth and masks off them (QA: static_overlay_fraction); "
+        "off by default: on clips under 49 frames it also takes the pivot of an orbit for one"})
     shot_cuts: str = field(default="skip", metadata={
         "choices": SHOT_CUT_POLICIES, "help": "a shot cut among the label frames: skip (start the clip again at the "
         "new shot, recorded as the source attribute shot_cuts_skipped), reject (reason shot_cut) or ignore"})
@@ -415,9 +422,14 @@ def label_clip(
     frames = decoded.frames
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
+        overlay = static_overlay(frames) if cfg.static_overlays else np.zeros(frames.shape[1:3], bool)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
-        c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(spec, decoded, key_flows, backends, imported, cfg)
+        c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(
+            spec, decoded, key_flows.invalid_where(overlay), backends, imported, cfg, overlay)
+    if camera_qa.get("camera_static"):
+        overlay = np.zeros_like(overlay)  # a fixed camera's overlays cannot be told from its still background
+    flows, key_flows = flows.invalid_where(overlay), key_flows.invalid_where(overlay)
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
@@ -432,8 +444,10 @@ def label_clip(
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
             guided = result.key_flows
         if guided is not None:  # the key frames' depth and masks come from these now
-            key_flows = guided
+            key_flows = guided.invalid_where(overlay)
             merged = merged.merged(key_flows)
+        # an overlay shows no scene surface: no depth, and no mover
+        depth_valid, dynamic_key = depth_valid & ~overlay, dynamic_key & ~overlay
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
                 spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames,
@@ -449,7 +463,8 @@ def label_clip(
     }
     with timed_stage(seconds, "qa"):
         inside = ~np.isnan(flows.fb_error_fwd_px)
-        qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa}
+        qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa,
+              "static_overlay_fraction": float(overlay.mean())}
         reasons = gate(qa, cfg.thresholds)
     labelers = _labelers_attr(backends, cfg)
     if imported is not None:
@@ -595,7 +610,8 @@ def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: Labe
 
 
 def _cameras(
-    spec: ClipSpec, decoded: DecodedClip, key_flows: PairFlows, backends: Backends, imported, cfg: LabelConfig
+    spec: ClipSpec, decoded: DecodedClip, key_flows: PairFlows, backends: Backends, imported, cfg: LabelConfig,
+    overlay: np.ndarray | None = None,
 ) -> tuple:
     """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics.
 
@@ -615,7 +631,7 @@ def _cameras(
     from labelers.camera import CameraFailure
 
     try:
-        result = backends.camera.estimate(decoded.frames, decoded.K, key_flows)
+        result = backends.camera.estimate(decoded.frames, decoded.K, key_flows, exclude=overlay)
     except CameraFailure as e:
         raise ClipRejected(spec.clip_id, f"camera_{e.reason}", e.message) from e
     qa = {

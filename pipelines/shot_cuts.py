@@ -25,6 +25,7 @@ from scenedetect import ContentDetector, StatsManager
 __all__ = ["DEFAULT_CUT_THRESHOLD", "ShotCut", "content_changes"]
 
 DEFAULT_CUT_THRESHOLD = 27.0  # PySceneDetect's ContentDetector default
+SCORE_WIDTH_PX = 256  # frames are scored at most this wide
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,23 @@ class ShotCut:
 
 
 def content_changes(frames: np.ndarray) -> np.ndarray:
-    """(N - 1,) content change between consecutive frames of (N, H, W, 3) uint8 RGB frames."""
+    """(N - 1,) content change between consecutive frames of (N, H, W, 3) uint8 RGB frames.
+
+    Frames wider than `SCORE_WIDTH_PX` are first shrunk by the smallest integer factor that brings
+    them to at most that width (PySceneDetect's scene manager shrinks towards 256 px too), so the
+    score hardly depends on the resolution, and costs about 1 ms per frame at any size.
+    """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+    height, width = frames.shape[1:3]
+    factor = -(-width // SCORE_WIDTH_PX)
+    size = (max(1, width // factor), max(1, height // factor))
     detector = ContentDetector(min_scene_len=1)
     detector.stats_manager = StatsManager()
     for n, frame in enumerate(frames):
+        if factor > 1:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         detector.process_frame(n, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     key = ContentDetector.FRAME_SCORE_KEY
     return np.array([detector.stats_manager.get_metrics(n, [key])[0] for n in range(1, len(frames))], np.float64)

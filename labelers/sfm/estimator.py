@@ -41,12 +41,15 @@ class SfmCamera:
     def params(self) -> dict[str, Any]:
         return asdict(self.config)
 
-    def estimate(self, frames: np.ndarray, K: np.ndarray | None = None, flows: PairFlows | None = None) -> CameraResult:
+    def estimate(self, frames: np.ndarray, K: np.ndarray | None = None, flows: PairFlows | None = None,
+                 exclude: np.ndarray | None = None) -> CameraResult:
         """Cameras of every frame (see `labelers.camera.CameraEstimator.estimate`); with `flows`,
         tracks that contradict the dense flows' background geometry are left out
         (`labelers.sfm.background`), and a slow rotation of the background replaces the tracks'
         answer where they fail on the focal or turn away from it (`labelers.sfm.dense_rotation`)."""
         K_given = check_camera_inputs(frames, K)
+        if exclude is not None and np.shape(exclude) != frames.shape[1:3]:
+            raise ValueError(f"exclude must be (H, W) = {frames.shape[1:3]}, got {np.shape(exclude)}")
         cfg = self.config
         height, width = frames.shape[1:3]
         if flows is not None and flows.flow_fwd_px.shape[1:3] != (height, width):
@@ -61,7 +64,7 @@ class SfmCamera:
             return result
         background_K = K_given[0] if K_given is not None else centred_K(prior_focal_px(width, cfg), height, width)
         try:
-            result = self._from_tracks(frames, K_given, flows, evidence, seconds)
+            result = self._from_tracks(frames, K_given, flows, evidence, seconds, exclude)
         except CameraFailure as e:
             if e.reason != "intrinsics_unobservable":
                 raise
@@ -86,12 +89,12 @@ class SfmCamera:
         return result
 
     def _from_tracks(self, frames: np.ndarray, K_given: np.ndarray | None, flows: PairFlows | None,
-                     evidence, seconds: dict[str, float]) -> CameraResult:
+                     evidence, seconds: dict[str, float], exclude: np.ndarray | None = None) -> CameraResult:
         """Steps 1-4: tracks, the mover screen, the motion class and its solution."""
         cfg = self.config
         height, width = frames.shape[1:3]
         start = time.perf_counter()
-        tracks = track_klt(frames, cfg)
+        tracks = track_klt(frames, cfg, exclude)
         seconds["tracking"] = time.perf_counter() - start
         screen_diagnostics: dict[str, Any] = {}
         if flows is not None:

@@ -41,11 +41,13 @@ class Tracks:
         return ~np.isnan(self.xy[..., 0])
 
 
-def track_klt(frames: np.ndarray, cfg: SfmConfig) -> Tracks:
+def track_klt(frames: np.ndarray, cfg: SfmConfig, exclude: np.ndarray | None = None) -> Tracks:
     """Track corners through the clip (module docstring).
 
     Args:
         frames: (T, H, W, 3) uint8 RGB.
+        exclude: optional (H, W) bool pixels that no track may start on or enter (static
+            overlays, `labelers.overlay`).
 
     Raises:
         CameraFailure: too_little_texture (few corners), too_few_tracks (tracking lost).
@@ -75,8 +77,11 @@ def track_klt(frames: np.ndarray, cfg: SfmConfig) -> Tracks:
                 image, active.warp, active.template, active.steepest, active.hessian_inv
             )
             keep = _plausible(active.warp, residual, moved, cfg.max_patch_residual, margin, width, height)
+            if exclude is not None:
+                keep &= ~_on(exclude, active.xy)
             active = active.select(keep)
-        new = _detect_corners(gray[t], active.xy, cfg.max_tracks - len(active.ids), spacing, margin, cfg.min_corner_eig)
+        new = _detect_corners(gray[t], active.xy, cfg.max_tracks - len(active.ids), spacing, margin, cfg.min_corner_eig,
+                              exclude)
         active = active.extend(patches, image, new, np.arange(next_id, next_id + len(new)))
         next_id += len(new)
         detected[t] = len(active.ids)
@@ -260,15 +265,26 @@ def lk_step(
     return fwd.reshape(-1, 2)[keep].astype(np.float64), keep
 
 
+def _on(mask: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(n,) bool: the (n, 2) positions whose nearest pixel lies in the (H, W) mask."""
+    height, width = mask.shape
+    u = np.clip(np.round(xy[:, 0]).astype(int), 0, width - 1)
+    v = np.clip(np.round(xy[:, 1]).astype(int), 0, height - 1)
+    return mask[v, u]
+
+
 def _detect_corners(
-    gray: np.ndarray, pos: np.ndarray, budget: int, spacing: int, margin: int, min_eig: float
+    gray: np.ndarray, pos: np.ndarray, budget: int, spacing: int, margin: int, min_eig: float,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """New corners (float64) at least `spacing` pixels away from the tracked ones and `margin`
-    pixels inside the image."""
+    pixels inside the image, off the `exclude` pixels."""
     if budget <= 0:
         return np.zeros((0, 2))
     mask = np.zeros(gray.shape, np.uint8)
     mask[margin:-margin, margin:-margin] = 255
+    if exclude is not None:
+        mask[exclude] = 0
     for u, v in np.round(pos).astype(int):
         cv2.circle(mask, (int(u), int(v)), spacing, 0, -1)
     corners = cv2.goodFeaturesToTrack(gray, budget, 0.01, spacing, mask=mask, blockSize=7)
