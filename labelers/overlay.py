@@ -33,9 +33,9 @@ any labeler:
    expansion of a forward dolly, a still patch in a still neighbourhood, is not an overlay.
 
 Limits (measured: docs/benchmarks.md, "Session 30"): on rendered clips without overlays of 49
-frames none is found, but on 17-25 frames the still pivot of an orbit reaches the margins (1.3-3.3 %
-of the frame on 4 of 10 orbits) and so does a dolly's focus of expansion (2.3-2.4 % on 2 of 10
-open-yard dollies); the label pipeline therefore runs it only when asked (`LabelConfig.static_overlays`).
+frames none is found (24 clips), but on 17-25 frames the still pivot of an orbit reaches the margins
+(1.3-3.3 % of the frame on 7 of 20 orbits) and so does a dolly's focus of expansion (1.5-2.4 % on 3
+of 20); the label pipeline therefore runs it only when asked (`LabelConfig.static_overlays`).
 Captions on the same clips were found whole at every length. Before a fixed camera with a large
 mover the guards of step 3 do not always hold (8-12 % of the frame on 3 of 6 rendered clips): the
 pipeline drops the overlay when the camera comes out fixed.
