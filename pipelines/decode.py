@@ -34,8 +34,8 @@ Short clips (`DecodeConfig.fps_max`): when T frames at the clip's target rate do
 `DecodedClip.fps` and the mean source-frame spacing `DecodedClip.source_stride`. With
 `fps_max=None` (the default) the target rate is kept exactly and a short clip is rejected.
 
-Shot cuts (`DecodeConfig.shot_cuts`, `pipelines.shot_cuts`): the label frames are scored by
-PySceneDetect's content detector; a pair of label frames whose change reaches half of
+Shot cuts (`DecodeConfig.shot_cuts`, `pipelines.shot_cuts`): the label frames are scored as
+PySceneDetect's content detector scores them; a pair of label frames whose change reaches half of
 `shot_cut_threshold` is a candidate, and the consecutive source frames between them are decoded
 and scored too: a step at or over the threshold there is a cut (with `fps_target=None` the
 label frames are those consecutive frames already). "skip" (the default) starts the clip again at

@@ -174,7 +174,7 @@ class LabelConfig:
         "new shot, recorded as the source attribute shot_cuts_skipped), reject (reason shot_cut) or ignore"})
     shot_cut_threshold: float = field(default=DEFAULT_CUT_THRESHOLD, metadata={
         "gt": 0, "help": "content change between consecutive source frames that is a shot cut (PySceneDetect's "
-        "content detector, 0-255)"})
+        "content score, 0-255)"})
     vipe_frame_skip: int | None = field(default=None, metadata={
         "ge": 1, "none": "auto", "help": "ViPE streams.frame_skip, used when ViPE's rgb/<name>.mp4 is absent (auto: "
         "read from that video, else 1)"})

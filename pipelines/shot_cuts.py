@@ -1,12 +1,17 @@
-"""Shot cuts between frames, scored by PySceneDetect's content detector.
+"""Shot cuts between frames, scored as PySceneDetect's content detector scores them.
 
 A clip span from a manifest can hold a hard cut (a split a few frames off, an edit inside a
 stock clip); frames on both sides of it are two different scenes, and every labeler downstream
 assumes one. OpenCV's Megamind.avi, decoded from 4 s, cuts to another shot after 2 label frames:
 the cameras failed with `camera_too_few_tracks`, which says nothing about the cause.
 
-The score is PySceneDetect's `ContentDetector` value between two frames: the mean absolute
-change of hue, saturation and luma (0-255 scale). `pipelines.decode` scores the label frames and
+The score is PySceneDetect's `ContentDetector` value between two frames, with its default
+weights: the mean over pixels and over the hue, saturation and value channels of OpenCV's HSV
+of the absolute change. It is computed here with OpenCV (equal to PySceneDetect 0.6.7's within
+1e-13 on the regression footage): the package itself is not a dependency, because its 0.6
+releases pin click < 8.3, which held transformers back to a release whose image processors
+need torchvision, and its 0.7 releases require the non-headless OpenCV wheel, which clashes
+with `opencv-python-headless`. `pipelines.decode` scores the label frames and
 confirms a candidate on the consecutive source frames between them, where a cut is one step:
 between label frames taken every few source frames, motion alone raises the score (a hand moving
 a box, 8 fps from 30: up to 15), while between consecutive source frames the regression footage
@@ -20,7 +25,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scenedetect import ContentDetector, StatsManager
 
 __all__ = ["DEFAULT_CUT_THRESHOLD", "ShotCut", "content_changes"]
 
@@ -56,11 +60,9 @@ def content_changes(frames: np.ndarray) -> np.ndarray:
     height, width = frames.shape[1:3]
     factor = -(-width // SCORE_WIDTH_PX)
     size = (max(1, width // factor), max(1, height // factor))
-    detector = ContentDetector(min_scene_len=1)
-    detector.stats_manager = StatsManager()
-    for n, frame in enumerate(frames):
+    hsv = []
+    for frame in frames:
         if factor > 1:
             frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        detector.process_frame(n, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    key = ContentDetector.FRAME_SCORE_KEY
-    return np.array([detector.stats_manager.get_metrics(n, [key])[0] for n in range(1, len(frames))], np.float64)
+        hsv.append(cv2.cvtColor(frame, cv2.COLOR_RGB2HSV).astype(np.int16))
+    return np.array([np.abs(b - a).mean() for a, b in zip(hsv[:-1], hsv[1:])], np.float64)
