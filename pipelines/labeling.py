@@ -426,7 +426,7 @@ def label_clip(
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(
-            spec, decoded, key_flows.invalid_where(overlay), backends, imported, cfg, overlay)
+            spec, decoded, key_flows.invalid_where(overlay), backends, imported, cfg, overlay if overlay.any() else None)
     if camera_qa.get("camera_static"):
         overlay = np.zeros_like(overlay)  # a fixed camera's overlays cannot be told from its still background
     flows, key_flows = flows.invalid_where(overlay), key_flows.invalid_where(overlay)
