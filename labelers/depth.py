@@ -74,7 +74,7 @@ import cv2
 import numpy as np
 
 from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, compose_flows
-from labelers.geometry import check_frames, pixel_grid, relative_pose
+from labelers.geometry import check_frames, grow_mask, pixel_grid, relative_pose
 
 __all__ = [
     "DepthResult",
@@ -507,7 +507,7 @@ class MultiViewDepth:
         out = DepthResult(depth.depth.copy(), depth.depth_valid.copy(), depth.rel_sigma.copy(), depth.prior_depth)
         cfg = self.config
         for t in frame_indices:
-            static = None if dynamic_mask is None else ~_grow(dynamic_mask[t], cfg.dynamic_margin_px)
+            static = None if dynamic_mask is None else ~grow_mask(dynamic_mask[t], cfg.dynamic_margin_px)
             out.depth[t], out.depth_valid[t], out.rel_sigma[t] = self.frame_depth(t, flows, c2w, K, static, frames[t])
         return out
 
@@ -602,13 +602,6 @@ class MultiViewDepth:
                 & (fused >= cfg.min_parallax_sigmas * best_sigma)
             )
         return fused, valid, rel_sigma
-
-
-def _grow(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    if radius_px == 0:
-        return mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
 def _smooth_neighbourhood(inv_depth: np.ndarray, valid: np.ndarray, radius_px: int, rel_jump: np.ndarray) -> np.ndarray:

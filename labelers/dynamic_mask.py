@@ -244,7 +244,7 @@ from labelers.flow import (
     texture_periods,
     texture_snr,
 )
-from labelers.geometry import check_frames, pixel_grid, relative_pose, rigid_flow
+from labelers.geometry import check_frames, disk, grow_mask, pixel_grid, relative_pose, rigid_flow
 from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers, warp_by_flow
 from labelers.sfm.background import REFIT_FLOOR_PX, refit_to_background
 
@@ -620,7 +620,7 @@ def _near_depth_edge(depth: np.ndarray, cfg: DynamicMaskConfig) -> np.ndarray:
     lowest = cv2.erode(np.nan_to_num(defined, nan=np.inf), kernel)
     with np.errstate(invalid="ignore", over="ignore"):
         edge = ~(highest <= (1.0 + 4 * cfg.occlusion_rel_tol) * lowest)
-    return cv2.dilate(edge.astype(np.uint8), _disk(1)).astype(bool)
+    return grow_mask(edge, 1)
 
 
 def _plausible_inv_depths(static_inv_depth: np.ndarray, cfg: DynamicMaskConfig) -> tuple[float, float]:
@@ -879,9 +879,9 @@ def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
     if config.open_radius_px:
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(config.open_radius_px))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk(config.open_radius_px))
     if config.close_radius_px:
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(config.close_radius_px))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, disk(config.close_radius_px))
     if config.fill_holes:
         mask = _fill_holes(mask)
     if config.min_area_fraction:
@@ -904,10 +904,6 @@ def snap_to_edges(masks: np.ndarray, frames: np.ndarray, config: DynamicMaskConf
     soft = guided_blur(guide, torch.from_numpy(masks.astype(np.float32))[:, None],
                        2 * config.guided_radius_px + 1, config.guided_eps)
     return soft[:, 0].numpy() > 0.5
-
-
-def _disk(radius_px: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -1154,7 +1150,7 @@ class FlowRigidityMasks:
         unflagged part beside its flags would carry the mover as a static object."""
         if not self.config.carry_clear_px:
             return ~dynamic
-        return ~cv2.dilate(dynamic.astype(np.uint8), _disk(self.config.carry_clear_px)).astype(bool)
+        return ~grow_mask(dynamic, self.config.carry_clear_px)
 
     def _frame_views(self, flows: PairFlows, t: int) -> dict[int, tuple[np.ndarray, np.ndarray, int]]:
         """Flows from frame t to frames t -+ g, g in `view_gaps`, composed along given pairs."""

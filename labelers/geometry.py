@@ -8,6 +8,7 @@ builds point maps and scene flow on top of them.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 __all__ = [
@@ -22,6 +23,9 @@ __all__ = [
     "nearest_rotation",
     "rigid_fit",
     "check_frames",
+    "disk",
+    "grow_mask",
+    "close_mask",
 ]
 
 
@@ -202,3 +206,22 @@ def rigid_fit(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = Non
 def _check_K(K: np.ndarray) -> None:
     if np.shape(K) != (3, 3):
         raise ValueError(f"K must be (3, 3), got {np.shape(K)}")
+
+
+def disk(radius_px: int) -> np.ndarray:
+    """(2 r + 1, 2 r + 1) uint8 elliptic structuring element of OpenCV's morphology."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+
+
+def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """(H, W) bool `mask` dilated by a disk of `radius_px` (0: unchanged)."""
+    if radius_px == 0 or not mask.any():
+        return np.asarray(mask, bool)
+    return cv2.dilate(mask.astype(np.uint8), disk(radius_px)).astype(bool)
+
+
+def close_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """(H, W) bool `mask` closed (dilated, then eroded) by a disk of `radius_px` (0: unchanged)."""
+    if radius_px == 0:
+        return np.asarray(mask, bool)
+    return cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk(radius_px)).astype(bool)

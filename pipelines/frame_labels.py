@@ -4,8 +4,8 @@
 that only exists as an array (a model's sample) enters here instead, after the decode stage,
 and runs the same stages on the same backends and configuration:
 
-    flow (consecutive and key pairs, key flows repaired from the chains) -> camera
-         -> dynamic masks and depth -> point maps and scene flow
+    flow (consecutive and key pairs, key flows repaired from the chains; static overlays)
+         -> camera -> dynamic masks and depth -> point maps and scene flow
 
 No QA gating and no commit: the caller compares the labels with something else
 (`model.video_eval`). A clip the labelers cannot label raises `ClipRejected` naming the stage's
@@ -19,6 +19,7 @@ import numpy as np
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import PairFlows
 from labelers.geometry import check_frames
+from labelers.overlay import static_overlay
 from pipelines.clips import ClipRejected
 from pipelines.labeling import (
     Backends,
@@ -65,30 +66,37 @@ def label_frames(
     seconds = {} if seconds is None else seconds
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
+        overlay = static_overlay(frames) if cfg.static_overlays else np.zeros(frames.shape[1:3], bool)
     with timed_stage(seconds, "camera"):
-        c2w, K = _cameras(frames, K, key_flows, backends, cfg, clip_id)
+        c2w, K, fixed = _cameras(frames, K, key_flows.invalid_where(overlay), backends, cfg, clip_id,
+                                 overlay if overlay.any() else None)
+    if fixed:
+        overlay = np.zeros_like(overlay)  # a fixed camera's overlays cannot be told from its still background
+    flows, key_flows = flows.invalid_where(overlay), key_flows.invalid_where(overlay)
     with timed_stage(seconds, "depth_and_masks"):
         result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
                                        backends.depth, backends.masks, key_flow_guide(backends, cfg))
-    depth, depth_valid, dynamic = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
-    key_flows = key_flows if result.key_flows is None else result.key_flows
+    # an overlay shows no scene surface: no depth, and no mover (as in `pipelines.labeling.label_clip`)
+    depth, depth_valid, dynamic = result.depth.depth, result.depth.depth_valid & ~overlay, result.dynamic_mask & ~overlay
+    key_flows = key_flows if result.key_flows is None else result.key_flows.invalid_where(overlay)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)
 
 
 def _cameras(frames: np.ndarray, K: np.ndarray | None, key_flows: PairFlows, backends: Backends, cfg: LabelConfig,
-             clip_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """c2w (T, 4, 4) and K (T, 3, 3) from the camera labeler (given the key-frame flows, which tell
-    its tracks on movers apart); a camera without parallax needs a neural depth."""
+             clip_id: str, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """c2w (T, 4, 4), K (T, 3, 3) and whether the camera is fixed, from the camera labeler (given the
+    key-frame flows, which tell its tracks on movers apart, and the pixels its tracks stay off); a
+    camera without parallax needs a neural depth."""
     from labelers.camera import CameraFailure
 
     try:
-        result = backends.camera.estimate(frames, K, key_flows)
+        result = backends.camera.estimate(frames, K, key_flows, exclude=exclude)
     except CameraFailure as e:
         raise ClipRejected(clip_id, f"camera_{e.reason}", e.message) from e
     if result.motion != "general" and cfg.depth != "neural":
         raise ClipRejected(clip_id, f"camera_{result.motion}",
                            f"the camera is {result.motion} (no parallax): multi-view depth (--depth mvs) cannot "
                            "triangulate; a neural depth (--depth neural --depth-weights DIR) labels such videos")
-    return np.asarray(result.c2w, np.float64), np.asarray(result.K, np.float64)
+    return np.asarray(result.c2w, np.float64), np.asarray(result.K, np.float64), result.motion == "static"

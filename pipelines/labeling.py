@@ -105,7 +105,7 @@ class LabelConfig:
         fps_max: short clips: the fastest label rate a clip too short for T frames at its
             target rate may be sampled at (`pipelines.decode`); None keeps the target rate.
         static_overlays: find static overlays on a moving camera's frames (`labelers.overlay`) and
-            keep the camera, flow, depth and masks off them (off by default).
+            keep the camera, flow, depth and masks off them.
         shot_cuts, shot_cut_threshold: what a shot cut among the label frames does ("skip" to
             the shot after it, "reject", "ignore") and the content change that is a cut
             (`pipelines.decode`, `pipelines.shot_cuts`).
@@ -165,10 +165,9 @@ class LabelConfig:
         "gt": 0, "help": "short clips: a clip too short for T frames at --fps is sampled at the slowest rate that "
         "fits them, (T-1)/(end-start), if that is at most this many fps and the source rate (the rate used is the "
         "clip's fps attribute); none (default): keep --fps exactly and reject short clips as too_short"})
-    static_overlays: bool = field(default=False, metadata={
+    static_overlays: bool = field(default=True, metadata={
         "help": "find captions and logos that stay put in the margins of a moving camera's picture "
-        "(labelers.overlay) and keep corners, flow, depth and masks off them (QA: static_overlay_fraction); "
-        "off by default: on clips under 49 frames it also takes the pivot of an orbit for one"})
+        "(labelers.overlay) and keep corners, flow, depth and masks off them (QA: static_overlay_fraction)"})
     shot_cuts: str = field(default="skip", metadata={
         "choices": SHOT_CUT_POLICIES, "help": "a shot cut among the label frames: skip (start the clip again at the "
         "new shot, recorded as the source attribute shot_cuts_skipped), reject (reason shot_cut) or ignore"})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from labelers.flow import PairFlows
-from labelers.overlay import StaticOverlayConfig, static_overlay
+from labelers.overlay import StaticOverlayConfig, apparent_shift_px, static_overlay
+from pipelines.video_io import decode_sequential, write_video
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.tracks import track_klt
 from pipelines.synthetic import render_clip
@@ -28,8 +29,13 @@ def with_captions(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, np.any(out != frames, axis=(0, 3))
 
 
-def _frames(name: str, index: int, num_frames: int = 49) -> np.ndarray:
-    return render_clip(class_configs(name, index + 1, 240, 360, 600, num_frames, 8.0)[index]).frames
+def _frames(name: str, index: int, num_frames: int = 49, seed: int = 600) -> np.ndarray:
+    return render_clip(class_configs(name, index + 1, 240, 360, seed, num_frames, 8.0)[index]).frames
+
+
+def _encoded(frames: np.ndarray, tmp_path, crf: int) -> np.ndarray:
+    path = write_video(tmp_path / f"crf{crf}.mp4", frames, 8.0, crf=crf)
+    return decode_sequential(path, np.arange(len(frames)))
 
 
 def _near(mask: np.ndarray, radius_px: int) -> np.ndarray:
@@ -37,9 +43,11 @@ def _near(mask: np.ndarray, radius_px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
-@pytest.mark.parametrize("name, index", [("room", 0), ("open_sky", 1)])
-def test_captions_on_a_moving_camera_are_found_and_nothing_else(name: str, index: int) -> None:
-    frames = _frames(name, index)
+@pytest.mark.parametrize("name, index, seed", [("room", 0, 600), ("open_sky", 1, 600), ("textureless", 1, 200)])
+def test_captions_on_a_moving_camera_are_found_and_nothing_else(name: str, index: int, seed: int) -> None:
+    # textureless orbit 201: the captions' strokes are over half of its textured pixels, which
+    # must not make it look like a fixed camera
+    frames = _frames(name, index, seed=seed)
     assert not static_overlay(frames).any()
     captioned, truth = with_captions(frames)
     overlay = static_overlay(captioned)
@@ -47,11 +55,45 @@ def test_captions_on_a_moving_camera_are_found_and_nothing_else(name: str, index
     assert not (overlay & ~_near(truth, StaticOverlayConfig().grow_px + 4)).any()
 
 
+def test_the_still_pivot_of_a_short_orbit_is_not_an_overlay(tmp_path) -> None:
+    # 17 frames of a room orbit: the scene about its pivot stays within the still tolerance and
+    # passes the margin and ring tests; its slow drift (measured: 0.25-0.5 px) tells it from a
+    # caption's strokes, which do not move even under heavy compression
+    rendered = _frames("room", 1, 17)
+    frames = _encoded(rendered, tmp_path, crf=8)  # as the synthetic sets write them
+    assert static_overlay(frames, StaticOverlayConfig(max_shift_px=10.0)).any()
+    assert not static_overlay(frames).any()
+    captioned = _encoded(with_captions(rendered)[0], tmp_path, crf=28)
+    truth = with_captions(rendered)[1]
+    overlay = static_overlay(captioned)
+    # the drift test keeps every caption region the other steps accept; at CRF 28 they lose the
+    # "24" of "WorldNews 24", a region then under min_area_fraction (measured recall 0.89)
+    near = _near(truth, StaticOverlayConfig().grow_px + 4)
+    without_drift_test = static_overlay(captioned, StaticOverlayConfig(max_shift_px=1e9))
+    np.testing.assert_array_equal(overlay[truth], without_drift_test[truth])
+    assert overlay[truth].mean() >= 0.85
+    assert not (overlay & ~near).any() and (without_drift_test & ~near).any()  # the pivot, again
+
+
+@pytest.mark.parametrize("shift_px", [0.0, 0.1, 0.3])
+def test_apparent_shift_of_a_ramp(shift_px: float) -> None:
+    # a horizontal ramp of 12 levels per pixel moving right at a constant speed: the means of the
+    # first and last thirds of 9 frames lie 6 frames apart
+    x = np.arange(64, dtype=np.float32)
+    speed = shift_px / 6
+    gray = np.stack([np.broadcast_to(100 + 12 * (x - speed * t), (16, 64)) for t in range(9)])
+    gradient = np.hypot(cv2.Sobel(gray[4], cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray[4], cv2.CV_32F, 0, 1, ksize=3))
+    shift = apparent_shift_px(gray, gradient)
+    np.testing.assert_allclose(shift[4:-4, 4:-4], shift_px, atol=1e-4)
+
+
 def test_overlay_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="min_still_share"):
         StaticOverlayConfig(min_still_share=0.0)
     with pytest.raises(ValueError, match="ring_px"):
         StaticOverlayConfig(ring_px=0)
+    with pytest.raises(ValueError, match="max_shift_px"):
+        StaticOverlayConfig(max_shift_px=0.0)
     with pytest.raises(ValueError, match="uint8"):
         static_overlay(np.zeros((4, 8, 8, 3), np.float32))
 

@@ -1,10 +1,13 @@
-"""`--static-overlays` end to end: a captioned rendered dolly keeps every label off its captions."""
+"""Static overlays end to end (`--static-overlays`, the default): a captioned rendered dolly keeps every
+label off its captions."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipelines.clips import ClipSpec
+from pipelines.decode import decode_clip
+from pipelines.frame_labels import label_frames
 from pipelines.labeling import LabelConfig, build_backends, label_clip
 from pipelines.synthetic import render_clip
 from pipelines.synthetic_set import class_configs
@@ -19,9 +22,14 @@ def test_captions_are_kept_out_of_the_labels(tmp_path) -> None:
     captioned, captions = with_captions(render_clip(config).frames)
     path = write_video(tmp_path / "captioned.mp4", captioned, 8.0)
     spec = ClipSpec("captioned", str(path), 0.0, 10.0, fps_target=None)
-    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES, static_overlays=True)
-    arrays, attrs, _ = label_clip(spec, cfg, build_backends(cfg))
+    cfg = LabelConfig(height=SIZE[0], width=SIZE[1], num_frames=FRAMES)
+    backends = build_backends(cfg)
+    arrays, attrs, _ = label_clip(spec, cfg, backends)
     overlay_share = attrs["qa"]["static_overlay_fraction"]
     assert captions.mean() < overlay_share < 4 * captions.mean()
     for name in ("flow_valid", "key_flow_valid", "depth_valid", "dynamic_mask", "scene_flow_valid"):
         assert not np.asarray(arrays[name])[:, captions].any(), name
+    # in-memory frames (a generated video) get the same labels, overlays included
+    decoded = decode_clip(spec, cfg.decode)
+    for name, value in label_frames(decoded.frames, cfg, backends, decoded.K, spec.clip_id).items():
+        np.testing.assert_array_equal(value, arrays[name], err_msg=name)
