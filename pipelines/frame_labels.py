@@ -19,11 +19,11 @@ import numpy as np
 from labelers.dynamic_mask import label_depth_and_masks
 from labelers.flow import PairFlows
 from labelers.geometry import check_frames
-from labelers.overlay import static_overlay
 from pipelines.clips import ClipRejected
 from pipelines.labeling import (
     Backends,
     LabelConfig,
+    Overlays,
     key_flow_guide,
     label_arrays,
     label_scene_flow,
@@ -66,19 +66,19 @@ def label_frames(
     seconds = {} if seconds is None else seconds
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
-        overlay = static_overlay(frames) if cfg.static_overlays else np.zeros(frames.shape[1:3], bool)
+        overlays = Overlays.find(frames, cfg)
     with timed_stage(seconds, "camera"):
-        c2w, K, fixed = _cameras(frames, K, key_flows.invalid_where(overlay), backends, cfg, clip_id,
-                                 overlay if overlay.any() else None)
-    if fixed:
-        overlay = np.zeros_like(overlay)  # a fixed camera's overlays cannot be told from its still background
-    flows, key_flows = flows.invalid_where(overlay), key_flows.invalid_where(overlay)
+        c2w, K, fixed = _cameras(frames, K, *overlays.off_flows(key_flows), backends, cfg, clip_id,
+                                 overlays.camera_exclude)
+    overlays = overlays.for_camera(fixed)
+    flows, key_flows = overlays.off_flows(flows, key_flows)
     with timed_stage(seconds, "depth_and_masks"):
         result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
                                        backends.depth, backends.masks, key_flow_guide(backends, cfg))
-    # an overlay shows no scene surface: no depth, and no mover (as in `pipelines.labeling.label_clip`)
-    depth, depth_valid, dynamic = result.depth.depth, result.depth.depth_valid & ~overlay, result.dynamic_mask & ~overlay
-    key_flows = key_flows if result.key_flows is None else result.key_flows.invalid_where(overlay)
+    depth = result.depth.depth
+    depth_valid, dynamic = overlays.off_surfaces(result.depth.depth_valid, result.dynamic_mask)
+    if result.key_flows is not None:
+        (key_flows,) = overlays.off_flows(result.key_flows)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)

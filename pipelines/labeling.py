@@ -47,7 +47,7 @@ from labelers.guided_flow import (
     GuidedKeyFlows,
     direct_flow_on_movers,
 )
-from labelers.overlay import static_overlay
+from labelers.overlay import STATIC_OVERLAY_VERSION, StaticOverlayConfig, static_overlay
 from pipelines.clips import ClipRejected, ClipSpec
 from pipelines.decode import SHOT_CUT_POLICIES, DecodeConfig, DecodedClip, decode_clip
 from pipelines.geometry import SceneFlowTolerance, key_flow_error_px, point_maps, scene_flow
@@ -62,6 +62,7 @@ __all__ = [
     "build_backends",
     "plan",
     "label_clip",
+    "Overlays",
     "label_scene_flow",
     "label_and_commit",
     "label_clips",
@@ -376,6 +377,43 @@ def key_flow_guide(backends: Backends, cfg: LabelConfig) -> GuidedKeyFlows | Non
     return GuidedKeyFlows(backends.flow, cfg.max_flow_uncertainty_px, cfg.key_flow_chains)
 
 
+@dataclass(frozen=True)
+class Overlays:
+    """The static overlays (captions, logos) of a clip's frames and how every stage treats them.
+
+    Found on the frames before any labeler (`labelers.overlay`). The camera's tracks and the
+    key flows it gets stay off them. A fixed camera's overlays cannot be told from its still
+    background, so they are dropped when the camera comes out fixed (`for_camera`). Otherwise
+    flow is invalid there (`off_flows`), and an overlay shows no scene surface: no depth and
+    no mover (`off_surfaces`).
+
+    Attributes:
+        mask: (H, W) bool overlay pixels, the same in every frame.
+    """
+
+    mask: np.ndarray
+
+    @classmethod
+    def find(cls, frames: np.ndarray, cfg: LabelConfig) -> Overlays:
+        """Overlays of (T, H, W, 3) uint8 frames, none when `cfg.static_overlays` is off."""
+        return cls(static_overlay(frames) if cfg.static_overlays else np.zeros(frames.shape[1:3], bool))
+
+    @property
+    def camera_exclude(self) -> np.ndarray | None:
+        """The pixels the camera's tracks stay off (None: no overlay)."""
+        return self.mask if self.mask.any() else None
+
+    def for_camera(self, camera_fixed: bool) -> Overlays:
+        return Overlays(np.zeros_like(self.mask)) if camera_fixed else self
+
+    def off_flows(self, *flows: PairFlows) -> tuple[PairFlows, ...]:
+        return tuple(f.invalid_where(self.mask) for f in flows)
+
+    def off_surfaces(self, depth_valid: np.ndarray, dynamic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """depth_valid (T, H, W) and dynamic (S, H, W) bool without the overlay's pixels."""
+        return depth_valid & ~self.mask, dynamic & ~self.mask
+
+
 def label_arrays(
     K: np.ndarray,
     c2w: np.ndarray,
@@ -421,14 +459,13 @@ def label_clip(
     frames = decoded.frames
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
-        overlay = static_overlay(frames) if cfg.static_overlays else np.zeros(frames.shape[1:3], bool)
+        overlays = Overlays.find(frames, cfg)
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(
-            spec, decoded, key_flows.invalid_where(overlay), backends, imported, cfg, overlay if overlay.any() else None)
-    if camera_qa.get("camera_static"):
-        overlay = np.zeros_like(overlay)  # a fixed camera's overlays cannot be told from its still background
-    flows, key_flows = flows.invalid_where(overlay), key_flows.invalid_where(overlay)
+            spec, decoded, *overlays.off_flows(key_flows), backends, imported, cfg, overlays.camera_exclude)
+    overlays = overlays.for_camera(camera_fixed=bool(camera_qa.get("camera_static")))
+    flows, key_flows = overlays.off_flows(flows, key_flows)
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
@@ -443,10 +480,9 @@ def label_clip(
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
             guided = result.key_flows
         if guided is not None:  # the key frames' depth and masks come from these now
-            key_flows = guided.invalid_where(overlay)
+            (key_flows,) = overlays.off_flows(guided)
             merged = merged.merged(key_flows)
-        # an overlay shows no scene surface: no depth, and no mover
-        depth_valid, dynamic_key = depth_valid & ~overlay, dynamic_key & ~overlay
+        depth_valid, dynamic_key = overlays.off_surfaces(depth_valid, dynamic_key)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
                 spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames,
@@ -463,7 +499,7 @@ def label_clip(
     with timed_stage(seconds, "qa"):
         inside = ~np.isnan(flows.fb_error_fwd_px)
         qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa,
-              "static_overlay_fraction": float(overlay.mean())}
+              "static_overlay_fraction": float(overlays.mask.mean())}
         reasons = gate(qa, cfg.thresholds)
     labelers = _labelers_attr(backends, cfg)
     if imported is not None:
@@ -490,7 +526,8 @@ def label_clip(
 
 
 def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, Any]]:
-    """`Backends.describe`, plus the flow validity checks and how key-pair flows were repaired."""
+    """`Backends.describe`, plus the flow validity checks, the static-overlay test's settings and how
+    key-pair flows were repaired."""
     labelers = backends.describe()
     labelers["flow"]["params"]["validity_checks"] = ValidityChecks().to_dict()
     if key_flow_guide(backends, cfg) is not None:
@@ -498,6 +535,10 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
             "version": GUIDED_KEY_FLOW_VERSION,
             "inpaint_radius_px": INPAINT_RADIUS_PX,
             "prior_smooth_sigma_px": PRIOR_SMOOTH_SIGMA_PX,
+        }
+    if cfg.static_overlays:  # flow is made invalid on what they find
+        labelers["flow"]["params"]["static_overlays"] = {
+            "version": STATIC_OVERLAY_VERSION, **asdict(StaticOverlayConfig())
         }
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {

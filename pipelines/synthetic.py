@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -34,6 +35,9 @@ __all__ = [
     "render_clip",
     "scene_caption",
     "scene_intrinsics",
+    "burn_captions",
+    "blend_captions",
+    "CAPTIONS",
     "CAMERA_MOTIONS",
     "GENERATOR_VERSION",
 ]
@@ -738,3 +742,34 @@ def scene_caption(cfg: SceneConfig) -> str:
     degradations = [name for name, on in options if on]
     caption = f"{shot[cfg.camera]} of {place} with {cfg.num_static} still and {movers}"
     return caption + (f", with {', '.join(degradations)}" if degradations else "")
+
+
+# a broadcaster's caption bottom right and a logo top left: x, y (share of the frame), text, scale
+CAPTIONS = ((0.58, 0.94, "WorldNews 24", 0.55), (0.02, 0.09, "LOGO", 0.8))
+
+
+def burn_captions(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W, 3) uint8 frames with `CAPTIONS` burned in, opaque white outlined in black, and the
+    (H, W) bool pixels they change."""
+    out = frames.copy()
+    height, width = frames.shape[1:3]
+    for frame in out:
+        for x, y, text, scale in CAPTIONS:
+            origin = (int(x * width), int(y * height))
+            cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+            cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out, np.any(out != frames, axis=(0, 3))
+
+
+def blend_captions(frames: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W, 3) uint8 frames with `CAPTIONS` blended in white at `alpha` in (0, 1] (a translucent
+    mark: the scene shows through), and the (H, W) bool pixels they cover."""
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    height, width = frames.shape[1:3]
+    layer = np.zeros((height, width), np.uint8)
+    for x, y, text, scale in CAPTIONS:
+        cv2.putText(layer, text, (int(x * width), int(y * height)), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 2, cv2.LINE_AA)
+    weight = (layer.astype(np.float32) / 255 * alpha)[None, :, :, None]
+    blended = frames.astype(np.float32) * (1 - weight) + 255 * weight
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8), layer > 0
