@@ -68,17 +68,17 @@ def label_frames(
         flows, key_flows = pair_flows(frames, cfg, backends)
         overlays = Overlays.find(frames, cfg)
     with timed_stage(seconds, "camera"):
-        c2w, K, fixed = _cameras(frames, K, *overlays.off_flows(key_flows), backends, cfg, clip_id,
+        c2w, K, fixed = _cameras(frames, K, overlays.off_flow(key_flows), backends, cfg, clip_id,
                                  overlays.camera_exclude)
     overlays = overlays.for_camera(fixed)
-    flows, key_flows = overlays.off_flows(flows, key_flows)
+    flows, key_flows = overlays.off_flow(flows), overlays.off_flow(key_flows)
     with timed_stage(seconds, "depth_and_masks"):
         result = label_depth_and_masks(frames, flows.merged(key_flows), c2w, K, list(range(0, T, cfg.stride)),
                                        backends.depth, backends.masks, key_flow_guide(backends, cfg))
     depth = result.depth.depth
     depth_valid, dynamic = overlays.off_surfaces(result.depth.depth_valid, result.dynamic_mask)
     if result.key_flows is not None:
-        (key_flows,) = overlays.off_flows(result.key_flows)
+        key_flows = overlays.off_flow(result.key_flows)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)

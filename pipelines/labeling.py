@@ -384,7 +384,7 @@ class Overlays:
     Found on the frames before any labeler (`labelers.overlay`). The camera's tracks and the
     key flows it gets stay off them. A fixed camera's overlays cannot be told from its still
     background, so they are dropped when the camera comes out fixed (`for_camera`). Otherwise
-    flow is invalid there (`off_flows`), and an overlay shows no scene surface: no depth and
+    flow is invalid there (`off_flow`), and an overlay shows no scene surface: no depth and
     no mover (`off_surfaces`).
 
     Attributes:
@@ -406,8 +406,8 @@ class Overlays:
     def for_camera(self, camera_fixed: bool) -> Overlays:
         return Overlays(np.zeros_like(self.mask)) if camera_fixed else self
 
-    def off_flows(self, *flows: PairFlows) -> tuple[PairFlows, ...]:
-        return tuple(f.invalid_where(self.mask) for f in flows)
+    def off_flow(self, flows: PairFlows) -> PairFlows:
+        return flows.invalid_where(self.mask)
 
     def off_surfaces(self, depth_valid: np.ndarray, dynamic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """depth_valid (T, H, W) and dynamic (S, H, W) bool without the overlay's pixels."""
@@ -463,9 +463,9 @@ def label_clip(
     imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(
-            spec, decoded, *overlays.off_flows(key_flows), backends, imported, cfg, overlays.camera_exclude)
+            spec, decoded, overlays.off_flow(key_flows), backends, imported, cfg, overlays.camera_exclude)
     overlays = overlays.for_camera(camera_fixed=bool(camera_qa.get("camera_static")))
-    flows, key_flows = overlays.off_flows(flows, key_flows)
+    flows, key_flows = overlays.off_flow(flows), overlays.off_flow(key_flows)
     key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
@@ -480,7 +480,7 @@ def label_clip(
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
             guided = result.key_flows
         if guided is not None:  # the key frames' depth and masks come from these now
-            (key_flows,) = overlays.off_flows(guided)
+            key_flows = overlays.off_flow(guided)
             merged = merged.merged(key_flows)
         depth_valid, dynamic_key = overlays.off_surfaces(depth_valid, dynamic_key)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
