@@ -57,10 +57,11 @@ shift of captions is at most 0.05 px on rendered clips and 0.013 px on the real 
 footage; the still regions that steps 1-5 accept, an orbit's pivot and a dolly's focus of
 expansion on rendered clips of 17-25 frames, shift by 0.21-1.09 px. Content fixed to the
 camera passes as an overlay, and is one for the labels: the inside of the car that carries the
-camera in a real clip shifts by 0.08-0.20 px and was found over 17 frames. Translucent captions
-(white at alpha 0.4) are found over skies, grounds and plain walls, but not where strong moving
-texture shows through them: its gradients outweigh the mark's in most frames (room walls; recall
-per clip in docs/benchmarks.md, "Session 32"). A watermark across the middle of the picture is not
+camera in a real clip shifts by 0.08-0.20 px and was found over 17 frames. White captions
+at alpha 0.5 are found with a mean recall of 0.85-1.00 over plain and striped walls and open
+yards, at alpha 0.3 with 0.46-0.94, and seldom where strong moving texture shows through them,
+whose gradients outweigh the mark's in most frames (rooms 0.00-0.16, pans 0.27-0.46; per class
+in docs/benchmarks.md, "Session 32"). A watermark across the middle of the picture is not
 found (step 4). Before a fixed camera with a large mover, its still background can pass every step
 (it does not move): the label pipeline drops the overlay when the camera comes out fixed.
 
