@@ -202,7 +202,13 @@ depth-free residual), implemented by `label_depth_and_masks`:
    along: the score gate keeps it out where the key pair finds the background still, and the
    neighbour's mask is read with its borders moved to its own frame's edges (`snap_to_edges`,
    below), which took out a third to a half of the false alarms the completion added on the
-   replayed clips and kept more of the movers (measured: docs/benchmarks.md, "Session 29");
+   replayed clips and kept more of the movers (measured: docs/benchmarks.md, "Session 29").
+   What growth and the neighbours add is then kept only where its colour is at least as likely
+   under a Gaussian of its region's own flags as under one of the pixels around the region
+   (`colour_consistent`, CIELAB). Beside a mover, DIS smears its motion over the background, up to
+   15-20 px onto a blurred open sky, where the band scores as a slow mover's missed parts do and
+   both steps took it up; its colours are the background's (false alarms of 2.7 % of the static
+   pixels on an unseen open dolly; measured: docs/benchmarks.md, "Session 33");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -255,6 +261,7 @@ __all__ = [
     "rigidity_residual",
     "residual_threshold",
     "clean_mask",
+    "colour_consistent",
     "carried_inv_depth",
     "smooth_continuation",
     "stripe_normals",
@@ -335,6 +342,11 @@ class DynamicMaskConfig:
         grow_into_triangulated: where the depth was triangulated from the flows (`key_masks`'
             `depth_triangulated`), regions also grow into its valid pixels; where that would flood a
             region, its growth without them stands (module docstring, step 3).
+        colour_ring_px, colour_margin: what growth and the neighbours' regions add to a key
+            frame's regions is kept only where its colour is at least as likely, up to
+            `colour_margin` in -2 log-likelihood, under a Gaussian of its region's own flags as
+            under one of the pixels within `colour_ring_px` around the region (`colour_consistent`;
+            module docstring, step 3); 0 disables.
         carry_frames, carry_rel_tol, carry_clear_px, carry_min_parallax_px, carry_range_margin: in the
             frame masks, the depth-free residual also accepts, within a factor 1 + `carry_rel_tol`, the
             inverse depth of the nearest static point that frames within `carry_frames` put on the
@@ -387,6 +399,8 @@ class DynamicMaskConfig:
     grow_radius_px: int = 8
     grow_max_ratio: float = 1.5
     grow_into_triangulated: bool = True
+    colour_ring_px: int = 12
+    colour_margin: float = 1.0
     carry_frames: int = 48
     carry_rel_tol: float = 0.03
     carry_clear_px: int = 8
@@ -431,6 +445,9 @@ class DynamicMaskConfig:
         if not 0 <= self.grow_min_score < 1 or self.grow_radius_px < 0 or not self.grow_max_ratio >= 1:
             raise ValueError(f"need grow_min_score in [0, 1), grow_radius_px >= 0 and grow_max_ratio >= 1, got "
                              f"{self.grow_min_score}, {self.grow_radius_px}, {self.grow_max_ratio}")
+        if self.colour_ring_px < 0 or not self.colour_margin >= 0:
+            raise ValueError(f"need colour_ring_px >= 0 and colour_margin >= 0, got {self.colour_ring_px}, "
+                             f"{self.colour_margin}")
         if self.carry_frames < 0 or not self.carry_rel_tol >= 0 or self.carry_clear_px < 0 \
                 or not self.carry_min_parallax_px >= 0 or not self.carry_range_margin >= 1 \
                 or not self.carry_smooth_rel >= 0:
@@ -875,6 +892,44 @@ def grown_regions(
     return grown
 
 
+# Colour variance floor (CIELAB as 8-bit OpenCV stores it, squared units): a flat region's
+# Gaussian would otherwise be as narrow as its quantisation.
+_COLOUR_VAR_FLOOR = 4.0
+_COLOUR_MIN_PX = 10
+
+
+def colour_consistent(flags: np.ndarray, added: np.ndarray, rgb: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
+    """The pixels of `added` (H, W) bool, each joined to a region of `flags` (H, W) bool, whose colour
+    in `rgb` (H, W, 3) uint8 is at least as likely under a Gaussian of their region's flagged pixels
+    as under one of the pixels within `colour_ring_px` around the region (CIELAB), up to
+    `colour_margin` in -2 log-likelihood (module docstring, step 3). A region with fewer than a few
+    flags or ring pixels keeps what it adds."""
+    if not config.colour_ring_px or not added.any():
+        return added
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
+    count, regions = cv2.connectedComponents((flags | added).astype(np.uint8), connectivity=8)
+    kept = np.zeros_like(added)
+    for r in np.unique(regions[added]):
+        region = regions == r
+        core, new = region & flags, region & added
+        ring = grow_mask(region, config.colour_ring_px) & ~region
+        if core.sum() < _COLOUR_MIN_PX or ring.sum() < _COLOUR_MIN_PX:
+            kept |= new
+            continue
+        x = lab[new]
+        own, around = (_neg2_log_likelihood(x, lab[m]) for m in (core, ring))
+        kept[new] = own <= around + config.colour_margin
+    return kept
+
+
+def _neg2_log_likelihood(x: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """-2 log-likelihood (up to a constant) of colours x (N, 3) under a Gaussian fitted to `sample` (M, 3)."""
+    mean = sample.mean(axis=0)
+    cov = np.cov(sample.T) + _COLOUR_VAR_FLOOR * np.eye(3)
+    d = x - mean
+    return np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) + np.log(np.linalg.det(cov))
+
+
 def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
@@ -1017,8 +1072,9 @@ class FlowRigidityMasks:
     # 14: what carried points free extends over the smooth surface around it (carry_smooth_rel);
     # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated);
     # 16: the frame masks' flags on weak texture, where the key flow is invalid, confirmed by the mirror view too;
-    # 17: key masks completed from their neighbours' regions (from_neighbours)
-    version = "17"
+    # 17: key masks completed from their neighbours' regions (from_neighbours);
+    # 18: what growth and the neighbours add must match its region's colour better than the ring's (colour_ring_px)
+    version = "18"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1261,8 +1317,10 @@ class FlowRigidityMasks:
             masks[n] = clean_mask(dynamic, self.config)
             if self.config.grow_min_score:
                 depth_valid = None if depth is None else depth[src] > 0
-                masks[n] = clean_mask(grown_regions(masks[n], score, depth_valid, depth_triangulated, self.config),
-                                      self.config)
+                grown = grown_regions(masks[n], score, depth_valid, depth_triangulated, self.config)
+                if frames is not None:
+                    grown = masks[n] | colour_consistent(masks[n], grown & ~masks[n], np.asarray(frames[src]), self.config)
+                masks[n] = clean_mask(grown, self.config)
         key_rgb = None if frames is None else np.asarray(frames)[keys]
         if self.config.from_neighbours:
             masks = self._completed_by_neighbours(masks, scores, flows, keys, key_rgb)
@@ -1296,6 +1354,9 @@ class FlowRigidityMasks:
                 neighbour = snap_to_edges(neighbour[None], key_rgb[other][None], self.config)[0]
             completed = self._completed_from(out[n], neighbour, self._flow(flows, keys[n], keys[other]))
             out[n] |= completed & score_allows[n]
+        if key_rgb is not None:
+            for n in range(len(keys)):
+                out[n] = masks[n] | colour_consistent(masks[n], out[n] & ~masks[n], key_rgb[n], self.config)
         return out
 
     @staticmethod
