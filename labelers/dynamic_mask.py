@@ -907,7 +907,7 @@ def colour_consistent(flags: np.ndarray, added: np.ndarray, rgb: np.ndarray, con
     if not config.colour_ring_px or not added.any():
         return added
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
-    count, regions = cv2.connectedComponents((flags | added).astype(np.uint8), connectivity=8)
+    _, regions = cv2.connectedComponents((flags | added).astype(np.uint8), connectivity=8)
     kept = np.zeros_like(added)
     for r in np.unique(regions[added]):
         region = regions == r
@@ -1343,7 +1343,8 @@ class FlowRigidityMasks:
         unknown: from the next key frame's, from the end back, then from the previous one's, onwards,
         so that a region passes along the key frames that hold part of it (module docstring, step 3).
         With the key frames' RGB `key_rgb` (S, H, W, 3) uint8, a neighbour's mask is read with its
-        borders on its own frame's edges (`snap_to_edges`)."""
+        borders on its own frame's edges (`snap_to_edges`), and what the neighbours add to a key
+        frame keeps its region's colours (`colour_consistent`)."""
         out = masks.copy()
         with np.errstate(invalid="ignore"):
             score_allows = ~(scores < self.config.neighbour_min_score)  # NaN (no key-pair score) allows
