@@ -7,8 +7,8 @@ WITHOUT intrinsics (`--with-intrinsics`: with the true ones), read at their nati
 labelled by `pipelines.labeling.label_clip` with the default `LabelConfig` at the clip's size.
 Per clip, against the exact labels:
 
-- masks: IoU on clips with movers; false alarms = labelled dynamic / ground-truth static
-  pixels over all key frames, and the same on the sky of open scenes;
+- masks: IoU on clips whose key frames see a mover; false alarms = labelled dynamic /
+  ground-truth static pixels over all key frames, and the same on the sky of open scenes;
 - flow: mean EPE of our consecutive and key-pair flows and of plain OpenCV DIS-medium
   (forward, on the same decoded frames) on the SAME pixels (ours valid and ground truth
   valid); coverage = ours valid / ground-truth visible;
@@ -118,8 +118,8 @@ def clip_metrics(arrays: dict, truth: SyntheticClip, frames: np.ndarray) -> dict
         static_ground = ~dynamic_all & labels["depth_valid"] & ~sky_all
         out["depth_coverage_static"] = float(np.mean(np.asarray(arrays["depth_valid"])[static_ground]))
         out["depth_valid_sky"] = float(np.mean(np.asarray(arrays["depth_valid"])[sky_all]))
-    if cfg.num_moving == 0:
-        out["dynamic_iou"] = float("nan")  # IoU is scored on clips with movers only
+    if not labels["dynamic_mask"].any():
+        out["dynamic_iou"] = float("nan")  # IoU is scored on clips whose key frames see a mover only
     truth_sf = labels["scene_flow_valid"]
     out["scene_flow_coverage"] = float((arrays["scene_flow_valid"] & truth_sf).sum() / max(truth_sf.sum(), 1))
     consecutive = [(i, i + 1) for i in range(cfg.num_frames - 1)]
@@ -145,6 +145,8 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
         configs = [c for c in configs if c.camera in args.cameras]
     if args.fovs:
         configs = [replace(c, fov_x_deg=args.fovs[i % len(args.fovs)]) for i, c in enumerate(configs)]
+    configs = [replace(c, camera_speed=c.camera_speed * args.camera_speed, mover_speed=c.mover_speed * args.mover_speed)
+               for c in configs]
     if not configs:
         return []
     write_synthetic_set(root / name, configs, with_intrinsics=args.with_intrinsics, on_render=keep)
@@ -258,6 +260,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write every clip's record as JSON here")
     parser.add_argument("--cameras", nargs="+", help="keep only these camera paths (dolly, orbit, static, pan)")
     parser.add_argument("--fovs", nargs="+", type=float, help="true horizontal fields of view, cycled over the clips")
+    parser.add_argument("--camera-speed", type=float, default=1.0,
+                        help="scales every clip's camera motion per frame (SceneConfig.camera_speed)")
+    parser.add_argument("--mover-speed", type=float, default=1.0,
+                        help="scales the moving objects' velocity and spin (SceneConfig.mover_speed)")
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
     parser.add_argument("--dense-limit", type=float, help="SfmConfig.min_prior_dense_agreement (default: its own)")

@@ -208,7 +208,14 @@ depth-free residual), implemented by `label_depth_and_masks`:
    (`colour_consistent`, CIELAB). Beside a mover, DIS smears its motion over the background, up to
    15-20 px onto a blurred open sky, where the band scores as a slow mover's missed parts do and
    both steps took it up; its colours are the background's (false alarms of 2.7 % of the static
-   pixels on an unseen open dolly; measured: docs/benchmarks.md, "Session 33");
+   pixels on an unseen open dolly; measured: docs/benchmarks.md, "Session 33"). Last, each region
+   of a key frame's mask, borders moved to the frame's edges, is cut from the pixels around it by
+   OpenCV's GrabCut (`colour_cut`: colour mixtures of the region and of the ring within
+   `grabcut_ring_px`, and a graph cut that follows the frame's edges): the part of the band that
+   the key pair itself flags joins its mover's region and has the ring's colours. A region the cut
+   would leave with less than `grabcut_min_keep` of its pixels stays whole: a region of the
+   background's own colours, or a mover that looks like its surroundings, is left to the flow's
+   verdict (measured: docs/benchmarks.md, "Session 34");
 4. for a depth backend that assumes a static scene (`dense = False`), depth on key frames
    is invalidated where step 3 found motion that step 1 missed; a dense backend's depth
    on moving objects is kept (scene flow needs it), and key-frame pixels found moving
@@ -262,6 +269,7 @@ __all__ = [
     "residual_threshold",
     "clean_mask",
     "colour_consistent",
+    "colour_cut",
     "carried_inv_depth",
     "smooth_continuation",
     "stripe_normals",
@@ -310,6 +318,11 @@ class DynamicMaskConfig:
         guided_radius_px, guided_eps: the key-frame masks' borders follow the frame's edges
             (colour-guided filter of this radius and regularisation, RGB in [0, 1]; module
             docstring); radius 0 disables.
+        grabcut_ring_px, grabcut_iterations, grabcut_min_keep: each region of a key-frame mask is
+            then cut from the pixels within `grabcut_ring_px` around it by OpenCV's GrabCut
+            (colour mixtures and a graph cut, `grabcut_iterations` rounds; `colour_cut`); a region
+            that the cut would leave with less than `grabcut_min_keep` of its pixels stays whole
+            (module docstring, step 3); ring 0 disables.
         longer_view_min_score: a longer key view (`key_view_multiples`) flags a pixel only where
             the key pair's own view has no score or scores at least this (residual over tau):
             a slow mover already shows part of its motion there, while flow that goes wrong
@@ -385,6 +398,9 @@ class DynamicMaskConfig:
     period_min_dip: float = 0.3
     guided_radius_px: int = 6
     guided_eps: float = 1e-3
+    grabcut_ring_px: int = 15
+    grabcut_iterations: int = 3
+    grabcut_min_keep: float = 0.5
     refit_min_ratio: float = 2.0
     longer_view_min_score: float = 0.5
     confirm_max_snr: float = 4.0
@@ -432,6 +448,9 @@ class DynamicMaskConfig:
         if self.guided_radius_px < 0 or not self.guided_eps > 0:
             raise ValueError(f"need guided_radius_px >= 0 and guided_eps > 0, got {self.guided_radius_px}, "
                              f"{self.guided_eps}")
+        if self.grabcut_ring_px < 0 or self.grabcut_iterations < 1 or not 0 <= self.grabcut_min_keep <= 1:
+            raise ValueError(f"need grabcut_ring_px >= 0, grabcut_iterations >= 1 and grabcut_min_keep in [0, 1], got "
+                             f"{self.grabcut_ring_px}, {self.grabcut_iterations}, {self.grabcut_min_keep}")
         if not 0 <= self.longer_view_min_score <= 1:
             raise ValueError(f"longer_view_min_score must be in [0, 1], got {self.longer_view_min_score}")
         if self.confirm_max_snr < 0 or self.confirm_window_px < 3:
@@ -930,6 +949,40 @@ def _neg2_log_likelihood(x: np.ndarray, sample: np.ndarray) -> np.ndarray:
     return np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) + np.log(np.linalg.det(cov))
 
 
+_GRABCUT_MIN_PX = 50
+
+
+def colour_cut(mask: np.ndarray, rgb: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
+    """`mask` (H, W) bool with each region cut by OpenCV's GrabCut on `rgb` (H, W, 3) uint8 from the
+    pixels within `grabcut_ring_px` around it: the region is probable foreground, its ring (and any
+    other region there) probable background, the rest of a crop around it background. A region the
+    cut would leave with less than `grabcut_min_keep` of its pixels stays whole (module docstring,
+    step 3)."""
+    if not config.grabcut_ring_px or not mask.any():
+        return mask
+    out = mask.copy()
+    height, width = mask.shape
+    ring_px = config.grabcut_ring_px
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    for r in range(1, count):
+        x, y, w, h = stats[r, :4]
+        crop = (slice(max(y - 2 * ring_px, 0), min(y + h + 2 * ring_px, height)),
+                slice(max(x - 2 * ring_px, 0), min(x + w + 2 * ring_px, width)))
+        region = regions[crop] == r
+        labels = np.full(region.shape, cv2.GC_BGD, np.uint8)
+        labels[grow_mask(region, ring_px) | mask[crop]] = cv2.GC_PR_BGD
+        labels[region] = cv2.GC_PR_FGD
+        if (labels != cv2.GC_PR_FGD).sum() < _GRABCUT_MIN_PX or region.sum() < _GRABCUT_MIN_PX:
+            continue  # too few pixels on one side for its colour mixtures
+        cv2.setRNGSeed(0)  # GrabCut's k-means start draws from OpenCV's RNG: the same labels on every run
+        cv2.grabCut(np.ascontiguousarray(rgb[crop]), labels, None, np.zeros((1, 65)), np.zeros((1, 65)),
+                    config.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
+        kept = region & ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD))
+        if kept.sum() >= config.grabcut_min_keep * region.sum():
+            out[crop] &= ~(region & ~kept)
+    return out
+
+
 def clean_mask(dynamic: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """Opening, closing, hole filling and small-component removal of a (H, W) bool mask."""
     mask = dynamic.astype(np.uint8)
@@ -1073,8 +1126,9 @@ class FlowRigidityMasks:
     # 15: regions also grow into pixels whose depth was triangulated from the flows (grow_into_triangulated);
     # 16: the frame masks' flags on weak texture, where the key flow is invalid, confirmed by the mirror view too;
     # 17: key masks completed from their neighbours' regions (from_neighbours);
-    # 18: what growth and the neighbours add must match its region's colour better than the ring's (colour_ring_px)
-    version = "18"
+    # 18: what growth and the neighbours add must match its region's colour better than the ring's (colour_ring_px);
+    # 19: each region of a key mask is cut from the ring around it by GrabCut (grabcut_ring_px)
+    version = "19"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1328,6 +1382,8 @@ class FlowRigidityMasks:
             masks = snap_to_edges(masks, key_rgb, self.config)
         if self.config.last_from_previous:
             masks[-1] = self._completed_from(masks[-1], masks[-2], self._flow(flows, keys[-1], keys[-2]))
+        if key_rgb is not None and self.config.grabcut_ring_px:
+            masks = np.stack([clean_mask(colour_cut(m, rgb, self.config), self.config) for m, rgb in zip(masks, key_rgb)])
         return masks
 
     def _completed_by_neighbours(
