@@ -293,12 +293,12 @@ def main() -> None:
           f"{'true' if args.with_intrinsics else 'no'} intrinsics, weight-free defaults; videos under {root}",
           flush=True)
     records: list[dict] = []
+    recorded_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     for name in args.classes:
         records += run_class(name, args, root)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"args": {**vars(args), "out": str(args.out)}, "clips": records},
-                                           indent=1, default=float))
+            args.out.write_text(json.dumps({"args": recorded_args, "clips": records}, indent=1, default=float))
     print_tables(records)
     if args.compare:
         print_comparison(json.loads(args.compare.read_text())["clips"], records)
