@@ -1383,7 +1383,8 @@ class FlowRigidityMasks:
         if self.config.last_from_previous:
             masks[-1] = self._completed_from(masks[-1], masks[-2], self._flow(flows, keys[-1], keys[-2]))
         if key_rgb is not None and self.config.grabcut_ring_px:
-            masks = np.stack([clean_mask(colour_cut(m, rgb, self.config), self.config) for m, rgb in zip(masks, key_rgb)])
+            masks = np.stack([clean_mask(colour_cut(mask, rgb, self.config), self.config)
+                              for mask, rgb in zip(masks, key_rgb)])
         return masks
 
     def _completed_by_neighbours(

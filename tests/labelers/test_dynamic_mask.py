@@ -830,7 +830,7 @@ def test_the_band_smeared_beside_the_movers_is_cut_off_by_colour():
     masks = {name: label_depth_and_masks(clip.frames, flows, labels["c2w"], labels["K"], keys, MultiViewDepth(),
                                          FlowRigidityMasks(mask_cfg)).dynamic_mask for name, mask_cfg in configs.items()}
     assert false_positive_rate(masks["without"], truth) > 0.011  # the band
-    assert false_positive_rate(masks["with"], truth) < 0.005
+    assert false_positive_rate(masks["with"], truth) < 0.004  # the colour test alone leaves 0.54 %
     assert iou(masks["with"], truth) > iou(masks["without"], truth) + 0.08
 
 
