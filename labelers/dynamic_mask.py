@@ -131,10 +131,12 @@ depth-free residual), implemented by `label_depth_and_masks`:
    there and loses flags, and its smooth surface with them (measured: docs/benchmarks.md, sessions 25-26);
 2. depth from any `DepthEstimator`, with those frame masks (dynamic pixels invalid); with
    `MultiViewDepth` and a `labelers.guided_flow.GuidedKeyFlows`, the key pairs' flows are then
-   estimated again starting from the rigid flow of that depth and the cameras, and the key
-   frames' depth again from them (`label_depth_and_masks`' `guide`): flow near the camera that
+   estimated again starting from the rigid flow of that depth and the cameras, and every
+   frame's depth again from them (`label_depth_and_masks`' `guide`): flow near the camera that
    a search from zero motion got wrong, and depth triangulated from it, no longer disagree with
-   a static background (measured: docs/benchmarks.md, "Session 20"); after step 3 the pixels
+   a static background (measured: docs/benchmarks.md, "Session 20"), and the far ground, where
+   the first key flows failed most, gains depth in the frames between the key frames too
+   (docs/benchmarks.md, "Session 35"); after step 3 the pixels
    found moving take the direct flow back where it is valid (`direct_flow_on_movers`): their
    guided start was inpainted from the background around them;
 3. key-frame masks (S, H, W) from the key-frame flows, now with the rigid-flow residual
@@ -1573,7 +1575,7 @@ def label_depth_and_masks(
         depth_estimator: any `DepthEstimator` (e.g. `labelers.depth.MultiViewDepth`).
         masks: the mask labeler (default settings if None).
         guide: with `MultiViewDepth`, the key pairs' flows are estimated again from the depth and
-            cameras before step 3 (`labelers.guided_flow`), and the key frames' depth again from
+            cameras before step 3 (`labelers.guided_flow`), and every frame's depth again from
             them; `flows` must then hold every key pair. Not with a network's depth: not measured,
             and under a fixed camera, its main use here, the rigid flow is zero and the pass would
             repeat the direct one.
@@ -1592,9 +1594,10 @@ def label_depth_and_masks(
     if guide is not None and isinstance(depth_estimator, MultiViewDepth):
         key_flows = guide.refine(frames, flows, key_frames, depth.depth, depth.depth_valid, c2w, K)
         flows = flows.merged(key_flows)
-        # the key frames' depth from the better flow: the first pass's disagrees with it where it
-        # was triangulated from the flow now corrected, and the masks would read that as motion
-        depth = depth_estimator.reestimate(depth, key_frames, frames, flows, c2w, K, frame_masks)
+        # every frame's depth from the better flow: on the key frames the first pass's disagrees
+        # with it where it was triangulated from the flow now corrected, and the masks would read
+        # that as motion; the frames between them compose their views through the key pairs too
+        depth = depth_estimator.reestimate(depth, range(len(frames)), frames, flows, c2w, K, frame_masks)
         depth_rel_tol = cfg.depth_sigmas * depth.rel_sigma
     dynamic = masks.key_masks(
         flows, c2w, K, key_frames, depth.depth, frame_masks, depth.prior_depth, depth_rel_tol, prior_rel_tol, texture,

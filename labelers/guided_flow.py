@@ -27,11 +27,14 @@ start:
    holds the mover, the guided start includes the camera's share of its motion and the guided
    flow is the closer one (docs/benchmarks.md, "Session 21").
 
-`labelers.dynamic_mask.label_depth_and_masks` then estimates the key frames' depth again from
+`labelers.dynamic_mask.label_depth_and_masks` then estimates every frame's depth again from
 the refined flows (`labelers.depth.MultiViewDepth.reestimate`) before the key-frame masks: the
 first depth was triangulated from the flow now corrected, and the masks read a correct flow
 that disagrees with it as motion (on a degraded orbit at T = 49, false alarms 1.50 % before the
-guided pass, 1.89 % with it alone, 1.21 % with the depth again). The prior flow is smoothed
+guided pass, 1.89 % with it alone, 1.21 % with the depth again). The frames between the key
+frames reach their far views through the key pairs as well, so their depth gains wherever the
+guided flow is valid and the first was not: the far ground of open orbits, 2-7 points of static
+coverage (docs/benchmarks.md, "Session 35"). The prior flow is smoothed
 (`PRIOR_SMOOTH_SIGMA_PX`): the labelled depth's pixel noise would otherwise pass straight into F
 through R.
 
@@ -74,7 +77,7 @@ __all__ = [
     "direct_flow_on_movers",
 ]
 
-GUIDED_KEY_FLOW_VERSION = "2"
+GUIDED_KEY_FLOW_VERSION = "3"  # 3: every frame's depth again from the refined flows, not the key frames' only
 INPAINT_RADIUS_PX = 5
 # The estimator only needs a start within its reach; the depth's pixel noise would reach F.
 PRIOR_SMOOTH_SIGMA_PX = 2.0

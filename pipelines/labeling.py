@@ -479,7 +479,7 @@ def label_clip(
                                            key_flow_guide(backends, cfg))
             depth, depth_valid, dynamic_key = result.depth.depth, result.depth.depth_valid, result.dynamic_mask
             guided = result.key_flows
-        if guided is not None:  # the key frames' depth and masks come from these now
+        if guided is not None:  # the depth and the key frames' masks come from these now
             key_flows = overlays.off_flow(guided)
             merged = merged.merged(key_flows)
         depth_valid, dynamic_key = overlays.off_surfaces(depth_valid, dynamic_key)

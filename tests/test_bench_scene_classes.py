@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_scene_classes.py"
@@ -66,3 +67,23 @@ def test_tables_from_a_saved_sweep(bench, tmp_path, monkeypatch, capsys):
     assert "| 0.77 (min 0.70) | 0.30% (max 0.50%) | - |" in out
     assert "rejection reasons: qa x1, camera_static x1" in out
     assert "### compared with the earlier sweep: 3 clips in both" in out
+
+
+@pytest.mark.parametrize("num_moving", [0, 1])
+def test_clip_metrics_score_the_truth_itself_perfectly(bench, num_moving):
+    """The truth's own labels: no false alarm, full depth coverage off the sky, zero flow error; IoU and
+    scene-flow coverage only where a key frame sees a mover (NaN without one, 1 with one)."""
+    from pipelines.synthetic import SceneConfig, render_clip
+
+    clip = render_clip(SceneConfig(seed=5, height=60, width=90, num_frames=9, stride=4, scene="open",
+                                   num_moving=num_moving))
+    metrics = bench.clip_metrics(clip.labels, clip, clip.frames)
+    assert metrics["false_alarm_static"] == 0 and metrics["false_alarm_sky"] == 0
+    # the truth holds the sky's depth (80 m away), which labels leave invalid
+    assert metrics["depth_coverage_static"] == 1 and metrics["depth_valid_sky"] == 1
+    assert metrics["flow_coverage"] == 1 and metrics["flow_epe_ours"] == 0 and metrics["key_flow_epe_ratio"] == 0
+    assert metrics["depth_delta125"] == 1
+    if num_moving:
+        assert clip.labels["dynamic_mask"].any() and metrics["dynamic_iou"] == 1 and metrics["scene_flow_coverage"] == 1
+    else:
+        assert np.isnan(metrics["dynamic_iou"]) and np.isnan(metrics["scene_flow_coverage"])

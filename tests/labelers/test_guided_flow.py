@@ -181,6 +181,18 @@ def test_label_depth_and_masks_guides_the_key_flows_with_its_own_depth(clips, sc
     same = (guided.key_flows.flow_fwd_px == direct.flow_fwd_px).all(-1)
     assert same[moving].mean() > 0.9  # measured 0.998
     assert same[static & ~guided.dynamic_mask[:-1]].mean() < 0.5  # the background's guided flow: 0.06
+    # every frame's depth comes again from the refined key flows, the frames between the key frames too
+    between = [t for t in range(9) if t not in KEYS]
+    static_between = (~np.repeat(truth, 4, axis=0)[:9] & labels["depth_valid"])[between]
+    plain_valid, guided_valid = plain.depth.depth_valid[between], guided.depth.depth_valid[between]
+    assert guided_valid[static_between].mean() >= plain_valid[static_between].mean()  # +0.6, +0.4 points
+    both = plain_valid & guided_valid & static_between
+
+    def abs_rel(depth):
+        return np.mean(np.abs(depth[between][both] / labels["depth"][between][both] - 1))
+
+    # measured 0.0437 -> 0.0408 (fast dolly), 0.0410 -> 0.0380 (orbit)
+    assert abs_rel(guided.depth.depth) < 0.95 * abs_rel(plain.depth.depth)
 
 
 class _TrueDenseDepth:
