@@ -74,7 +74,7 @@ import cv2
 import numpy as np
 
 from labelers.flow import STRIPE_MAX_ISOTROPY, STRIPE_WINDOW_PX, PairFlows, aperture_normals, compose_flows
-from labelers.geometry import check_frames, grow_mask, pixel_grid, relative_pose
+from labelers.geometry import check_frames, grow_mask, relative_pose
 
 __all__ = [
     "DepthResult",
@@ -322,23 +322,27 @@ def triangulate_flow(
     K_dst = np.asarray(K_dst, np.float64)
     src_to_dst = np.asarray(src_to_dst, np.float64)
     height, width = flow_px.shape[:2]
-    grid = pixel_grid(height, width)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     M = K_dst @ src_to_dst[:3, :3] @ np.linalg.inv(K_src)
-    a = grid @ M[:, :2].T + M[:, 2]  # (H, W, 3) = M (u, v, 1)
+    # a = M (u, v, 1) and the rest per component: (H, W) planes are several times faster than
+    # reductions over a trailing axis of 2 or 3
+    a_x, a_y, a_z = (M[i, 0] * u + M[i, 1] * v + M[i, 2] for i in range(3))
     b = K_dst @ src_to_dst[:3, 3]
-    a_z = a[..., 2]
-    h = b[:2] * a_z[..., None] - a[..., :2] * b[2]  # direction of increasing rho along the line
-    h_norm = np.linalg.norm(h, axis=-1)
+    h_x, h_y = b[0] * a_z - a_x * b[2], b[1] * a_z - a_y * b[2]  # direction of increasing rho along the line
+    h_norm = np.hypot(h_x, h_y)
+    flow_x, flow_y = np.asarray(flow_px[..., 0], np.float64), np.asarray(flow_px[..., 1], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        direction = h / h_norm[..., None]
-        to_vanishing = a[..., :2] / a_z[..., None] - grid  # where a point at infinity moves
-        offset = flow_px - to_vanishing  # of the target from the vanishing point
-        along = np.einsum("hwc,hwc->hw", offset, direction)
-        epipolar = offset[..., 0] * direction[..., 1] - offset[..., 1] * direction[..., 0]
+        dir_x, dir_y = h_x / h_norm, h_y / h_norm
+        to_vanishing_x, to_vanishing_y = a_x / a_z - u, a_y / a_z - v  # where a point at infinity moves
+        offset_x, offset_y = flow_x - to_vanishing_x, flow_y - to_vanishing_y  # of the target from the vanishing point
+        along = offset_x * dir_x + offset_y * dir_y
+        epipolar = offset_x * dir_y - offset_y * dir_x
+        direction = np.stack([dir_x, dir_y], axis=-1)
         on_stripes = None if across_normal is None else np.isfinite(across_normal[..., 0])
         if on_stripes is not None and on_stripes.any():
-            aperture = _along_stripes(along, epipolar, offset[on_stripes], direction[on_stripes],
-                                      across_normal[on_stripes], on_stripes, slide_ratio)
+            offset = np.stack([offset_x[on_stripes], offset_y[on_stripes]], axis=-1)
+            aperture = _along_stripes(along, epipolar, offset, direction[on_stripes], across_normal[on_stripes],
+                                      on_stripes, slide_ratio)
         denom = h_norm - along * a_z * b[2]
         inv_depth = along * a_z**2 / denom
         z_ratio = a_z + inv_depth * b[2]  # z_dst * rho: positive iff the point is in front of dst
@@ -346,8 +350,8 @@ def triangulate_flow(
         if on_stripes is not None and on_stripes.any():
             sensitivity[on_stripes] *= aperture
         ok = (a_z > 0) & (h_norm > 0) & (denom > 0) & (z_ratio > 0) & np.isfinite(inv_depth) & np.isfinite(epipolar)
-        rotation_px = np.where(a_z > 0, np.hypot(to_vanishing[..., 0], to_vanishing[..., 1]), np.nan)
-    offset_px = np.where(a_z > 0, np.linalg.norm(offset, axis=-1), np.nan)
+        rotation_px = np.where(a_z > 0, np.hypot(to_vanishing_x, to_vanishing_y), np.nan)
+    offset_px = np.where(a_z > 0, np.hypot(offset_x, offset_y), np.nan)
     return TwoViewTriangulation(
         inv_depth, sensitivity, epipolar, along, offset_px, rotation_px, h_norm, a_z, float(b[2]), direction, ok
     )
@@ -541,7 +545,7 @@ class MultiViewDepth:
         inv_depth, flow_sigma, camera_sigma = [], [], []
         for dst, (flow_px, flow_valid, hops) in sorted(views.items()):
             tri = triangulate_flow(flow_px, K[t], K[dst], relative_pose(c2w[t], c2w[dst]), across_normal, cfg.stripe_slide_ratio)
-            flow_px_sigma = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.linalg.norm(flow_px, axis=-1)
+            flow_px_sigma = np.sqrt(hops) * cfg.flow_sigma_px + cfg.flow_sigma_rel * np.hypot(flow_px[..., 0], flow_px[..., 1])
             camera_px_sigma = cfg.camera_sigma_rel * tri.rotation_px
             with np.errstate(invalid="ignore"):
                 tolerance_px = cfg.epipolar_sigmas * np.hypot(flow_px_sigma, camera_px_sigma)

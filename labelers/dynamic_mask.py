@@ -485,7 +485,7 @@ class DynamicMaskConfig:
 
 def residual_threshold(flow_px: np.ndarray, abs_px: float, rel: float) -> np.ndarray:
     """tau (H, W) = abs_px + rel * |flow|, in pixels."""
-    return abs_px + rel * np.linalg.norm(flow_px, axis=-1)
+    return abs_px + rel * np.hypot(flow_px[..., 0], flow_px[..., 1])
 
 
 def rigidity_residual(
@@ -801,19 +801,22 @@ def _across_stripes(
 ) -> _AcrossStripes:
     """The epipolar geometry of `labelers.depth.triangulate_flow` seen across the stripes."""
     height, width = flow_px.shape[:2]
-    grid = pixel_grid(height, width)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
     M = np.asarray(K_dst, np.float64) @ src_to_dst[:3, :3] @ np.linalg.inv(np.asarray(K_src, np.float64))
-    a = grid @ M[:, :2].T + M[:, 2]
+    a_x, a_y, a_z = (M[i, 0] * u + M[i, 1] * v + M[i, 2] for i in range(3))  # per plane, as triangulate_flow
     b = np.asarray(K_dst, np.float64) @ src_to_dst[:3, 3]
-    line = b[:2] * a[..., 2:] - a[..., :2] * b[2]  # direction of growing inverse depth, as triangulate_flow's
+    line_x, line_y = b[0] * a_z - a_x * b[2], b[1] * a_z - a_y * b[2]  # direction of growing inverse depth
     stripes = np.isfinite(stripe_normal).all(axis=-1)
     normal = np.where(stripes[..., None], stripe_normal, 0.0)
+    normal_x, normal_y = normal[..., 0], normal[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        direction = line / np.linalg.norm(line, axis=-1, keepdims=True)
-        offset = grid + flow_px - a[..., :2] / a[..., 2:]
-    along_dot = np.einsum("hwc,hwc->hw", direction, normal)
-    epipolar_dot = direction[..., 1] * normal[..., 0] - direction[..., 0] * normal[..., 1]
-    offset_px = np.abs(np.einsum("hwc,hwc->hw", offset, normal))
+        line_norm = np.hypot(line_x, line_y)
+        dir_x, dir_y = line_x / line_norm, line_y / line_norm
+        offset_x = u + flow_px[..., 0] - a_x / a_z
+        offset_y = v + flow_px[..., 1] - a_y / a_z
+    along_dot = dir_x * normal_x + dir_y * normal_y
+    epipolar_dot = dir_y * normal_x - dir_x * normal_y
+    offset_px = np.abs(offset_x * normal_x + offset_y * normal_y)
     return _AcrossStripes(stripes, normal, along_dot, epipolar_dot, offset_px)
 
 
