@@ -79,6 +79,7 @@ from labelers.geometry import check_frames, grow_mask, relative_pose
 __all__ = [
     "DepthResult",
     "DepthEstimator",
+    "EpipolarPlanes",
     "TwoViewTriangulation",
     "MultiViewDepthConfig",
     "MultiViewDepth",
@@ -291,6 +292,39 @@ class TwoViewTriangulation:
         return np.where(z_ratio > 0, along, np.inf)
 
 
+@dataclass(frozen=True)
+class EpipolarPlanes:
+    """The epipolar lines of every source pixel in a destination image, per component on (H, W)
+    float64 planes (several times faster than arrays with a trailing axis of 2 or 3).
+
+    Attributes:
+        u, v: the source pixel's coordinates.
+        a_x, a_y, a_z: a = K_dst R K_src^-1 (u, v, 1); a point at infinity lands at (a_x, a_y) / a_z.
+        b: (3,) K_dst t, with (R, t) the source-to-destination transform.
+        h_x, h_y: direction of growing inverse depth along the line (not normalised).
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    a_x: np.ndarray
+    a_y: np.ndarray
+    a_z: np.ndarray
+    b: np.ndarray
+    h_x: np.ndarray
+    h_y: np.ndarray
+
+    @classmethod
+    def of(cls, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray, height: int, width: int) -> EpipolarPlanes:
+        """The lines of an (height, width) source image; K_src, K_dst (3, 3), src_to_dst (4, 4)."""
+        K_dst = np.asarray(K_dst, np.float64)
+        src_to_dst = np.asarray(src_to_dst, np.float64)
+        v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+        M = K_dst @ src_to_dst[:3, :3] @ np.linalg.inv(np.asarray(K_src, np.float64))
+        a_x, a_y, a_z = (M[i, 0] * u + M[i, 1] * v + M[i, 2] for i in range(3))
+        b = K_dst @ src_to_dst[:3, 3]
+        return cls(u, v, a_x, a_y, a_z, b, b[0] * a_z - a_x * b[2], b[1] * a_z - a_y * b[2])
+
+
 def triangulate_flow(
     flow_px: np.ndarray,
     K_src: np.ndarray,
@@ -318,17 +352,8 @@ def triangulate_flow(
     """
     if flow_px.ndim != 3 or flow_px.shape[-1] != 2:
         raise ValueError(f"flow_px must be (H, W, 2), got {flow_px.shape}")
-    K_src = np.asarray(K_src, np.float64)
-    K_dst = np.asarray(K_dst, np.float64)
-    src_to_dst = np.asarray(src_to_dst, np.float64)
-    height, width = flow_px.shape[:2]
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    M = K_dst @ src_to_dst[:3, :3] @ np.linalg.inv(K_src)
-    # a = M (u, v, 1) and the rest per component: (H, W) planes are several times faster than
-    # reductions over a trailing axis of 2 or 3
-    a_x, a_y, a_z = (M[i, 0] * u + M[i, 1] * v + M[i, 2] for i in range(3))
-    b = K_dst @ src_to_dst[:3, 3]
-    h_x, h_y = b[0] * a_z - a_x * b[2], b[1] * a_z - a_y * b[2]  # direction of increasing rho along the line
+    lines = EpipolarPlanes.of(K_src, K_dst, src_to_dst, *flow_px.shape[:2])
+    u, v, a_x, a_y, a_z, b, h_x, h_y = (lines.u, lines.v, lines.a_x, lines.a_y, lines.a_z, lines.b, lines.h_x, lines.h_y)
     h_norm = np.hypot(h_x, h_y)
     flow_x, flow_y = np.asarray(flow_px[..., 0], np.float64), np.asarray(flow_px[..., 1], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

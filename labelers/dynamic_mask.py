@@ -241,6 +241,7 @@ import scipy.sparse.csgraph
 from labelers.depth import (
     DepthEstimator,
     DepthResult,
+    EpipolarPlanes,
     MultiViewDepth,
     TwoViewTriangulation,
     check_depth_inputs,
@@ -800,20 +801,15 @@ def _across_stripes(
     flow_px: np.ndarray, K_src: np.ndarray, K_dst: np.ndarray, src_to_dst: np.ndarray, stripe_normal: np.ndarray
 ) -> _AcrossStripes:
     """The epipolar geometry of `labelers.depth.triangulate_flow` seen across the stripes."""
-    height, width = flow_px.shape[:2]
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    M = np.asarray(K_dst, np.float64) @ src_to_dst[:3, :3] @ np.linalg.inv(np.asarray(K_src, np.float64))
-    a_x, a_y, a_z = (M[i, 0] * u + M[i, 1] * v + M[i, 2] for i in range(3))  # per plane, as triangulate_flow
-    b = np.asarray(K_dst, np.float64) @ src_to_dst[:3, 3]
-    line_x, line_y = b[0] * a_z - a_x * b[2], b[1] * a_z - a_y * b[2]  # direction of growing inverse depth
+    lines = EpipolarPlanes.of(K_src, K_dst, src_to_dst, *flow_px.shape[:2])
     stripes = np.isfinite(stripe_normal).all(axis=-1)
     normal = np.where(stripes[..., None], stripe_normal, 0.0)
     normal_x, normal_y = normal[..., 0], normal[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        line_norm = np.hypot(line_x, line_y)
-        dir_x, dir_y = line_x / line_norm, line_y / line_norm
-        offset_x = u + flow_px[..., 0] - a_x / a_z
-        offset_y = v + flow_px[..., 1] - a_y / a_z
+        line_norm = np.hypot(lines.h_x, lines.h_y)
+        dir_x, dir_y = lines.h_x / line_norm, lines.h_y / line_norm
+        offset_x = lines.u + flow_px[..., 0] - lines.a_x / lines.a_z
+        offset_y = lines.v + flow_px[..., 1] - lines.a_y / lines.a_z
     along_dot = dir_x * normal_x + dir_y * normal_y
     epipolar_dot = dir_y * normal_x - dir_x * normal_y
     offset_px = np.abs(offset_x * normal_x + offset_y * normal_y)
