@@ -122,8 +122,8 @@ def clip_metrics(arrays: dict, truth: SyntheticClip, frames: np.ndarray) -> dict
         out["dynamic_iou"] = float("nan")  # IoU is scored on clips whose key frames see a mover only
     truth_sf = labels["scene_flow_valid"]
     # NaN where nothing moves: the truth's scene flow is valid on the movers only
-    out["scene_flow_coverage"] = float((arrays["scene_flow_valid"] & truth_sf).sum() / truth_sf.sum()) if truth_sf.any() else (
-        float("nan"))
+    covered = (arrays["scene_flow_valid"] & truth_sf).sum()
+    out["scene_flow_coverage"] = float(covered / truth_sf.sum()) if truth_sf.any() else float("nan")
     consecutive = [(i, i + 1) for i in range(cfg.num_frames - 1)]
     for name, pairs in (("flow", consecutive), ("key_flow", list(zip(key[:-1], key[1:])))):
         cmp = flow_against_dis(arrays[name], arrays[f"{name}_valid"], dis_medium(frames, pairs), labels[name],

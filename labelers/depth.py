@@ -353,12 +353,12 @@ def triangulate_flow(
     if flow_px.ndim != 3 or flow_px.shape[-1] != 2:
         raise ValueError(f"flow_px must be (H, W, 2), got {flow_px.shape}")
     lines = EpipolarPlanes.of(K_src, K_dst, src_to_dst, *flow_px.shape[:2])
-    u, v, a_x, a_y, a_z, b, h_x, h_y = (lines.u, lines.v, lines.a_x, lines.a_y, lines.a_z, lines.b, lines.h_x, lines.h_y)
-    h_norm = np.hypot(h_x, h_y)
+    a_z, b = lines.a_z, lines.b
+    h_norm = np.hypot(lines.h_x, lines.h_y)
     flow_x, flow_y = np.asarray(flow_px[..., 0], np.float64), np.asarray(flow_px[..., 1], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        dir_x, dir_y = h_x / h_norm, h_y / h_norm
-        to_vanishing_x, to_vanishing_y = a_x / a_z - u, a_y / a_z - v  # where a point at infinity moves
+        dir_x, dir_y = lines.h_x / h_norm, lines.h_y / h_norm
+        to_vanishing_x, to_vanishing_y = lines.a_x / a_z - lines.u, lines.a_y / a_z - lines.v  # where infinity moves
         offset_x, offset_y = flow_x - to_vanishing_x, flow_y - to_vanishing_y  # of the target from the vanishing point
         along = offset_x * dir_x + offset_y * dir_y
         epipolar = offset_x * dir_y - offset_y * dir_x

@@ -8,6 +8,7 @@ import pytest
 
 from labelers.depth import (
     DepthEstimator,
+    EpipolarPlanes,
     MultiViewDepth,
     MultiViewDepthConfig,
     compose_flows,
@@ -112,6 +113,31 @@ def _plane_scene(height=48, width=64):
     c2w_c = np.eye(4)
     c2w_c[:3, 3] = [0.5, 0.1, 0.4]
     return plane_depth(c2w_a, K, (height, width)), K, c2w_a, c2w_b, c2w_c
+
+
+def test_epipolar_planes_hold_the_static_points_of_every_depth():
+    """A point at inverse depth rho lands at (a + rho b) / (a_z + rho b_z); rho = 0 (infinity) moves
+    with the rotation alone, and growing rho moves along (h_x, h_y)."""
+    depth, K, c2w_a, c2w_b, _ = _plane_scene()
+    src_to_dst = relative_pose(c2w_a, c2w_b)
+    lines = EpipolarPlanes.of(K, K, src_to_dst, *depth.shape)
+    np.testing.assert_array_equal(lines.u[0, :3], [0, 1, 2])
+    np.testing.assert_array_equal(lines.v[:3, 0], [0, 1, 2])
+    rho = 1.0 / depth
+    landing = np.stack([(lines.a_x + rho * lines.b[0]) / (lines.a_z + rho * lines.b[2]),
+                        (lines.a_y + rho * lines.b[1]) / (lines.a_z + rho * lines.b[2])], axis=-1)
+    flow, _ = rigid_flow(depth, K, c2w_a, K, c2w_b)
+    np.testing.assert_allclose(landing - np.stack([lines.u, lines.v], -1), flow, atol=1e-9)
+    rotation_only = np.eye(4)
+    rotation_only[:3, :3] = src_to_dst[:3, :3]
+    far, _ = rigid_flow(np.full(depth.shape, 1e9), K, c2w_a, K, c2w_a @ np.linalg.inv(rotation_only))
+    np.testing.assert_allclose(np.stack([lines.a_x, lines.a_y], -1) / lines.a_z[..., None]
+                               - np.stack([lines.u, lines.v], -1), far, atol=1e-6)
+    nearer = np.stack([(lines.a_x + 1.01 * rho * lines.b[0]) / (lines.a_z + 1.01 * rho * lines.b[2]),
+                       (lines.a_y + 1.01 * rho * lines.b[1]) / (lines.a_z + 1.01 * rho * lines.b[2])], -1) - landing
+    cos = (nearer[..., 0] * lines.h_x + nearer[..., 1] * lines.h_y) / (
+        np.hypot(*np.moveaxis(nearer, -1, 0)) * np.hypot(lines.h_x, lines.h_y))
+    assert cos.min() > 0.999
 
 
 def test_triangulate_flow_recovers_exact_depth():
