@@ -11,7 +11,7 @@ Per clip, against the exact labels:
   ground-truth static pixels over all key frames, and the same on the sky of open scenes;
 - flow: mean EPE of our consecutive and key-pair flows and of plain OpenCV DIS-medium
   (forward, on the same decoded frames) on the SAME pixels (ours valid and ground truth
-  valid); coverage = ours valid / ground-truth visible;
+  valid), and the share of those pixels more than 3 px off; coverage = ours valid / ground-truth visible;
 - cameras and depth: RRE (mean, degrees), ATE (% of the path, moving cameras), RTA (largest
   angle between the true and estimated direction of travel, degrees, moving cameras), depth
   delta < 1.25 on valid pixels and the share of static pixels with valid depth;
@@ -71,6 +71,7 @@ COLUMNS = (
     ("flow_coverage", "flow cov", "min", "{:.2f}"),
     ("key_flow_epe_ratio", "key EPE / DIS", "max", "{:.2f}"),
     ("key_flow_coverage", "key cov", "min", "{:.2f}"),
+    ("key_flow_over_3px", "key > 3 px", "max", "{:.2%}"),
     ("rre_mean_deg", "RRE deg", "max", "{:.3f}"),
     ("ate_percent_of_path", "ATE %", "max", "{:.2f}"),
     ("rta_max_deg", "RTA deg", "max", "{:.2f}"),
@@ -91,14 +92,15 @@ def dis_medium(frames: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
 
 def flow_against_dis(ours: np.ndarray, ours_valid: np.ndarray, dis: np.ndarray, truth: np.ndarray,
                      truth_valid: np.ndarray) -> dict[str, float]:
-    """EPE of our flow and of DIS on the same pixels (ours valid and truth valid), and our coverage."""
+    """EPE of our flow and of DIS on the same pixels (ours valid and truth valid), our coverage, and the
+    share of those pixels more than 3 px off (issue 13's measure of flow validity)."""
     same = ours_valid & truth_valid
     ours_epe = np.linalg.norm(ours - truth, axis=-1)[same]
     dis_epe = np.linalg.norm(dis - truth, axis=-1)[same]
     out = {"coverage": float(same.sum() / max(truth_valid.sum(), 1))}
     if same.any():
         out.update(epe=float(ours_epe.mean()), dis_epe=float(dis_epe.mean()),
-                   ratio=float(ours_epe.mean() / max(dis_epe.mean(), 1e-9)))
+                   ratio=float(ours_epe.mean() / max(dis_epe.mean(), 1e-9)), over_3px=float(np.mean(ours_epe > 3)))
     return out
 
 
@@ -132,6 +134,7 @@ def clip_metrics(arrays: dict, truth: SyntheticClip, frames: np.ndarray) -> dict
         out[f"{name}_epe_ours"] = cmp.get("epe", float("nan"))
         out[f"{name}_epe_dis"] = cmp.get("dis_epe", float("nan"))
         out[f"{name}_epe_ratio"] = cmp.get("ratio", float("nan"))
+        out[f"{name}_over_3px"] = cmp.get("over_3px", float("nan"))
     return out
 
 
@@ -154,7 +157,8 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     write_synthetic_set(root / name, configs, with_intrinsics=args.with_intrinsics, on_render=keep)
     specs = read_manifest(root / name / "manifest.csv", fps_target=None).specs  # native rate: 8 fps
     cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
-                      key_flow_guided=not args.no_key_flow_guided, uncertain_focal_max_std=args.uncertain_focal_max_std)
+                      key_flow_guided=not args.no_key_flow_guided, uncertain_focal_max_std=args.uncertain_focal_max_std,
+                      key_flow_geometry_px=None if args.no_key_flow_geometry else LabelConfig.key_flow_geometry_px)
     backends = build_backends(cfg)
     if args.dense_limit is not None:  # calibration: label clips the prior's dense test would reject
         backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=args.dense_limit))
@@ -275,6 +279,8 @@ def main() -> None:
                         help="write the true intrinsics into the manifest (default: none, the focal is estimated)")
     parser.add_argument("--no-key-flow-guided", action="store_true",
                         help="without the second key-pair flow pass (LabelConfig.key_flow_guided): the baseline")
+    parser.add_argument("--no-key-flow-geometry", action="store_true",
+                        help="without the key flow's check against the labelled depth (LabelConfig.key_flow_geometry_px)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print the tables of a sweep written with --out, labelling nothing")

@@ -48,7 +48,7 @@ valid static pixels more than 1 px off went from 14.5-39 % to 8.8-29 %; with the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import cv2
@@ -75,12 +75,16 @@ __all__ = [
     "warp_by_flow",
     "geometry_guided_pair_flows",
     "direct_flow_on_movers",
+    "GEOMETRY_REL_TOL",
+    "invalid_against_depth",
 ]
 
 GUIDED_KEY_FLOW_VERSION = "3"  # 3: every frame's depth again from the refined flows, not the key frames' only
 INPAINT_RADIUS_PX = 5
 # The estimator only needs a start within its reach; the depth's pixel noise would reach F.
 PRIOR_SMOOTH_SIGMA_PX = 2.0
+# `invalid_against_depth`: the rigid flow's own error grows with its length (the depth's relative error)
+GEOMETRY_REL_TOL = 0.05
 
 
 def rigid_prior_flow(
@@ -226,3 +230,45 @@ def direct_flow_on_movers(
     """
     inpainted_mover = np.asarray(dynamic_key, bool) & ~np.asarray(prior_depth_valid_key, bool)
     return prefer_valid(direct, refined, within=(inpainted_mover[:-1], inpainted_mover[1:]))
+
+
+def invalid_against_depth(
+    flows: PairFlows, depth: np.ndarray, depth_valid: np.ndarray, c2w: np.ndarray, K: np.ndarray, abs_px: float
+) -> PairFlows:
+    """A copy of `flows` whose flow is invalid where its source pixel has valid depth and the flow
+    lands farther than `abs_px` + `GEOMETRY_REL_TOL` |R| from the rigid flow R of that depth and the
+    cameras.
+
+    For the weight-free multi-view depth, which holds static points only and is valid where the
+    views through several frames agree. On repeated texture a flow estimate can lock one period
+    off and pass the forward-backward and photometric checks, which a repeated pattern fools alike;
+    the views at other baselines are off by other amounts, so the fused depth outvotes it. A pixel
+    whose depth holds and whose flow contradicts it is then wrong flow (a mover's pixels have no
+    depth). Pixels valid only across stripes (`PairFlows.across_only_fwd`) are left as they are:
+    their flow along the stripes is not measured. Measured: docs/benchmarks.md, "Session 36".
+
+    Args:
+        flows: P pairs (i, j); both directions are checked, each against its source frame's depth.
+        depth, depth_valid: (T, H, W) z-depth in the unit of the cameras' translations, and where it holds.
+        c2w: (T, 4, 4) camera-to-world; K: (T, 3, 3).
+        abs_px: tolerance in pixels on top of the relative one.
+    """
+    valid_fwd, valid_bwd = flows.valid_fwd.copy(), flows.valid_bwd.copy()
+    for p, (i, j) in enumerate(flows.pairs.tolist()):
+        valid_fwd[p] &= _agrees_with_depth(flows.flow_fwd_px[p], depth[i], depth_valid[i], K[i], c2w[i], K[j], c2w[j],
+                                           abs_px) | flows.across_only_fwd[p]
+        valid_bwd[p] &= _agrees_with_depth(flows.flow_bwd_px[p], depth[j], depth_valid[j], K[j], c2w[j], K[i], c2w[i],
+                                           abs_px) | flows.across_only_bwd[p]
+    return replace(flows, valid_fwd=valid_fwd, valid_bwd=valid_bwd)
+
+
+def _agrees_with_depth(
+    flow_px: np.ndarray, depth: np.ndarray, depth_valid: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray,
+    K_dst: np.ndarray, c2w_dst: np.ndarray, abs_px: float,
+) -> np.ndarray:
+    """(H, W) bool: no valid depth, the point falls behind dst, or `flow_px` within tolerance of the rigid flow."""
+    rigid, z_dst = rigid_flow(np.where(depth_valid, depth, 1.0), K_src, c2w_src, K_dst, c2w_dst)
+    gap = np.hypot(flow_px[..., 0] - rigid[..., 0], flow_px[..., 1] - rigid[..., 1])
+    with np.errstate(invalid="ignore"):
+        within = gap <= abs_px + GEOMETRY_REL_TOL * np.hypot(rigid[..., 0], rigid[..., 1])
+        return ~depth_valid | ~(z_dst > 0) | ~np.isfinite(gap) | within

@@ -25,6 +25,7 @@ from pipelines.labeling import (
     LabelConfig,
     Overlays,
     key_flow_guide,
+    key_flows_against_depth,
     label_arrays,
     label_scene_flow,
     pair_flows,
@@ -79,6 +80,7 @@ def label_frames(
     depth_valid, dynamic = overlays.off_surfaces(result.depth.depth_valid, result.dynamic_mask)
     if result.key_flows is not None:
         key_flows = overlays.off_flow(result.key_flows)
+    key_flows = key_flows_against_depth(key_flows, depth, depth_valid, c2w, K, backends, cfg)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic, cfg)
     return label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic, flow3d, flow3d_valid)

@@ -41,11 +41,13 @@ from labelers.flow import (
     key_frame_pairs,
 )
 from labelers.guided_flow import (
+    GEOMETRY_REL_TOL,
     GUIDED_KEY_FLOW_VERSION,
     INPAINT_RADIUS_PX,
     PRIOR_SMOOTH_SIGMA_PX,
     GuidedKeyFlows,
     direct_flow_on_movers,
+    invalid_against_depth,
 )
 from labelers.overlay import STATIC_OVERLAY_VERSION, StaticOverlayConfig, static_overlay
 from pipelines.clips import ClipRejected, ClipSpec
@@ -123,6 +125,11 @@ class LabelConfig:
             (`labelers.guided_flow`): near the camera, weak texture magnified between key frames
             sends a search from zero motion 1-4 px wrong in both directions alike. The key flow
             labels, the key-frame masks and scene flow use it. Recorded in the flow labeler's params.
+        key_flow_geometry_px: with multi-view depth, key-pair flow is invalid where its source pixel
+            has valid depth and the flow lands farther than this (plus 5 % of its length) from the
+            rigid flow of that depth and the cameras (`labelers.guided_flow.invalid_against_depth`):
+            repeated texture lets a flow lock one period off and pass its own checks. None: no
+            test. QA: key_flow_geometry_invalid_fraction; the camera gate reads the flow as measured.
         thresholds: quality gates.
     """
 
@@ -205,6 +212,10 @@ class LabelConfig:
     key_flow_guided: bool = field(default=True, metadata={
         "help": "estimate the key-pair flows again from the labelled or imported depth and cameras (not with "
         "--depth neural)"})
+    key_flow_geometry_px: float | None = field(default=2.0, metadata={
+        "gt": 0, "help": "with multi-view depth, key-pair flow is invalid where the source pixel's depth is valid and "
+        "the flow lands farther than this (px, plus 5 % of its length) from the rigid flow of that depth and the "
+        "cameras (repeated texture: a match one period off); none: no test"})
     thresholds: QualityThresholds = field(default_factory=QualityThresholds, metadata={
         "name": "gates", "flag": "--gate", "help": "quality gate overrides, e.g. min_depth_valid_fraction_off_infinity=0.2"})
 
@@ -369,6 +380,18 @@ def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tupl
     return flows, key_flows
 
 
+def key_flows_against_depth(
+    key_flows: PairFlows, depth: np.ndarray, depth_valid: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+    backends: Backends, cfg: LabelConfig,
+) -> PairFlows:
+    """`key_flows` invalid where they contradict the multi-view depth and cameras (`cfg.key_flow_geometry_px`,
+    `labelers.guided_flow.invalid_against_depth`); unchanged without the test or with another depth,
+    whose error the flow need not share (a network's, an import's that holds movers)."""
+    if cfg.key_flow_geometry_px is None or not isinstance(backends.depth, MultiViewDepth) or cfg.depth != "mvs":
+        return key_flows
+    return invalid_against_depth(key_flows, depth, depth_valid, c2w, K, cfg.key_flow_geometry_px)
+
+
 def key_flow_guide(backends: Backends, cfg: LabelConfig) -> GuidedKeyFlows | None:
     """The second key-pair flow pass of `cfg.key_flow_guided` on the clip's flow backend (None: off, or
     a neural depth, with which it is not measured)."""
@@ -489,6 +512,8 @@ def label_clip(
                 uncertain=camera_qa["camera_focal_uncertain_rel_std"] > 0,
             ))
         del merged
+        measured_key_valid = key_flows.valid_fwd
+        key_flows = key_flows_against_depth(key_flows, depth, depth_valid, c2w, K, backends, cfg)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
     arrays = {
@@ -498,7 +523,7 @@ def label_clip(
     }
     with timed_stage(seconds, "qa"):
         inside = ~np.isnan(flows.fb_error_fwd_px)
-        qa = {**clip_quality(arrays, stride, fb_inside=inside), **camera_qa,
+        qa = {**clip_quality(arrays, stride, fb_inside=inside, measured_key_flow_valid=measured_key_valid), **camera_qa,
               "static_overlay_fraction": float(overlays.mask.mean())}
         reasons = gate(qa, cfg.thresholds)
     labelers = _labelers_attr(backends, cfg)
@@ -540,6 +565,8 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
         labelers["flow"]["params"]["static_overlays"] = {
             "version": STATIC_OVERLAY_VERSION, **asdict(StaticOverlayConfig())
         }
+    if cfg.key_flow_geometry_px is not None and cfg.depth == "mvs":
+        labelers["flow"]["params"]["key_flow_geometry"] = {"abs_px": cfg.key_flow_geometry_px, "rel": GEOMETRY_REL_TOL}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,

@@ -118,7 +118,12 @@ def trajectory_stats(c2w: np.ndarray, scene_scale: float, anomaly_rel_error: flo
     }
 
 
-def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.ndarray | None = None) -> dict[str, float]:
+def clip_quality(
+    labels: Mapping[str, np.ndarray],
+    stride: int,
+    fb_inside: np.ndarray | None = None,
+    measured_key_flow_valid: np.ndarray | None = None,
+) -> dict[str, float]:
     """Quality metrics of a labelled clip (LABELS.md arrays).
 
     Args:
@@ -126,6 +131,11 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
         stride: key-frame stride.
         fb_inside: optional (T-1, H, W) bool, pixels whose forward target is inside the image;
             the forward-backward consistent fraction is measured over them (else over all pixels).
+        measured_key_flow_valid: optional (S-1, H, W) bool, the key flow's validity before the labels
+            were checked against the labelled depth and cameras (`labelers.guided_flow.
+            invalid_against_depth`). The camera gate and the depth coverage off infinity read it:
+            flow made invalid for contradicting the cameras must not hide their error. The share
+            it lost is `key_flow_geometry_invalid_fraction`.
     """
     depth = np.asarray(labels["depth"], np.float64)
     depth_valid = np.asarray(labels["depth_valid"], bool)
@@ -134,12 +144,16 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
     uncertainty = np.asarray(labels["flow_uncertainty"], np.float64)
     inside = np.ones_like(flow_valid) if fb_inside is None else fb_inside
     scene_flow_valid = np.asarray(labels["scene_flow_valid"], bool)
+    key_flow_valid = np.asarray(labels["key_flow_valid"], bool)
+    measured = key_flow_valid if measured_key_flow_valid is None else np.asarray(measured_key_flow_valid, bool)
+    independent = {**labels, "key_flow_valid": measured}
     metrics = {
         "fb_consistent_fraction": _fraction(flow_valid & inside, inside),
         "depth_valid_fraction": float(depth_valid.mean()),
-        "depth_valid_fraction_off_infinity": depth_valid_fraction_off_infinity(labels, stride),
+        "depth_valid_fraction_off_infinity": depth_valid_fraction_off_infinity(independent, stride),
         "flow_valid_fraction": float(flow_valid.mean()),
-        "key_flow_valid_fraction": float(np.asarray(labels["key_flow_valid"]).mean()),
+        "key_flow_valid_fraction": float(key_flow_valid.mean()),
+        "key_flow_geometry_invalid_fraction": _fraction(~key_flow_valid, measured),
         "scene_flow_valid_fraction_of_dynamic": _fraction(scene_flow_valid, dynamic[:-1]),
         "dynamic_ratio": float(dynamic.mean()),
         "flow_uncertainty_mean_px": _masked_mean(uncertainty, flow_valid),
@@ -147,7 +161,7 @@ def clip_quality(labels: Mapping[str, np.ndarray], stride: int, fb_inside: np.nd
     }
     residual, reprojection = _static_geometry_consistency(labels, stride)
     metrics["rigid_flow_residual_px"] = residual
-    pair_ratios = camera_epipolar_ratios(labels, stride)
+    pair_ratios = camera_epipolar_ratios(independent, stride)
     fitted = pair_ratios[np.isfinite(pair_ratios)]
     metrics["camera_epipolar_ratio"] = float(np.median(fitted)) if fitted.size else float("nan")
     metrics["camera_epipolar_ratio_worst"] = float(fitted.max()) if fitted.size else float("nan")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,10 +16,12 @@ from labelers.guided_flow import (
     GuidedKeyFlows,
     direct_flow_on_movers,
     geometry_guided_pair_flows,
+    invalid_against_depth,
     rigid_prior_flow,
     warp_by_flow,
 )
 from pipelines.synthetic import SceneConfig, render_clip
+from pair_flows_helpers import make_pair_flows
 
 KEYS = [0, 4, 8]
 KEY_PAIRS = key_frame_pairs(9, 4)
@@ -68,6 +72,44 @@ def test_rigid_prior_is_the_rigid_flow_filled_where_depth_is_missing(clips):
     magnitude = np.linalg.norm(exact, axis=-1)[hole & static]
     assert np.median(hole_error) < 0.25 * np.median(magnitude)  # a guess the estimator can start from
     assert rigid_prior_flow(depth, np.zeros_like(static), K[0], c2w[0], K[4], c2w[4]) is None
+
+
+def test_key_flow_one_period_off_is_invalid_where_the_depth_holds(clips):
+    """Exact static key flows stay valid; rows shifted by 6 px (a match one period off on repeated
+    texture) become invalid where the source's depth holds, in either direction, and stay as they
+    were where it does not (no depth, or flow valid only across stripes)."""
+    clip, _ = clips["orbit"]
+    labels = clip.labels
+    K, c2w = labels["K"], labels["c2w"]
+    depth_valid = labels["depth_valid"].copy()
+    depth_valid[KEYS] &= ~labels["dynamic_mask"]  # multi-view depth holds static points only
+    fwd = [rigid_flow(labels["depth"][i], K[i], c2w[i], K[j], c2w[j])[0] for i, j in KEY_PAIRS]
+    bwd = [rigid_flow(labels["depth"][j], K[j], c2w[j], K[i], c2w[i])[0] for i, j in KEY_PAIRS]
+    valid_fwd = [depth_valid[i] & np.isfinite(f).all(-1) for (i, _), f in zip(KEY_PAIRS, fwd)]
+    valid_bwd = [depth_valid[j] & np.isfinite(b).all(-1) for (_, j), b in zip(KEY_PAIRS, bwd)]
+    shifted = np.zeros(depth_valid.shape[1:], bool)
+    shifted[60:80] = True
+    fwd[0][shifted, 0] += 6.0
+    bwd[1][shifted, 0] -= 6.0
+    flows = make_pair_flows(KEY_PAIRS, fwd, valid_fwd, bwd, valid_bwd)
+    across_only = np.zeros_like(flows.valid_fwd)
+    across_only[0, :, 100:130] = flows.valid_fwd[0, :, 100:130]
+    flows = replace(flows, across_only_fwd=across_only)
+    depth_held = depth_valid.copy()
+    depth_held[0, :, :50] = False  # no depth there: the flow cannot be judged
+
+    checked = invalid_against_depth(flows, labels["depth"], depth_held, c2w, K, abs_px=2.0)
+
+    judged_fwd = valid_fwd[0] & depth_held[0] & ~across_only[0]
+    assert judged_fwd[shifted].sum() > 500 and not checked.valid_fwd[0][judged_fwd & shifted].any()
+    judged_bwd = valid_bwd[1] & depth_held[8]
+    assert judged_bwd[shifted].sum() > 500 and not checked.valid_bwd[1][judged_bwd & shifted].any()
+    unjudged = valid_fwd[0] & shifted & ~judged_fwd
+    assert unjudged.sum() > 300 and checked.valid_fwd[0][unjudged].all()
+    exact = np.stack(valid_fwd) & ~shifted
+    exact[1] = valid_fwd[1]
+    assert checked.valid_fwd[exact].all()
+    assert checked.valid_bwd[0].sum() == valid_bwd[0].sum()
 
 
 def test_warp_by_flow_brings_the_destination_back():

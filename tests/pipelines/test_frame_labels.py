@@ -8,7 +8,7 @@ from pipelines.decode import decode_clip
 from pipelines.frame_labels import label_frames
 from pipelines.labeling import LabelConfig, build_backends, label_clip
 from pipelines.manifests import read_manifest
-from pipelines.synthetic import SceneConfig
+from pipelines.synthetic import SceneConfig, render_clip
 from pipelines.synthetic_set import write_synthetic_set
 
 
@@ -36,3 +36,27 @@ def test_label_frames_rejects_with_the_stages_reason():
     assert caught.value.reason.startswith("camera_")
     with pytest.raises(ValueError, match="multiple of the stride"):
         label_frames(flat[:8], cfg, build_backends(cfg))
+
+
+def test_key_flow_that_contradicts_the_multi_view_depth_is_invalid():
+    """`LabelConfig.key_flow_geometry_px` on a striped open orbit (the flow locks one period off and
+    passes its own checks): what the test drops is mostly wrong flow, the rest is more accurate, and
+    nothing else changes."""
+    clip = render_clip(SceneConfig(seed=7, height=120, width=180, num_frames=17, camera="orbit", scene="open",
+                                   texture="repeated", num_moving=1))
+    runs = {}
+    for tolerance in (None, 2.0):
+        cfg = LabelConfig(height=120, width=180, num_frames=17, key_flow_geometry_px=tolerance)
+        runs[tolerance] = label_frames(clip.frames, cfg, build_backends(cfg), K=clip.labels["K"])
+    before, after = runs[None], runs[2.0]
+    error = np.linalg.norm(after["key_flow"] - clip.labels["key_flow"], axis=-1)
+    truth = clip.labels["key_flow_valid"]
+    np.testing.assert_array_equal(before["key_flow"], after["key_flow"])
+    dropped = before["key_flow_valid"] & ~after["key_flow_valid"] & truth
+    assert not (after["key_flow_valid"] & ~before["key_flow_valid"]).any()
+    assert dropped.sum() > 300
+    assert np.mean(error[dropped] > 3) > 0.5
+    outliers = [np.mean(error[run["key_flow_valid"] & truth] > 3) for run in (before, after)]
+    assert outliers[1] < 0.8 * outliers[0]
+    for name in ("depth", "depth_valid", "dynamic_mask", "flow_valid", "c2w"):
+        np.testing.assert_array_equal(before[name], after[name])

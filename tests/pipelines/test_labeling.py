@@ -8,6 +8,7 @@ from synthetic_manifest import write_manifest
 
 from labelers.dis_flow import DisFlow
 from labelers.flow import CHAIN_FILL_VERSION, compute_pair_flows, key_frame_pairs
+from labelers.guided_flow import GEOMETRY_REL_TOL
 from pipelines.geometry import point_maps, scene_flow
 from pipelines.label_eval import compare_labels
 from labelers.sfm import SfmCamera, SfmConfig
@@ -89,6 +90,8 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
         assert np.isfinite(attrs["qa"][metric]), metric
     assert attrs["qa"]["rigid_flow_residual_px"] < 0.5
     assert attrs["qa"]["camera_epipolar_ratio"] < 2.5  # the cameras agree with the dense flow
+    assert attrs["labelers"]["flow"]["params"]["key_flow_geometry"] == {"abs_px": 2.0, "rel": GEOMETRY_REL_TOL}
+    assert 0 <= attrs["qa"]["key_flow_geometry_invalid_fraction"] < 0.05
     index_row = store.index().to_pylist()[0]
     assert index_row["qa_rigid_flow_residual_px"] == pytest.approx(attrs["qa"]["rigid_flow_residual_px"])
 

@@ -173,3 +173,22 @@ def test_depth_coverage_is_gated_off_infinity():
     metrics = clip_quality({**clip.labels, "depth_valid": left_quarter}, stride=4)
     assert metrics["depth_valid_fraction_off_infinity"] < 0.3
     assert any(r.startswith("qa: depth_valid_fraction_off_infinity=") for r in gate(metrics, QualityThresholds()))
+
+
+def test_the_camera_gate_reads_the_key_flow_as_measured(clip):
+    """Key flow made invalid for contradicting the labelled depth and cameras must not hide their error:
+    the camera gate reads the validity as measured, and the share the check took is reported."""
+    labels = dict(clip.labels)
+    measured = labels["key_flow_valid"].copy()
+    checked = measured.copy()
+    checked[:, : checked.shape[1] // 2] = False
+    metrics = clip_quality({**labels, "key_flow_valid": checked}, stride=4, measured_key_flow_valid=measured)
+    assert metrics["key_flow_geometry_invalid_fraction"] == pytest.approx(
+        (measured & ~checked).sum() / measured.sum())
+    assert metrics["key_flow_valid_fraction"] == pytest.approx(checked.mean())
+    assert metrics["camera_epipolar_ratio"] == clip_quality(labels, stride=4)["camera_epipolar_ratio"]
+    nothing_left = clip_quality({**labels, "key_flow_valid": np.zeros_like(measured)}, stride=4,
+                                measured_key_flow_valid=measured)
+    assert np.isfinite(nothing_left["camera_epipolar_ratio"])
+    assert nothing_left["key_flow_geometry_invalid_fraction"] == 1.0
+    assert clip_quality(labels, stride=4)["key_flow_geometry_invalid_fraction"] == 0.0
