@@ -387,9 +387,13 @@ def key_flows_against_depth(
     """`key_flows` invalid where they contradict the multi-view depth and cameras (`cfg.key_flow_geometry_px`,
     `labelers.guided_flow.invalid_against_depth`); unchanged without the test or with another depth,
     whose error the flow need not share (a network's, an import's that holds movers)."""
-    if cfg.key_flow_geometry_px is None or not isinstance(backends.depth, MultiViewDepth) or cfg.depth != "mvs":
+    if not _checks_key_flow_geometry(backends, cfg):
         return key_flows
     return invalid_against_depth(key_flows, depth, depth_valid, c2w, K, cfg.key_flow_geometry_px)
+
+
+def _checks_key_flow_geometry(backends: Backends, cfg: LabelConfig) -> bool:
+    return cfg.key_flow_geometry_px is not None and cfg.depth == "mvs" and isinstance(backends.depth, MultiViewDepth)
 
 
 def key_flow_guide(backends: Backends, cfg: LabelConfig) -> GuidedKeyFlows | None:
@@ -565,7 +569,7 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
         labelers["flow"]["params"]["static_overlays"] = {
             "version": STATIC_OVERLAY_VERSION, **asdict(StaticOverlayConfig())
         }
-    if cfg.key_flow_geometry_px is not None and cfg.depth == "mvs":
+    if _checks_key_flow_geometry(backends, cfg):
         labelers["flow"]["params"]["key_flow_geometry"] = {"abs_px": cfg.key_flow_geometry_px, "rel": GEOMETRY_REL_TOL}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {

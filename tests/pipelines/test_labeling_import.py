@@ -69,6 +69,7 @@ def test_key_flow_is_estimated_again_from_the_imported_depth_and_cameras(dolly):
     direct, direct_attrs, _ = _label_with_vipe(root, spec, truth, c2w, "exact", key_flow_guided=False)
     assert "key_flow_guided" in attrs["labelers"]["flow"]["params"]
     assert "key_flow_guided" not in direct_attrs["labelers"]["flow"]["params"]
+    assert "key_flow_geometry" not in attrs["labelers"]["flow"]["params"]  # an import's depth holds movers
     static = truth["key_flow_valid"] & ~truth["dynamic_mask"][:-1]
     both = static & guided["key_flow_valid"] & direct["key_flow_valid"]
     errors = [np.linalg.norm(labels["key_flow"] - truth["key_flow"], axis=-1)[both] for labels in (guided, direct)]
