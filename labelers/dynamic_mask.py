@@ -82,7 +82,16 @@ the clip's median hides are local: late in 49-frame dollies the camera nears a s
 tracks shorten, and one key pair's pose was 0.5 deg and 4.5 deg (direction of travel) off; at
 20 px of flow that flagged a quarter of the static pixels (measured: docs/benchmarks.md,
 "Session 18"). The refit floor is `REFIT_FLOOR_PX`, and the depth stays the cameras'. Views
-whose cameras do not translate (fixed, turning) are not refitted.
+whose cameras do not translate (fixed, turning) are not refitted. The fundamental matrix is the
+flow's dominant motion, and a mover that fills most of the frame holds it; so where the source
+frame has depth that was not triangulated under these cameras (an import's, a network's), the
+refit is used only if it also leaves more of the flow within tau of the rigid flow of that depth
+than the cameras do (`refit_depth_min_pixels`): a mover's flow is rigid under no pose with the
+camera's length of travel. Triangulated depth was fitted to the flow under the cameras, key pairs
+included: on weight-free dollies it refused 8 of 21 refits (those there turn views by 0.1-0.7 deg)
+and cost one clip 0.04 of IoU. With exact depth and cameras, refits onto a
+large mover approaching the lens turned views by 1-57 deg and flagged a third to two thirds of
+the static pixels of the last key frames (measured: docs/benchmarks.md, "Session 37").
 
 The raw mask is cleaned up with OpenCV: opening
 (`open_radius_px`) removes isolated false alarms, closing (`close_radius_px`) and hole
@@ -340,6 +349,11 @@ class DynamicMaskConfig:
             flow (`refit_to_background`) and the refit replaces the cameras' pose when the
             cameras' median epipolar distance there is more than this many times the refit's
             (module docstring); 0 disables.
+        refit_depth_stride_px, refit_depth_min_pixels: with depth not triangulated under the cameras
+            (an import's, a network's), the refit is used only where,
+            on every `refit_depth_stride_px`-th pixel of both axes with valid flow and depth, it
+            leaves more of the flow within tau of the rigid flow than the given cameras do, when
+            there are at least `refit_depth_min_pixels` such pixels (`_refit_explains_more`).
         last_from_previous: the last key frame's mask also takes, along its valid flow to key
             frame S-2, the regions of M_{S-2} it already holds part of (module docstring, step 3).
         from_neighbours, neighbour_min_score: each other key frame's mask also takes, along its
@@ -405,6 +419,8 @@ class DynamicMaskConfig:
     grabcut_iterations: int = 3
     grabcut_min_keep: float = 0.5
     refit_min_ratio: float = 2.0
+    refit_depth_stride_px: int = 2
+    refit_depth_min_pixels: int = 200
     longer_view_min_score: float = 0.5
     confirm_max_snr: float = 4.0
     confirm_window_px: int = 9
@@ -479,6 +495,9 @@ class DynamicMaskConfig:
                              f"{self.carry_min_parallax_px}, {self.carry_range_margin}, {self.carry_smooth_rel}")
         if self.refit_min_ratio != 0 and self.refit_min_ratio < 1:
             raise ValueError(f"refit_min_ratio must be 0 (off) or >= 1, got {self.refit_min_ratio}")
+        if self.refit_depth_stride_px < 1 or self.refit_depth_min_pixels < 0:
+            raise ValueError(f"need refit_depth_stride_px >= 1 and refit_depth_min_pixels >= 0, got "
+                             f"{self.refit_depth_stride_px}, {self.refit_depth_min_pixels}")
         if self.min_prior_rel_tol < 0 or self.depth_sigmas < 0:
             raise ValueError(f"need min_prior_rel_tol >= 0 and depth_sigmas >= 0, got {self.min_prior_rel_tol}, "
                              f"{self.depth_sigmas}")
@@ -1129,7 +1148,9 @@ class FlowRigidityMasks:
     # 17: key masks completed from their neighbours' regions (from_neighbours);
     # 18: what growth and the neighbours add must match its region's colour better than the ring's (colour_ring_px);
     # 19: each region of a key mask is cut from the ring around it by GrabCut (grabcut_ring_px)
-    version = "19"
+    # 20: with depth not triangulated under the cameras, a view's refit must leave more of the flow rigid than they do
+    # (refit_depth_min_pixels)
+    version = "20"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1349,24 +1370,26 @@ class FlowRigidityMasks:
                         depth_rel_tol=depth_rel_tol, prior_rel_tol=prior_rel_tol, texture=texture)
         # longer views go without the prior: a longer baseline magnifies its errors as much as the motion
         far_geometry = dict(geometry, prior_depth=None)
+        # depth triangulated under these cameras cannot testify against them
+        refit_depth = None if depth_triangulated else depth
         masks = np.zeros((len(keys), height, width), bool)
         scores = np.full((len(keys), height, width), np.nan, np.float32)
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
-            view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K)
+            view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K, refit_depth)
             scores[n] = score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             weak = None if texture is None or texture.weak is None else texture.weak[src]
             dynamic = np.nan_to_num(score) > 1.0
             if frame_masks is not None:
                 dynamic |= np.isnan(score) & frame_masks[src]
-            dynamic = self._confirmed(dynamic, flows, src, dst, weak, geometry)
+            dynamic = self._confirmed(dynamic, flows, src, dst, weak, geometry, refit_depth)
             with np.errstate(invalid="ignore"):
                 hinted = score >= self.config.longer_view_min_score
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
-                view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K)
+                view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K, refit_depth)
                 far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
                 far_dynamic = (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
-                dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry)
+                dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry, refit_depth)
             if texture is not None and texture.seeds is not None:
                 dynamic = seeded_regions(dynamic, texture.seeds[src], self.config)
             masks[n] = clean_mask(dynamic, self.config)
@@ -1440,10 +1463,11 @@ class FlowRigidityMasks:
         dst: int,
         weak: np.ndarray | None,
         geometry: dict[str, Any],
+        refit_depth: np.ndarray | None = None,
     ) -> np.ndarray:
         """`dynamic` (H, W) of the view src -> dst, less its weak-texture pixels that the mirror view,
         from src to 2 src - dst (as far the other way), finds static (score below 1; no score, or
-        no such view within the clip and `max_hops`, is no verdict)."""
+        no such view within the clip and `max_hops`, is no verdict); `refit_depth` as in `_view_cameras`."""
         if weak is None:
             return dynamic
         where, mirror = dynamic & weak, 2 * src - dst
@@ -1453,19 +1477,28 @@ class FlowRigidityMasks:
         if view is None:
             return dynamic
         flow_px, flow_valid = view
-        view_c2w = self._view_cameras(flow_px, flow_valid, src, mirror, geometry["c2w"], geometry["K"])
+        view_c2w = self._view_cameras(flow_px, flow_valid, src, mirror, geometry["c2w"], geometry["K"], refit_depth)
         score = self.pair_score(flow_px, flow_valid, src, mirror, **dict(geometry, c2w=view_c2w))
         with np.errstate(invalid="ignore"):
             return dynamic & ~(where & (score < 1.0))
 
     def _view_cameras(
-        self, flow_px: np.ndarray, flow_valid: np.ndarray, src: int, dst: int, c2w: np.ndarray, K: np.ndarray
+        self,
+        flow_px: np.ndarray,
+        flow_valid: np.ndarray,
+        src: int,
+        dst: int,
+        c2w: np.ndarray,
+        K: np.ndarray,
+        depth: np.ndarray | None = None,
     ) -> np.ndarray:
         """c2w (T, 4, 4) for the view src -> dst: the given cameras, or, where they explain the background
         of its flow `refit_min_ratio` times worse than the pose refitted to it, a copy whose dst camera
         holds the refit (module docstring). Cameras that do not translate between src and dst keep
         their pose: a fixed or turning camera was decided from the background's own evidence, and
-        without parallax a large mover could hold the fit's consensus."""
+        without parallax a large mover could hold the fit's consensus. With `depth` (T, H, W), 0 where
+        invalid, the refit must also explain more of the flow where src has depth (`_refit_explains_more`);
+        `key_masks` gives it only depth not triangulated under these cameras (an import's, a network's)."""
         ratio = self.config.refit_min_ratio
         given = relative_pose(c2w[src], c2w[dst])
         if not ratio or not np.linalg.norm(given[:3, 3]) > 0:
@@ -1475,7 +1508,45 @@ class FlowRigidityMasks:
             return c2w
         view_c2w = c2w.copy()
         view_c2w[dst] = c2w[src] @ np.linalg.inv(refit.src_to_dst)
+        if depth is not None and not self._refit_explains_more(flow_px, flow_valid, depth[src], src, dst, c2w, view_c2w, K):
+            return c2w
         return view_c2w
+
+    def _refit_explains_more(
+        self,
+        flow_px: np.ndarray,
+        flow_valid: np.ndarray,
+        depth_src: np.ndarray,
+        src: int,
+        dst: int,
+        c2w: np.ndarray,
+        view_c2w: np.ndarray,
+        K: np.ndarray,
+    ) -> bool:
+        """Whether the refit view cameras leave more of the valid flow of the pixels with depth (H, W)
+        within tau of the rigid flow than the given cameras do.
+
+        The fundamental matrix that picks the refit's background is the flow's dominant motion: a
+        mover that fills most of the frame (a large object approaching the lens) holds it, and its
+        refit then turned the view by 1-57 deg and flagged a third to two thirds of the static pixels
+        (exact cameras and depth, `bench_scene_flow.py --masks estimated`; docs/benchmarks.md,
+        "Session 37"). The depth and the cameras together separate the two: under the clip's
+        cameras the static surfaces' flow is their rigid flow, while a mover's is rigid under no
+        pose with the camera's travel length. Without `refit_depth_min_pixels` such pixels the
+        refit stands as before."""
+        step = self.config.refit_depth_stride_px
+        flow = flow_px[::step, ::step]
+        usable = flow_valid[::step, ::step] & (depth_src[::step, ::step] > 0)
+        if usable.sum() < self.config.refit_depth_min_pixels:
+            return True
+        tau = residual_threshold(flow, self.config.residual_abs_px, self.config.residual_rel)
+        explained = []
+        for cams in (c2w, view_c2w):
+            rigid_px, _ = rigid_flow(depth_src, K[src], cams[src], K[dst], cams[dst])
+            with np.errstate(invalid="ignore"):
+                near = np.linalg.norm(flow - rigid_px[::step, ::step], axis=-1) <= tau
+            explained.append(int((near & usable).sum()))
+        return explained[1] > explained[0]
 
     def _longer_views(
         self, flows: PairFlows, src: int, dst: int, num_frames: int
