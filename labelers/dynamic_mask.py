@@ -271,7 +271,7 @@ from labelers.flow import (
 )
 from labelers.geometry import check_frames, disk, grow_mask, pixel_grid, relative_pose, rigid_flow
 from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers, warp_by_flow
-from labelers.sfm.background import REFIT_FLOOR_PX, refit_to_background
+from labelers.sfm.background import REFIT_FLOOR_PX, refit_to_background, rigid_flow_support
 
 __all__ = [
     "DynamicMaskConfig",
@@ -1534,19 +1534,15 @@ class FlowRigidityMasks:
         cameras the static surfaces' flow is their rigid flow, while a mover's is rigid under no
         pose with the camera's travel length. Without `refit_depth_min_pixels` such pixels the
         refit stands as before."""
-        step = self.config.refit_depth_stride_px
-        flow = flow_px[::step, ::step]
-        usable = flow_valid[::step, ::step] & (depth_src[::step, ::step] > 0)
-        if usable.sum() < self.config.refit_depth_min_pixels:
-            return True
-        tau = residual_threshold(flow, self.config.residual_abs_px, self.config.residual_rel)
-        explained = []
-        for cams in (c2w, view_c2w):
-            rigid_px, _ = rigid_flow(depth_src, K[src], cams[src], K[dst], cams[dst])
-            with np.errstate(invalid="ignore"):
-                near = np.linalg.norm(flow - rigid_px[::step, ::step], axis=-1) <= tau
-            explained.append(int((near & usable).sum()))
-        return explained[1] > explained[0]
+        cfg = self.config
+        tolerance_px = residual_threshold(flow_px, cfg.residual_abs_px, cfg.residual_rel)
+        given, refit = (
+            rigid_flow_support(flow_px, flow_valid, depth_src, K[src], K[dst], relative_pose(cams[src], cams[dst]),
+                               tolerance_px, cfg.refit_depth_stride_px)
+            for cams in (c2w, view_c2w)
+        )
+        usable = given[1]
+        return usable < cfg.refit_depth_min_pixels or refit[0] > given[0]
 
     def _longer_views(
         self, flows: PairFlows, src: int, dst: int, num_frames: int

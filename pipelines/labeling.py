@@ -527,7 +527,10 @@ def label_clip(
     }
     with timed_stage(seconds, "qa"):
         inside = ~np.isnan(flows.fb_error_fwd_px)
-        qa = {**clip_quality(arrays, stride, fb_inside=inside, measured_key_flow_valid=measured_key_valid), **camera_qa,
+        # depth not triangulated under the cameras can tell a mover's background fit from a camera error
+        depth_independent = imported is not None or backends.depth.dense
+        qa = {**clip_quality(arrays, stride, fb_inside=inside, measured_key_flow_valid=measured_key_valid,
+                             depth_independent=depth_independent), **camera_qa,
               "static_overlay_fraction": float(overlays.mask.mean())}
         reasons = gate(qa, cfg.thresholds)
     labelers = _labelers_attr(backends, cfg)

@@ -13,7 +13,8 @@ import numpy as np
 
 from labelers.depth import triangulate_flow
 from labelers.geometry import bilinear_sample, pixel_grid, relative_pose, rigid_flow
-from labelers.sfm.background import refit_to_background
+from labelers.dynamic_mask import DynamicMaskConfig, residual_threshold
+from labelers.sfm.background import refit_to_background, rigid_flow_support
 
 __all__ = [
     "QualityThresholds",
@@ -123,6 +124,7 @@ def clip_quality(
     stride: int,
     fb_inside: np.ndarray | None = None,
     measured_key_flow_valid: np.ndarray | None = None,
+    depth_independent: bool = False,
 ) -> dict[str, float]:
     """Quality metrics of a labelled clip (LABELS.md arrays).
 
@@ -136,6 +138,9 @@ def clip_quality(
             invalid_against_depth`). The camera gate and the depth coverage off infinity read it:
             flow made invalid for contradicting the cameras must not hide their error. The share
             it lost is `key_flow_geometry_invalid_fraction`.
+        depth_independent: the depth was not triangulated under the labelled cameras (an import's,
+            a network's); the camera gate then discounts key pairs whose background fit is a
+            mover's (`camera_epipolar_ratios`).
     """
     depth = np.asarray(labels["depth"], np.float64)
     depth_valid = np.asarray(labels["depth_valid"], bool)
@@ -161,7 +166,7 @@ def clip_quality(
     }
     residual, reprojection = _static_geometry_consistency(labels, stride)
     metrics["rigid_flow_residual_px"] = residual
-    pair_ratios = camera_epipolar_ratios(independent, stride)
+    pair_ratios = camera_epipolar_ratios(independent, stride, depth_independent=depth_independent)
     fitted = pair_ratios[np.isfinite(pair_ratios)]
     metrics["camera_epipolar_ratio"] = float(np.median(fitted)) if fitted.size else float("nan")
     metrics["camera_epipolar_ratio_worst"] = float(fitted.max()) if fitted.size else float("nan")
@@ -178,7 +183,9 @@ def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_f
     return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else float("nan")
 
 
-def camera_epipolar_ratios(labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05) -> np.ndarray:
+def camera_epipolar_ratios(
+    labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05, depth_independent: bool = False
+) -> np.ndarray:
     """How much worse the cameras explain the background's key-pair flow than the best pose for that flow does.
 
     Per key pair (`labelers.sfm.background.refit_to_background`, which the masks and the camera's uncertain focal use too), a
@@ -204,8 +211,17 @@ def camera_epipolar_ratios(labels: Mapping[str, np.ndarray], stride: int, min_fl
     not used: it comes from the cameras, and cameras fitted to a mover mark the background
     dynamic.
 
+    The background fit is the flow's dominant motion, which a mover that fills most of the frame
+    holds. With `depth_independent` (the labelled depth was not triangulated under these cameras:
+    an import's, a network's), a pair whose ratio exceeds `REFIT_CHECK_RATIO` but whose refit
+    leaves less of the flow on the rigid flow of that depth than the cameras do
+    (`labelers.sfm.background.rigid_flow_support`, the masks' test) has no ratio (NaN): its fit is
+    a mover's. Exact cameras scored 25 on such a pair of an imported striped dolly (docs/benchmarks.md,
+    "Session 37"). Triangulated depth is fitted to the flow under the cameras and cannot testify.
+
     Args:
-        labels: LABELS.md arrays of one clip (K, c2w, key_flow, key_flow_valid).
+        labels: LABELS.md arrays of one clip (K, c2w, key_flow, key_flow_valid; depth and depth_valid
+            with `depth_independent`).
         stride: key-frame stride.
 
     Returns:
@@ -219,9 +235,36 @@ def camera_epipolar_ratios(labels: Mapping[str, np.ndarray], stride: int, min_fl
         cameras = relative_pose(c2w[src], c2w[dst])
         # the gate's background fit keeps SfmConfig's defaults, so QA does not move with the labeler's settings
         refit = refit_to_background(key_flow[n], key_valid[n], K[src], K[dst], cameras)
-        if refit is not None:
-            ratios[n] = refit.epipolar_ratio(bool(np.linalg.norm(cameras[:3, 3]) > 0), min_floor_px)
+        if refit is None:
+            continue
+        ratios[n] = refit.epipolar_ratio(bool(np.linalg.norm(cameras[:3, 3]) > 0), min_floor_px)
+        suspect = depth_independent and ratios[n] > REFIT_CHECK_RATIO
+        if suspect and _fit_is_a_movers(labels, n, stride, cameras, refit.src_to_dst):
+            ratios[n] = np.nan
     return ratios
+
+
+# Pairs the cameras explain this much worse than the refit are checked against the depth (the masks' refit_min_ratio).
+REFIT_CHECK_RATIO = DynamicMaskConfig.refit_min_ratio
+
+
+def _fit_is_a_movers(
+    labels: Mapping[str, np.ndarray], n: int, stride: int, cameras: np.ndarray, refit_src_to_dst: np.ndarray
+) -> bool:
+    """Whether key pair n's refit leaves less of its valid flow on the rigid flow of the labelled depth
+    than the cameras' pose does (`camera_epipolar_ratios`); False with too few pixels of depth."""
+    cfg = DynamicMaskConfig()
+    src, dst = n * stride, (n + 1) * stride
+    K = np.asarray(labels["K"], np.float64)
+    flow = np.asarray(labels["key_flow"][n], np.float64)
+    valid = np.asarray(labels["key_flow_valid"][n], bool)
+    depth = np.where(np.asarray(labels["depth_valid"][src], bool), np.asarray(labels["depth"][src], np.float64), 0.0)
+    tolerance_px = residual_threshold(flow, cfg.residual_abs_px, cfg.residual_rel)
+    (given, usable), (refit, _) = (
+        rigid_flow_support(flow, valid, depth, K[src], K[dst], pose, tolerance_px, cfg.refit_depth_stride_px)
+        for pose in (cameras, refit_src_to_dst)
+    )
+    return usable >= cfg.refit_depth_min_pixels and refit <= given
 
 
 def depth_valid_fraction_off_infinity(

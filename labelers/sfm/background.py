@@ -32,6 +32,7 @@ import pycolmap
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from labelers.geometry import rigid_flow
 from labelers.sfm.common import ransac_options
 from labelers.sfm.config import SfmConfig
 from labelers.sfm.tracks import Tracks
@@ -276,6 +277,39 @@ def refit_to_background(
         refit, float(np.median(given_px[background])), float(np.median(refit_px)),
         float(np.median(fundamental_px[background])),
     )
+
+
+def rigid_flow_support(
+    flow_px: np.ndarray,
+    flow_valid: np.ndarray,
+    depth_src: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    src_to_dst: np.ndarray,
+    tolerance_px: np.ndarray,
+    stride_px: int = 2,
+) -> tuple[int, int]:
+    """How much of a flow field a relative pose explains as the rigid motion of a depth.
+
+    On every `stride_px`-th pixel of both axes with valid flow and depth: how many lie within
+    `tolerance_px` of the rigid flow of `depth_src` under `src_to_dst`. A background fit that a
+    mover filling the frame holds (`refit_to_background`) leaves less of the flow rigid than the
+    true pose does: a mover's flow is rigid under no pose with the camera's length of travel.
+
+    Args:
+        flow_px: (H, W, 2) F_{src->dst}; flow_valid: (H, W) bool.
+        depth_src: (H, W) z-depth of the source frame in the unit of the pose's translation, 0 where invalid.
+        K_src, K_dst: (3, 3); src_to_dst: (4, 4) source-camera to destination-camera transform.
+        tolerance_px: (H, W) allowed distance from the rigid flow.
+
+    Returns:
+        (explained, usable): pixel counts on the strided grid.
+    """
+    usable = (flow_valid & (depth_src > 0))[::stride_px, ::stride_px]
+    rigid_px, _ = rigid_flow(depth_src, K_src, np.eye(4), K_dst, np.linalg.inv(src_to_dst))
+    with np.errstate(invalid="ignore"):
+        near = np.linalg.norm(flow_px - rigid_px, axis=-1) <= tolerance_px
+    return int((near[::stride_px, ::stride_px] & usable).sum()), int(usable.sum())
 
 
 def screen_movers(tracks: Tracks, flows: PairFlows, cfg: SfmConfig) -> MoverScreen:

@@ -12,6 +12,7 @@ from pipelines.quality import (
     gate,
     trajectory_stats,
 )
+from labelers.geometry import rigid_flow
 from pipelines.synthetic import SKY_ID, SceneConfig, render_clip
 
 
@@ -145,6 +146,33 @@ def test_cameras_that_drift_at_the_end_are_caught_by_the_worst_key_pair():
         f"qa: camera_epipolar_ratio_worst={ratios[3]:.4g} > max 8"
     ]
     assert clip_quality(labels, stride=4)["camera_epipolar_ratio_worst"] < 0.01  # exact flow and cameras
+
+
+def test_a_key_pair_whose_background_fit_is_a_movers_is_discounted_with_independent_depth():
+    """Key pair 1's flow is 70 % one coherent motion (the flow of a surface at half the scene's depth
+    under a camera turned 8 deg, as a large mover near the lens gives): the background fit follows it and the exact
+    cameras fail the worst-pair gate. With depth not triangulated under the cameras (an import's)
+    that pair has no ratio; a camera really turned at the end is still caught."""
+    clip = render_clip(SceneConfig(seed=2, height=72, width=108, num_frames=17, camera="dolly", num_moving=1))
+    labels = {**clip.labels, "flow_uncertainty": np.full_like(clip.labels["flow_uncertainty"], 0.05)}
+    c2w, K, depth = labels["c2w"].astype(np.float64), labels["K"], labels["depth"]
+    a = np.radians(8.0)
+    other = c2w[8].copy()
+    other[:3, :3] = other[:3, :3] @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    key_flow = labels["key_flow"].copy()
+    width = key_flow.shape[2]
+    key_flow[1, :, int(0.3 * width):] = rigid_flow(0.5 * depth[4], K[4], c2w[4], K[8], other)[0][:, int(0.3 * width):]
+    held = {**labels, "key_flow": key_flow}
+    plain = camera_epipolar_ratios(held, stride=4)
+    assert plain[1] > QualityThresholds().max_camera_epipolar_ratio_worst, plain  # measured 21.6
+    discounted = camera_epipolar_ratios(held, stride=4, depth_independent=True)
+    assert np.isnan(discounted[1]) and np.allclose(np.delete(discounted, 1), np.delete(plain, 1))
+    assert gate(clip_quality(held, stride=4, depth_independent=True), QualityThresholds()) == []
+    turned = c2w.copy()
+    turned[16, :3, :3] = turned[16, :3, :3] @ np.array([[np.cos(0.035), 0, np.sin(0.035)], [0, 1, 0],
+                                                        [-np.sin(0.035), 0, np.cos(0.035)]])
+    caught = camera_epipolar_ratios({**labels, "c2w": turned}, stride=4, depth_independent=True)
+    assert caught[3] > QualityThresholds().max_camera_epipolar_ratio_worst, caught  # measured 29.2, as without depth
 
 
 def test_the_epipolar_ratio_does_not_trust_the_dynamic_mask():
