@@ -569,6 +569,8 @@ def test_key_masks_refit_a_pair_the_cameras_got_wrong(clips):
     assert FlowRigidityMasks()._view_cameras(*flows.lookup(0, 4), 0, 4, fixed, K) is fixed
     with pytest.raises(ValueError, match="refit_min_ratio"):
         DynamicMaskConfig(refit_min_ratio=0.5)
+    with pytest.raises(ValueError, match="refit_depth_stride_px"):
+        DynamicMaskConfig(refit_depth_stride_px=0)
 
 
 def test_a_refit_onto_a_mover_that_fills_the_frame_is_refused_where_depth_holds(clips):
