@@ -183,6 +183,10 @@ def camera_flow_consistency(labels: Mapping[str, np.ndarray], stride: int, min_f
     return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else float("nan")
 
 
+# Pairs the cameras explain this much worse than the refit are checked against the depth (the masks' refit_min_ratio).
+REFIT_CHECK_RATIO = DynamicMaskConfig.refit_min_ratio
+
+
 def camera_epipolar_ratios(
     labels: Mapping[str, np.ndarray], stride: int, min_floor_px: float = 0.05, depth_independent: bool = False
 ) -> np.ndarray:
@@ -239,16 +243,12 @@ def camera_epipolar_ratios(
             continue
         ratios[n] = refit.epipolar_ratio(bool(np.linalg.norm(cameras[:3, 3]) > 0), min_floor_px)
         suspect = depth_independent and ratios[n] > REFIT_CHECK_RATIO
-        if suspect and _fit_is_a_movers(labels, n, stride, cameras, refit.src_to_dst):
+        if suspect and _refit_follows_a_mover(labels, n, stride, cameras, refit.src_to_dst):
             ratios[n] = np.nan
     return ratios
 
 
-# Pairs the cameras explain this much worse than the refit are checked against the depth (the masks' refit_min_ratio).
-REFIT_CHECK_RATIO = DynamicMaskConfig.refit_min_ratio
-
-
-def _fit_is_a_movers(
+def _refit_follows_a_mover(
     labels: Mapping[str, np.ndarray], n: int, stride: int, cameras: np.ndarray, refit_src_to_dst: np.ndarray
 ) -> bool:
     """Whether key pair n's refit leaves less of its valid flow on the rigid flow of the labelled depth

@@ -15,9 +15,11 @@ from annotation_writers import write_vipe
 from scipy.spatial.transform import Rotation
 
 from pipelines.clips import Annotations
+from pipelines import labeling
 from pipelines.labeling import LabelConfig, build_backends, label_clip
 from pipelines.label_eval import compare_labels
 from pipelines.manifests import read_manifest
+from pipelines.quality import clip_quality
 from pipelines.synthetic import SceneConfig
 from pipelines.synthetic_set import write_synthetic_set
 
@@ -46,9 +48,17 @@ def _label_with_vipe(root, spec, truth, c2w, name, **options):
     return label_clip(spec, cfg, build_backends(cfg))
 
 
-def test_exact_annotations_are_labelled_and_agree_with_the_flow(dolly):
+def test_exact_annotations_are_labelled_and_agree_with_the_flow(dolly, monkeypatch):
     root, spec, truth = dolly
+    seen = []
+
+    def recording_clip_quality(*args, **kwargs):
+        seen.append(kwargs.get("depth_independent"))
+        return clip_quality(*args, **kwargs)
+
+    monkeypatch.setattr(labeling, "clip_quality", recording_clip_quality)
     arrays, attrs, reasons = _label_with_vipe(root, spec, truth, truth["c2w"].astype(np.float64), "exact")
+    assert seen == [True]  # the import's depth may tell a mover's background fit from a camera error
     assert reasons == []
     assert attrs["labelers"]["camera"]["name"] == "vipe-import"
     assert attrs["qa"]["camera_epipolar_ratio"] < 1.5  # measured 0.61

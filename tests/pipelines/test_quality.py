@@ -149,7 +149,7 @@ def test_cameras_that_drift_at_the_end_are_caught_by_the_worst_key_pair():
 
 
 def test_a_key_pair_whose_background_fit_is_a_movers_is_discounted_with_independent_depth():
-    """Key pair 1's flow is 70 % one coherent motion (the flow of a surface at half the scene's depth
+    """Key pair 1's flow is 70 % one coherent motion (the flow of a surface at a quarter of the scene's depth
     under a camera turned 8 deg, as a large mover near the lens gives): the background fit follows it and the exact
     cameras fail the worst-pair gate. With depth not triangulated under the cameras (an import's)
     that pair has no ratio; a camera really turned at the end is still caught."""
@@ -161,10 +161,10 @@ def test_a_key_pair_whose_background_fit_is_a_movers_is_discounted_with_independ
     other[:3, :3] = other[:3, :3] @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     key_flow = labels["key_flow"].copy()
     width = key_flow.shape[2]
-    key_flow[1, :, int(0.3 * width):] = rigid_flow(0.5 * depth[4], K[4], c2w[4], K[8], other)[0][:, int(0.3 * width):]
+    key_flow[1, :, int(0.3 * width):] = rigid_flow(0.25 * depth[4], K[4], c2w[4], K[8], other)[0][:, int(0.3 * width):]
     held = {**labels, "key_flow": key_flow}
     plain = camera_epipolar_ratios(held, stride=4)
-    assert plain[1] > QualityThresholds().max_camera_epipolar_ratio_worst, plain  # measured 21.6
+    assert plain[1] > QualityThresholds().max_camera_epipolar_ratio_worst, plain  # measured 138
     discounted = camera_epipolar_ratios(held, stride=4, depth_independent=True)
     assert np.isnan(discounted[1]) and np.allclose(np.delete(discounted, 1), np.delete(plain, 1))
     assert gate(clip_quality(held, stride=4, depth_independent=True), QualityThresholds()) == []
