@@ -90,7 +90,7 @@ than the cameras do (`refit_depth_min_pixels`): a mover's flow is rigid under no
 camera's length of travel. Triangulated depth was fitted to the flow under the cameras, key pairs
 included: on weight-free dollies it refused 8 of 21 refits (those there turn views by 0.1-0.7 deg)
 and cost one clip 0.04 of IoU. With exact depth and cameras, refits onto a
-large mover approaching the lens turned views by 1-57 deg and flagged a third to two thirds of
+large mover approaching the lens turned views by 0.2-57 deg and flagged a third to two thirds of
 the static pixels of the last key frames (measured: docs/benchmarks.md, "Session 37").
 
 The raw mask is cleaned up with OpenCV: opening
@@ -1528,7 +1528,7 @@ class FlowRigidityMasks:
 
         The fundamental matrix that picks the refit's background is the flow's dominant motion: a
         mover that fills most of the frame (a large object approaching the lens) holds it, and its
-        refit then turned the view by 1-57 deg and flagged a third to two thirds of the static pixels
+        refit then turned the view by 0.2-57 deg and flagged a third to two thirds of the static pixels
         (exact cameras and depth, `bench_scene_flow.py --masks estimated`; docs/benchmarks.md,
         "Session 37"). The depth and the cameras together separate the two: under the clip's
         cameras the static surfaces' flow is their rigid flow, while a mover's is rigid under no
