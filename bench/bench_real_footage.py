@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--no-neural", action="store_true", help="skip the parallax-free depth run")
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
+    parser.add_argument("--no-key-flow-chain-start", action="store_true",
+                        help="key-pair flow searched from zero motion (LabelConfig.key_flow_chain_start off)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: two clips at 120x180, T=9, weight-free only")
     args = parser.parse_args()
@@ -113,13 +115,14 @@ def main() -> None:
     height, width = args.size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        configs = [LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal)]
+        shared = dict(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
+                      key_flow_chain_start=not args.no_key_flow_chain_start)
+        configs = [LabelConfig(**shared)]
         if not args.no_neural:
             from depth_anything_writer import save_depth_anything
 
             weights = save_depth_anything(Path(tmp) / "depth_tiny")
-            configs.append(LabelConfig(height=height, width=width, num_frames=args.frames, depth="neural",
-                                       depth_weights=str(weights), unknown_focal=args.unknown_focal))
+            configs.append(LabelConfig(**shared, depth="neural", depth_weights=str(weights)))
         for cfg in configs:
             backends = build_backends(cfg)
             for clip in REGRESSION_CLIPS:

@@ -1,5 +1,14 @@
-"""Key-pair flow estimated again from the labelled geometry: a second flow pass that starts where
-the depth and cameras say a static scene would go.
+"""Key-pair flow estimated from a start: the consecutive flows composed (the first pass), then the
+labelled geometry (a second pass that starts where the depth and cameras say a static scene would go).
+
+Every pass has one mechanism (`prior_guided_pair_flows`): the destination frame is warped back by
+the start flow, the estimator measures what is left, and the two are composed; the result is
+checked like a direct estimate. The label pipeline's first key-pair pass starts from the
+consecutive flows composed over the key interval (`chain_guided_pair_flows`,
+`LabelConfig.key_flow_chain_start`): a search from zero motion over four frames locks a striped
+ground one period off and loses movers that move farther than its coarsest level reaches, while
+each consecutive step stays within reach; the composition is taken whole, validity aside, since
+the estimator only needs a start and the checks judge the result (docs/benchmarks.md, "Session 38").
 
 Near the camera, weak texture is magnified between key frames into smooth blobs, and a flow
 estimator that searches coarse to fine from zero motion goes 1-4 px wrong there, in both
@@ -67,18 +76,23 @@ from labelers.flow import (
 from labelers.geometry import check_frames, pixel_grid, rigid_flow
 
 __all__ = [
+    "CHAIN_START_VERSION",
     "GUIDED_KEY_FLOW_VERSION",
     "INPAINT_RADIUS_PX",
     "PRIOR_SMOOTH_SIGMA_PX",
     "GuidedKeyFlows",
     "rigid_prior_flow",
     "warp_by_flow",
+    "prior_guided_pair_flows",
     "geometry_guided_pair_flows",
+    "composed_chain_px",
+    "chain_guided_pair_flows",
     "direct_flow_on_movers",
     "GEOMETRY_REL_TOL",
     "invalid_against_depth",
 ]
 
+CHAIN_START_VERSION = "1"
 GUIDED_KEY_FLOW_VERSION = "3"  # 3: every frame's depth again from the refined flows, not the key frames' only
 INPAINT_RADIUS_PX = 5
 # The estimator only needs a start within its reach; the depth's pixel noise would reach F.
@@ -123,6 +137,48 @@ def _add_prior(residual_px: np.ndarray, prior_px: np.ndarray) -> np.ndarray:
     return (residual_px + warp_by_flow(prior_px, residual_px)).astype(np.float32)
 
 
+def prior_guided_pair_flows(
+    estimator: FlowEstimator,
+    frames: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    priors: Sequence[np.ndarray | None],
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
+    checks: ValidityChecks | None = ValidityChecks(),
+    batch_size: int = 8,
+) -> PairFlows:
+    """Flows of frame pairs estimated from a start flow per direction (module docstring, steps 2-4
+    but the chain repair): the destination warped back by the start, the estimator's residual added
+    to it, the direct estimate's validity checks.
+
+    Args:
+        estimator: any `FlowEstimator`.
+        frames: (T, H, W, 3) uint8 RGB.
+        pairs: P frame index pairs (i, j).
+        priors: 2P start flows (H, W, 2) float32, those of i -> j of every pair, then those of j -> i;
+            None: that direction is estimated directly.
+        batch_size: image pairs handed to the estimator per call.
+    """
+    num_frames, height, width = check_frames(frames)
+    index = np.asarray(pairs, np.int64).reshape(-1, 2)
+    directions = [(int(i), int(j)) for i, j in index] + [(int(j), int(i)) for i, j in index]
+    if len(priors) != len(directions):
+        raise ValueError(f"need {len(directions)} priors (both directions of {len(index)} pairs), got {len(priors)}")
+    zero = np.zeros((height, width, 2), np.float32)
+    warped = np.stack([frames[d] if prior is None else warp_by_flow(frames[d], prior)
+                       for (_, d), prior in zip(directions, priors)])
+    sources = np.asarray([s for s, _ in directions])
+    parts = [estimator.estimate(frames[sources[b : b + batch_size]], warped[b : b + batch_size])
+             for b in range(0, len(directions), batch_size)]
+    residual = np.concatenate([r.flow_px for r in parts])
+    uncertainty = np.concatenate([r.uncertainty_px for r in parts])
+    flow = np.stack([_add_prior(r, zero if prior is None else prior) for r, prior in zip(residual, priors)])
+    P = len(index)
+    return validate_pair_flows(
+        frames, index, FlowResult(flow[:P], uncertainty[:P]), FlowResult(flow[P:], uncertainty[P:]),
+        max_uncertainty_px, checks=checks,
+    )
+
+
 def geometry_guided_pair_flows(
     estimator: FlowEstimator,
     frames: np.ndarray,
@@ -153,20 +209,45 @@ def geometry_guided_pair_flows(
     index = np.asarray(pairs, np.int64).reshape(-1, 2)
     directions = [(int(i), int(j)) for i, j in index] + [(int(j), int(i)) for i, j in index]
     priors = [rigid_prior_flow(depth[s], depth_valid[s], K[s], c2w[s], K[d], c2w[d]) for s, d in directions]
-    zero = np.zeros((height, width, 2), np.float32)
-    warped = np.stack([frames[d] if prior is None else warp_by_flow(frames[d], prior)
-                       for (_, d), prior in zip(directions, priors)])
-    sources = np.asarray([s for s, _ in directions])
-    parts = [estimator.estimate(frames[sources[b : b + batch_size]], warped[b : b + batch_size])
-             for b in range(0, len(directions), batch_size)]
-    residual = np.concatenate([r.flow_px for r in parts])
-    uncertainty = np.concatenate([r.uncertainty_px for r in parts])
-    flow = np.stack([_add_prior(r, zero if prior is None else prior) for r, prior in zip(residual, priors)])
-    P = len(index)
-    return validate_pair_flows(
-        frames, index, FlowResult(flow[:P], uncertainty[:P]), FlowResult(flow[P:], uncertainty[P:]),
-        max_uncertainty_px, checks=checks,
-    )
+    return prior_guided_pair_flows(estimator, frames, index, priors, max_uncertainty_px, checks, batch_size)
+
+
+def composed_chain_px(flows_px: Sequence[np.ndarray]) -> np.ndarray:
+    """The flows (H, W, 2) of consecutive hops a -> b -> ... -> c composed into F_{a->c}, without
+    their validity (bilinear reads, the border replicated where a hop leaves the image): a start
+    for `prior_guided_pair_flows`, not a label (`labelers.flow.compose_flows` is the validated one)."""
+    composed = np.asarray(flows_px[0], np.float32).copy()
+    for hop in flows_px[1:]:
+        composed += warp_by_flow(np.asarray(hop, np.float32), composed)
+    return composed
+
+
+def chain_guided_pair_flows(
+    estimator: FlowEstimator,
+    frames: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    consecutive: PairFlows,
+    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
+    checks: ValidityChecks | None = ValidityChecks(),
+    batch_size: int = 8,
+) -> PairFlows:
+    """Flows of frame pairs (i, j), i < j, estimated from the consecutive flows composed over the
+    pair's frames (module docstring, the first pass): each step of such a chain is small
+    against a texture's period, so the start lies within the estimator's reach where a search
+    from zero motion over the whole interval locks onto a wrong match.
+
+    Args:
+        estimator: any `FlowEstimator`.
+        frames: (T, H, W, 3) uint8 RGB.
+        pairs: frame index pairs (i, j) with i < j.
+        consecutive: flows holding every consecutive pair (t, t + 1) the pairs span.
+    """
+    index = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if np.any(index[:, 0] >= index[:, 1]):
+        raise ValueError(f"need pairs (i, j) with i < j, got {index.tolist()}")
+    forward = [composed_chain_px([consecutive.lookup(t, t + 1)[0] for t in range(i, j)]) for i, j in index]
+    backward = [composed_chain_px([consecutive.lookup(t, t - 1)[0] for t in range(j, i, -1)]) for i, j in index]
+    return prior_guided_pair_flows(estimator, frames, index, forward + backward, max_uncertainty_px, checks, batch_size)
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,13 @@ from labelers.flow import (
     key_frame_pairs,
 )
 from labelers.guided_flow import (
+    CHAIN_START_VERSION,
     GEOMETRY_REL_TOL,
     GUIDED_KEY_FLOW_VERSION,
     INPAINT_RADIUS_PX,
     PRIOR_SMOOTH_SIGMA_PX,
     GuidedKeyFlows,
+    chain_guided_pair_flows,
     direct_flow_on_movers,
     invalid_against_depth,
 )
@@ -116,7 +118,11 @@ class LabelConfig:
             determine the focal length (`labelers.sfm.SfmConfig`), and the field of view assumed.
         uncertain_focal_max_std: the largest relative std of an estimated focal kept on a turning
             camera when its error cannot bend the labels (`labelers.sfm.focal_prior`); 0: none.
-        key_flow_chains: repair the direct key-pair flow with the consecutive flows composed
+        key_flow_chain_start: estimate the key-pair flow from the consecutive flows composed over
+            the key interval as a start (`labelers.guided_flow.chain_guided_pair_flows`) rather
+            than from zero motion: a search over the whole interval locks onto wrong matches in
+            repeated texture, and loses fast movers. Recorded in the flow labeler's params.
+        key_flow_chains: repair the first key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
             repeated texture. Recorded in the flow labeler's params.
@@ -207,8 +213,10 @@ class LabelConfig:
         "0.02 keeps it up to this std when three stds leave at most 0.1 deg of rotation error, its cameras explain "
         "the dense flow's background and the depth does not depend on it (QA: camera_focal_uncertain_rel_std); "
         "0 rejects such clips"})
+    key_flow_chain_start: bool = field(default=True, metadata={
+        "help": "estimate key-pair flow from the composed consecutive flows as a start, not from zero motion"})
     key_flow_chains: bool = field(default=True, metadata={
-        "help": "repair direct key-pair flow with the composed consecutive flows (fast movers, repeated texture)"})
+        "help": "repair the first key-pair flow with the composed consecutive flows where they are valid and it is not"})
     key_flow_guided: bool = field(default=True, metadata={
         "help": "estimate the key-pair flows again from the labelled or imported depth and cameras (not with "
         "--depth neural)"})
@@ -370,11 +378,16 @@ def timed_stage(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 
 def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tuple[PairFlows, PairFlows]:
-    """Consecutive-frame flows and key-frame flows of (T, H, W, 3) frames; key flows repaired from
-    the chains of consecutive ones when `cfg.key_flow_chains`."""
+    """Consecutive-frame flows and key-frame flows of (T, H, W, 3) frames; key flows estimated from the
+    composed consecutive ones when `cfg.key_flow_chain_start`, and repaired from their validated
+    chains when `cfg.key_flow_chains`."""
     T = frames.shape[0]
     flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
-    key_flows = compute_pair_flows(backends.flow, frames, key_frame_pairs(T, cfg.stride), cfg.max_flow_uncertainty_px)
+    key_pairs = key_frame_pairs(T, cfg.stride)
+    if cfg.key_flow_chain_start:
+        key_flows = chain_guided_pair_flows(backends.flow, frames, key_pairs, flows, cfg.max_flow_uncertainty_px)
+    else:
+        key_flows = compute_pair_flows(backends.flow, frames, key_pairs, cfg.max_flow_uncertainty_px)
     if cfg.key_flow_chains:
         key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
     return flows, key_flows
@@ -574,6 +587,8 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
         }
     if _checks_key_flow_geometry(backends, cfg):
         labelers["flow"]["params"]["key_flow_geometry"] = {"abs_px": cfg.key_flow_geometry_px, "rel": GEOMETRY_REL_TOL}
+    if cfg.key_flow_chain_start:
+        labelers["flow"]["params"]["key_flow_chain_start"] = {"version": CHAIN_START_VERSION}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,

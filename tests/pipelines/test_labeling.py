@@ -8,7 +8,7 @@ from synthetic_manifest import write_manifest
 
 from labelers.dis_flow import DisFlow
 from labelers.flow import CHAIN_FILL_VERSION, compute_pair_flows, key_frame_pairs
-from labelers.guided_flow import GEOMETRY_REL_TOL
+from labelers.guided_flow import CHAIN_START_VERSION, GEOMETRY_REL_TOL
 from pipelines.geometry import point_maps, scene_flow
 from pipelines.label_eval import compare_labels
 from labelers.sfm import SfmCamera, SfmConfig
@@ -85,6 +85,7 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert {"flow", "camera", "depth", "mask"} <= set(attrs["labelers"])
     assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
     assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == CHAIN_FILL_VERSION
+    assert attrs["labelers"]["flow"]["params"]["key_flow_chain_start"]["version"] == CHAIN_START_VERSION
     for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
                    "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px", "camera_epipolar_ratio"):
         assert np.isfinite(attrs["qa"][metric]), metric
