@@ -1,8 +1,8 @@
 """Dynamic-mask accuracy over many synthetic clips: the weight-free chain, and with a depth prior.
 
 For each seed and camera (dolly, orbit), a clip with moving objects and one without is
-rendered; DIS flow is computed as the labeling pipeline does (key pairs repaired from the
-consecutive flows, `fill_from_chains`, unless --no-key-chains); `label_depth_and_masks` runs
+rendered; DIS flow is computed as the labeling pipeline does (key pairs started from and repaired with the
+consecutive flows, unless --no-key-chains); `label_depth_and_masks` runs
 with the ground-truth cameras (scaled by an arbitrary factor, as SfM would give) and
 - `mvs`: the weight-free multi-view depth (no prior);
 - `prior E`: the neural backend's alignment and masks fed a simulated network: the true
@@ -38,8 +38,9 @@ from common import image_size
 from labelers.depth import MultiViewDepth
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import DynamicMaskConfig, FlowRigidityMasks, label_depth_and_masks
-from labelers.flow import PairFlows, compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs
+from labelers.flow import PairFlows
 from labelers.neural_depth import NeuralDepth, NeuralDepthConfig
+from pipelines.labeling import Backends, LabelConfig, pair_flows
 from pipelines.synthetic import SCENES, SKY_ID, TEXTURES, SceneConfig, render_clip
 
 CAMERA_SCALE = 0.37  # the unknown per-clip scale of the cameras
@@ -69,11 +70,10 @@ def simulated_prediction(depth: np.ndarray, rel_error: float, seed: int) -> np.n
 
 
 def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> PairFlows:
-    """Consecutive and key-pair DIS flows as `pipelines.labeling` makes them."""
-    consecutive = compute_pair_flows(DisFlow(), frames, consecutive_pairs(len(frames)))
-    key = compute_pair_flows(DisFlow(), frames, key_frame_pairs(len(frames), stride))
-    if key_chains:
-        key = fill_from_chains(key, consecutive)
+    """Consecutive and key-pair DIS flows as `pipelines.labeling.pair_flows` makes them (without
+    `key_chains`: key pairs searched from zero motion, not repaired from the consecutive flows)."""
+    cfg = LabelConfig(stride=stride, key_flow_chain_start=key_chains, key_flow_chains=key_chains)
+    consecutive, key = pair_flows(frames, cfg, Backends(flow=DisFlow(), camera=None, depth=None, masks=None))
     return consecutive.merged(key)
 
 
@@ -105,7 +105,8 @@ def main() -> None:
                         help="camera motions to sweep (one per process splits a sweep over cores)")
     parser.add_argument("--prior-errors", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--no-key-chains", action="store_true",
-                        help="key-pair flows as estimated directly (no repair from consecutive flows)")
+                        help="key-pair flows searched from zero motion, not started from or repaired with the "
+                        "consecutive flows")
     parser.add_argument("--scene", choices=SCENES, default="room",
                         help="background: a closed room, or open ground under a far textured sky")
     parser.add_argument("--texture", choices=TEXTURES, default="rich", help="surface texture of the scene")

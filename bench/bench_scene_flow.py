@@ -43,9 +43,8 @@ import numpy as np  # noqa: E402
 from common import image_size  # noqa: E402
 from labelers.dis_flow import DisFlow  # noqa: E402
 from labelers.dynamic_mask import label_masks_given_depth  # noqa: E402
-from labelers.flow import compute_pair_flows, consecutive_pairs, fill_from_chains, key_frame_pairs  # noqa: E402
 from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers  # noqa: E402
-from pipelines.labeling import LabelConfig, label_scene_flow  # noqa: E402
+from pipelines.labeling import Backends, LabelConfig, label_scene_flow, pair_flows  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 from pipelines.synthetic_set import SCENE_CLASSES, class_configs  # noqa: E402
 
@@ -61,15 +60,13 @@ CLASSES = {
 
 
 def pipeline_flows(frames: np.ndarray, stride: int, cfg: LabelConfig, labels: dict, seconds: dict[str, float]):
-    """Consecutive and key-pair flows exactly as `label_clip` computes them on an import (the key pairs
-    estimated again from the given depth and cameras, `labels`', with `cfg.key_flow_guided`) and the
-    key pairs' first-pass flows; the seconds of the first pass and of the guided one are put in `seconds`."""
+    """Consecutive and key-pair flows exactly as `label_clip` computes them on an import (`pair_flows`, then
+    the key pairs estimated again from the given depth and cameras, `labels`', with `cfg.key_flow_guided`)
+    and the key pairs' first-pass flows; the seconds of the first pass and of the guided one are put in
+    `seconds`."""
     estimator = DisFlow()
     start = time.perf_counter()
-    flows = compute_pair_flows(estimator, frames, consecutive_pairs(len(frames)), cfg.max_flow_uncertainty_px)
-    key_flows = compute_pair_flows(estimator, frames, key_frame_pairs(len(frames), stride), cfg.max_flow_uncertainty_px)
-    if cfg.key_flow_chains:
-        key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
+    flows, key_flows = pair_flows(frames, cfg, Backends(flow=estimator, depth=None, camera=None, masks=None))
     seconds["flow"] = time.perf_counter() - start
     start = time.perf_counter()
     direct = key_flows
