@@ -3,8 +3,8 @@
 Issue 13, item 7: with exact depth and cameras (as a ViPE-format import gives them), at least
 95 % of the pixels marked `scene_flow_valid` must be within max(5 %, 1 cm) of the true motion.
 For each synthetic clip this renders the ground truth, estimates flow as
-`pipelines.labeling.label_clip` does on an import (DIS on consecutive pairs, on key pairs from the
-composed consecutive flows (`--no-key-flow-chain-start`: from zero motion), repaired from the chains, then estimated again from the given depth and cameras, with the first
+`pipelines.labeling.label_clip` does on an import (DIS on consecutive and key pairs, the key pairs
+searched from zero motion as for any depth but multi-view depth, repaired from the chains, then estimated again from the given depth and cameras, with the first
 pass's flow back on the movers the masks find where the depth does not hold them: `labelers.guided_flow`; `--no-key-flow-guided`: the
 first pass only), takes depth, `depth_valid`,
 K, c2w and the dynamic masks from the truth
@@ -171,15 +171,13 @@ def main() -> None:
     parser.add_argument("--old", action="store_true", help="the pre-issue validity rules, for comparison")
     parser.add_argument("--no-key-flow-guided", dest="key_flow_guided", action="store_false",
                         help="key flows from the first pass only (the baseline of the guided pass)")
-    parser.add_argument("--no-key-flow-chain-start", dest="key_flow_chain_start", action="store_false",
-                        help="key-pair flow searched from zero motion (LabelConfig.key_flow_chain_start off)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one orbit seed at 120x180, T=9")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.cameras, args.size, args.frames = parse_seeds("0"), "orbit", (120, 180), 9
     height, width = args.size
-    cfg = LabelConfig(height=height, width=width, num_frames=args.frames, key_flow_guided=args.key_flow_guided,
-                      key_flow_chain_start=args.key_flow_chain_start)
+    cfg = LabelConfig(height=height, width=width, num_frames=args.frames, camera="import", depth="import",
+                      key_flow_guided=args.key_flow_guided)
     totals = {"valid": 0, "wrong": 0, "coverage": []}
     for name, camera, seed, config in clip_configs(args, height, width):
         start = time.perf_counter()

@@ -3,12 +3,15 @@ labelled geometry (a second pass that starts where the depth and cameras say a s
 
 Every pass has one mechanism (`prior_guided_pair_flows`): the destination frame is warped back by
 the start flow, the estimator measures what is left, and the two are composed; the result is
-checked like a direct estimate. The label pipeline's first key-pair pass starts from the
-consecutive flows composed over the key interval (`chain_guided_pair_flows`,
+checked like a direct estimate. With multi-view depth the label pipeline's first key-pair pass
+starts from the consecutive flows composed over the key interval (`chain_guided_pair_flows`,
 `LabelConfig.key_flow_chain_start`): a search from zero motion over four frames locks a striped
 ground one period off and loses movers that move farther than its coarsest level reaches, while
 each consecutive step stays within reach; the composition is taken whole, validity aside, since
-the estimator only needs a start and the checks judge the result (docs/benchmarks.md, "Session 38").
+the estimator only needs a start and the checks judge the result. Where the texture is too weak to
+move the estimator off its start, the chain's drift stays and passes the forward-backward check (the
+fused consecutive flows agree with their mirror): depth triangulated from the same flow shares it,
+an import's does not (docs/benchmarks.md, "Session 38").
 
 Near the camera, weak texture is magnified between key frames into smooth blobs, and a flow
 estimator that searches coarse to fine from zero motion goes 1-4 px wrong there, in both

@@ -118,10 +118,15 @@ class LabelConfig:
             determine the focal length (`labelers.sfm.SfmConfig`), and the field of view assumed.
         uncertain_focal_max_std: the largest relative std of an estimated focal kept on a turning
             camera when its error cannot bend the labels (`labelers.sfm.focal_prior`); 0: none.
-        key_flow_chain_start: estimate the key-pair flow from the consecutive flows composed over
-            the key interval as a start (`labelers.guided_flow.chain_guided_pair_flows`) rather
-            than from zero motion: a search over the whole interval locks onto wrong matches in
-            repeated texture, and loses fast movers. Recorded in the flow labeler's params.
+        key_flow_chain_start: with multi-view depth, estimate the key-pair flow from the consecutive
+            flows composed over the key interval as a start (`labelers.guided_flow.chain_guided_pair_flows`)
+            rather than from zero motion: a search over the whole interval locks onto wrong matches
+            in repeated texture, and loses fast movers. What it adds is more often 1-3 px off on
+            weak texture (the fused consecutive flows agree with their own mirror, so the
+            forward-backward check keeps it); depth triangulated from the same flow shares that
+            error, an import's or a network's does not and the masks flag it, so with those the
+            key pairs are searched from zero (docs/benchmarks.md, "Session 38"). Recorded in the
+            flow labeler's params where applied.
         key_flow_chains: repair the first key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -214,7 +219,8 @@ class LabelConfig:
         "the dense flow's background and the depth does not depend on it (QA: camera_focal_uncertain_rel_std); "
         "0 rejects such clips"})
     key_flow_chain_start: bool = field(default=True, metadata={
-        "help": "estimate key-pair flow from the composed consecutive flows as a start, not from zero motion"})
+        "help": "with multi-view depth, estimate key-pair flow from the composed consecutive flows as a start, not "
+        "from zero motion"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair the first key-pair flow with the composed consecutive flows where they are valid and it is not"})
     key_flow_guided: bool = field(default=True, metadata={
@@ -379,18 +385,22 @@ def timed_stage(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tuple[PairFlows, PairFlows]:
     """Consecutive-frame flows and key-frame flows of (T, H, W, 3) frames; key flows estimated from the
-    composed consecutive ones when `cfg.key_flow_chain_start`, and repaired from their validated
+    composed consecutive ones where `_starts_key_flow_from_chains`, and repaired from their validated
     chains when `cfg.key_flow_chains`."""
     T = frames.shape[0]
     flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
     key_pairs = key_frame_pairs(T, cfg.stride)
-    if cfg.key_flow_chain_start:
+    if _starts_key_flow_from_chains(cfg):
         key_flows = chain_guided_pair_flows(backends.flow, frames, key_pairs, flows, cfg.max_flow_uncertainty_px)
     else:
         key_flows = compute_pair_flows(backends.flow, frames, key_pairs, cfg.max_flow_uncertainty_px)
     if cfg.key_flow_chains:
         key_flows = fill_from_chains(key_flows, flows, cfg.max_flow_uncertainty_px)
     return flows, key_flows
+
+
+def _starts_key_flow_from_chains(cfg: LabelConfig) -> bool:
+    return cfg.key_flow_chain_start and cfg.depth == "mvs"
 
 
 def key_flows_against_depth(
@@ -587,7 +597,7 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
         }
     if _checks_key_flow_geometry(backends, cfg):
         labelers["flow"]["params"]["key_flow_geometry"] = {"abs_px": cfg.key_flow_geometry_px, "rel": GEOMETRY_REL_TOL}
-    if cfg.key_flow_chain_start:
+    if _starts_key_flow_from_chains(cfg):
         labelers["flow"]["params"]["key_flow_chain_start"] = {"version": CHAIN_START_VERSION}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {

@@ -13,7 +13,15 @@ from pipelines.geometry import point_maps, scene_flow
 from pipelines.label_eval import compare_labels
 from labelers.sfm import SfmCamera, SfmConfig
 from pipelines.clips import ClipRejected
-from pipelines.labeling import LabelConfig, _scene_flow_support, build_backends, label_clip, label_clips, plan
+from pipelines.labeling import (
+    LabelConfig,
+    _scene_flow_support,
+    build_backends,
+    label_clip,
+    label_clips,
+    pair_flows,
+    plan,
+)
 from pipelines.manifests import read_manifest
 from pipelines.synthetic import SceneConfig, render_clip
 from pipelines.synthetic_set import write_synthetic_set
@@ -95,6 +103,20 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert 0 <= attrs["qa"]["key_flow_geometry_invalid_fraction"] < 0.05
     index_row = store.index().to_pylist()[0]
     assert index_row["qa_rigid_flow_residual_px"] == pytest.approx(attrs["qa"]["rigid_flow_residual_px"])
+
+
+def test_key_flow_starts_from_the_consecutive_flows_with_multi_view_depth_only():
+    """Multi-view depth shares the chain start's small errors, an import's depth does not: the key
+    pairs of an import are searched from zero motion, exactly as with the option off."""
+    clip = render_clip(SceneConfig(seed=4, height=72, width=108, num_frames=9, stride=4, camera="orbit",
+                                   scene="open", texture="repeated", num_moving=1))
+    key_flow = {}
+    for name, options in (("mvs", {}), ("import", dict(camera="import", depth="import")),
+                          ("off", dict(key_flow_chain_start=False))):
+        cfg = LabelConfig(height=72, width=108, num_frames=9, **options)
+        key_flow[name] = pair_flows(clip.frames, cfg, build_backends(cfg))[1].flow_fwd_px
+    np.testing.assert_array_equal(key_flow["import"], key_flow["off"])
+    assert np.abs(key_flow["mvs"] - key_flow["off"]).max() > 1.0
 
 
 def test_manifest_of_good_and_bad_clips_in_process(tmp_path):
