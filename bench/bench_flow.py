@@ -60,7 +60,6 @@ from labelers.flow import (  # noqa: E402
     fill_from_chains,
     key_frame_pairs,
 )
-from labelers.guided_flow import chain_guided_pair_flows  # noqa: E402
 from labelers.sea_raft import SEA_RAFT_VARIANTS, SeaRaft, SeaRaftFlow  # noqa: E402
 from pipelines.synthetic import SceneConfig, render_clip  # noqa: E402
 from pipelines.video_io import decode_sequential, write_video  # noqa: E402
@@ -148,15 +147,11 @@ SCENE_CLASSES = {
 
 
 def labeling_flows(config: DisFlowConfig, frames: np.ndarray, stride: int, checks: bool = True) -> dict:
-    """Consecutive and key-pair flows as `pipelines.labeling` computes them (checks False: as
-    before the `ValidityChecks`, chain-fill version 3 and the key pairs' chain start)."""
+    """Consecutive and key-pair flows as `pipelines.labeling` computes them by default (checks False: as
+    before the `ValidityChecks` and chain-fill version 3)."""
     flow, validity = DisFlow(config), ValidityChecks() if checks else None
     consecutive = compute_pair_flows(flow, frames, consecutive_pairs(len(frames)), checks=validity)
-    key_pairs = key_frame_pairs(len(frames), stride)
-    if checks:
-        key = chain_guided_pair_flows(flow, frames, key_pairs, consecutive, checks=validity)
-    else:
-        key = compute_pair_flows(flow, frames, key_pairs, checks=validity)
+    key = compute_pair_flows(flow, frames, key_frame_pairs(len(frames), stride), checks=validity)
     key = fill_from_chains(key, consecutive, **({} if checks else {"disagree_gap_px": None}))
     return {"flow": consecutive, "key_flow": key}
 

@@ -1,8 +1,8 @@
 """Dynamic-mask accuracy over many synthetic clips: the weight-free chain, and with a depth prior.
 
 For each seed and camera (dolly, orbit), a clip with moving objects and one without is
-rendered; DIS flow is computed as the labeling pipeline does (key pairs started from and repaired with the
-consecutive flows, unless --no-key-chains); `label_depth_and_masks` runs
+rendered; DIS flow is computed as the labeling pipeline does (key pairs repaired with the consecutive flows,
+unless --no-key-chains); `label_depth_and_masks` runs
 with the ground-truth cameras (scaled by an arbitrary factor, as SfM would give) and
 - `mvs`: the weight-free multi-view depth (no prior);
 - `prior E`: the neural backend's alignment and masks fed a simulated network: the true
@@ -70,9 +70,9 @@ def simulated_prediction(depth: np.ndarray, rel_error: float, seed: int) -> np.n
 
 
 def pipeline_flows(frames: np.ndarray, stride: int, key_chains: bool = True) -> PairFlows:
-    """Consecutive and key-pair DIS flows as `pipelines.labeling.pair_flows` makes them (without
-    `key_chains`: key pairs searched from zero motion, not repaired from the consecutive flows)."""
-    cfg = LabelConfig(stride=stride, key_flow_chain_start=key_chains, key_flow_chains=key_chains)
+    """Consecutive and key-pair DIS flows as `pipelines.labeling.pair_flows` makes them by default (without
+    `key_chains`: key pairs not repaired from the consecutive flows)."""
+    cfg = LabelConfig(stride=stride, key_flow_chains=key_chains)
     consecutive, key = pair_flows(frames, cfg, Backends(flow=DisFlow(), camera=None, depth=None, masks=None))
     return consecutive.merged(key)
 
@@ -105,8 +105,7 @@ def main() -> None:
                         help="camera motions to sweep (one per process splits a sweep over cores)")
     parser.add_argument("--prior-errors", type=float, nargs="*", default=[0.05, 0.1, 0.2])
     parser.add_argument("--no-key-chains", action="store_true",
-                        help="key-pair flows searched from zero motion, not started from or repaired with the "
-                        "consecutive flows")
+                        help="key-pair flows as estimated directly (no repair from consecutive flows)")
     parser.add_argument("--scene", choices=SCENES, default="room",
                         help="background: a closed room, or open ground under a far textured sky")
     parser.add_argument("--texture", choices=TEXTURES, default="rich", help="surface texture of the scene")

@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--no-neural", action="store_true", help="skip the parallax-free depth run")
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
-    parser.add_argument("--no-key-flow-chain-start", action="store_true",
-                        help="key-pair flow searched from zero motion (LabelConfig.key_flow_chain_start off)")
+    parser.add_argument("--key-flow-chain-start", action="store_true",
+                        help="key-pair flow started from the composed consecutive flows (LabelConfig.key_flow_chain_start)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: two clips at 120x180, T=9, weight-free only")
     args = parser.parse_args()
@@ -116,7 +116,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         shared = dict(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
-                      key_flow_chain_start=not args.no_key_flow_chain_start)
+                      key_flow_chain_start=args.key_flow_chain_start)
         configs = [LabelConfig(**shared)]
         if not args.no_neural:
             from depth_anything_writer import save_depth_anything

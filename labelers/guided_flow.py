@@ -3,9 +3,9 @@ labelled geometry (a second pass that starts where the depth and cameras say a s
 
 Every pass has one mechanism (`prior_guided_pair_flows`): the destination frame is warped back by
 the start flow, the estimator measures what is left, and the two are composed; the result is
-checked like a direct estimate. With multi-view depth the label pipeline's first key-pair pass
-starts from the consecutive flows composed over the key interval (`chain_guided_pair_flows`,
-`LabelConfig.key_flow_chain_start`): a search from zero motion over four frames locks a striped
+checked like a direct estimate. With `LabelConfig.key_flow_chain_start` (off by default) and
+multi-view depth, the label pipeline's first key-pair pass starts from the consecutive flows composed
+over the key interval (`chain_guided_pair_flows`): a search from zero motion over four frames locks a striped
 ground one period off and loses movers that move farther than its coarsest level reaches, while
 each consecutive step stays within reach; the composition is taken whole, validity aside, since
 the estimator only needs a start and the checks judge the result. Where the texture is too weak to

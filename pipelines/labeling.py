@@ -125,8 +125,10 @@ class LabelConfig:
             weak texture (the fused consecutive flows agree with their own mirror, so the
             forward-backward check keeps it); depth triangulated from the same flow shares that
             error, an import's or a network's does not and the masks flag it, so with those the
-            key pairs are searched from zero (docs/benchmarks.md, "Session 38"). Recorded in the
-            flow labeler's params where applied.
+            key pairs are searched from zero. Off by default: on held-out seeds 1500-1501 it raised
+            IoU and key and depth coverage, on seeds 1700-1701 it raised false alarms on 5 of 5
+            clips, one over 1 % (docs/benchmarks.md, "Session 38"). Recorded in the flow labeler's
+            params where applied.
         key_flow_chains: repair the first key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -218,9 +220,9 @@ class LabelConfig:
         "0.02 keeps it up to this std when three stds leave at most 0.1 deg of rotation error, its cameras explain "
         "the dense flow's background and the depth does not depend on it (QA: camera_focal_uncertain_rel_std); "
         "0 rejects such clips"})
-    key_flow_chain_start: bool = field(default=True, metadata={
+    key_flow_chain_start: bool = field(default=False, metadata={
         "help": "with multi-view depth, estimate key-pair flow from the composed consecutive flows as a start, not "
-        "from zero motion"})
+        "from zero motion (higher IoU and coverage, more false alarms on fresh seeds: off by default)"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair the first key-pair flow with the composed consecutive flows where they are valid and it is not"})
     key_flow_guided: bool = field(default=True, metadata={

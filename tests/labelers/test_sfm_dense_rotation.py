@@ -133,7 +133,7 @@ def test_slow_pan_before_a_plain_wall_is_a_rotation_not_an_intrinsics_problem(sl
     wrong = SfmCamera(replace(tracks_only, uncertain_focal_max_epipolar_ratio=1000.0)).estimate(frames, None, from_zero)
     assert wrong.motion == "general" and relative_rotation_errors_deg(wrong.c2w, c2w_true).mean() > 0.5
     assert wrong.diagnostics["focal_uncertain_epipolar_ratio"] > 20
-    # With the default key flow, the screen leaves tracks whose std is 0.018: the solution passes as
+    # With the chain-started key flow, the screen leaves tracks whose std is 0.018: the solution passes as
     # measured, and only the dense background, from which it turns away, replaces it.
     wrong = SfmCamera(tracks_only).estimate(frames, None, flows)
     assert wrong.motion == "general" and relative_rotation_errors_deg(wrong.c2w, c2w_true).mean() > 0.5

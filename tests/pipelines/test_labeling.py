@@ -15,6 +15,7 @@ from labelers.sfm import SfmCamera, SfmConfig
 from pipelines.clips import ClipRejected
 from pipelines.labeling import (
     LabelConfig,
+    _labelers_attr,
     _scene_flow_support,
     build_backends,
     label_clip,
@@ -93,7 +94,7 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert {"flow", "camera", "depth", "mask"} <= set(attrs["labelers"])
     assert attrs["labelers"]["flow"]["name"] == "opencv_dis"
     assert attrs["labelers"]["flow"]["params"]["key_flow_chains"]["version"] == CHAIN_FILL_VERSION
-    assert attrs["labelers"]["flow"]["params"]["key_flow_chain_start"]["version"] == CHAIN_START_VERSION
+    assert "key_flow_chain_start" not in attrs["labelers"]["flow"]["params"]  # off by default
     for metric in ("fb_consistent_fraction", "rigid_flow_residual_px", "depth_reprojection_abs_rel", "dynamic_ratio",
                    "trajectory_length", "flow_uncertainty_p90_px", "camera_reproj_median_px", "camera_epipolar_ratio"):
         assert np.isfinite(attrs["qa"][metric]), metric
@@ -113,8 +114,11 @@ def test_key_flow_starts_from_the_consecutive_flows_with_multi_view_depth_only()
     key_flow = {}
     for name, options in (("mvs", {}), ("import", dict(camera="import", depth="import")),
                           ("off", dict(key_flow_chain_start=False))):
-        cfg = LabelConfig(height=72, width=108, num_frames=9, **options)
+        cfg = LabelConfig(height=72, width=108, num_frames=9, **{"key_flow_chain_start": True, **options})
         key_flow[name] = pair_flows(clip.frames, cfg, build_backends(cfg))[1].flow_fwd_px
+        if name == "mvs":
+            assert _labelers_attr(build_backends(cfg), cfg)["flow"]["params"]["key_flow_chain_start"] == {
+                "version": CHAIN_START_VERSION}
     np.testing.assert_array_equal(key_flow["import"], key_flow["off"])
     assert np.abs(key_flow["mvs"] - key_flow["off"]).max() > 1.0
 
