@@ -87,7 +87,12 @@ flow's dominant motion, and a mover that fills most of the frame holds it; so wh
 frame has depth that was not triangulated under these cameras (an import's, a network's), the
 refit is used only if it also leaves more of the flow within tau of the rigid flow of that depth
 than the cameras do (`refit_depth_min_pixels`): a mover's flow is rigid under no pose with the
-camera's length of travel. Triangulated depth was fitted to the flow under the cameras, key pairs
+camera's length of travel. With frame masks (step 1), whose short views flag such a mover, the
+refit must also explain the flow of the pixels they find static at least as well as the cameras
+do (the median epipolar distance on the refit's grid). A longer view
+back over 16 frames of an open orbit, whose large mover filled the frame's side, was refitted
+3.4 deg and 14 deg (direction of travel) away from cameras 0.07 deg off, and flagged a far sky
+(measured: docs/benchmarks.md, "Session 39"). Triangulated depth was fitted to the flow under the cameras, key pairs
 included: on weight-free dollies it refused 8 of 21 refits (those there turn views by 0.1-0.7 deg)
 and cost one clip 0.04 of IoU. With exact depth and cameras, refits onto a
 large mover approaching the lens turned views by 0.2-57 deg and flagged a third to two thirds of
@@ -271,7 +276,14 @@ from labelers.flow import (
 )
 from labelers.geometry import check_frames, disk, grow_mask, pixel_grid, relative_pose, rigid_flow
 from labelers.guided_flow import GuidedKeyFlows, direct_flow_on_movers, warp_by_flow
-from labelers.sfm.background import REFIT_FLOOR_PX, refit_to_background, rigid_flow_support
+from labelers.sfm.background import (
+    REFIT_FLOOR_PX,
+    grid_samples,
+    pose_distance_px,
+    refit_to_background,
+    rigid_flow_support,
+)
+from labelers.sfm.config import SfmConfig
 
 __all__ = [
     "DynamicMaskConfig",
@@ -877,6 +889,25 @@ def _hidden(rigid_px: np.ndarray, z_dst: np.ndarray, depth_dst: np.ndarray, rel_
         return z_dst > (1.0 + rel_tol) * occluder
 
 
+def _refit_fits_static(
+    flow_px: np.ndarray,
+    static_valid: np.ndarray,
+    K_src: np.ndarray,
+    K_dst: np.ndarray,
+    given: np.ndarray,
+    refit: np.ndarray,
+) -> bool:
+    """Whether the refitted relative pose (4, 4) leaves the flow (H, W, 2) of the static pixels
+    `static_valid` (H, W) no farther from its epipolar lines (median, on `refit_to_background`'s grid)
+    than the given pose does. A refit that the fundamental matrix took from a mover explains the mover,
+    not the static pixels. Fewer than 8 samples (what a fundamental matrix needs) are no evidence."""
+    xy, target = grid_samples(flow_px, static_valid, SfmConfig().mover_flow_samples)
+    if len(xy) < 8:
+        return True
+    return bool(np.median(pose_distance_px(xy, target, K_src, K_dst, refit))
+                <= np.median(pose_distance_px(xy, target, K_src, K_dst, given)))
+
+
 def seeded_regions(dynamic: np.ndarray, seeds: np.ndarray, config: DynamicMaskConfig) -> np.ndarray:
     """The 8-connected regions of `dynamic` (H, W) bool that hold at least `seed_min_share` of their
     pixels, and `seed_min_px`, on `seeds` (H, W) bool, texture that determines the flow."""
@@ -1149,8 +1180,8 @@ class FlowRigidityMasks:
     # 18: what growth and the neighbours add must match its region's colour better than the ring's (colour_ring_px);
     # 19: each region of a key mask is cut from the ring around it by GrabCut (grabcut_ring_px)
     # 20: with depth not triangulated under the cameras, a view's refit must leave more of the flow rigid than they do
-    # (refit_depth_min_pixels)
-    version = "20"
+    # (refit_depth_min_pixels); 21: with frame masks, a view's refit must explain their static pixels as well as the cameras
+    version = "21"
 
     def __init__(self, config: DynamicMaskConfig | None = None) -> None:
         self.config = config or DynamicMaskConfig()
@@ -1376,7 +1407,7 @@ class FlowRigidityMasks:
         scores = np.full((len(keys), height, width), np.nan, np.float32)
         for n, (src, dst) in enumerate(pairs):
             flow_px, flow_valid = self._flow(flows, src, dst)
-            view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K, refit_depth)
+            view_c2w = self._view_cameras(flow_px, flow_valid, src, dst, c2w, K, refit_depth, static)
             scores[n] = score = self.pair_score(flow_px, flow_valid, src, dst, **dict(geometry, c2w=view_c2w))
             weak = None if texture is None or texture.weak is None else texture.weak[src]
             dynamic = np.nan_to_num(score) > 1.0
@@ -1386,7 +1417,7 @@ class FlowRigidityMasks:
             with np.errstate(invalid="ignore"):
                 hinted = score >= self.config.longer_view_min_score
             for far, (far_flow_px, far_valid, _) in self._longer_views(flows, src, dst, num_frames).items():
-                view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K, refit_depth)
+                view_c2w = self._view_cameras(far_flow_px, far_valid, src, far, c2w, K, refit_depth, static)
                 far_score = self.pair_score(far_flow_px, far_valid, src, far, **dict(far_geometry, c2w=view_c2w))
                 far_dynamic = (np.nan_to_num(far_score) > 1.0) & (hinted | np.isnan(score))
                 dynamic |= self._confirmed(far_dynamic, flows, src, far, weak, far_geometry, refit_depth)
@@ -1477,7 +1508,8 @@ class FlowRigidityMasks:
         if view is None:
             return dynamic
         flow_px, flow_valid = view
-        view_c2w = self._view_cameras(flow_px, flow_valid, src, mirror, geometry["c2w"], geometry["K"], refit_depth)
+        view_c2w = self._view_cameras(flow_px, flow_valid, src, mirror, geometry["c2w"], geometry["K"], refit_depth,
+                                      geometry["static_mask"])
         score = self.pair_score(flow_px, flow_valid, src, mirror, **dict(geometry, c2w=view_c2w))
         with np.errstate(invalid="ignore"):
             return dynamic & ~(where & (score < 1.0))
@@ -1491,12 +1523,15 @@ class FlowRigidityMasks:
         c2w: np.ndarray,
         K: np.ndarray,
         depth: np.ndarray | None = None,
+        static_mask: np.ndarray | None = None,
     ) -> np.ndarray:
         """c2w (T, 4, 4) for the view src -> dst: the given cameras, or, where they explain the background
         of its flow `refit_min_ratio` times worse than the pose refitted to it, a copy whose dst camera
         holds the refit (module docstring). Cameras that do not translate between src and dst keep
         their pose: a fixed or turning camera was decided from the background's own evidence, and
-        without parallax a large mover could hold the fit's consensus. With `depth` (T, H, W), 0 where
+        without parallax a large mover could hold the fit's consensus. With `static_mask` (T, H, W)
+        bool (the frame masks' static pixels), the refit must explain the flow of src's static pixels
+        at least as well as the cameras do (`_refit_fits_static`). With `depth` (T, H, W), 0 where
         invalid, the refit must also explain more of the flow where src has depth (`_refit_explains_more`);
         `key_masks` gives it only depth not triangulated under these cameras (an import's, a network's)."""
         ratio = self.config.refit_min_ratio
@@ -1505,6 +1540,10 @@ class FlowRigidityMasks:
             return c2w
         refit = refit_to_background(flow_px, flow_valid, K[src], K[dst], given)
         if refit is None or refit.given_px <= ratio * max(refit.refit_px, REFIT_FLOOR_PX):
+            return c2w
+        if static_mask is not None and not _refit_fits_static(
+            flow_px, flow_valid & static_mask[src], K[src], K[dst], given, refit.src_to_dst
+        ):
             return c2w
         view_c2w = c2w.copy()
         view_c2w[dst] = c2w[src] @ np.linalg.inv(refit.src_to_dst)

@@ -605,6 +605,31 @@ def test_a_refit_onto_a_mover_that_fills_the_frame_is_refused_where_depth_holds(
     assert masks._view_cameras(flow, valid, 0, 4, c2w, K, sparse) is not c2w
 
 
+def test_a_refit_must_explain_the_frame_masks_static_pixels(clips):
+    """The same mover over the right 70 % of a dolly's key flow, which the frame masks flag: the
+    refit follows the mover and explains the static pixels worse than the cameras, so the right
+    cameras stay (without depth, as for triangulated depth); cameras that are wrong are still refitted."""
+    clip, _ = clips[("dolly", 2)]
+    labels, c2w, K = clip.labels, scaled_c2w(clip), clip.labels["K"]
+    flow, valid = labels["key_flow"][0].copy(), labels["key_flow_valid"][0]
+    width = flow.shape[1]
+    true_pose = relative_pose(c2w[0], c2w[4])
+    other = c2w.copy()
+    other[4] = c2w[0] @ np.linalg.inv(_turned(true_pose, 8.0))
+    depth = labels["depth"] * SCALE
+    flow[:, int(0.3 * width):] = rigid_flow(0.25 * depth[0], K[0], c2w[0], K[4], other[4])[0][:, int(0.3 * width):]
+    static = np.ones(labels["depth"].shape, bool)
+    static[:, :, int(0.3 * width):] = False
+    masks = FlowRigidityMasks()
+    assert masks._view_cameras(flow, valid, 0, 4, c2w, K) is not c2w  # all pixels: the refit follows the mover
+    assert masks._view_cameras(flow, valid, 0, 4, c2w, K, None, static) is c2w
+    wrong = c2w.copy()
+    wrong[4] = c2w[0] @ np.linalg.inv(_turned(true_pose, 1.5))
+    refitted = masks._view_cameras(labels["key_flow"][0], valid, 0, 4, wrong, K, None, static)
+    error = cv2.Rodrigues(relative_pose(refitted[0], refitted[4])[:3, :3] @ true_pose[:3, :3].T)[0]
+    assert np.degrees(np.linalg.norm(error)) < 0.05
+
+
 @pytest.mark.parametrize("camera", ["dolly", "orbit"])
 def test_longer_views_find_slow_movers(camera):
     """Seed 5's small movers add 0.4-1 px over one key interval (under the threshold) and
