@@ -573,20 +573,28 @@ def test_key_masks_refit_a_pair_the_cameras_got_wrong(clips):
         DynamicMaskConfig(refit_depth_stride_px=0)
 
 
+def _mover_over_the_right(clip):
+    """(labels, c2w, K, depth, key flow 0 -> 4, its validity, the true relative pose) of a dolly whose
+    key flow's right 70 % is one coherent motion: a surface at a quarter of the scene's depth under a
+    camera turned 8 deg, as a large mover near the lens gives (rigid under no pose with the camera's
+    length of travel)."""
+    labels, c2w, K = clip.labels, scaled_c2w(clip), clip.labels["K"]
+    depth = labels["depth"] * SCALE
+    flow, valid = labels["key_flow"][0].copy(), labels["key_flow_valid"][0]
+    true_pose = relative_pose(c2w[0], c2w[4])
+    other = c2w.copy()
+    other[4] = c2w[0] @ np.linalg.inv(_turned(true_pose, 8.0))
+    right = int(0.3 * flow.shape[1])
+    flow[:, right:] = rigid_flow(0.25 * depth[0], K[0], c2w[0], K[4], other[4])[0][:, right:]
+    return labels, c2w, K, depth, flow, valid, true_pose
+
+
 def test_a_refit_onto_a_mover_that_fills_the_frame_is_refused_where_depth_holds(clips):
     """Exact key flow of a dolly whose right 70 % is taken by one coherent motion (a surface at a
     quarter of the scene's depth under a camera turned 8 deg, as a large mover near the lens gives: rigid under
     no pose with the camera's length of travel): the background fit follows it, and only the depth
     tells the cameras were right."""
-    clip, _ = clips[("dolly", 2)]
-    labels, c2w, K = clip.labels, scaled_c2w(clip), clip.labels["K"]
-    depth = labels["depth"] * SCALE
-    flow, valid = labels["key_flow"][0].copy(), labels["key_flow_valid"][0]
-    width = flow.shape[1]
-    true_pose = relative_pose(c2w[0], c2w[4])
-    other = c2w.copy()
-    other[4] = c2w[0] @ np.linalg.inv(_turned(true_pose, 8.0))
-    flow[:, int(0.3 * width):] = rigid_flow(0.25 * depth[0], K[0], c2w[0], K[4], other[4])[0][:, int(0.3 * width):]
+    labels, c2w, K, depth, flow, valid, true_pose = _mover_over_the_right(clips[("dolly", 2)][0])
     masks = FlowRigidityMasks()
     without_depth = masks._view_cameras(flow, valid, 0, 4, c2w, K)
     turn = cv2.Rodrigues(relative_pose(without_depth[0], without_depth[4])[:3, :3] @ true_pose[:3, :3].T)[0]
@@ -609,17 +617,9 @@ def test_a_refit_must_explain_the_frame_masks_static_pixels(clips):
     """The same mover over the right 70 % of a dolly's key flow, which the frame masks flag: the
     refit follows the mover and explains the static pixels worse than the cameras, so the right
     cameras stay (without depth, as for triangulated depth); cameras that are wrong are still refitted."""
-    clip, _ = clips[("dolly", 2)]
-    labels, c2w, K = clip.labels, scaled_c2w(clip), clip.labels["K"]
-    flow, valid = labels["key_flow"][0].copy(), labels["key_flow_valid"][0]
-    width = flow.shape[1]
-    true_pose = relative_pose(c2w[0], c2w[4])
-    other = c2w.copy()
-    other[4] = c2w[0] @ np.linalg.inv(_turned(true_pose, 8.0))
-    depth = labels["depth"] * SCALE
-    flow[:, int(0.3 * width):] = rigid_flow(0.25 * depth[0], K[0], c2w[0], K[4], other[4])[0][:, int(0.3 * width):]
+    labels, c2w, K, _, flow, valid, true_pose = _mover_over_the_right(clips[("dolly", 2)][0])
     static = np.ones(labels["depth"].shape, bool)
-    static[:, :, int(0.3 * width):] = False
+    static[:, :, int(0.3 * flow.shape[1]):] = False
     masks = FlowRigidityMasks()
     assert masks._view_cameras(flow, valid, 0, 4, c2w, K) is not c2w  # all pixels: the refit follows the mover
     assert masks._view_cameras(flow, valid, 0, 4, c2w, K, None, static) is c2w
