@@ -9,9 +9,12 @@ several neighbouring frames j and fuses them:
 
 1. Correspondences i -> j come from the given flows, composed along the fewest (at most
    `max_hops`) given pairs, e.g. 5 -> 4 -> 8 -> 12 from consecutive and key-frame flows,
-   for the `max_views` frames j with 0 < |j - i| <= `max_frame_gap` farthest from i in
-   camera position (parallax, and so precision, grows with the baseline); a composed
-   flow is valid only where every hop is.
+   for `max_views` frames j with 0 < |j - i| <= `max_frame_gap`: those farthest from i in
+   camera position (parallax, and so precision, grows with the baseline), optionally with
+   the `near_views` nearest among them. A composed flow is valid only where every hop is, so
+   over long gaps it is lost wherever the point was occluded or left the view on the way;
+   near views still see it, but put part of what they add too near beside occluders
+   (measured: docs/benchmarks.md, "Session 40").
 2. Two-view triangulation: with the relative pose (R, t) of j w.r.t. i, a point at inverse
    depth rho on the ray of u projects to q(rho) = pi(a + rho b), a = K_j R K_i^-1 (u, 1),
    b = K_j t, a straight line through the vanishing point pi(a) (rho = 0). The measured
@@ -415,6 +418,8 @@ class MultiViewDepthConfig:
         max_frame_gap: views come from frames at most this far from the reference frame.
         max_hops: most flow pairs composed into one correspondence.
         max_views: views per frame, those with the longest camera baselines first.
+        near_views: of those, this many are the frames with the shortest baselines instead
+            (module docstring, step 1).
         flow_sigma_px: assumed standard deviation of one flow field's error.
         flow_sigma_rel: extra flow error per pixel of flow magnitude (large motions are
             estimated less precisely).
@@ -445,6 +450,7 @@ class MultiViewDepthConfig:
     max_frame_gap: int = 16
     max_hops: int = 6
     max_views: int = 12
+    near_views: int = 0
     flow_sigma_px: float = 0.35
     flow_sigma_rel: float = 0.01
     epipolar_sigmas: float = 3.0
@@ -477,6 +483,8 @@ class MultiViewDepthConfig:
         if not 0 <= self.min_isotropy < 1 or self.isotropy_window_px < 3 or not self.stripe_slide_ratio >= 1:
             raise ValueError(f"need 0 <= min_isotropy < 1, isotropy_window_px >= 3 and stripe_slide_ratio >= 1, got "
                              f"{self.min_isotropy}, {self.isotropy_window_px}, {self.stripe_slide_ratio}")
+        if not 0 <= self.near_views <= self.max_views:
+            raise ValueError(f"need 0 <= near_views <= max_views, got {self.near_views}, {self.max_views}")
         if not 0 < self.min_inlier_weight_fraction <= 1:
             raise ValueError(f"min_inlier_weight_fraction must be in (0, 1], got {self.min_inlier_weight_fraction}")
 
@@ -562,7 +570,9 @@ class MultiViewDepth:
         paths = flow_paths(flows.directed_pairs(), t, cfg.max_frame_gap, cfg.max_hops)
         # Longest baselines first: parallax, and so precision, grows with them.
         baseline = {dst: float(np.linalg.norm(c2w[dst][:3, 3] - c2w[t][:3, 3])) for dst in paths}
-        chosen = sorted(paths, key=lambda dst: (-baseline[dst], len(paths[dst]), dst))[: cfg.max_views]
+        ranked = sorted(paths, key=lambda dst: (-baseline[dst], len(paths[dst]), dst))
+        far = cfg.max_views - cfg.near_views
+        chosen = ranked[:far] + ranked[far:][len(ranked[far:]) - cfg.near_views:]
         views = correspondences_along(flows, {dst: paths[dst] for dst in chosen})
         if not views:
             shape = (height, width)

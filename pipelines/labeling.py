@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from labelers.depth import MultiViewDepth
+from labelers.depth import MultiViewDepth, MultiViewDepthConfig
 from labelers.dynamic_mask import label_depth_and_masks, label_masks_given_depth
 from labelers.flow import (
     CHAIN_DISAGREE_GAP_PX,
@@ -95,6 +95,7 @@ class LabelConfig:
         flow: "dis" (weight-free OpenCV) or "sea-raft" (needs `flow_weights`).
         camera: "sfm" (weight-free structure from motion) or "import" (outside annotations).
         depth: "mvs" (weight-free multi-view), "neural" (needs `depth_weights`) or "import".
+        depth_near_views: `labelers.depth.MultiViewDepthConfig.near_views`.
         device: torch device of neural backends ("cpu", "cuda").
         max_flow_uncertainty_px: flow with a larger expected error is invalid.
         scene_flow_max_uncertainty_px: key flow with a larger expected error gives no valid scene
@@ -162,6 +163,11 @@ class LabelConfig:
         "help": "depth backend: mvs (weight-free multi-view), neural (needs depth weights) or import"})
     depth_weights: str | None = field(default=None, metadata={
         "help": "local folder of a transformers depth model"})
+    depth_near_views: int = field(default=MultiViewDepthConfig().near_views, metadata={
+        "ge": 0, "le": MultiViewDepthConfig().max_views,
+        "help": "with multi-view depth, this many of each frame's views are its nearest frames, not the longest "
+        "baselines (more coverage where long composed flows are lost; part of what they add lies too near beside "
+        "occluders)"})
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda"), "help": "device of neural labelers"})
     max_flow_uncertainty_px: float = field(default=3.0, metadata={
         "gt": 0, "help": "flow with a larger expected error (px) is invalid"})
@@ -335,7 +341,8 @@ def build_backends(cfg: LabelConfig, skip: Sequence[str] = ()) -> Backends:
 
             depth = NeuralDepth.from_pretrained(cfg.depth_weights, device=cfg.device)
         else:
-            depth = MultiViewDepth()  # "import" reads depth from annotations; MVS describes nothing then
+            # "import" reads depth from annotations; MVS describes nothing then
+            depth = MultiViewDepth(MultiViewDepthConfig(near_views=cfg.depth_near_views))
     camera = (
         _ImportedLabels("camera")
         if cfg.camera == "import"

@@ -164,6 +164,10 @@ def compressors_for(codec: str, dtype: np.dtype) -> tuple:
     raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
 
 
+def _is_local_store(root: Path) -> bool:
+    return (root / "zarr.json").exists()
+
+
 class LabelStore:
     """A directory holding labelled clips; see the module docstring for the layout."""
 
@@ -199,19 +203,25 @@ class LabelStore:
             return _object_backend().create(object_url(path), precision, exist_ok, codec, rounding)
         check_settings(precision, codec, rounding)
         root = local_path(path)
-        if (root / "zarr.json").exists():
+        if _is_local_store(root):
             if not exist_ok:
                 raise FileExistsError(f"label store already exists: {root}")
             return cls.open(root)
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and any(root.iterdir()) and not _is_local_store(root):
             raise FileExistsError(f"{root} exists, is not empty and is not a label store")
         root.mkdir(parents=True, exist_ok=True)
-        zarr.open_group(
-            zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": store_meta(precision, codec, rounding)}
-        )
+        created = True
+        try:
+            zarr.open_group(
+                zarr.storage.LocalStore(root), mode="w-", attributes={"worldreel": store_meta(precision, codec, rounding)}
+            )
+        except FileExistsError:  # another run created it since the check above (two runs started at once)
+            if not exist_ok:
+                raise FileExistsError(f"label store already exists: {root}") from None
+            created = False
         for sub in ("clips", "index/rows", ".staging", ".locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        return cls(root, precision, codec, rounding)
+        return cls(root, precision, codec, rounding) if created else cls.open(root)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelStore":

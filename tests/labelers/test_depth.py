@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -280,6 +282,32 @@ def test_multiview_depth_on_dis_flow(clips, dis_flows, camera):
     assert coverage > 0.75
 
 
+def test_the_nearest_frames_give_depth_where_the_long_composed_flows_are_lost(clips):
+    """Every key-pair flow is invalid on the left third (a point occluded or out of view on the way
+    is lost so): the views with the longest baselines, composed through key pairs, see nothing
+    there; the nearest frames, a consecutive hop or two away, still triangulate it. Measured:
+    coverage of the static band 0.21 without near views, 0.87 with them; elsewhere 0.87 -> 0.90;
+    delta1.25 1.000 -> 0.998."""
+    clip = clips["orbit"]
+    moving = moving_pixels(clip)
+    flows = gt_flow_pairs(clip, noise_px=0.2)
+    band = np.zeros(flows.valid_fwd.shape[1:], bool)
+    band[:, :60] = True
+    key = (flows.pairs[:, 1] - flows.pairs[:, 0] > 1)[:, None, None]
+    lost = dataclasses.replace(flows, valid_fwd=flows.valid_fwd & ~(key & band), valid_bwd=flows.valid_bwd & ~(key & band))
+    static = ~moving & clip.labels["depth_valid"]
+    coverage = {}
+    for near_views in (0, 4):
+        result = MultiViewDepth(MultiViewDepthConfig(near_views=near_views)).estimate(
+            clip.frames, lost, scaled_c2w(clip), clip.labels["K"], moving)
+        coverage[near_views] = [float(result.depth_valid[static & where].mean()) for where in (band, ~band)]
+        accuracy, _ = depth_scores(clip, result.depth, result.depth_valid)
+        assert accuracy > 0.99
+    (band_far, rest_far), (band_near, rest_near) = coverage.values()
+    assert band_far < 0.3 and band_near > 0.8
+    assert rest_near > rest_far - 0.01
+
+
 def test_reestimate_replaces_only_the_named_frames(clips, dis_flows):
     clip = clips["dolly"]
     moving, c2w, K = moving_pixels(clip), scaled_c2w(clip), clip.labels["K"]
@@ -370,6 +398,8 @@ def test_input_checks():
         MultiViewDepthConfig(max_rel_sigma=0)
     with pytest.raises(ValueError, match="camera_sigma_rel"):
         MultiViewDepthConfig(camera_sigma_rel=-0.01)
+    with pytest.raises(ValueError, match="near_views"):
+        MultiViewDepthConfig(max_views=4, near_views=5)
 
 
 @pytest.fixture(scope="module")

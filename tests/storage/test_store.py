@@ -192,6 +192,19 @@ def test_open_missing_store_and_create_over_foreign_directory(tmp_path):
         LabelStore.create(tmp_path / "foreign")
 
 
+def test_a_store_another_run_creates_meanwhile_is_opened(tmp_path, monkeypatch):
+    """Two runs started at once on one new store: the second finds no store at its check, and the
+    first has created it by the time the second writes its root group."""
+    LabelStore.create(tmp_path / "labels.zarr", rounding="compact")
+    seen = iter([False])  # the first look comes before the other run wrote its root group
+    monkeypatch.setattr("storage.store._is_local_store", lambda root: next(seen, True))
+    store = LabelStore.create(tmp_path / "labels.zarr")
+    assert store.rounding == "compact"  # the store the other run created, not a new one
+    seen = iter([False])
+    with pytest.raises(FileExistsError, match="already exists"):
+        LabelStore.create(tmp_path / "labels.zarr", exist_ok=False)
+
+
 def test_repair_index_finds_clip_published_without_index_row(store):
     arrays, attrs = random_clip()
     store.commit("c", arrays, attrs)
