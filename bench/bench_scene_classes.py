@@ -159,7 +159,7 @@ def run_class(name: str, args: argparse.Namespace, root: Path) -> list[dict]:
     cfg = LabelConfig(height=height, width=width, num_frames=args.frames, unknown_focal=args.unknown_focal,
                       key_flow_guided=not args.no_key_flow_guided, uncertain_focal_max_std=args.uncertain_focal_max_std,
                       key_flow_geometry_px=None if args.no_key_flow_geometry else LabelConfig.key_flow_geometry_px,
-                      key_flow_chain_start=args.key_flow_chain_start)
+                      key_flow_chain_start=args.key_flow_chain_start, depth_near_views=args.depth_near_views)
     backends = build_backends(cfg)
     if args.dense_limit is not None:  # calibration: label clips the prior's dense test would reject
         backends.camera = SfmCamera(replace(backends.camera.config, min_prior_dense_agreement=args.dense_limit))
@@ -285,6 +285,9 @@ def main() -> None:
     parser.add_argument("--key-flow-chain-start", action="store_true",
                         help="key-pair flow started from the composed consecutive flows, not searched from zero "
                         "motion (LabelConfig.key_flow_chain_start)")
+    parser.add_argument("--depth-near-views", type=int, default=LabelConfig.depth_near_views,
+                        help="of each frame's multi-view depth views, this many are its nearest frames "
+                        "(LabelConfig.depth_near_views)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 clip of room and open_sky at 120x180, T=9")
     parser.add_argument("--tables-from", type=Path, metavar="JSON",
                         help="print the tables of a sweep written with --out, labelling nothing")

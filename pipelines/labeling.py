@@ -255,6 +255,8 @@ class LabelConfig:
             raise ValueError("SEA-RAFT uncertainty is never below ~1.6 px: set scene_flow_max_uncertainty_px to None or >= 1.7")
         if self.flow == "sea-raft" and not self.flow_weights:
             raise ValueError("flow 'sea-raft' needs flow_weights: a local SEA-RAFT checkpoint (.pth or .safetensors)")
+        if self.depth_near_views and self.depth != "mvs":
+            raise ValueError(f"depth_near_views applies to multi-view depth (depth 'mvs') only, got depth {self.depth!r}")
         if self.depth == "neural" and not self.depth_weights:
             raise ValueError("depth 'neural' needs depth_weights: a local folder of a transformers depth model")
         if self.vipe_min_depth_m >= self.vipe_max_depth_m:

@@ -106,6 +106,16 @@ def test_attributes_record_labelers_qa_and_source(labelled_dolly):
     assert index_row["qa_rigid_flow_residual_px"] == pytest.approx(attrs["qa"]["rigid_flow_residual_px"])
 
 
+def test_depth_near_views_reach_the_multi_view_depth_and_its_record():
+    cfg = LabelConfig(height=72, width=108, num_frames=9, depth_near_views=4)
+    backends = build_backends(cfg)
+    assert backends.depth.config.near_views == 4
+    assert _labelers_attr(backends, cfg)["depth"]["params"]["near_views"] == 4
+    assert build_backends(LabelConfig()).depth.config.near_views == 0  # off by default
+    with pytest.raises(ValueError, match="depth_near_views"):
+        LabelConfig(depth="import", camera="import", depth_near_views=4)
+
+
 def test_key_flow_starts_from_the_consecutive_flows_with_multi_view_depth_only():
     """Multi-view depth shares the chain start's small errors, an import's depth does not: the key
     pairs of an import are searched from zero motion, exactly as with the option off."""
