@@ -9,6 +9,16 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# One BLAS thread per test worker, as Ray gives each labeling task (OMP_NUM_THREADS=1). The
+# labelers' matrix products are skinny (N x 3 by 3 x 3): OpenBLAS's threads only spin on them,
+# taking the other worker's core (docs/benchmarks.md, "Session 41"). pytest plugins (zarr's)
+# load numpy before this file, so the limit is set through threadpoolctl here; the variable
+# reaches the subprocesses the tests start.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "storage"))
