@@ -66,6 +66,8 @@ __all__ = [
     "build_backends",
     "plan",
     "label_clip",
+    "label_stages",
+    "FrameLabels",
     "Overlays",
     "label_scene_flow",
     "label_and_commit",
@@ -505,29 +507,64 @@ def label_arrays(
     }
 
 
-def label_clip(
-    spec: ClipSpec, cfg: LabelConfig, backends: Backends, seconds: dict[str, float] | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
-    """Label one clip: the stored arrays of LABELS.md, the clip attributes and the QA rejection reasons.
+@dataclass
+class FrameLabels:
+    """What the labeling stages give for T frames (`label_stages`).
+
+    Attributes:
+        arrays: the LABELS.md arrays but `frame_index` and `timestamps` (`label_arrays`).
+        camera_qa: the camera labeler's QA metrics (empty for imported cameras).
+        metric_scale: whether the cameras and depth are in metres.
+        overlay: (H, W) bool static-overlay pixels (`Overlays`).
+        fb_inside: (T-1, H, W) bool consecutive-pair pixels whose forward-backward check could be
+            made (the target inside the image).
+        measured_key_flow_valid: (S-1, H, W) bool key-flow validity before the depth's check.
+    """
+
+    arrays: dict[str, np.ndarray]
+    camera_qa: dict[str, float]
+    metric_scale: bool
+    overlay: np.ndarray
+    fb_inside: np.ndarray
+    measured_key_flow_valid: np.ndarray
+
+
+def label_stages(
+    clip_id: str,
+    frames: np.ndarray,
+    K: np.ndarray | None,
+    cfg: LabelConfig,
+    backends: Backends,
+    imported=None,
+    seconds: dict[str, float] | None = None,
+) -> FrameLabels:
+    """Every labeling stage after the decode, on T frames:
+
+        flow (consecutive and key pairs, key flows repaired from the chains; static overlays)
+             -> camera -> dynamic masks and depth -> point maps and scene flow
+
+    Args:
+        clip_id: names the frames in a rejection.
+        frames: (T, H, W, 3) uint8 RGB, T - 1 a multiple of `cfg.stride`.
+        K: (T, 3, 3) intrinsics in pixels of the frames; None lets the camera labeler estimate them.
+        imported: the clip's imported cameras and depth (`cfg.camera` "import"), else None.
+        seconds: per-stage wall times are added here.
 
     Raises:
-        ClipRejected: the clip cannot be labelled (decode, camera or annotation failure).
+        ClipRejected: `camera_<reason>` when the camera labeler fails, `camera_static` /
+            `camera_rotation` when the camera gives no parallax for multi-view depth,
+            `camera_intrinsics_unobservable` when the dense depth depends on an unobserved focal.
     """
     seconds = {} if seconds is None else seconds
-    T, stride = cfg.num_frames, cfg.stride
-    with timed_stage(seconds, "decode"):
-        decoded = decode_clip(spec, cfg.decode)
-    frames = decoded.frames
+    key_frames = list(range(0, len(frames), cfg.stride))
     with timed_stage(seconds, "flow"):
         flows, key_flows = pair_flows(frames, cfg, backends)
         overlays = Overlays.find(frames, cfg)
-    imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
     with timed_stage(seconds, "camera"):
         c2w, K, metric_scale, camera_qa, focal_alternatives = _cameras(
-            spec, decoded, overlays.off_flow(key_flows), backends, imported, cfg, overlays.camera_exclude)
+            clip_id, frames, K, overlays.off_flow(key_flows), backends, imported, cfg, overlays.camera_exclude)
     overlays = overlays.for_camera(camera_fixed=bool(camera_qa.get("camera_static")))
     flows, key_flows = overlays.off_flow(flows), overlays.off_flow(key_flows)
-    key_frames = list(range(0, T, stride))
     with timed_stage(seconds, "depth_and_masks"):
         # one set of pair flows for depth and masks: a copy, freed when the stage ends
         merged = flows.merged(key_flows)
@@ -546,7 +583,7 @@ def label_clip(
         depth_valid, dynamic_key = overlays.off_surfaces(depth_valid, dynamic_key)
         if focal_alternatives and isinstance(backends.depth, MultiViewDepth):
             camera_qa.update(_check_prior_focal_depth(
-                spec.clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames,
+                clip_id, backends, merged, depth, depth_valid, key_frames, focal_alternatives, frames,
                 uncertain=camera_qa["camera_focal_uncertain_rel_std"] > 0,
             ))
         del merged
@@ -554,18 +591,32 @@ def label_clip(
         key_flows = key_flows_against_depth(key_flows, depth, depth_valid, c2w, K, backends, cfg)
     with timed_stage(seconds, "scene_flow"):
         flow3d, flow3d_valid = label_scene_flow(depth, depth_valid, K, c2w, key_flows, flows, frames, dynamic_key, cfg)
-    arrays = {
-        "frame_index": decoded.frame_index,
-        "timestamps": decoded.timestamps,
-        **label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic_key, flow3d, flow3d_valid),
-    }
+    arrays = label_arrays(K, c2w, depth, depth_valid, flows, key_flows, dynamic_key, flow3d, flow3d_valid)
+    return FrameLabels(arrays, camera_qa, metric_scale, overlays.mask, ~np.isnan(flows.fb_error_fwd_px),
+                       measured_key_valid)
+
+
+def label_clip(
+    spec: ClipSpec, cfg: LabelConfig, backends: Backends, seconds: dict[str, float] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
+    """Label one clip: the stored arrays of LABELS.md, the clip attributes and the QA rejection reasons.
+
+    Raises:
+        ClipRejected: the clip cannot be labelled (decode, camera or annotation failure).
+    """
+    seconds = {} if seconds is None else seconds
+    with timed_stage(seconds, "decode"):
+        decoded = decode_clip(spec, cfg.decode)
+    imported = _import_annotations(spec, decoded, cfg) if cfg.camera == "import" else None
+    labelled = label_stages(spec.clip_id, decoded.frames, decoded.K, cfg, backends, imported, seconds)
+    arrays = {"frame_index": decoded.frame_index, "timestamps": decoded.timestamps, **labelled.arrays}
     with timed_stage(seconds, "qa"):
-        inside = ~np.isnan(flows.fb_error_fwd_px)
         # depth not triangulated under the cameras can tell a mover's background fit from a camera error
         depth_independent = imported is not None or backends.depth.dense
-        qa = {**clip_quality(arrays, stride, fb_inside=inside, measured_key_flow_valid=measured_key_valid,
-                             depth_independent=depth_independent), **camera_qa,
-              "static_overlay_fraction": float(overlays.mask.mean())}
+        qa = {**clip_quality(arrays, cfg.stride, fb_inside=labelled.fb_inside,
+                             measured_key_flow_valid=labelled.measured_key_flow_valid,
+                             depth_independent=depth_independent), **labelled.camera_qa,
+              "static_overlay_fraction": float(labelled.overlay.mean())}
         reasons = gate(qa, cfg.thresholds)
     labelers = _labelers_attr(backends, cfg)
     if imported is not None:
@@ -582,8 +633,8 @@ def label_clip(
         "fps": decoded.fps,
         "fps_target": decoded.fps_target,
         "source_stride": decoded.source_stride,
-        "stride": stride,
-        "metric_scale": metric_scale,
+        "stride": cfg.stride,
+        "metric_scale": labelled.metric_scale,
         "labelers": labelers,
         "qa": qa,
         "config": cfg.to_dict(),
@@ -720,8 +771,8 @@ def _scene_flow_support(key_flows: PairFlows, dynamic_key: np.ndarray, cfg: Labe
 
 
 def _cameras(
-    spec: ClipSpec, decoded: DecodedClip, key_flows: PairFlows, backends: Backends, imported, cfg: LabelConfig,
-    overlay: np.ndarray | None = None,
+    clip_id: str, frames: np.ndarray, K: np.ndarray | None, key_flows: PairFlows, backends: Backends, imported,
+    cfg: LabelConfig, overlay: np.ndarray | None = None,
 ) -> tuple:
     """c2w (T, 4, 4), K (T, 3, 3), metric_scale and camera QA metrics.
 
@@ -741,9 +792,9 @@ def _cameras(
     from labelers.camera import CameraFailure
 
     try:
-        result = backends.camera.estimate(decoded.frames, decoded.K, key_flows, exclude=overlay)
+        result = backends.camera.estimate(frames, K, key_flows, exclude=overlay)
     except CameraFailure as e:
-        raise ClipRejected(spec.clip_id, f"camera_{e.reason}", e.message) from e
+        raise ClipRejected(clip_id, f"camera_{e.reason}", e.message) from e
     qa = {
         "camera_reproj_median_px": float(result.reproj_px.get("median", np.nan)),
         "camera_registered_fraction": float(np.mean(result.registered)),
@@ -760,7 +811,7 @@ def _cameras(
     if result.motion == "general":
         return result.c2w, result.K, bool(result.metric_scale), qa, result.focal_alternatives
     if cfg.depth != "neural":
-        raise ClipRejected(spec.clip_id, f"camera_{result.motion}", _no_parallax_message(result))
+        raise ClipRejected(clip_id, f"camera_{result.motion}", _no_parallax_message(result))
     metric = backends.depth.params.get("depth_estimation_type") == "metric"  # `params` crosses Ray proxies
     return result.c2w, result.K, metric, {**qa, "camera_static": float(result.motion == "static")}, ()
 

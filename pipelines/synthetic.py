@@ -528,11 +528,16 @@ def _cast(scene: _Scene, origin: np.ndarray, dirs: np.ndarray, t: float) -> _Hit
             closer = s < best
             best = np.where(closer, s, best)
             obj = np.where(closer, SKY_ID, obj).astype(np.int32)
+    obj = obj.astype(np.int32, copy=False)
+    dirs_sq = np.einsum("ij,ij->i", dirs, dirs)
     for i, ob in enumerate(scene.objects):
-        s = _intersect(ob, ob.pose(t), origin, dirs)
-        closer = s < best
-        best = np.where(closer, s, best)
-        obj = np.where(closer, _NUM_FACES + i, obj).astype(np.int32)
+        pose = ob.pose(t)
+        # only the rays that pass the object's bounding sphere can hit it (most miss every object)
+        near = np.flatnonzero(_may_hit_sphere(pose[:3, 3], _bounding_radius(ob), origin, dirs, dirs_sq))
+        s = _intersect(ob, pose, origin, dirs[near])
+        closer = s < best[near]
+        best[near[closer]] = s[closer]
+        obj[near[closer]] = _NUM_FACES + i
     points = origin + best[:, None] * dirs
     local = points.copy()
     for i, ob in enumerate(scene.objects):
@@ -540,6 +545,18 @@ def _cast(scene: _Scene, origin: np.ndarray, dirs: np.ndarray, t: float) -> _Hit
         if sel.any():
             local[sel] = transform_points(np.linalg.inv(ob.pose(t)), points[sel])
     return _Hits(best, obj, local)
+
+
+def _may_hit_sphere(centre: np.ndarray, radius: float, origin: np.ndarray, dirs: np.ndarray,
+                    dirs_sq: np.ndarray) -> np.ndarray:
+    """(N,) bool: rays origin + s * dirs (s > 0) that may meet a sphere (with a 1 % margin: a
+    superset of the rays that do)."""
+    to_centre = centre - origin
+    clearance = to_centre @ to_centre - (1.01 * radius + 1e-6) ** 2
+    if clearance <= 0:  # the origin is inside it
+        return np.ones(len(dirs), bool)
+    along = dirs @ to_centre
+    return (along > 0) & (along * along >= clearance * dirs_sq)
 
 
 def _sphere_exit(origin: np.ndarray, dirs: np.ndarray, radius: float) -> np.ndarray:

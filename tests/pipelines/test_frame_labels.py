@@ -36,6 +36,9 @@ def test_label_frames_rejects_with_the_stages_reason():
     assert caught.value.reason.startswith("camera_")
     with pytest.raises(ValueError, match="multiple of the stride"):
         label_frames(flat[:8], cfg, build_backends(cfg))
+    imported = LabelConfig(height=32, width=48, num_frames=9, camera="import", depth="import")
+    with pytest.raises(ValueError, match="no annotations to import"):
+        label_frames(flat, imported, build_backends(cfg))
 
 
 def test_key_flow_that_contradicts_the_multi_view_depth_is_invalid():
