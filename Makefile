@@ -19,10 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/worldreel demo --out demo_out
 
-# Two pytest workers, one test file each at a time (module fixtures stay in one process): most of
-# the suite's time is spent waiting on Prefect, Ray, SeaweedFS and torch subprocesses.
-# TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
+# Three pytest workers, one test file each at a time (module fixtures stay in one process): part of
+# the suite's time is spent waiting on Prefect, Ray, SeaweedFS and torch subprocesses, which a third
+# worker fills on a 2-core machine (docs/benchmarks.md, "Session 41"). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
