@@ -30,7 +30,7 @@ from common import image_size  # noqa: E402
 from labelers.camera import CameraFailure, rotation_angle_deg  # noqa: E402
 from pipelines.clips import ClipRejected, ClipSpec  # noqa: E402
 from pipelines.decode import DecodeConfig, decode_clip  # noqa: E402
-from pipelines.labeling import CHAIN_START_WHERE, LabelConfig, build_backends, label_clip, pair_flows  # noqa: E402
+from pipelines.labeling import LabelConfig, build_backends, label_clip, pair_flows  # noqa: E402
 from pipelines.regression_footage import REGRESSION_CLIPS, absurd_numbers, locate, reference_movers  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--no-neural", action="store_true", help="skip the parallax-free depth run")
     parser.add_argument("--unknown-focal", choices=("reject", "prior"), default=LabelConfig.unknown_focal,
                         help="LabelConfig.unknown_focal")
-    parser.add_argument("--key-flow-chain-start", choices=CHAIN_START_WHERE, default="off",
+    parser.add_argument("--key-flow-chain-start", action="store_true",
                         help="key-pair flow started from the composed consecutive flows (LabelConfig.key_flow_chain_start)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     parser.add_argument("--quick", action="store_true", help="smoke run: two clips at 120x180, T=9, weight-free only")

@@ -57,7 +57,7 @@ from labelers.sfm import SfmCamera  # noqa: E402
 from pipelines.clips import ClipRejected  # noqa: E402
 from pipelines.decode import decode_clip  # noqa: E402
 from pipelines.label_eval import compare_labels  # noqa: E402
-from pipelines.labeling import CHAIN_START_WHERE, LabelConfig, build_backends, label_clip  # noqa: E402
+from pipelines.labeling import LabelConfig, build_backends, label_clip  # noqa: E402
 from pipelines.manifests import read_manifest  # noqa: E402
 from pipelines.synthetic import SKY_ID, SyntheticClip  # noqa: E402
 from pipelines.synthetic_set import SCENE_CLASSES, SyntheticSetRow, class_configs, write_synthetic_set  # noqa: E402
@@ -282,7 +282,7 @@ def main() -> None:
                         help="without the second key-pair flow pass (LabelConfig.key_flow_guided): the baseline")
     parser.add_argument("--no-key-flow-geometry", action="store_true",
                         help="without the key flow's check against the labelled depth (LabelConfig.key_flow_geometry_px)")
-    parser.add_argument("--key-flow-chain-start", choices=CHAIN_START_WHERE, default="off",
+    parser.add_argument("--key-flow-chain-start", action="store_true",
                         help="key-pair flow started from the composed consecutive flows, not searched from zero "
                         "motion (LabelConfig.key_flow_chain_start)")
     parser.add_argument("--depth-near-views", type=int, default=LabelConfig.depth_near_views,

@@ -72,8 +72,6 @@ from labelers.flow import (
     FlowResult,
     PairFlows,
     ValidityChecks,
-    aperture_normals,
-    compute_pair_flows,
     fill_from_chains,
     prefer_valid,
     validate_pair_flows,
@@ -253,25 +251,6 @@ def chain_guided_pair_flows(
     forward = [composed_chain_px([consecutive.lookup(t, t + 1)[0] for t in range(i, j)]) for i, j in index]
     backward = [composed_chain_px([consecutive.lookup(t, t - 1)[0] for t in range(j, i, -1)]) for i, j in index]
     return prior_guided_pair_flows(estimator, frames, index, forward + backward, max_uncertainty_px, checks, batch_size)
-
-
-def chain_started_on_stripes(
-    estimator: FlowEstimator,
-    frames: np.ndarray,
-    pairs: Sequence[tuple[int, int]],
-    consecutive: PairFlows,
-    max_uncertainty_px: float = DEFAULT_MAX_UNCERTAINTY_PX,
-    checks: ValidityChecks = ValidityChecks(),
-) -> PairFlows:
-    """Flows of frame pairs from zero motion, but on stripes (`labelers.flow.aperture_normals`) from
-    the composed consecutive flows where that estimate is valid (`chain_guided_pair_flows`)."""
-    direct = compute_pair_flows(estimator, frames, list(pairs), max_uncertainty_px, checks=checks)
-    chained = chain_guided_pair_flows(estimator, frames, pairs, consecutive, max_uncertainty_px, checks)
-    index = np.asarray(pairs, np.int64).reshape(-1, 2)
-    stripes = {int(t): np.isfinite(aperture_normals(cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY), checks.stripe_window_px,
-                                                    checks.stripe_max_isotropy)[..., 0]) for t in np.unique(index)}
-    within = tuple(np.stack([stripes[int(t)] for t in index[:, side]]) for side in (0, 1))
-    return prefer_valid(chained, direct, within)
 
 
 @dataclass(frozen=True)

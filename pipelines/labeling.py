@@ -48,7 +48,6 @@ from labelers.guided_flow import (
     PRIOR_SMOOTH_SIGMA_PX,
     GuidedKeyFlows,
     chain_guided_pair_flows,
-    chain_started_on_stripes,
     direct_flow_on_movers,
     invalid_against_depth,
 )
@@ -81,7 +80,6 @@ STAGES = ("decode", "flow", "camera", "depth_and_masks", "scene_flow", "qa", "wr
 FLOW_BACKENDS = ("dis", "sea-raft")
 CAMERA_BACKENDS = ("sfm", "import")
 DEPTH_BACKENDS = ("mvs", "neural", "import")
-CHAIN_START_WHERE = ("off", "stripes", "all")
 
 
 @dataclass(frozen=True)
@@ -132,10 +130,8 @@ class LabelConfig:
             error, an import's or a network's does not and the masks flag it, so with those the
             key pairs are searched from zero. Off by default: on held-out seeds 1500-1501 it raised
             IoU and key and depth coverage, on seeds 1700-1701 it raised false alarms on 5 of 5
-            clips, one over 1 % (docs/benchmarks.md, "Session 38"). "stripes": from zero, but on
-            stripes (`labelers.flow.aperture_normals`) the chain-started estimate where it is valid
-            (`labelers.guided_flow.chain_started_on_stripes`; session 41), "all": everywhere.
-            Recorded in the flow labeler's params where applied.
+            clips, one over 1 % (docs/benchmarks.md, "Session 38"). Recorded in the flow labeler's
+            params where applied.
         key_flow_chains: repair the first key-pair flow with the consecutive flows composed
             over the key interval (`labelers.flow.fill_from_chains`): a direct estimate loses
             fast movers that single-frame steps track, and can lock onto wrong matches in
@@ -232,10 +228,9 @@ class LabelConfig:
         "0.02 keeps it up to this std when three stds leave at most 0.1 deg of rotation error, its cameras explain "
         "the dense flow's background and the depth does not depend on it (QA: camera_focal_uncertain_rel_std); "
         "0 rejects such clips"})
-    key_flow_chain_start: str = field(default="off", metadata={
-        "choices": CHAIN_START_WHERE, "help": "with multi-view depth, where key-pair flow is estimated from the "
-        "composed consecutive flows as a start, not from zero motion: on stripes only, or all pixels (higher IoU "
-        "and coverage, more false alarms on fresh seeds); off by default"})
+    key_flow_chain_start: bool = field(default=False, metadata={
+        "help": "with multi-view depth, estimate key-pair flow from the composed consecutive flows as a start, not "
+        "from zero motion (higher IoU and coverage, more false alarms on fresh seeds: off by default)"})
     key_flow_chains: bool = field(default=True, metadata={
         "help": "repair the first key-pair flow with the composed consecutive flows where they are valid and it is not"})
     key_flow_guided: bool = field(default=True, metadata={
@@ -258,8 +253,6 @@ class LabelConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} backend must be one of {allowed}, got {value!r}")
-        if self.key_flow_chain_start not in CHAIN_START_WHERE:
-            raise ValueError(f"key_flow_chain_start must be one of {CHAIN_START_WHERE}, got {self.key_flow_chain_start!r}")
         if self.flow == "sea-raft" and self.scene_flow_max_uncertainty_px is not None and self.scene_flow_max_uncertainty_px < 1.7:
             raise ValueError("SEA-RAFT uncertainty is never below ~1.6 px: set scene_flow_max_uncertainty_px to None or >= 1.7")
         if self.flow == "sea-raft" and not self.flow_weights:
@@ -410,9 +403,7 @@ def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tupl
     T = frames.shape[0]
     flows = compute_pair_flows(backends.flow, frames, consecutive_pairs(T), cfg.max_flow_uncertainty_px)
     key_pairs = key_frame_pairs(T, cfg.stride)
-    if _starts_key_flow_from_chains(cfg) and cfg.key_flow_chain_start == "stripes":
-        key_flows = chain_started_on_stripes(backends.flow, frames, key_pairs, flows, cfg.max_flow_uncertainty_px)
-    elif _starts_key_flow_from_chains(cfg):
+    if _starts_key_flow_from_chains(cfg):
         key_flows = chain_guided_pair_flows(backends.flow, frames, key_pairs, flows, cfg.max_flow_uncertainty_px)
     else:
         key_flows = compute_pair_flows(backends.flow, frames, key_pairs, cfg.max_flow_uncertainty_px)
@@ -422,7 +413,7 @@ def pair_flows(frames: np.ndarray, cfg: LabelConfig, backends: Backends) -> tupl
 
 
 def _starts_key_flow_from_chains(cfg: LabelConfig) -> bool:
-    return cfg.key_flow_chain_start != "off" and cfg.depth == "mvs"
+    return cfg.key_flow_chain_start and cfg.depth == "mvs"
 
 
 def key_flows_against_depth(
@@ -669,8 +660,7 @@ def _labelers_attr(backends: Backends, cfg: LabelConfig) -> dict[str, dict[str, 
     if _checks_key_flow_geometry(backends, cfg):
         labelers["flow"]["params"]["key_flow_geometry"] = {"abs_px": cfg.key_flow_geometry_px, "rel": GEOMETRY_REL_TOL}
     if _starts_key_flow_from_chains(cfg):
-        labelers["flow"]["params"]["key_flow_chain_start"] = {"version": CHAIN_START_VERSION,
-                                                              "where": cfg.key_flow_chain_start}
+        labelers["flow"]["params"]["key_flow_chain_start"] = {"version": CHAIN_START_VERSION}
     if cfg.key_flow_chains:
         labelers["flow"]["params"]["key_flow_chains"] = {
             "version": CHAIN_FILL_VERSION,

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 
 from labelers.depth import DepthResult, MultiViewDepth
 from labelers.dis_flow import DisFlow
 from labelers.dynamic_mask import label_depth_and_masks
-from labelers.flow import ValidityChecks, aperture_normals, compute_pair_flows, consecutive_pairs, key_frame_pairs
+from labelers.flow import compute_pair_flows, consecutive_pairs, key_frame_pairs
 from labelers.geometry import rigid_flow
 from labelers.guided_flow import (
     GuidedKeyFlows,
     chain_guided_pair_flows,
-    chain_started_on_stripes,
     composed_chain_px,
     direct_flow_on_movers,
     geometry_guided_pair_flows,
@@ -302,30 +300,6 @@ def test_a_chain_start_keeps_key_flow_on_stripes_off_the_wrong_period():
     coverage_chained, wrong_chained = key_flow_outliers(chained, clip, clip.labels["key_flow_valid"])
     assert wrong_direct > 0.04 and wrong_chained < wrong_direct / 3
     assert coverage_chained > coverage_direct
-
-
-def test_a_chain_start_on_stripes_only_keeps_the_search_from_zero_elsewhere():
-    """The same striped orbit, chain-started on stripes only (`LabelConfig.key_flow_chain_start`
-    "stripes"): off stripes the flow is the direct estimate, bit for bit; on stripes the chain-started
-    one where it is valid, else the direct one; and fewer valid pixels are more than 3 px off (seed 4,
-    stripes on 21 % of the key frames: 6.8 % from zero, 2.1 % on stripes only, 1.0 % everywhere)."""
-    clip = render_clip(SceneConfig(seed=4, height=120, width=180, num_frames=9, stride=4, camera="orbit",
-                                   scene="open", texture="repeated", num_moving=1))
-    direct, chained = direct_and_chain_started(clip)
-    consecutive = compute_pair_flows(DisFlow(), clip.frames, consecutive_pairs(9))
-    mixed = chain_started_on_stripes(DisFlow(), clip.frames, KEY_PAIRS, consecutive)
-    checks = ValidityChecks()
-    stripes = np.stack([np.isfinite(aperture_normals(cv2.cvtColor(clip.frames[i], cv2.COLOR_RGB2GRAY),
-                                                     checks.stripe_window_px, checks.stripe_max_isotropy)[..., 0])
-                        for i, _ in KEY_PAIRS])
-    from_chain = stripes & chained.valid_fwd
-    assert 0.05 < stripes.mean() < 0.95 and from_chain.any()
-    np.testing.assert_array_equal(mixed.flow_fwd_px[~from_chain], direct.flow_fwd_px[~from_chain])
-    np.testing.assert_array_equal(mixed.flow_fwd_px[from_chain], chained.flow_fwd_px[from_chain])
-    np.testing.assert_array_equal(mixed.valid_fwd, np.where(from_chain, chained.valid_fwd, direct.valid_fwd))
-    within = clip.labels["key_flow_valid"]
-    (_, wrong_direct), (_, wrong_mixed) = (key_flow_outliers(f, clip, within) for f in (direct, mixed))
-    assert wrong_mixed < wrong_direct / 2
 
 
 def test_a_chain_start_keeps_movers_too_fast_for_a_search_from_zero():

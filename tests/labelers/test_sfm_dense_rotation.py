@@ -108,7 +108,7 @@ def slow_pan():
                                    camera_speed=0.06, texture="low", large_mover=True, scene="room"))
     key_flows = {}
     for chain_start in (True, False):
-        cfg = LabelConfig(height=240, width=360, num_frames=17, key_flow_chain_start="all" if chain_start else "off")
+        cfg = LabelConfig(height=240, width=360, num_frames=17, key_flow_chain_start=chain_start)
         key_flows[chain_start] = pair_flows(clip.frames, cfg, build_backends(cfg))[1]
     return clip.frames, key_flows, clip.labels["c2w"]
 

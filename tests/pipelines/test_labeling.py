@@ -123,16 +123,14 @@ def test_key_flow_starts_from_the_consecutive_flows_with_multi_view_depth_only()
                                    scene="open", texture="repeated", num_moving=1))
     key_flow = {}
     for name, options in (("mvs", {}), ("import", dict(camera="import", depth="import")),
-                          ("off", dict(key_flow_chain_start="off"))):
-        cfg = LabelConfig(height=72, width=108, num_frames=9, **{"key_flow_chain_start": "all", **options})
+                          ("off", dict(key_flow_chain_start=False))):
+        cfg = LabelConfig(height=72, width=108, num_frames=9, **{"key_flow_chain_start": True, **options})
         key_flow[name] = pair_flows(clip.frames, cfg, build_backends(cfg))[1].flow_fwd_px
         if name == "mvs":
             assert _labelers_attr(build_backends(cfg), cfg)["flow"]["params"]["key_flow_chain_start"] == {
-                "version": CHAIN_START_VERSION, "where": "all"}
+                "version": CHAIN_START_VERSION}
     np.testing.assert_array_equal(key_flow["import"], key_flow["off"])
     assert np.abs(key_flow["mvs"] - key_flow["off"]).max() > 1.0
-    with pytest.raises(ValueError, match="key_flow_chain_start must be one of"):
-        LabelConfig(key_flow_chain_start="everywhere")
 
 
 def test_manifest_of_good_and_bad_clips_in_process(tmp_path):
