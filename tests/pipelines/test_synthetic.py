@@ -305,3 +305,27 @@ def test_captions_name_the_new_options_and_keep_the_old_wording():
     caption = scene_caption(cfg)
     assert caption == ("a static shot of an open yard under a cloudy sky with 3 still and 1 moving object, "
                        "one of them large and close, with changing exposure")
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_moving=2, num_static=3), dict(large_mover=True, camera="static")])
+def test_the_ray_culling_keeps_every_ray_that_meets_an_object(kwargs):
+    """`_cast` intersects an object only with the rays its bounding-sphere test keeps: every ray that
+    meets a sphere or a box (from the cameras, and from inside an object's bounding sphere) is kept,
+    and most rays from the camera are not."""
+    from pipelines.synthetic import _build_scene, _bounding_radius, _intersect, _may_hit_sphere
+
+    scene = _build_scene(SceneConfig(seed=11, height=H, width=W, num_frames=9, **kwargs))
+    rng = np.random.default_rng(0)
+    dirs = rng.normal(size=(20000, 3)) * rng.uniform(0.2, 3.0, (20000, 1))  # unnormalised, as `_rays` gives
+    kept_share = []
+    for ob in scene.objects:
+        pose = ob.pose(4.0)
+        origins = [scene.c2w_world[0, :3, 3], scene.c2w_world[8, :3, 3]]
+        if ob.kind == "box":  # beside a face, inside the bounding sphere: every ray is kept
+            origins.append(pose[:3, 3] + pose[:3, :3] @ np.array([1.1 * ob.size[0], 0.0, 0.0]))
+        for origin in origins:
+            hits = np.isfinite(_intersect(ob, pose, origin, dirs))
+            kept = _may_hit_sphere(pose[:3, 3], _bounding_radius(ob), origin, dirs, np.einsum("ij,ij->i", dirs, dirs))
+            assert hits.sum() > 20 and not (hits & ~kept).any()
+            kept_share.append(kept.mean())
+    assert min(kept_share) < 0.05
